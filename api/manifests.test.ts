@@ -1,0 +1,261 @@
+import type { KubeConfig } from '@kubernetes/client-node';
+import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createTestNamespace, testKubeConfig } from '../test/harness/kube.js';
+import { GROUP, VERSION } from './common.js';
+import { immutableFieldChanges, parseApiKey, parseServiceUser } from './validate.js';
+
+type Kind = 'ServiceUser' | 'ApiKey';
+type Manifest = { apiVersion: string; kind: Kind; metadata: { name: string }; spec: Record<string, unknown> };
+
+function serviceUser(name: string, spec: Record<string, unknown> = {}): Manifest {
+  return { apiVersion: `${GROUP}/${VERSION}`, kind: 'ServiceUser', metadata: { name }, spec };
+}
+function apiKey(name: string, spec: Record<string, unknown> = {}): Manifest {
+  return {
+    apiVersion: `${GROUP}/${VERSION}`,
+    kind: 'ApiKey',
+    metadata: { name },
+    spec: { serviceUserRef: { name: 'ci' }, ...spec },
+  };
+}
+
+interface InvalidCase {
+  name: string;
+  manifest: Manifest;
+  /** For transition rules: the object as created first; `manifest` is then the update. */
+  before?: Manifest;
+  /** The field the error must name, as the API server names it. */
+  field: string;
+}
+
+const cases: InvalidCase[] = [
+  {
+    name: 'username with a space',
+    manifest: serviceUser('u1', { username: 'ci bot' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'username with a dot',
+    manifest: serviceUser('u2', { username: 'ci.bot' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'username with a leading separator',
+    manifest: serviceUser('u3', { username: '-cibot' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'username with a trailing separator',
+    manifest: serviceUser('u4', { username: 'cibot_' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'username with a doubled separator',
+    manifest: serviceUser('u5', { username: 'ci--bot' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'username with mixed doubled separators',
+    manifest: serviceUser('u6', { username: 'ci-_bot' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'non-ASCII username',
+    manifest: serviceUser('u7', { username: 'bötuser' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'username of 64 characters',
+    manifest: serviceUser('u8', { username: 'a'.repeat(64) }),
+    field: 'spec.username',
+  },
+  { name: 'empty username', manifest: serviceUser('u9', { username: '' }), field: 'spec.username' },
+  {
+    name: 'metadata.name standing in for a bad username',
+    manifest: serviceUser('ci.bot'),
+    field: 'metadata.name',
+  },
+  { name: 'unknown spec field', manifest: serviceUser('u10', { nickname: 'x' }), field: 'spec.nickname' },
+  {
+    name: 'suspended as a string',
+    manifest: serviceUser('u11', { suspended: 'yes' }),
+    field: 'spec.suspended',
+  },
+  {
+    name: 'scopes as a string',
+    manifest: serviceUser('u12', { scopes: 'projects:alpha' }),
+    field: 'spec.scopes',
+  },
+  {
+    name: 'scope with a space',
+    manifest: serviceUser('u13', { scopes: ['projects alpha'] }),
+    field: 'spec.scopes[0]',
+  },
+  {
+    name: 'scope with an empty segment',
+    manifest: serviceUser('u14', { scopes: ['projects::alpha'] }),
+    field: 'spec.scopes[0]',
+  },
+  {
+    name: 'scope with an inner wildcard',
+    manifest: serviceUser('u15', { scopes: ['ok', 'projects:*:read'] }),
+    field: 'spec.scopes[1]',
+  },
+  {
+    name: 'description over 1024',
+    manifest: serviceUser('u16', { description: 'x'.repeat(1025) }),
+    field: 'spec.description',
+  },
+  {
+    name: 'contact e-mail malformed',
+    manifest: serviceUser('u17', { contact: { email: 'ops at example' } }),
+    field: 'spec.contact.email',
+  },
+  { name: 'negative maxKeys', manifest: serviceUser('u18', { maxKeys: -1 }), field: 'spec.maxKeys' },
+  {
+    name: 'groups as objects',
+    manifest: serviceUser('u19', { groups: [{ name: 'ops' }] }),
+    field: 'spec.groups[0]',
+  },
+  {
+    name: 'changed username',
+    before: serviceUser('u20', { username: 'first' }),
+    manifest: serviceUser('u20', { username: 'second' }),
+    field: 'spec.username',
+  },
+  {
+    name: 'missing serviceUserRef',
+    manifest: { ...apiKey('k1'), spec: { description: 'x' } },
+    field: 'spec.serviceUserRef',
+  },
+  {
+    name: 'serviceUserRef name not a DNS name',
+    manifest: apiKey('k2', { serviceUserRef: { name: 'Bad_User' } }),
+    field: 'spec.serviceUserRef.name',
+  },
+  {
+    name: 'expiresAt and ttl together',
+    manifest: apiKey('k3', { expiresAt: '2030-01-01T00:00:00Z', ttl: '90d' }),
+    field: 'spec.ttl',
+  },
+  { name: 'negative ttl', manifest: apiKey('k4', { ttl: '-1h' }), field: 'spec.ttl' },
+  { name: 'ttl in words', manifest: apiKey('k5', { ttl: '90 days' }), field: 'spec.ttl' },
+  { name: 'zero ttl', manifest: apiKey('k6', { ttl: '0s' }), field: 'spec.ttl' },
+  {
+    name: 'grace period in years',
+    manifest: apiKey('k7', { rotation: { gracePeriod: '1y' } }),
+    field: 'spec.rotation.gracePeriod',
+  },
+  {
+    name: 'zero rotation period',
+    manifest: apiKey('k8', { rotation: { every: '0d' } }),
+    field: 'spec.rotation.every',
+  },
+  {
+    name: 'expiresAt not a time',
+    manifest: apiKey('k9', { expiresAt: 'tomorrow' }),
+    field: 'spec.expiresAt',
+  },
+  {
+    name: 'key description over 256',
+    manifest: apiKey('k10', { description: 'x'.repeat(257) }),
+    field: 'spec.description',
+  },
+  {
+    name: 'unknown rotation field',
+    manifest: apiKey('k11', { rotation: { period: '30d' } }),
+    field: 'spec.rotation.period',
+  },
+  { name: 'bad key scope', manifest: apiKey('k12', { scopes: ['*:read'] }), field: 'spec.scopes[0]' },
+  {
+    name: 'tokenKey with a slash',
+    manifest: apiKey('k13', { secret: { tokenKey: 'api/token' } }),
+    field: 'spec.secret.tokenKey',
+  },
+  { name: 'disabled as a string', manifest: apiKey('k14', { disabled: 'true' }), field: 'spec.disabled' },
+  {
+    name: 'changed serviceUserRef',
+    before: apiKey('k15'),
+    manifest: apiKey('k15', { serviceUserRef: { name: 'other' } }),
+    field: 'spec.serviceUserRef.name',
+  },
+];
+
+function zodErrors(testCase: InvalidCase): string[] {
+  const { manifest, before } = testCase;
+  if (before) return immutableFieldChanges(manifest.kind, before, manifest);
+  const parsed = manifest.kind === 'ServiceUser' ? parseServiceUser(manifest) : parseApiKey(manifest);
+  return parsed.ok ? [] : parsed.errors;
+}
+
+describe('invalid manifests, zod side', () => {
+  it.each(cases)('rejects $name naming $field', (testCase) => {
+    const errors = zodErrors(testCase);
+    expect(errors.some((e) => e.startsWith(`${testCase.field}:`))).toBe(true);
+  });
+
+  it('the table is large enough to mean something', () => {
+    expect(cases.length).toBeGreaterThanOrEqual(25);
+  });
+});
+
+const plural: Record<Kind, string> = { ServiceUser: 'serviceusers', ApiKey: 'apikeys' };
+
+describe('invalid manifests, API server side', () => {
+  let kc: KubeConfig;
+  let api: CustomObjectsApi;
+  let namespace: string;
+
+  beforeAll(async () => {
+    kc = testKubeConfig();
+    api = kc.makeApiClient(CustomObjectsApi);
+    namespace = await createTestNamespace(kc, 'manifests');
+  });
+
+  async function create(manifest: Manifest): Promise<void> {
+    await api.createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: plural[manifest.kind],
+      body: manifest,
+      fieldValidation: 'Strict',
+    });
+  }
+
+  it.each(cases)('rejects $name naming $field', async (testCase) => {
+    if (testCase.before) await create(testCase.before);
+    const attempt = testCase.before
+      ? api.patchNamespacedCustomObject(
+          {
+            group: GROUP,
+            version: VERSION,
+            namespace,
+            plural: plural[testCase.manifest.kind],
+            name: testCase.manifest.metadata.name,
+            body: testCase.manifest,
+            fieldManager: 'test',
+            fieldValidation: 'Strict',
+            force: true,
+          },
+          // Server-side apply: the update a GitOps tool would send.
+          setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+        )
+      : create(testCase.manifest);
+    const error = await attempt.then(
+      () => undefined,
+      (err: unknown) => err as { code?: number; body?: string },
+    );
+    expect(error, 'the API server accepted it').toBeDefined();
+    expect([400, 422]).toContain(error?.code);
+    const message = (JSON.parse(String(error?.body)) as { message: string }).message;
+    // Strict decoding names unknown fields as `unknown field "spec.x"` (or a field inside the bad
+    // value, `spec.x[0].name`); schema errors as `spec.x: ...`.
+    expect(message).toMatch(new RegExp(`${escapeRegExp(testCase.field)}(:|"|\\.)`));
+  });
+});
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -1,0 +1,133 @@
+import { z } from 'zod';
+import { API_VERSION, conditionsSchema, objectMetaSchema, observedGenerationSchema } from './common.js';
+import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
+
+export const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
+export const USERNAME_MAX_LENGTH = 63;
+
+export const scopeListSchema = z
+  .array(
+    z
+      .string()
+      .max(SCOPE_MAX_LENGTH)
+      .regex(SCOPE_PATTERN)
+      .describe('A scope: `name(:name)*`, optionally ending in `:*`, or `*` for everything.'),
+  )
+  .max(64);
+
+export const serviceUserSpecSchema = z
+  .strictObject({
+    username: z
+      .string()
+      .min(1)
+      .max(USERNAME_MAX_LENGTH)
+      .regex(USERNAME_PATTERN)
+      .optional()
+      .describe(
+        'Login name of the service user, unique across the whole credential store. Defaults to metadata.name. ' +
+          'ASCII letters and digits in runs separated by single "-" or "_", 1-63 characters. Immutable.',
+      ),
+    description: z
+      .string()
+      .max(1024)
+      .optional()
+      .describe('Free text: which tools use this user and who maintains them.'),
+    contact: z
+      .strictObject({
+        name: z.string().min(1).max(256).optional().describe('Name of the maintainer or team.'),
+        email: z
+          .string()
+          .max(254)
+          .regex(/^[^@\s]+@[^@\s]+\.[^@\s]+$/)
+          .optional()
+          .describe('E-mail address of the maintainer or team.'),
+      })
+      .optional()
+      .describe('Who to contact about this service user.'),
+    groups: z
+      .array(z.string().min(1).max(253).describe('A group name.'))
+      .max(64)
+      .optional()
+      .describe('Groups passed on with the identity (TokenReview groups, X-Keyward-Groups header).'),
+    scopes: scopeListSchema
+      .optional()
+      .describe('Scopes this user grants to its keys, e.g. `projects:alpha`, `projects:*`, `*`.'),
+    suspended: z
+      .boolean()
+      .optional()
+      .describe('True rejects every key of this user at once; false reactivates them.'),
+    maxKeys: z
+      .int()
+      .min(0)
+      .max(10_000)
+      .optional()
+      .describe('Most ApiKeys this user may have; further keys get Ready=False, reason=MaxKeysExceeded.'),
+  })
+  .meta({
+    'x-kubernetes-validations': [
+      {
+        rule: 'has(self.username) == has(oldSelf.username) && (!has(self.username) || self.username == oldSelf.username)',
+        message: 'spec.username is immutable',
+        fieldPath: '.username',
+        reason: 'FieldValueForbidden',
+      },
+    ],
+  })
+  .describe('Desired state of a service user: a non-human identity that owns ApiKeys.');
+export type ServiceUserSpec = z.infer<typeof serviceUserSpecSchema>;
+
+export const serviceUserStatusSchema = z
+  .object({
+    observedGeneration: observedGenerationSchema.optional(),
+    conditions: conditionsSchema.optional(),
+    username: z.string().optional().describe('The username in effect.'),
+    userId: z.string().optional().describe('Identifier of the user in the credential store.'),
+    keys: z
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .describe('ApiKeys of this user, revoked ones excluded.'),
+    activeKeys: z
+      .int()
+      .min(0)
+      .max(Number.MAX_SAFE_INTEGER)
+      .optional()
+      .describe('ApiKeys of this user that currently verify.'),
+  })
+  .describe('Observed state, written by the operator.');
+export type ServiceUserStatus = z.infer<typeof serviceUserStatusSchema>;
+
+/** The whole object as the operator parses it; the CRD root rule about metadata.name lives in crd.ts. */
+export const serviceUserSchema = z.object({
+  apiVersion: z.literal(API_VERSION),
+  kind: z.literal('ServiceUser'),
+  metadata: objectMetaSchema,
+  spec: serviceUserSpecSchema,
+  status: serviceUserStatusSchema.optional(),
+});
+export type ServiceUser = z.infer<typeof serviceUserSchema>;
+
+/** The username in effect: spec.username, or metadata.name when unset. */
+export function effectiveUsername(user: Pick<ServiceUser, 'metadata' | 'spec'>): string {
+  return user.spec.username ?? user.metadata.name;
+}
+
+/** metadata.name stands in for an unset username, so it must then follow the username rule too. */
+export const SERVICE_USER_NAME_RULE = {
+  rule: `has(self.spec.username) || (size(self.metadata.name) <= ${USERNAME_MAX_LENGTH} && self.metadata.name.matches('${USERNAME_PATTERN.source}'))`,
+  message:
+    'metadata.name is not a valid username (letters and digits separated by single - or _); set spec.username',
+  fieldPath: '.metadata.name',
+} as const;
+
+/** The object schema plus the metadata.name rule the CRD enforces at its root. */
+export const serviceUserObjectSchema = serviceUserSchema.superRefine((user, ctx) => {
+  const name = user.metadata.name;
+  if (
+    user.spec.username === undefined &&
+    (name.length > USERNAME_MAX_LENGTH || !USERNAME_PATTERN.test(name))
+  ) {
+    ctx.addIssue({ code: 'custom', path: ['metadata', 'name'], message: SERVICE_USER_NAME_RULE.message });
+  }
+});

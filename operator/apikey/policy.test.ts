@@ -1,0 +1,159 @@
+import { describe, expect, it } from 'vitest';
+import type { ApiKeySpec } from '../../api/apikey.js';
+import {
+  type CredentialAction,
+  type CredentialInput,
+  decideCredentials,
+  desiredExpiry,
+  nextWakeup,
+  readiness,
+  type SecretView,
+  type StoredKey,
+} from './policy.js';
+
+const now = new Date('2026-06-01T12:00:00Z');
+const hour = 3_600_000;
+const spec: ApiKeySpec = { serviceUserRef: { name: 'ci' } };
+const stored: StoredKey = {
+  keyId: 'key_0123456789abcdef',
+  previousValidUntil: null,
+  issuedAt: new Date(now.getTime() - 48 * hour),
+  rotatedAt: new Date(now.getTime() - 24 * hour),
+  expiresAt: null,
+  disabled: false,
+  revokedAt: null,
+};
+const holdsCurrent: SecretView = { match: 'current', ownedByKey: true, rotationRequest: null };
+const inGrace = { ...stored, previousValidUntil: new Date(now.getTime() + hour) };
+
+function input(overrides: Partial<CredentialInput>): CredentialInput {
+  return { spec, stored, secret: holdsCurrent, rotateRequest: null, now, ...overrides };
+}
+
+describe('decideCredentials', () => {
+  const table: Array<[string, Partial<CredentialInput>, CredentialAction]> = [
+    [
+      'new key, no Secret',
+      { stored: null, secret: { match: 'missing', ownedByKey: false, rotationRequest: null } },
+      { kind: 'issue', adopt: false, request: null },
+    ],
+    [
+      'new key whose Secret was written before a crash',
+      { stored: null, secret: { match: 'none', ownedByKey: true, rotationRequest: null } },
+      { kind: 'issue', adopt: true, request: null },
+    ],
+    [
+      'new key, a leftover Secret of another object is not adopted',
+      { stored: null, secret: { match: 'none', ownedByKey: false, rotationRequest: null } },
+      { kind: 'issue', adopt: false, request: null },
+    ],
+    [
+      'new key created with a rotate annotation records it and does not rotate later',
+      {
+        stored: null,
+        secret: { match: 'missing', ownedByKey: false, rotationRequest: null },
+        rotateRequest: 'r1',
+      },
+      { kind: 'issue', adopt: false, request: 'r1' },
+    ],
+    ['Secret holds the current token', {}, { kind: 'none' }],
+    [
+      'new annotation value',
+      { rotateRequest: 'r2', secret: { ...holdsCurrent, rotationRequest: 'r1' } },
+      { kind: 'rotate', reason: 'Requested', keepHeld: true, request: 'r2' },
+    ],
+    [
+      'same annotation value again (GitOps re-sync)',
+      { rotateRequest: 'r1', secret: { ...holdsCurrent, rotationRequest: 'r1' } },
+      { kind: 'none' },
+    ],
+    [
+      'annotation removed later: nothing to do',
+      { rotateRequest: null, secret: { ...holdsCurrent, rotationRequest: 'r1' } },
+      { kind: 'none' },
+    ],
+    [
+      'scheduled rotation due keeps the recorded request',
+      {
+        spec: { ...spec, rotation: { every: '1d' } },
+        rotateRequest: 'r1',
+        secret: { ...holdsCurrent, rotationRequest: 'r1' },
+      },
+      { kind: 'rotate', reason: 'Scheduled', keepHeld: true, request: 'r1' },
+    ],
+    ['scheduled rotation not yet due', { spec: { ...spec, rotation: { every: '2d' } } }, { kind: 'none' }],
+    [
+      'Secret holds the previous token within grace (crash during rotation)',
+      {
+        secret: { match: 'previous', ownedByKey: true, rotationRequest: 'r1' },
+        stored: inGrace,
+        rotateRequest: 'r2',
+      },
+      { kind: 'rotate', reason: 'RotationResumed', keepHeld: true, request: 'r2' },
+    ],
+    [
+      'Secret holds the previous token after grace',
+      {
+        secret: { match: 'previous', ownedByKey: true, rotationRequest: null },
+        stored: { ...stored, previousValidUntil: new Date(now.getTime() - 1) },
+      },
+      { kind: 'rotate', reason: 'SecretLost', keepHeld: false, request: null },
+    ],
+    [
+      'Secret deleted',
+      { secret: { match: 'missing', ownedByKey: false, rotationRequest: null } },
+      { kind: 'rotate', reason: 'SecretLost', keepHeld: false, request: null },
+    ],
+    [
+      'token edited by someone',
+      { secret: { match: 'none', ownedByKey: true, rotationRequest: null } },
+      { kind: 'rotate', reason: 'SecretLost', keepHeld: false, request: null },
+    ],
+    ['revoked key stays revoked', { stored: { ...stored, revokedAt: now } }, { kind: 'revoked' }],
+  ];
+
+  it.each(table)('%s', (_name, overrides, action) => {
+    expect(decideCredentials(input(overrides)).action).toEqual(action);
+  });
+});
+
+describe('desiredExpiry', () => {
+  it.each([
+    [{}, null],
+    [{ expiresAt: '2030-01-01T00:00:00Z' }, new Date('2030-01-01T00:00:00Z')],
+    [{ ttl: '12h' }, new Date(now.getTime() + 12 * hour)],
+  ])('%j', (extra, expected) => {
+    expect(desiredExpiry({ ...spec, ...extra }, now)).toEqual(expected);
+  });
+});
+
+describe('readiness', () => {
+  it.each([
+    ['valid', stored, false, true, 'Issued'],
+    ['expired', { ...stored, expiresAt: now }, false, false, 'Expired'],
+    ['expired wins over disabled', { ...stored, expiresAt: now, disabled: true }, false, false, 'Expired'],
+    ['disabled', { ...stored, disabled: true }, false, false, 'Disabled'],
+    ['user suspended', stored, true, false, 'Suspended'],
+    ['not yet expired', { ...stored, expiresAt: new Date(now.getTime() + 1) }, false, true, 'Issued'],
+  ] as const)('%s', (_name, key, suspended, ready, reason) => {
+    const result = readiness(key, suspended, 'web', now);
+    expect([result.ready, result.reason]).toEqual([ready, reason]);
+  });
+});
+
+describe('nextWakeup', () => {
+  it('is the earliest future instant among expiry, grace end and scheduled rotation', () => {
+    const key = {
+      ...stored,
+      expiresAt: new Date(now.getTime() + 5 * hour),
+      previousValidUntil: new Date(now.getTime() + 2 * hour),
+    };
+    expect(nextWakeup({ ...spec, rotation: { every: '2d' } }, key, now)).toEqual(
+      new Date(now.getTime() + 2 * hour),
+    );
+  });
+
+  it('ignores instants already past and returns null when nothing is pending', () => {
+    expect(nextWakeup(spec, { ...stored, expiresAt: new Date(now.getTime() - 1) }, now)).toBeNull();
+  });
+});

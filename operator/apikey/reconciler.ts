@@ -1,0 +1,445 @@
+import type { KubernetesObject, V1Secret } from '@kubernetes/client-node';
+import type { Logger } from 'pino';
+import {
+  type ApiKey,
+  type ApiKeyStatus,
+  gracePeriodMs,
+  ROTATE_ANNOTATION,
+  secretNameOf,
+} from '../../api/apikey.js';
+import { uncoveredScopes } from '../../api/scopes.js';
+import type { ServiceUser } from '../../api/serviceuser.js';
+import { parseApiKey, parseServiceUser } from '../../api/validate.js';
+import { generateToken, parseToken, type RandomSource, tokenHash } from '../../credentials/token.js';
+import type { ApiKeyState, OperatorStore } from '../../store/operator-store.js';
+import { type ConditionInput, setConditions } from '../conditions.js';
+import type { EventRecorder } from '../kube/events.js';
+import type { Informer } from '../kube/informer.js';
+import type { HandlerResult } from '../kube/workqueue.js';
+import { FINALIZER, type KubeWriter } from '../objects.js';
+import { desiredSecret, inspectSecret, type SecretContents, secretMetadataDiffers } from '../secret.js';
+import {
+  fromStore,
+  reportStoreUnavailable,
+  StoreUnavailableError,
+  statusChanged,
+  withoutCondition,
+} from '../status.js';
+import {
+  type CredentialDecision,
+  decideCredentials,
+  desiredExpiry,
+  nextWakeup,
+  readiness,
+  type SecretView,
+  type StoredKey,
+} from './policy.js';
+
+export interface ApiKeyReconcilerDeps {
+  apiKeys: Informer<KubernetesObject>;
+  serviceUsers: Informer<KubernetesObject>;
+  secrets: Informer<V1Secret>;
+  kube: KubeWriter;
+  store: OperatorStore;
+  events: EventRecorder;
+  logger: Logger;
+  tokenPrefix: string;
+  now?: () => Date;
+  random?: RandomSource;
+}
+
+/** Why the key cannot be issued or used yet; decided before any credential work. */
+interface Blocked {
+  reason: string;
+  message: string;
+  /** Permanent until the spec (or another object) changes: kstatus reports it as Stalled. */
+  stalled: boolean;
+}
+
+interface StatusInput {
+  ready: Omit<ConditionInput, 'type'>;
+  stalled: boolean;
+  extra?: ConditionInput[];
+  /** The rotate request the Secret's token answers; unset keeps what status had. */
+  rotationRequest?: string | null;
+}
+
+function storedKey(state: ApiKeyState): StoredKey {
+  return {
+    keyId: state.keyId,
+    previousValidUntil: state.previousValidUntil,
+    issuedAt: state.issuedAt,
+    rotatedAt: state.rotatedAt ?? state.issuedAt,
+    expiresAt: state.expiresAt,
+    disabled: state.disabled,
+    revokedAt: state.revokedAt,
+  };
+}
+
+/**
+ * Reconciles one ApiKey: finalizer, reference and scope checks, issue/rotation/repair of its secret
+ * (write order chosen for crash safety, see policy.ts), store fields, status and Events.
+ */
+export class ApiKeyReconciler {
+  readonly #d: ApiKeyReconcilerDeps;
+  readonly #now: () => Date;
+
+  constructor(deps: ApiKeyReconcilerDeps) {
+    this.#d = deps;
+    this.#now = deps.now ?? ((): Date => new Date());
+  }
+
+  async reconcile(key: string): Promise<HandlerResult | undefined> {
+    const raw = this.#d.apiKeys.get(key);
+    if (!raw) return undefined;
+    try {
+      return await this.#reconcile(raw);
+    } catch (err) {
+      if (err instanceof StoreUnavailableError) {
+        await reportStoreUnavailable({ ...this.#d, now: this.#now() }, 'apikeys', raw, err);
+      }
+      throw err;
+    }
+  }
+
+  async #reconcile(raw: KubernetesObject): Promise<HandlerResult | undefined> {
+    if (raw.metadata?.deletionTimestamp) {
+      await this.#finalize(raw);
+      return undefined;
+    }
+    const parsed = parseApiKey(raw);
+    if (!parsed.ok) {
+      const message = parsed.errors.join('; ');
+      await this.#writeStatus(raw, undefined, {
+        ready: { status: 'False', reason: 'InvalidSpec', message },
+        stalled: true,
+      });
+      return undefined;
+    }
+    const apiKey = parsed.value;
+    if (!apiKey.metadata.finalizers?.includes(FINALIZER)) {
+      // The update event this causes brings the key back, finalizer in place, before anything is issued.
+      await this.#d.kube.addFinalizer('apikeys', raw);
+      return undefined;
+    }
+    const uid = apiKey.metadata.uid ?? '';
+    const now = this.#now();
+    const state = await fromStore(() => this.#d.store.getKey(uid));
+    const user = this.#serviceUser(apiKey);
+    const blocked = await this.#blocked(apiKey, user, state);
+    if (blocked) {
+      await this.#writeStatus(raw, state ?? undefined, {
+        ready: { status: 'False', reason: blocked.reason, message: blocked.message },
+        stalled: blocked.stalled,
+      });
+      return undefined;
+    }
+    const secret = this.#d.secrets.get(`${apiKey.metadata.namespace}/${secretNameOf(apiKey)}`);
+    const contents = inspectSecret(apiKey, secret);
+    const decision = decideCredentials({
+      spec: apiKey.spec,
+      stored: state ? storedKey(state) : null,
+      secret: await this.#secretView(uid, state, contents),
+      rotateRequest: apiKey.metadata.annotations?.[ROTATE_ANNOTATION] ?? null,
+      now,
+    });
+    if (decision.action.kind === 'revoked') {
+      await this.#writeStatus(raw, state ?? undefined, {
+        ready: { status: 'False', reason: decision.reason, message: decision.message },
+        stalled: true,
+      });
+      return undefined;
+    }
+    const rotationRequest = await this.#act(raw, apiKey, decision, state, contents, secret, now);
+    const current = await this.#syncFields(raw, apiKey);
+    const suspended = user?.spec.suspended === true;
+    const stored = storedKey(current);
+    const ready = readiness(stored, suspended, secretNameOf(apiKey), now);
+    const wasExpired = (raw as { status?: ApiKeyStatus }).status?.conditions?.some(
+      (c) => c.type === 'Expired' && c.status === 'True',
+    );
+    if (ready.expired && !wasExpired)
+      this.#d.events.record(raw, { type: 'Warning', reason: 'Expired', message: ready.message });
+    await this.#writeStatus(raw, current, {
+      ready: { status: ready.ready ? 'True' : 'False', reason: ready.reason, message: ready.message },
+      stalled: false,
+      rotationRequest,
+      extra: [
+        flag('Expired', ready.expired, 'Expired', 'NotExpired'),
+        flag('Disabled', stored.disabled, 'Disabled', 'Enabled'),
+        flag('Suspended', suspended, 'UserSuspended', 'UserActive'),
+      ],
+    });
+    const wake = nextWakeup(apiKey.spec, stored, now);
+    // A little past the instant, so the reconcile sees the expiry or grace end as already passed.
+    return wake ? { requeueAfterMs: Math.max(wake.getTime() - now.getTime(), 0) + 100 } : undefined;
+  }
+
+  #serviceUser(apiKey: ApiKey): ServiceUser | undefined {
+    const raw = this.#d.serviceUsers.get(`${apiKey.metadata.namespace}/${apiKey.spec.serviceUserRef.name}`);
+    if (!raw || raw.metadata?.deletionTimestamp) return undefined;
+    const parsed = parseServiceUser(raw);
+    return parsed.ok ? parsed.value : undefined;
+  }
+
+  async #blocked(
+    apiKey: ApiKey,
+    user: ServiceUser | undefined,
+    state: ApiKeyState | null,
+  ): Promise<Blocked | undefined> {
+    const ref = apiKey.spec.serviceUserRef.name;
+    // A revoked key is reported as Revoked by the credential decision, whatever its user.
+    if (state?.revokedAt) return undefined;
+    if (!user) {
+      return {
+        reason: 'ServiceUserNotFound',
+        message: `ServiceUser ${ref} does not exist in namespace ${apiKey.metadata.namespace}`,
+        stalled: false,
+      };
+    }
+    const storedUser = await fromStore(() => this.#d.store.getServiceUser(user.metadata.uid ?? ''));
+    if (!storedUser || storedUser.deletedAt) {
+      return {
+        reason: 'ServiceUserNotReady',
+        message: `ServiceUser ${ref} is not in the credential store yet`,
+        stalled: false,
+      };
+    }
+    const missing = uncoveredScopes(user.spec.scopes ?? [], apiKey.spec.scopes ?? []);
+    if (missing.length > 0) {
+      return {
+        reason: 'ScopeNotGranted',
+        message: `ServiceUser ${ref} does not grant ${missing.join(', ')}; such scopes are never effective for this key`,
+        stalled: true,
+      };
+    }
+    const max = user.spec.maxKeys;
+    if (max !== undefined && !state && !this.#withinMaxKeys(apiKey, max)) {
+      return {
+        reason: 'MaxKeysExceeded',
+        message: `ServiceUser ${ref} allows at most ${max} ApiKeys`,
+        stalled: true,
+      };
+    }
+    return undefined;
+  }
+
+  /** The oldest `max` ApiKeys of a user may be issued; ties break by name so every replica agrees. */
+  #withinMaxKeys(apiKey: ApiKey, max: number): boolean {
+    const siblings = this.#d.apiKeys
+      .list()
+      .filter(
+        (k) =>
+          k.metadata?.namespace === apiKey.metadata.namespace &&
+          !k.metadata?.deletionTimestamp &&
+          (k as { spec?: { serviceUserRef?: { name?: string } } }).spec?.serviceUserRef?.name ===
+            apiKey.spec.serviceUserRef.name,
+      )
+      .sort(
+        (a, b) =>
+          String(a.metadata?.creationTimestamp ?? '').localeCompare(
+            String(b.metadata?.creationTimestamp ?? ''),
+          ) || (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''),
+      );
+    return siblings.slice(0, max).some((k) => k.metadata?.uid === apiKey.metadata.uid);
+  }
+
+  async #secretView(uid: string, state: ApiKeyState | null, contents: SecretContents): Promise<SecretView> {
+    const base = { ownedByKey: contents.ownedByKey, rotationRequest: contents.rotationRequest };
+    if (!contents.hash) return { ...base, match: 'missing' };
+    if (!state) return { ...base, match: 'none' };
+    const hash = contents.hash;
+    const match = await fromStore(() => this.#d.store.secretMatch(uid, hash));
+    return { ...base, match: match.role };
+  }
+
+  async #act(
+    raw: KubernetesObject,
+    apiKey: ApiKey,
+    decision: CredentialDecision,
+    state: ApiKeyState | null,
+    contents: SecretContents,
+    secret: V1Secret | undefined,
+    now: Date,
+  ): Promise<string | null> {
+    const action = decision.action;
+    const uid = apiKey.metadata.uid ?? '';
+    const secretName = secretNameOf(apiKey);
+    const log = this.#d.logger.child({ apiKey: `${apiKey.metadata.namespace}/${apiKey.metadata.name}` });
+    if (action.kind === 'issue') {
+      // Secret first, hash second: a crash in between leaves a token the store does not accept
+      // yet, on a key that was never Ready; the retry adopts it instead of minting another.
+      const adoptable = action.adopt && contents.token !== null ? parseToken(contents.token) : undefined;
+      const token = adoptable?.ok
+        ? { token: adoptable.value.token, displayPrefix: adoptable.value.displayPrefix }
+        : generateToken({ prefix: this.#d.tokenPrefix, random: this.#d.random });
+      if (!adoptable?.ok) await this.#d.kube.applySecret(desiredSecret(apiKey, token.token, action.request));
+      const result = await fromStore(() =>
+        this.#d.store.issueKey({
+          ref: { namespace: apiKey.metadata.namespace ?? '', name: apiKey.metadata.name, uid },
+          serviceUserName: apiKey.spec.serviceUserRef.name,
+          hash: tokenHash(token.token),
+          displayPrefix: token.displayPrefix,
+          description: apiKey.spec.description ?? '',
+          scopes: apiKey.spec.scopes ?? null,
+          disabled: apiKey.spec.disabled === true,
+          expiresAt: desiredExpiry(apiKey.spec, now),
+        }),
+      );
+      if (result.kind !== 'ok')
+        throw new Error(
+          `issue of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
+        );
+      log.info({ keyId: result.key.keyId, tokenPrefix: token.displayPrefix }, 'issued key');
+      this.#d.events.record(raw, {
+        type: 'Normal',
+        reason: 'Issued',
+        message: `issued key ${result.key.keyId} (${token.displayPrefix}…) into Secret ${secretName}`,
+      });
+      return adoptable?.ok ? contents.rotationRequest : action.request;
+    }
+    if (action.kind === 'rotate' && state) {
+      // New hash first (the token the Secret holds stays valid for the grace period), Secret
+      // second: a crash in between leaves the Secret with a still-valid token, and the next
+      // reconcile sees it as the previous secret and resumes (RotationResumed).
+      const generated = generateToken({ prefix: this.#d.tokenPrefix, random: this.#d.random });
+      const graceMs = action.keepHeld ? gracePeriodMs(apiKey.spec) : 0;
+      const result = await fromStore(() =>
+        this.#d.store.rotateKey({
+          uid,
+          newHash: generated.hash,
+          displayPrefix: generated.displayPrefix,
+          graceSeconds: graceMs / 1000,
+          reason: action.reason,
+          ...(contents.hash ? { heldHash: contents.hash } : {}),
+          expiresAt: desiredExpiry(apiKey.spec, now),
+        }),
+      );
+      if (result.kind !== 'ok')
+        throw new Error(
+          `rotation of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
+        );
+      await this.#d.kube.applySecret(desiredSecret(apiKey, generated.token, action.request));
+      log.info(
+        { keyId: state.keyId, tokenPrefix: generated.displayPrefix, reason: action.reason },
+        'rotated key',
+      );
+      const grace =
+        graceMs > 0 ? `; the previous secret verifies for ${Math.round(graceMs / 1000)}s more` : '';
+      this.#d.events.record(raw, {
+        type: action.reason === 'SecretLost' ? 'Warning' : 'Normal',
+        reason: action.reason === 'SecretLost' ? 'SecretLost' : 'Rotated',
+        message: `${decision.message}; key ${state.keyId} now uses ${generated.displayPrefix}…${grace}`,
+      });
+      return action.request;
+    }
+    if (action.kind === 'none' && contents.token !== null) {
+      // Same token; labels, annotations or the data key may still have changed in the spec.
+      const desired = desiredSecret(apiKey, contents.token, contents.rotationRequest);
+      if (secretMetadataDiffers(desired, secret)) await this.#d.kube.applySecret(desired);
+    }
+    return contents.rotationRequest;
+  }
+
+  /** Brings the store's mutable fields in line with the spec; returns the key as stored now. */
+  async #syncFields(raw: KubernetesObject, apiKey: ApiKey): Promise<ApiKeyState> {
+    const uid = apiKey.metadata.uid ?? '';
+    const state = await fromStore(() => this.#d.store.getKey(uid));
+    if (!state)
+      throw new Error(`key ${apiKey.metadata.namespace}/${apiKey.metadata.name} is missing from the store`);
+    const result = await fromStore(() =>
+      this.#d.store.updateKey(uid, {
+        description: apiKey.spec.description ?? '',
+        scopes: apiKey.spec.scopes ?? null,
+        disabled: apiKey.spec.disabled === true,
+        expiresAt: desiredExpiry(apiKey.spec, state.rotatedAt ?? state.issuedAt),
+      }),
+    );
+    if (result.kind !== 'ok')
+      throw new Error(
+        `update of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
+      );
+    if (result.changed.includes('disabled')) {
+      this.#d.events.record(raw, {
+        type: 'Normal',
+        reason: result.key.disabled ? 'Disabled' : 'Enabled',
+        message: `key ${result.key.keyId} ${result.key.disabled ? 'disabled' : 'enabled again'} by spec.disabled`,
+      });
+    }
+    return result.key;
+  }
+
+  async #finalize(raw: KubernetesObject): Promise<void> {
+    if (!raw.metadata?.finalizers?.includes(FINALIZER)) return;
+    const uid = raw.metadata.uid ?? '';
+    // Revoke before the Secret goes: from this commit on, the token is useless wherever it leaked.
+    await fromStore(() => this.#d.store.revokeKey(uid));
+    const spec = (raw as { spec?: { secret?: { name?: string } } }).spec;
+    await this.#d.kube.deleteSecret(
+      raw.metadata.namespace ?? '',
+      spec?.secret?.name ?? raw.metadata.name ?? '',
+      uid,
+    );
+    this.#d.events.record(raw, {
+      type: 'Normal',
+      reason: 'Revoked',
+      message: 'key revoked; its Secret was deleted',
+    });
+    await this.#d.kube.removeFinalizer('apikeys', raw);
+  }
+
+  async #writeStatus(
+    raw: KubernetesObject,
+    state: ApiKeyState | undefined,
+    input: StatusInput,
+  ): Promise<void> {
+    const existing = (raw as { status?: ApiKeyStatus }).status;
+    const generation = raw.metadata?.generation ?? 0;
+    const updates: ConditionInput[] = [
+      { type: 'Ready', ...input.ready },
+      input.stalled
+        ? { type: 'Stalled', status: 'True', reason: input.ready.reason, message: input.ready.message }
+        : { type: 'Stalled', status: 'False', reason: 'Progressing', message: '' },
+      ...(input.extra ?? []),
+    ];
+    const conditions = setConditions(
+      withoutCondition(existing?.conditions, 'StoreAvailable'),
+      updates,
+      generation,
+      this.#now(),
+    );
+    const issued = state && !state.revokedAt;
+    const status: ApiKeyStatus = {
+      observedGeneration: generation,
+      conditions,
+      keyId: state?.keyId,
+      tokenPrefix: issued ? (state.tokenPrefix ?? undefined) : undefined,
+      secretName: issued ? secretNameOf(raw as ApiKey) : undefined,
+      issuedAt: state?.issuedAt.toISOString(),
+      rotatedAt: (state?.rotatedAt ?? state?.issuedAt)?.toISOString(),
+      expiresAt: state?.expiresAt?.toISOString(),
+      previousValidUntil: state?.previousValidUntil?.toISOString(),
+      lastUsedAt: state?.lastUsedAt?.toISOString(),
+      lastRotationRequest:
+        input.rotationRequest === undefined
+          ? existing?.lastRotationRequest
+          : (input.rotationRequest ?? undefined),
+    };
+    if (!statusChanged(existing, status)) return;
+    // Merge patch: explicit nulls clear fields that no longer apply (e.g. previousValidUntil).
+    await this.#d.kube.patchStatus('apikeys', raw, withNulls(status, existing));
+  }
+}
+
+function flag(type: string, on: boolean, onReason: string, offReason: string): ConditionInput {
+  return { type, status: on ? 'True' : 'False', reason: on ? onReason : offReason, message: '' };
+}
+
+/** `next`, plus null for every top-level field `previous` had and `next` lacks (merge-patch deletion). */
+function withNulls(next: object, previous: object | undefined): Record<string, unknown> {
+  const out: Record<string, unknown> = JSON.parse(JSON.stringify(next));
+  for (const key of Object.keys(previous ?? {})) {
+    if (!(key in out)) out[key] = null;
+  }
+  return out;
+}

@@ -1,0 +1,50 @@
+import type { Condition } from '../api/common.js';
+
+export interface ConditionInput {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+}
+
+/**
+ * Sets conditions the way kstatus and `kubectl wait` expect: every condition carries the
+ * generation it was computed from, and lastTransitionTime moves only when the status flips, so a
+ * re-reconcile with nothing new writes an identical status (no churn under GitOps re-sync).
+ */
+export function setConditions(
+  existing: readonly Condition[] | undefined,
+  updates: readonly ConditionInput[],
+  generation: number,
+  now: Date,
+): Condition[] {
+  const byType = new Map((existing ?? []).map((c) => [c.type, c]));
+  for (const update of updates) {
+    const previous = byType.get(update.type);
+    byType.set(update.type, {
+      type: update.type,
+      status: update.status,
+      reason: update.reason,
+      message: update.message,
+      lastTransitionTime:
+        previous && previous.status === update.status ? previous.lastTransitionTime : now.toISOString(),
+      observedGeneration: generation,
+    });
+  }
+  return [...byType.values()].sort(
+    (a, b) => conditionOrder(a.type) - conditionOrder(b.type) || a.type.localeCompare(b.type),
+  );
+}
+
+const ORDER = ['Ready', 'Stalled', 'Reconciling'];
+function conditionOrder(type: string): number {
+  const index = ORDER.indexOf(type);
+  return index === -1 ? ORDER.length : index;
+}
+
+export function findCondition(
+  conditions: readonly Condition[] | undefined,
+  type: string,
+): Condition | undefined {
+  return conditions?.find((c) => c.type === type);
+}

@@ -1,0 +1,73 @@
+import { hostname } from 'node:os';
+import { z } from 'zod';
+
+/**
+ * Operator configuration, read once from the environment (the chart sets these) and validated
+ * here, so a typo fails at start-up with the variable's name instead of later in a reconcile.
+ */
+const schema = z.object({
+  KEYWARD_STORE_URL: z.string({ error: 'is required (postgres://…)' }).min(1, 'is required (postgres://…)'),
+  /** Empty: every namespace. Set it to run one operator per namespace (a Role instead of a ClusterRole). */
+  KEYWARD_WATCH_NAMESPACE: z.string().default(''),
+  KEYWARD_TOKEN_PREFIX: z
+    .string()
+    .regex(/^[a-z]{1,8}$/, 'KEYWARD_TOKEN_PREFIX must be 1-8 lowercase letters')
+    .default('kw'),
+  KEYWARD_NAMESPACE: z.string().min(1).default('keyward-system'),
+  KEYWARD_LEASE_NAME: z.string().min(1).default('keyward-operator'),
+  KEYWARD_IDENTITY: z.string().min(1).optional(),
+  KEYWARD_LEASE_DURATION_SECONDS: z.coerce.number().int().min(2).max(600).default(15),
+  KEYWARD_METRICS_LISTEN: z
+    .string()
+    .regex(/^[^:]*:[0-9]{1,5}$/, 'KEYWARD_METRICS_LISTEN must be host:port')
+    .default('0.0.0.0:9090'),
+  KEYWARD_WORKERS: z.coerce.number().int().min(1).max(64).default(4),
+  KEYWARD_RESYNC_SECONDS: z.coerce.number().int().min(10).max(86_400).default(600),
+  KEYWARD_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+});
+
+export interface OperatorConfig {
+  storeUrl: string;
+  /** undefined: all namespaces. */
+  watchNamespace: string | undefined;
+  tokenPrefix: string;
+  namespace: string;
+  leaseName: string;
+  identity: string;
+  leaseDurationMs: number;
+  metricsHost: string;
+  metricsPort: number;
+  workers: number;
+  resyncMs: number;
+  logLevel: string;
+}
+
+export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    throw new Error(
+      `invalid operator configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+    );
+  }
+  const c = parsed.data;
+  const [metricsHost = '0.0.0.0', metricsPort = '9090'] = splitHostPort(c.KEYWARD_METRICS_LISTEN);
+  return {
+    storeUrl: c.KEYWARD_STORE_URL,
+    watchNamespace: c.KEYWARD_WATCH_NAMESPACE || undefined,
+    tokenPrefix: c.KEYWARD_TOKEN_PREFIX,
+    namespace: c.KEYWARD_NAMESPACE,
+    leaseName: c.KEYWARD_LEASE_NAME,
+    identity: c.KEYWARD_IDENTITY ?? `${hostname()}-${process.pid}`,
+    leaseDurationMs: c.KEYWARD_LEASE_DURATION_SECONDS * 1000,
+    metricsHost,
+    metricsPort: Number(metricsPort),
+    workers: c.KEYWARD_WORKERS,
+    resyncMs: c.KEYWARD_RESYNC_SECONDS * 1000,
+    logLevel: c.KEYWARD_LOG_LEVEL,
+  };
+}
+
+function splitHostPort(value: string): [string, string] {
+  const at = value.lastIndexOf(':');
+  return [value.slice(0, at), value.slice(at + 1)];
+}

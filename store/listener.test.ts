@@ -1,0 +1,254 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateToken } from '../credentials/token.js';
+import { testDatabase } from '../test/harness/database.js';
+import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
+import { CHANGES_CHANNEL, type StoreChange } from './changes.js';
+import { ChangeListener, type ChangeSubscriber } from './listener.js';
+import { migrate } from './migrate.js';
+import { OperatorStore } from './operator-store.js';
+import { UsageBatcher } from './usage.js';
+
+type Event =
+  | { type: 'connected' }
+  | { type: 'disconnected'; reason: string }
+  | { type: 'change'; change: StoreChange };
+
+/** A subscriber that records what it is told, in order. */
+class Recorder implements ChangeSubscriber {
+  readonly events: Event[] = [];
+  onChange(change: StoreChange): void {
+    this.events.push({ type: 'change', change });
+  }
+  onConnected(): void {
+    this.events.push({ type: 'connected' });
+  }
+  onDisconnected(reason: string): void {
+    this.events.push({ type: 'disconnected', reason });
+  }
+  count(type: Event['type']): number {
+    return this.events.filter((e) => e.type === type).length;
+  }
+  changes(): StoreChange[] {
+    return this.events.flatMap((e) => (e.type === 'change' ? [e.change] : []));
+  }
+}
+
+let url: string;
+let pool: pg.Pool;
+let store: OperatorStore;
+
+beforeAll(async () => {
+  url = await testDatabase();
+  await migrate(url);
+  pool = new pg.Pool({ connectionString: url, max: 4 });
+  store = new OperatorStore(pool);
+});
+
+afterAll(async () => {
+  await pool?.end();
+});
+
+async function userAndKey(s: OperatorStore): Promise<{ userUid: string; keyId: string; userId: string }> {
+  const namespace = `ns-${randomUUID().slice(0, 8)}`;
+  const userUid = randomUUID();
+  const user = await s.upsertServiceUser({
+    ref: { namespace, name: 'svc', uid: userUid },
+    username: namespace,
+    description: '',
+    contact: null,
+    groups: [],
+    scopes: [],
+    suspended: false,
+  });
+  if (user.kind !== 'ok') throw new Error(user.kind);
+  const t = generateToken();
+  const key = await s.issueKey({
+    ref: { namespace, name: 'k', uid: randomUUID() },
+    serviceUserName: 'svc',
+    hash: t.hash,
+    displayPrefix: t.displayPrefix,
+  });
+  if (key.kind !== 'ok') throw new Error(key.kind);
+  return { userUid, keyId: key.key.keyId, userId: user.user.id };
+}
+
+describe('ChangeListener', () => {
+  it('hands committed changes to its subscriber', async () => {
+    const recorder = new Recorder();
+    const listener = new ChangeListener({ connection: { connectionString: url }, subscriber: recorder });
+    listener.start();
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      expect(recorder.events).toEqual([{ type: 'connected' }]);
+      const { userUid, keyId, userId } = await userAndKey(store);
+      await store.setSuspended(userUid, true);
+      await pool.query('SELECT pg_notify($1, $2)', [CHANGES_CHANNEL, 'not json']);
+      await expect.poll(() => recorder.changes().length).toBe(3);
+      expect(recorder.changes()).toEqual([
+        { entity: 'key', op: 'issued', keyId, userId },
+        { entity: 'user', op: 'updated', userId },
+        { entity: 'unknown' },
+      ]);
+    } finally {
+      await listener.close();
+    }
+    expect(listener.connected).toBe(false);
+  });
+
+  it('reports a terminated connection, reconnects with backoff, and listens again', async () => {
+    const recorder = new Recorder();
+    const listener = new ChangeListener({
+      connection: { connectionString: url, application_name: 'keyward-listener-test' },
+      subscriber: recorder,
+      initialBackoffMs: 50,
+    });
+    listener.start();
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      await pool.query(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'keyward-listener-test'`,
+      );
+      await expect.poll(() => recorder.count('connected'), { timeout: 10_000 }).toBe(2);
+      expect(recorder.events.map((e) => e.type)).toEqual(['connected', 'disconnected', 'connected']);
+      const { userId } = await userAndKey(store);
+      await expect
+        .poll(() => recorder.changes().some((c) => 'userId' in c && c.userId === userId))
+        .toBe(true);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('notices a connection that went silent (heartbeat) and replaces it', async () => {
+    const recorder = new Recorder();
+    const listener = new ChangeListener({
+      connection: { connectionString: url, application_name: 'keyward-listener-silent' },
+      subscriber: recorder,
+      initialBackoffMs: 20,
+      heartbeatMs: 200,
+    });
+    listener.start();
+    let frozen: number | undefined;
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      const { rows } = await pool.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE application_name = 'keyward-listener-silent'`,
+      );
+      frozen = rows[0]!.pid;
+      // A stopped backend keeps its socket open but never answers: what a network partition looks like.
+      process.kill(frozen, 'SIGSTOP');
+      await expect.poll(() => recorder.count('connected'), { timeout: 10_000 }).toBe(2);
+      expect(recorder.events[1]).toEqual({ type: 'disconnected', reason: 'heartbeat timed out' });
+    } finally {
+      if (frozen !== undefined) process.kill(frozen, 'SIGCONT');
+      await listener.close();
+    }
+  });
+
+  it('survives a subscriber that throws', async () => {
+    const seen: StoreChange[] = [];
+    const listener = new ChangeListener({
+      connection: { connectionString: url },
+      subscriber: {
+        onChange: (change) => {
+          seen.push(change);
+          throw new Error('subscriber bug');
+        },
+        onConnected: () => {
+          throw new Error('subscriber bug');
+        },
+        onDisconnected: () => undefined,
+      },
+    });
+    listener.start();
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      await userAndKey(store);
+      await userAndKey(store);
+      await expect.poll(() => seen.length).toBe(2);
+      expect(listener.connected).toBe(true);
+    } finally {
+      await listener.close();
+    }
+  });
+});
+
+describe('a Postgres outage (private cluster, stopped and started again)', () => {
+  let own: TestPostgres;
+  let ownPool: pg.Pool;
+  let ownStore: OperatorStore;
+
+  beforeAll(async () => {
+    own = await startPostgres();
+    await migrate(own.adminUrl);
+    ownPool = new pg.Pool({ connectionString: own.adminUrl, max: 2 });
+    // Idle pooled connections die with the server; the pool's owner must expect that.
+    ownPool.on('error', () => undefined);
+    ownStore = new OperatorStore(ownPool);
+  });
+
+  afterAll(async () => {
+    await ownPool?.end();
+    await own?.stop();
+  });
+
+  it('is reported to the listener subscriber, which is told again once the store is back', async () => {
+    const recorder = new Recorder();
+    const random = { calls: 0 };
+    const listener = new ChangeListener({
+      connection: { connectionString: own.adminUrl },
+      subscriber: recorder,
+      initialBackoffMs: 20,
+      maxBackoffMs: 200,
+      random: () => {
+        random.calls += 1;
+        return 0.5;
+      },
+    });
+    listener.start();
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      await own.pause();
+      await expect.poll(() => recorder.count('disconnected')).toBe(1);
+      expect(listener.connected).toBe(false);
+      // Several failed attempts, each after a jittered delay.
+      await expect.poll(() => random.calls, { timeout: 10_000 }).toBeGreaterThan(3);
+      expect(recorder.count('connected')).toBe(1);
+
+      await own.resume();
+      await expect.poll(() => recorder.count('connected'), { timeout: 10_000 }).toBe(2);
+      const { keyId } = await userAndKey(ownStore);
+      await expect.poll(() => recorder.changes().some((c) => 'keyId' in c && c.keyId === keyId)).toBe(true);
+    } finally {
+      await listener.close();
+    }
+  });
+
+  it('keeps usage counts through a failed flush and writes them once the store is back', async () => {
+    const [{ keyId }] = [await userAndKey(ownStore)];
+    const { rows } = await ownPool.query<{ id: string }>('SELECT id FROM api_keys WHERE key_id = $1', [
+      keyId,
+    ]);
+    const apiKeyId = rows[0]!.id;
+    const errors: Error[] = [];
+    const batcher = new UsageBatcher(ownPool, { flushIntervalMs: 3_600_000, onError: (e) => errors.push(e) });
+    batcher.record(apiKeyId, 'allowed');
+    batcher.record(apiKeyId, 'denied');
+    await own.pause();
+    try {
+      await expect(batcher.flush()).rejects.toMatchObject({ name: 'StoreError', transient: true });
+      batcher.record(apiKeyId, 'allowed');
+      expect(batcher.pending).toBe(1);
+    } finally {
+      await own.resume();
+    }
+    await batcher.close();
+    const usage = await ownPool.query<{ allowed: string; denied: string }>(
+      'SELECT sum(allowed) AS allowed, sum(denied) AS denied FROM api_key_usage WHERE api_key_id = $1',
+      [apiKeyId],
+    );
+    expect(usage.rows[0]).toEqual({ allowed: '2', denied: '1' });
+  });
+});

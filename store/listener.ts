@@ -1,0 +1,158 @@
+import pg from 'pg';
+import { CHANGES_CHANNEL, parseChange, type StoreChange } from './changes.js';
+
+/**
+ * Receives store changes. NOTIFY has no replay: whatever changed while the connection was down
+ * is never announced. So a cache must drop everything in onDisconnected, not cache lookups made
+ * until onConnected, and drop everything again there (a lookup may have raced the reconnect).
+ */
+export interface ChangeSubscriber {
+  onChange(change: StoreChange): void;
+  /** LISTEN is in place: the first time, and after every reconnect. */
+  onConnected(): void;
+  /** The LISTEN connection was lost; a reconnect with backoff is under way. */
+  onDisconnected(reason: string): void;
+}
+
+export interface ChangeListenerOptions {
+  /** Connection settings for the dedicated LISTEN connection (not a pooled one). */
+  readonly connection: pg.ClientConfig;
+  readonly subscriber: ChangeSubscriber;
+  /** First reconnect delay; doubles per failed attempt up to maxBackoffMs (defaults 200 ms, 30 s). */
+  readonly initialBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+  /**
+   * A silent network partition leaves an idle LISTEN socket looking healthy, so the listener
+   * queries every heartbeatMs and reconnects when that fails (default 15 s).
+   */
+  readonly heartbeatMs?: number;
+  /** In [0, 1); injectable for tests. */
+  readonly random?: () => number;
+}
+
+/**
+ * LISTENs on keyward_changes on a dedicated connection, hands parsed changes to its subscriber,
+ * and reconnects with exponential backoff and jitter, telling the subscriber about loss and return.
+ */
+export class ChangeListener {
+  private client: pg.Client | undefined;
+  private running: Promise<void> | undefined;
+  private stop: (() => void) | undefined;
+  private readonly stopped: Promise<void>;
+  private closing = false;
+
+  constructor(private readonly options: ChangeListenerOptions) {
+    this.stopped = new Promise((resolve) => {
+      this.stop = resolve;
+    });
+  }
+
+  /** Starts connecting in the background; `connected` tells when LISTEN is in place. */
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  get connected(): boolean {
+    return this.client !== undefined;
+  }
+
+  /** Ends the connection and stops reconnecting. */
+  async close(): Promise<void> {
+    this.closing = true;
+    this.stop?.();
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.closing) {
+      const reason = await this.session();
+      if (reason === undefined) {
+        failures += 1;
+      } else {
+        failures = 1;
+        if (!this.closing) this.notify(() => this.options.subscriber.onDisconnected(reason));
+      }
+      if (!this.closing) await this.sleep(this.backoff(failures));
+    }
+  }
+
+  /**
+   * One connection's life. Resolves with why it was lost, or undefined if it never got to LISTEN.
+   */
+  private async session(): Promise<string | undefined> {
+    const client = new pg.Client({
+      connectionTimeoutMillis: 10_000,
+      ...this.options.connection,
+      keepAlive: true,
+    });
+    let lose: (reason: string) => void = () => undefined;
+    const lost = new Promise<string>((resolve) => {
+      lose = resolve;
+    });
+    client.on('error', (err) => lose(err.message));
+    client.on('end', () => lose('connection ended'));
+    client.on('notification', (msg) => {
+      if (msg.channel !== CHANGES_CHANNEL) return;
+      const change = parseChange(msg.payload);
+      this.notify(() => this.options.subscriber.onChange(change));
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+    } catch {
+      void client.end().catch(() => undefined);
+      return undefined;
+    }
+    if (this.closing) {
+      await client.end().catch(() => undefined);
+      return 'closed';
+    }
+    this.client = client;
+    this.notify(() => this.options.subscriber.onConnected());
+    const heartbeat = setInterval(() => {
+      const timeout = setTimeout(() => lose('heartbeat timed out'), this.options.heartbeatMs ?? 15_000);
+      client.query('SELECT 1').then(
+        () => clearTimeout(timeout),
+        (err: unknown) => {
+          clearTimeout(timeout);
+          lose(`heartbeat failed: ${err instanceof Error ? err.message : String(err)}`);
+        },
+      );
+    }, this.options.heartbeatMs ?? 15_000);
+    const reason = await Promise.race([lost, this.stopped.then(() => 'closed')]);
+    clearInterval(heartbeat);
+    this.client = undefined;
+    // end() waits for the server's goodbye, which a dead socket never sends: don't block on it.
+    const ended = client.end().catch(() => undefined);
+    if (this.closing) await ended;
+    return reason;
+  }
+
+  /** Equal jitter: half the exponential delay fixed, half random, so replicas spread out. */
+  private backoff(failures: number): number {
+    const initial = this.options.initialBackoffMs ?? 200;
+    const cap = Math.min(this.options.maxBackoffMs ?? 30_000, initial * 2 ** Math.min(failures - 1, 30));
+    return cap / 2 + (this.options.random ?? Math.random)() * (cap / 2);
+  }
+
+  private async sleep(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ms);
+      }),
+      this.stopped,
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** A throwing subscriber must not take the listener down with it. */
+  private notify(call: () => void): void {
+    try {
+      call();
+    } catch {
+      // the subscriber's own failure; the listener keeps running
+    }
+  }
+}

@@ -1,0 +1,105 @@
+import type pg from 'pg';
+import { StoreError } from './errors.js';
+
+/**
+ * Everything a verify decision needs about the key a token hash belongs to. The store does not
+ * decide: the webhook checks validity against its own clock and the request's required scope.
+ */
+export interface KeyLookup {
+  /** Store id of the key (for usage counting). */
+  readonly apiKeyId: string;
+  /** Public key id (`key_…`), for headers and logs. */
+  readonly keyId: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly userId: string;
+  readonly username: string;
+  readonly groups: string[];
+  readonly userScopes: string[];
+  /** null: the key inherits the user's scopes. */
+  readonly keyScopes: string[] | null;
+  readonly suspended: boolean;
+  /** A deleted user's keys are revoked too; both are reported. */
+  readonly userDeleted: boolean;
+  readonly disabled: boolean;
+  readonly revokedAt: Date | null;
+  readonly expiresAt: Date | null;
+  readonly issuedAt: Date;
+  readonly rotatedAt: Date | null;
+  /** The matched secret: current, or the previous one whose grace ends at `notAfter`. */
+  readonly secret: { readonly current: true } | { readonly current: false; readonly notAfter: Date };
+  /** Display prefix of the matched secret, for logs. */
+  readonly tokenPrefix: string;
+}
+
+interface LookupRow {
+  api_key_id: string;
+  key_id: string;
+  namespace: string;
+  name: string;
+  user_id: string;
+  username: string;
+  groups: string[];
+  user_scopes: string[];
+  key_scopes: string[] | null;
+  suspended: boolean;
+  user_deleted: boolean;
+  disabled: boolean;
+  revoked_at: Date | null;
+  expires_at: Date | null;
+  issued_at: Date;
+  rotated_at: Date | null;
+  not_after: Date | null;
+  display_prefix: string;
+}
+
+// Named, so each pooled connection parses and plans it once.
+const LOOKUP = {
+  name: 'keyward_lookup_by_hash',
+  text: `
+    SELECT k.id AS api_key_id, k.key_id, k.namespace, k.name,
+           u.id AS user_id, u.username, u.groups, u.scopes AS user_scopes, k.scopes AS key_scopes,
+           u.suspended, u.deleted_at IS NOT NULL AS user_deleted,
+           k.disabled, k.revoked_at, k.expires_at, k.issued_at, k.rotated_at,
+           s.not_after, s.display_prefix
+      FROM api_key_secrets s
+      JOIN api_keys k ON k.id = s.api_key_id
+      JOIN service_users u ON u.id = k.service_user_id
+     WHERE s.hash = $1`,
+};
+
+/** One round trip: the key behind a SHA-256 token hash, or null if no key has that secret. */
+export async function lookupByHash(db: pg.Pool | pg.ClientBase, hash: Uint8Array): Promise<KeyLookup | null> {
+  if (hash.length !== 32) return null;
+  let rows: LookupRow[];
+  try {
+    ({ rows } = await db.query<LookupRow>({
+      ...LOOKUP,
+      values: [Buffer.from(hash.buffer, hash.byteOffset, 32)],
+    }));
+  } catch (err) {
+    throw StoreError.from('lookup by hash', err);
+  }
+  const row = rows[0];
+  if (!row) return null;
+  return {
+    apiKeyId: row.api_key_id,
+    keyId: row.key_id,
+    namespace: row.namespace,
+    name: row.name,
+    userId: row.user_id,
+    username: row.username,
+    groups: row.groups,
+    userScopes: row.user_scopes,
+    keyScopes: row.key_scopes,
+    suspended: row.suspended,
+    userDeleted: row.user_deleted,
+    disabled: row.disabled,
+    revokedAt: row.revoked_at,
+    expiresAt: row.expires_at,
+    issuedAt: row.issued_at,
+    rotatedAt: row.rotated_at,
+    secret: row.not_after === null ? { current: true } : { current: false, notAfter: row.not_after },
+    tokenPrefix: row.display_prefix,
+  };
+}

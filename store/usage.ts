@@ -1,0 +1,170 @@
+import type pg from 'pg';
+import { StoreError } from './errors.js';
+
+export type UsageOutcome = 'allowed' | 'denied';
+
+export interface UsageBatcherOptions {
+  /** How often pending counts are written (default 10 s). */
+  readonly flushIntervalMs?: number;
+  /** Bound on pending (key, minute) buckets; past it new buckets are dropped and counted. */
+  readonly maxBuckets?: number;
+  /** Failures of timer-driven flushes; counts are kept for the next flush. */
+  readonly onError?: (err: StoreError) => void;
+  /** Clock, injectable for tests. */
+  readonly now?: () => number;
+}
+
+interface Bucket {
+  apiKeyId: string;
+  minute: number;
+  allowed: number;
+  denied: number;
+}
+
+const MINUTE_MS = 60_000;
+// Store ids are uuids; anything else would fail the whole batch's cast, so it is never queued.
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+// One statement per flush. Rows are locked in a fixed order (usage rows by key and minute, key
+// rows by id) so that webhook replicas flushing at the same time cannot deadlock; FOR NO KEY
+// UPDATE does not conflict with the FOR KEY SHARE lock the usage rows' foreign key takes.
+const FLUSH_SQL = `
+  WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::bigint[], $4::bigint[])
+      AS t(api_key_id, minute, allowed, denied)
+  ),
+  counted AS (
+    INSERT INTO api_key_usage AS u (api_key_id, minute, allowed, denied)
+    SELECT i.api_key_id, i.minute, i.allowed, i.denied FROM input i
+     WHERE EXISTS (SELECT 1 FROM api_keys k WHERE k.id = i.api_key_id)
+     ORDER BY i.api_key_id, i.minute
+    ON CONFLICT (api_key_id, minute) DO UPDATE
+      SET allowed = u.allowed + EXCLUDED.allowed, denied = u.denied + EXCLUDED.denied
+  ),
+  used AS (
+    SELECT * FROM unnest($5::uuid[], $6::timestamptz[]) AS t(api_key_id, at)
+  ),
+  locked AS (
+    SELECT k.id, used.at FROM api_keys k JOIN used ON used.api_key_id = k.id
+     ORDER BY k.id FOR NO KEY UPDATE OF k
+  )
+  UPDATE api_keys k SET last_used_at = locked.at
+    FROM locked
+   WHERE k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < locked.at)`;
+
+/**
+ * Counts verify outcomes per key per minute in memory and writes them in one statement every
+ * few seconds (api_key_usage, and api_keys.last_used_at from allowed requests), so the request
+ * path never waits on a write. close() flushes what is left.
+ */
+export class UsageBatcher {
+  private buckets = new Map<string, Bucket>();
+  private lastUsed = new Map<string, number>();
+  private droppedCount = 0;
+  private inFlight: Promise<void> | undefined;
+  private readonly timer: NodeJS.Timeout;
+  private readonly maxBuckets: number;
+  private readonly now: () => number;
+  private closed = false;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: UsageBatcherOptions = {},
+  ) {
+    this.maxBuckets = options.maxBuckets ?? 100_000;
+    this.now = options.now ?? Date.now;
+    this.timer = setInterval(() => {
+      this.flush().catch((err: unknown) => this.options.onError?.(StoreError.from('flush usage', err)));
+    }, options.flushIntervalMs ?? 10_000);
+    this.timer.unref();
+  }
+
+  /** Counts one verify outcome for a key (by its store id). Never blocks, never throws. */
+  record(apiKeyId: string, outcome: UsageOutcome): void {
+    if (this.closed || !UUID.test(apiKeyId)) return;
+    const at = this.now();
+    const minute = at - (at % MINUTE_MS);
+    const key = `${apiKeyId}|${minute}`;
+    let bucket = this.buckets.get(key);
+    if (!bucket) {
+      if (this.buckets.size >= this.maxBuckets) {
+        this.droppedCount += 1;
+        return;
+      }
+      bucket = { apiKeyId, minute, allowed: 0, denied: 0 };
+      this.buckets.set(key, bucket);
+    }
+    bucket[outcome] += 1;
+    if (outcome === 'allowed' && at > (this.lastUsed.get(apiKeyId) ?? 0)) this.lastUsed.set(apiKeyId, at);
+  }
+
+  /** Pending (key, minute) buckets. */
+  get pending(): number {
+    return this.buckets.size;
+  }
+
+  /** Outcomes not counted: maxBuckets was reached, or the store rejected a batch for good. */
+  get dropped(): number {
+    return this.droppedCount;
+  }
+
+  /** Writes what is pending now; concurrent calls share one write. Rejects with a StoreError. */
+  async flush(): Promise<void> {
+    while (this.inFlight) await this.inFlight.catch(() => undefined);
+    if (this.buckets.size === 0 && this.lastUsed.size === 0) return;
+    const buckets = this.buckets;
+    const lastUsed = this.lastUsed;
+    this.buckets = new Map();
+    this.lastUsed = new Map();
+    this.inFlight = this.write(buckets, lastUsed).catch((err: unknown) => {
+      const error = StoreError.from('flush usage', err);
+      // Only a retry that can succeed is worth keeping the counts for.
+      if (error.transient) this.restore(buckets, lastUsed);
+      else for (const b of buckets.values()) this.droppedCount += b.allowed + b.denied;
+      throw error;
+    });
+    try {
+      await this.inFlight;
+    } finally {
+      this.inFlight = undefined;
+    }
+  }
+
+  /** Stops the timer and flushes what is left; later records are ignored. */
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.flush();
+  }
+
+  private async write(buckets: Map<string, Bucket>, lastUsed: Map<string, number>): Promise<void> {
+    const rows = [...buckets.values()];
+    const used = [...lastUsed.entries()];
+    await this.pool.query(FLUSH_SQL, [
+      rows.map((r) => r.apiKeyId),
+      rows.map((r) => new Date(r.minute).toISOString()),
+      rows.map((r) => r.allowed),
+      rows.map((r) => r.denied),
+      used.map(([id]) => id),
+      used.map(([, at]) => new Date(at).toISOString()),
+    ]);
+  }
+
+  /** Puts counts from a failed write back, so the next flush retries them. */
+  private restore(buckets: Map<string, Bucket>, lastUsed: Map<string, number>): void {
+    for (const [key, old] of buckets) {
+      const current = this.buckets.get(key);
+      if (current) {
+        current.allowed += old.allowed;
+        current.denied += old.denied;
+      } else if (this.buckets.size < this.maxBuckets) {
+        this.buckets.set(key, old);
+      } else {
+        this.droppedCount += old.allowed + old.denied;
+      }
+    }
+    for (const [id, at] of lastUsed) {
+      if (at > (this.lastUsed.get(id) ?? 0)) this.lastUsed.set(id, at);
+    }
+  }
+}

@@ -1,0 +1,431 @@
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  EventsV1Api,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from '@kubernetes/client-node';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
+import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import {
+  condition,
+  eventually,
+  KeywardObjects,
+  kstatus,
+  type OperatorProcess,
+  operatorKubeconfig,
+  poolFor,
+  startOperator,
+  tokenVerifies,
+} from '../harness/operator.js';
+
+/**
+ * The operator as users meet it: a real kube-apiserver, a real Postgres, `keyward operator` as a
+ * child process running with the chart's RBAC. Every assertion is something a user can observe:
+ * object status, Secrets, Events, and whether a token verifies against the store.
+ */
+let kc: KubeConfig;
+let ns: string;
+let objects: KeywardObjects;
+let core: CoreV1Api;
+let pool: pg.Pool;
+let operator: OperatorProcess;
+let storeUrl: string;
+
+beforeAll(async () => {
+  kc = testKubeConfig();
+  ns = await createTestNamespace(kc, 'operator');
+  objects = new KeywardObjects(kc, ns);
+  core = kc.makeApiClient(CoreV1Api);
+  storeUrl = await testDatabase();
+  await migrate(storeUrl);
+  pool = poolFor(storeUrl);
+  const kubeconfigPath = await operatorKubeconfig(kc, ns);
+  operator = await startOperator({ kubeconfigPath, storeUrl, namespace: ns, watchNamespace: ns });
+});
+
+afterAll(async () => {
+  await operator?.stop();
+  await pool?.end();
+});
+
+const logs = (): string => operator.process.logTail(30);
+
+async function tokenOf(secretName: string, key = 'token'): Promise<string | undefined> {
+  try {
+    const secret = await core.readNamespacedSecret({ namespace: ns, name: secretName });
+    const data = secret.data?.[key];
+    return data ? Buffer.from(data, 'base64').toString('utf8') : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function readyKey(
+  name: string,
+  reason = 'Issued',
+): Promise<Awaited<ReturnType<KeywardObjects['get']>>> {
+  return eventually(
+    `ApiKey ${name} Ready (${reason})`,
+    async () => {
+      const key = await objects.get('apikeys', name);
+      const ready = condition(key, 'Ready');
+      const current = key.status?.observedGeneration === key.metadata?.generation;
+      return current && ready?.reason === reason ? key : undefined;
+    },
+    30_000,
+    logs,
+  );
+}
+
+async function user(name: string, spec: Record<string, unknown> = {}): Promise<void> {
+  await objects.create('serviceusers', {
+    kind: 'ServiceUser',
+    metadata: { name },
+    spec: { scopes: ['projects:*'], ...spec },
+  });
+}
+
+async function apiKey(
+  name: string,
+  userName: string,
+  spec: Record<string, unknown> = {},
+  annotations?: Record<string, string>,
+): Promise<void> {
+  await objects.create('apikeys', {
+    kind: 'ApiKey',
+    metadata: { name, ...(annotations ? { annotations } : {}) },
+    spec: { serviceUserRef: { name: userName }, ...spec },
+  });
+}
+
+async function patchKey(name: string, patch: object): Promise<void> {
+  await kc
+    .makeApiClient(CustomObjectsApi)
+    .patchNamespacedCustomObject(
+      { group: 'keyward.dev', version: 'v1alpha1', namespace: ns, plural: 'apikeys', name, body: patch },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+}
+
+async function eventReasons(name: string): Promise<string[]> {
+  const list = await kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace: ns });
+  return list.items.filter((e) => e.regarding?.name === name).map((e) => e.reason ?? '');
+}
+
+describe('issue', () => {
+  it('turns a ServiceUser and an ApiKey into a Secret whose token verifies, with status a user can read', async () => {
+    await user('alpha', { groups: ['deployers'], scopes: ['projects:alpha'] });
+    await apiKey('alpha-ci', 'alpha', {
+      description: 'ci',
+      secret: { tokenKey: 'API_KEY', labels: { team: 'a' } },
+    });
+    const key = await readyKey('alpha-ci');
+    const token = await tokenOf('alpha-ci', 'API_KEY');
+    expect(token).toMatch(/^kw_[0-9A-Za-z]{49}$/);
+    const found = await tokenVerifies(pool, token ?? '');
+    expect(found?.keyId).toBe(key.status?.keyId);
+    expect(found?.username).toBe('alpha');
+    expect(found?.groups).toEqual(['deployers']);
+    expect(token?.startsWith(String(key.status?.tokenPrefix))).toBe(true);
+    expect(key.status?.secretName).toBe('alpha-ci');
+    expect(kstatus(key)).toBe('Current');
+
+    const secret = await core.readNamespacedSecret({ namespace: ns, name: 'alpha-ci' });
+    expect(secret.metadata?.labels).toMatchObject({
+      team: 'a',
+      'app.kubernetes.io/managed-by': 'keyward',
+      'keyward.dev/api-key': 'alpha-ci',
+    });
+    expect(secret.metadata?.ownerReferences?.[0]).toMatchObject({
+      kind: 'ApiKey',
+      name: 'alpha-ci',
+      uid: key.metadata?.uid,
+      controller: true,
+    });
+
+    const su = await eventually('ServiceUser alpha counts its key', async () => {
+      const u = await objects.get('serviceusers', 'alpha');
+      return u.status?.keys === 1 && condition(u, 'Ready')?.status === 'True' ? u : undefined;
+    });
+    expect(su.status?.username).toBe('alpha');
+    expect(su.status?.activeKeys).toBe(1);
+    expect(kstatus(su)).toBe('Current');
+    expect(await eventReasons('alpha-ci')).toContain('Issued');
+  });
+
+  it('reports a scope the user does not grant, and issues nothing', async () => {
+    await user('narrow', { scopes: ['projects:alpha'] });
+    await apiKey('narrow-wide', 'narrow', { scopes: ['projects:beta'] });
+    const key = await readyKey('narrow-wide', 'ScopeNotGranted');
+    expect(condition(key, 'Ready')?.message).toContain('projects:beta');
+    expect(kstatus(key)).toBe('Failed');
+    expect(await tokenOf('narrow-wide')).toBeUndefined();
+  });
+
+  it('waits for a missing ServiceUser and issues once it appears', async () => {
+    await apiKey('early', 'late-user');
+    await readyKey('early', 'ServiceUserNotFound');
+    await user('late-user');
+    await readyKey('early');
+    expect(await tokenVerifies(pool, (await tokenOf('early')) ?? '')).toBeDefined();
+  });
+});
+
+describe('rotation', () => {
+  it('rotates once per annotation value, keeps keyId, and keeps the old token for the grace period', async () => {
+    await user('rot');
+    await apiKey('rot-key', 'rot', { rotation: { gracePeriod: '1h' } });
+    const before = await readyKey('rot-key');
+    const oldToken = (await tokenOf('rot-key')) ?? '';
+    await patchKey('rot-key', { metadata: { annotations: { 'keyward.dev/rotate': 'r1' } } });
+    const after = await eventually(
+      'rotation r1 recorded',
+      async () => {
+        const k = await objects.get('apikeys', 'rot-key');
+        return k.status?.lastRotationRequest === 'r1' ? k : undefined;
+      },
+      30_000,
+      logs,
+    );
+    const newToken = (await tokenOf('rot-key')) ?? '';
+    expect(newToken).not.toBe(oldToken);
+    expect(after.status?.keyId).toBe(before.status?.keyId);
+    expect(after.status?.previousValidUntil).toBeDefined();
+    expect(await tokenVerifies(pool, newToken)).toBeDefined();
+    expect(await tokenVerifies(pool, oldToken)).toBeDefined();
+    // After the grace period (simulated by asking "one hour from now") only the new one verifies.
+    const later = new Date(Date.now() + 3_600_000 + 1_000);
+    expect(await tokenVerifies(pool, oldToken, later)).toBeUndefined();
+    expect(await tokenVerifies(pool, newToken, later)).toBeDefined();
+    expect(await eventReasons('rot-key')).toContain('Rotated');
+  });
+
+  it('does not rotate again when the same manifest is re-applied (GitOps re-sync), and does not churn status', async () => {
+    await user('gitops');
+    const manifest = {
+      apiVersion: 'keyward.dev/v1alpha1',
+      kind: 'ApiKey',
+      metadata: { name: 'gitops-key', namespace: ns, annotations: { 'keyward.dev/rotate': 'v1' } },
+      spec: { serviceUserRef: { name: 'gitops' }, description: 'synced' },
+    };
+    const custom = kc.makeApiClient(CustomObjectsApi);
+    const apply = (): Promise<unknown> =>
+      custom.patchNamespacedCustomObject(
+        {
+          group: 'keyward.dev',
+          version: 'v1alpha1',
+          namespace: ns,
+          plural: 'apikeys',
+          name: 'gitops-key',
+          body: manifest,
+          fieldManager: 'argocd',
+          force: true,
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+      );
+    await apply();
+    const first = await readyKey('gitops-key');
+    const token = await tokenOf('gitops-key');
+    expect(first.status?.lastRotationRequest).toBe('v1');
+    for (let i = 0; i < 3; i++) await apply();
+    // Give the operator time to react to anything it would react to.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const again = await objects.get('apikeys', 'gitops-key');
+    expect(await tokenOf('gitops-key')).toBe(token);
+    expect(again.metadata?.resourceVersion).toBe(first.metadata?.resourceVersion);
+    expect(again.metadata?.generation).toBe(first.metadata?.generation);
+    expect(again.metadata?.annotations?.['keyward.dev/rotate']).toBe('v1');
+  });
+
+  it('with gracePeriod 0s the old token stops at once', async () => {
+    await user('zero');
+    await apiKey('zero-key', 'zero', { rotation: { gracePeriod: '0s' } });
+    await readyKey('zero-key');
+    const oldToken = (await tokenOf('zero-key')) ?? '';
+    await patchKey('zero-key', { metadata: { annotations: { 'keyward.dev/rotate': 'now' } } });
+    await eventually('new token in Secret', async () =>
+      (await tokenOf('zero-key')) !== oldToken ? true : undefined,
+    );
+    expect(await tokenVerifies(pool, oldToken)).toBeUndefined();
+    expect(await tokenVerifies(pool, (await tokenOf('zero-key')) ?? '')).toBeDefined();
+  });
+
+  it('repairs a deleted Secret with a new token (SecretLost) and invalidates the lost one', async () => {
+    await user('lost');
+    await apiKey('lost-key', 'lost');
+    const before = await readyKey('lost-key');
+    const oldToken = (await tokenOf('lost-key')) ?? '';
+    await core.deleteNamespacedSecret({ namespace: ns, name: 'lost-key' });
+    const newToken = await eventually(
+      'Secret re-created',
+      async () => {
+        const t = await tokenOf('lost-key');
+        return t && t !== oldToken ? t : undefined;
+      },
+      30_000,
+      logs,
+    );
+    expect(await tokenVerifies(pool, newToken)).toBeDefined();
+    expect(await tokenVerifies(pool, oldToken)).toBeUndefined();
+    const after = await readyKey('lost-key');
+    expect(after.status?.keyId).toBe(before.status?.keyId);
+    expect(await eventReasons('lost-key')).toContain('SecretLost');
+  });
+
+  it('repairs a Secret whose token someone overwrote', async () => {
+    await user('edited');
+    await apiKey('edited-key', 'edited');
+    await readyKey('edited-key');
+    const original = (await tokenOf('edited-key')) ?? '';
+    await core.patchNamespacedSecret(
+      { namespace: ns, name: 'edited-key', body: { stringData: { token: 'kw_not-a-real-token' } } },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const repaired = await eventually(
+      'token replaced by the operator',
+      async () => {
+        const t = await tokenOf('edited-key');
+        return t && t !== original && t !== 'kw_not-a-real-token' ? t : undefined;
+      },
+      30_000,
+      logs,
+    );
+    expect(await tokenVerifies(pool, repaired)).toBeDefined();
+    expect(await tokenVerifies(pool, original)).toBeUndefined();
+  });
+});
+
+describe('lifecycle', () => {
+  it('suspends and reactivates every key of a user', async () => {
+    await user('sus');
+    await apiKey('sus-key', 'sus');
+    await readyKey('sus-key');
+    const token = (await tokenOf('sus-key')) ?? '';
+    await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
+      {
+        group: 'keyward.dev',
+        version: 'v1alpha1',
+        namespace: ns,
+        plural: 'serviceusers',
+        name: 'sus',
+        body: { spec: { suspended: true } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const key = await readyKey('sus-key', 'Suspended');
+    expect(condition(key, 'Suspended')?.status).toBe('True');
+    expect(await tokenVerifies(pool, token)).toBeUndefined();
+    const su = await objects.get('serviceusers', 'sus');
+    expect(condition(su, 'Suspended')?.status).toBe('True');
+    await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
+      {
+        group: 'keyward.dev',
+        version: 'v1alpha1',
+        namespace: ns,
+        plural: 'serviceusers',
+        name: 'sus',
+        body: { spec: { suspended: false } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    await readyKey('sus-key');
+    expect(await tokenVerifies(pool, token)).toBeDefined();
+    expect(await eventReasons('sus')).toEqual(expect.arrayContaining(['Suspended', 'Reactivated']));
+  });
+
+  it('disables a key and enables it again', async () => {
+    await user('dis');
+    await apiKey('dis-key', 'dis');
+    await readyKey('dis-key');
+    const token = (await tokenOf('dis-key')) ?? '';
+    await patchKey('dis-key', { spec: { disabled: true } });
+    await readyKey('dis-key', 'Disabled');
+    expect(await tokenVerifies(pool, token)).toBeUndefined();
+    await patchKey('dis-key', { spec: { disabled: false } });
+    await readyKey('dis-key');
+    expect(await tokenVerifies(pool, token)).toBeDefined();
+  });
+
+  it('expires a key at its ttl without any other change', async () => {
+    await user('exp');
+    await apiKey('exp-key', 'exp', { ttl: '4s' });
+    const key = await readyKey('exp-key');
+    const token = (await tokenOf('exp-key')) ?? '';
+    expect(Date.parse(String(key.status?.expiresAt)) - Date.parse(String(key.status?.issuedAt))).toBe(4_000);
+    const expired = await readyKey('exp-key', 'Expired');
+    expect(condition(expired, 'Expired')?.status).toBe('True');
+    expect(await tokenVerifies(pool, token)).toBeUndefined();
+    expect(await eventReasons('exp-key')).toContain('Expired');
+  });
+
+  it('revokes a deleted ApiKey at once, removes its Secret, and keeps the row for the audit trail', async () => {
+    await user('del');
+    await apiKey('del-key', 'del');
+    const key = await readyKey('del-key');
+    const token = (await tokenOf('del-key')) ?? '';
+    await objects.delete('apikeys', 'del-key');
+    await eventually('ApiKey gone', async () =>
+      (await objects.get('apikeys', 'del-key').catch(() => undefined)) ? undefined : true,
+    );
+    expect(await tokenOf('del-key')).toBeUndefined();
+    expect(await tokenVerifies(pool, token)).toBeUndefined();
+    const rows = await pool.query('SELECT revoked_at FROM api_keys WHERE key_id = $1', [key.status?.keyId]);
+    expect(rows.rows[0]?.revoked_at).toBeInstanceOf(Date);
+  });
+
+  it('revokes every key of a deleted ServiceUser', async () => {
+    await user('gone');
+    await apiKey('gone-a', 'gone');
+    await apiKey('gone-b', 'gone');
+    await readyKey('gone-a');
+    await readyKey('gone-b');
+    const tokens = [(await tokenOf('gone-a')) ?? '', (await tokenOf('gone-b')) ?? ''];
+    await objects.delete('serviceusers', 'gone');
+    await eventually('keys revoked', async () => {
+      const results = await Promise.all(tokens.map((t) => tokenVerifies(pool, t)));
+      return results.every((r) => r === undefined) ? true : undefined;
+    });
+    await readyKey('gone-a', 'Revoked');
+  });
+
+  it('caps keys at maxKeys', async () => {
+    await user('capped', { maxKeys: 1 });
+    await apiKey('capped-1', 'capped');
+    await readyKey('capped-1');
+    await apiKey('capped-2', 'capped');
+    const second = await readyKey('capped-2', 'MaxKeysExceeded');
+    expect(condition(second, 'Ready')?.message).toContain('at most 1');
+  });
+});
+
+describe('metrics', () => {
+  it('exposes reconcile counts, durations, queue depth and leadership', async () => {
+    const body = await (await fetch(`${operator.metricsUrl}/metrics`)).text();
+    expect(body).toMatch(
+      /keyward_operator_reconciles_total\{controller="apikey",result="(success|requeue)"\} [1-9]/,
+    );
+    expect(body).toContain('keyward_operator_reconcile_duration_seconds_bucket');
+    expect(body).toContain('keyward_operator_queue_depth');
+    expect(body).toMatch(/keyward_operator_leader 1/);
+  });
+});
+
+describe('logs', () => {
+  it('never contain a token', async () => {
+    const secrets = await core.listNamespacedSecret({
+      namespace: ns,
+      labelSelector: 'app.kubernetes.io/managed-by=keyward',
+    });
+    const tokens = secrets.items.flatMap((s) =>
+      Object.values(s.data ?? {}).map((v) => Buffer.from(v, 'base64').toString('utf8')),
+    );
+    expect(tokens.length).toBeGreaterThan(3);
+    const log = operator.process.logTail(100_000);
+    for (const token of tokens) expect(log.includes(token)).toBe(false);
+  });
+});

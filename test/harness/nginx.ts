@@ -1,0 +1,133 @@
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort, ManagedProcess, requireTool, waitUntilReady } from './process.js';
+
+export interface NginxLocation {
+  /** Location prefix clients use, e.g. `/` or `/scoped/`. */
+  readonly path: string;
+  /** The ingress `auth-url`, e.g. `http://127.0.0.1:8080/verify?scope=projects:alpha`. */
+  readonly authUrl: string;
+}
+
+export interface NginxOptions {
+  readonly locations: readonly NginxLocation[];
+  /** Where allowed requests go (`http://127.0.0.1:<port>`). */
+  readonly upstream: string;
+  /** Headers copied from the auth response to the upstream request (ingress `auth-response-headers`). */
+  readonly authResponseHeaders: readonly string[];
+}
+
+export interface TestNginx {
+  /** `http://127.0.0.1:<port>` */
+  readonly url: string;
+  readonly logFile: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Real nginx (Debian `nginx-light` has auth_request) in a temp prefix on a free loopback port,
+ * configured the way ingress-nginx renders `nginx.ingress.kubernetes.io/auth-url` and
+ * `auth-response-headers`: an internal auth location that proxies the original request's headers
+ * (not its body) with X-Original-URL / X-Original-Method / X-Real-IP, and `auth_request_set` +
+ * `proxy_set_header` per response header, which also overwrites any such header the client sent.
+ * One process (`master_process off`), so it runs as the caller and dies with its process group.
+ */
+export async function startNginx(options: NginxOptions): Promise<TestNginx> {
+  const nginx = requireTool('nginx', 'apt-get install -y nginx-light', ['/usr/sbin']);
+  const dir = await mkdtemp(join(tmpdir(), 'keyward-nginx-'));
+  await mkdir(join(dir, 'tmp'));
+  const port = await freePort();
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(conf, renderConfig(dir, port, options));
+  const logFile = join(dir, 'nginx.log');
+  const proc = new ManagedProcess({
+    name: 'nginx',
+    command: nginx,
+    args: ['-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
+    logFile,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitUntilReady(
+      proc,
+      async () => (await fetch(`${url}/-/nginx-health`)).status === 200,
+      15_000,
+      'serving',
+    );
+  } catch (err) {
+    await proc.stop();
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+  return {
+    url,
+    logFile: join(dir, 'error.log'),
+    async stop(): Promise<void> {
+      await proc.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function renderConfig(dir: string, port: number, options: NginxOptions): string {
+  const tmp = join(dir, 'tmp');
+  const locations = options.locations.map((location, i) => {
+    const authLocation = `/_external-auth-${i}`;
+    const copy = options.authResponseHeaders.map((header, h) => {
+      const variable = `$upstream_http_${header.toLowerCase().replace(/-/g, '_')}`;
+      return `      auth_request_set $authHeader${h} ${variable};\n      proxy_set_header '${header}' $authHeader${h};`;
+    });
+    return `
+    location = ${authLocation} {
+      internal;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Forwarded-Proto "";
+      proxy_set_header X-Request-ID $request_id;
+      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Sent-From "nginx-ingress-controller";
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Auth-Request-Redirect $request_uri;
+      proxy_buffering off;
+      proxy_buffer_size 4k;
+      proxy_buffers 4 4k;
+      proxy_request_buffering on;
+      proxy_http_version 1.1;
+      proxy_pass_request_headers on;
+      client_max_body_size 1m;
+      set $target ${location.authUrl};
+      proxy_pass $target;
+    }
+
+    location ${location.path} {
+      auth_request ${authLocation};
+      auth_request_set $auth_cookie $upstream_http_set_cookie;
+${copy.join('\n')}
+      proxy_set_header X-Request-ID $request_id;
+      proxy_http_version 1.1;
+      proxy_pass ${options.upstream};
+    }`;
+  });
+  return `
+worker_processes 1;
+master_process off;
+pid ${join(dir, 'nginx.pid')};
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path ${tmp}/body;
+  proxy_temp_path ${tmp}/proxy;
+  fastcgi_temp_path ${tmp}/fastcgi;
+  uwsgi_temp_path ${tmp}/uwsgi;
+  scgi_temp_path ${tmp}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    location = /-/nginx-health { return 200 "ok"; }
+${locations.join('\n')}
+  }
+}
+`;
+}

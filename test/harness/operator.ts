@@ -1,0 +1,224 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  CustomObjectsApi,
+  type KubeConfig,
+  type KubernetesObject,
+  type V1PolicyRule,
+} from '@kubernetes/client-node';
+import pg from 'pg';
+import { parse } from 'yaml';
+import { tokenHash } from '../../credentials/token.js';
+import { requestTimeout } from '../../operator/objects.js';
+import { type KeyLookup, lookupByHash } from '../../store/lookup.js';
+import { restrictedKubeConfig } from './kube.js';
+import { freePort, ManagedProcess, waitUntilReady } from './process.js';
+
+const root = join(import.meta.dirname, '..', '..');
+
+function chartRules(file: string): V1PolicyRule[] {
+  const rules = parse(readFileSync(join(root, 'charts', 'keyward', 'files', file), 'utf8')) as Array<{
+    apiGroups: string[];
+    resources: string[];
+    verbs: string[];
+  }>;
+  return rules.map((r) => ({ apiGroups: r.apiGroups, resources: r.resources, verbs: r.verbs }));
+}
+
+/**
+ * A kubeconfig file for a ServiceAccount holding exactly the chart's operator RBAC: the
+ * integration suites run the operator with it, never as admin, so a missing rule fails them.
+ */
+export async function operatorKubeconfig(
+  admin: KubeConfig,
+  namespace: string,
+  name = 'keyward-operator',
+): Promise<string> {
+  const kc = await restrictedKubeConfig(admin, {
+    namespace,
+    name,
+    clusterRules: chartRules('operator-clusterrole-rules.yaml'),
+    rules: chartRules('operator-leader-election-rules.yaml'),
+  });
+  const path = join(mkdtempSync(join(tmpdir(), 'keyward-operator-')), 'kubeconfig');
+  writeFileSync(path, kc.exportConfig(), { mode: 0o600 });
+  return path;
+}
+
+export interface OperatorProcess {
+  process: ManagedProcess;
+  metricsUrl: string;
+  identity: string;
+  stop(): Promise<void>;
+}
+
+export interface StartOperatorOptions {
+  kubeconfigPath: string;
+  storeUrl: string;
+  /** Namespace of the Lease. */
+  namespace: string;
+  /** Namespace the operator reconciles (test files share one API server). */
+  watchNamespace: string;
+  identity?: string;
+  env?: Record<string, string>;
+}
+
+/** Runs `keyward operator` from dist/ as a child process, the way the container runs it. */
+export async function startOperator(opts: StartOperatorOptions): Promise<OperatorProcess> {
+  const port = await freePort();
+  const identity = opts.identity ?? `operator-${port}`;
+  const logDir = mkdtempSync(join(tmpdir(), 'keyward-operator-log-'));
+  const proc = new ManagedProcess({
+    name: `keyward operator ${identity}`,
+    command: process.execPath,
+    args: [join(root, 'dist', 'cli', 'main.js'), 'operator'],
+    env: {
+      PATH: process.env.PATH,
+      KUBECONFIG: opts.kubeconfigPath,
+      KEYWARD_STORE_URL: opts.storeUrl,
+      KEYWARD_NAMESPACE: opts.namespace,
+      KEYWARD_WATCH_NAMESPACE: opts.watchNamespace,
+      KEYWARD_IDENTITY: identity,
+      KEYWARD_METRICS_LISTEN: `127.0.0.1:${port}`,
+      KEYWARD_LEASE_DURATION_SECONDS: '4',
+      KEYWARD_LOG_LEVEL: 'debug',
+      ...opts.env,
+    },
+    logFile: join(logDir, 'operator.log'),
+  });
+  const metricsUrl = `http://127.0.0.1:${port}`;
+  await waitUntilReady(
+    proc,
+    async () => (await fetch(`${metricsUrl}/healthz`)).ok,
+    30_000,
+    'serving /healthz',
+  );
+  return { process: proc, metricsUrl, identity, stop: () => proc.stop() };
+}
+
+/** Polls until `check` returns a value (not undefined), or fails with the last value seen. */
+export async function eventually<T>(
+  what: string,
+  check: () => Promise<T | undefined>,
+  timeoutMs = 30_000,
+  diagnostics?: () => string,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await check();
+      if (value !== undefined) return value;
+    } catch (err) {
+      lastError = err;
+    }
+    await sleep(100);
+  }
+  const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
+  throw new Error(
+    `timed out after ${timeoutMs} ms waiting for ${what}${detail}${diagnostics ? `\n${diagnostics()}` : ''}`,
+  );
+}
+
+export type Kind = 'serviceusers' | 'apikeys';
+
+/** Thin typed access to keyward objects for tests. */
+export class KeywardObjects {
+  readonly #api: CustomObjectsApi;
+  constructor(
+    kc: KubeConfig,
+    readonly namespace: string,
+  ) {
+    this.#api = kc.makeApiClient(CustomObjectsApi);
+  }
+
+  async create(plural: Kind, body: object): Promise<KubernetesObject> {
+    return await this.#api.createNamespacedCustomObject(
+      {
+        group: 'keyward.dev',
+        version: 'v1alpha1',
+        namespace: this.namespace,
+        plural,
+        body: { apiVersion: 'keyward.dev/v1alpha1', ...body },
+      },
+      requestTimeout(10_000),
+    );
+  }
+
+  async get(
+    plural: Kind,
+    name: string,
+  ): Promise<KubernetesObject & { spec?: unknown; status?: Record<string, unknown> }> {
+    return await this.#api.getNamespacedCustomObject({
+      group: 'keyward.dev',
+      version: 'v1alpha1',
+      namespace: this.namespace,
+      plural,
+      name,
+    });
+  }
+
+  async delete(plural: Kind, name: string): Promise<void> {
+    await this.#api.deleteNamespacedCustomObject({
+      group: 'keyward.dev',
+      version: 'v1alpha1',
+      namespace: this.namespace,
+      plural,
+      name,
+    });
+  }
+}
+
+/** The condition of the given type, if present. */
+export function condition(
+  obj: { status?: Record<string, unknown> },
+  type: string,
+): { status: string; reason: string; message: string; observedGeneration?: number } | undefined {
+  const conditions = (obj.status?.conditions ?? []) as Array<{
+    type: string;
+    status: string;
+    reason: string;
+    message: string;
+  }>;
+  return conditions.find((c) => c.type === type);
+}
+
+/**
+ * kstatus's rules for a custom resource, as Flux `wait` and Argo CD apply them: InProgress while
+ * status.observedGeneration lags metadata.generation or Reconciling is True, Failed when Stalled is
+ * True, otherwise Ready decides (False → InProgress), Current when nothing holds it back.
+ */
+export function kstatus(
+  obj: KubernetesObject & { status?: Record<string, unknown> },
+): 'Current' | 'InProgress' | 'Failed' {
+  const observed = obj.status?.observedGeneration;
+  if (observed === undefined || observed !== obj.metadata?.generation) return 'InProgress';
+  if (condition(obj, 'Reconciling')?.status === 'True') return 'InProgress';
+  if (condition(obj, 'Stalled')?.status === 'True') return 'Failed';
+  const ready = condition(obj, 'Ready');
+  if (ready && ready.status !== 'True') return 'InProgress';
+  return 'Current';
+}
+
+/**
+ * Whether the store would let this token through right now, applying the validity rules of
+ * DESIGN.md §5 to the store's own lookup (secret current or in grace, key live, user active).
+ */
+export async function tokenVerifies(
+  pool: pg.Pool,
+  token: string,
+  now = new Date(),
+): Promise<KeyLookup | undefined> {
+  const found = await lookupByHash(pool, tokenHash(token));
+  if (!found) return undefined;
+  const secretValid = found.secret.current || found.secret.notAfter > now;
+  const live = !found.revokedAt && !found.disabled && !found.suspended && !found.userDeleted;
+  const unexpired = !found.expiresAt || found.expiresAt > now;
+  return secretValid && live && unexpired ? found : undefined;
+}
+
+export function poolFor(url: string): pg.Pool {
+  return new pg.Pool({ connectionString: url, max: 4 });
+}

@@ -1,0 +1,479 @@
+import { Writable } from 'node:stream';
+import type { FastifyInstance } from 'fastify';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateToken } from '../credentials/token.js';
+import { testDatabase } from '../test/harness/database.js';
+import { createLogger } from './logger.js';
+import { readyApp, type StoreFixture, storeFixture, testConfig, verify, waitFor } from './test-support.js';
+
+const HOUR = 3_600_000;
+
+let fx: StoreFixture;
+let app: FastifyInstance;
+const clock = { offset: 0 };
+const logLines: string[] = [];
+
+beforeAll(async () => {
+  fx = await storeFixture(await testDatabase());
+  const sink = new Writable({
+    write(chunk, _encoding, done) {
+      logLines.push(String(chunk));
+      done();
+    },
+  });
+  app = await readyApp(
+    testConfig(fx.url, {
+      KEYWARD_INTROSPECT_CREDENTIALS: 'gateway:gw-secret-123',
+      KEYWARD_LOG_LEVEL: 'debug',
+      KEYWARD_USAGE_FLUSH_INTERVAL: '1m',
+    }),
+    { logger: createLogger({ level: 'debug' }, sink), now: () => Date.now() + clock.offset },
+  );
+});
+
+afterAll(async () => {
+  await app?.close();
+  await fx?.close();
+});
+
+/** Waits until a key's answer changes: NOTIFY is asynchronous, so allow it a moment. */
+async function eventually(token: string, status: number, scope?: string): Promise<void> {
+  await waitFor(
+    async () => (await verify(app, token, scope === undefined ? {} : { scope })).statusCode === status,
+    2000,
+    `status ${status}`,
+  );
+}
+
+describe('/verify', () => {
+  it('allows a valid key with exactly 200 and the identity headers, on every proxy form', async () => {
+    const user = await fx.createUser({ groups: ['team-a', 'ops'], scopes: ['projects:*', 'reports:read'] });
+    const key = await fx.issueKey(user);
+    for (const request of [
+      { method: 'GET' as const, url: '/verify', headers: { authorization: `Bearer ${key.token}` } },
+      // ingress-nginx auth-url
+      {
+        method: 'GET' as const,
+        url: '/verify',
+        headers: {
+          authorization: `bearer ${key.token}`,
+          'x-original-url': 'https://app.example.com/a?b=c',
+          'x-original-method': 'DELETE',
+          'x-sent-from': 'nginx-ingress-controller',
+        },
+      },
+      // Traefik ForwardAuth keeps the method and adds X-Forwarded-*
+      {
+        method: 'POST' as const,
+        url: '/verify',
+        headers: {
+          'x-api-key': key.token,
+          'x-forwarded-method': 'POST',
+          'x-forwarded-uri': '/x',
+          'content-type': 'application/json',
+        },
+        payload: '{not json',
+      },
+      // Envoy ext_authz HTTP with path_prefix
+      {
+        method: 'PUT' as const,
+        url: '/verify/api/v1/things/7?x=1',
+        headers: { authorization: `Bearer ${key.token}` },
+      },
+      { method: 'PROPFIND' as const, url: '/verify/dav/', headers: { authorization: `Bearer ${key.token}` } },
+    ]) {
+      const res = await app.inject(request);
+      expect(res.statusCode, JSON.stringify(request.headers)).toBe(200);
+      expect(res.headers['x-keyward-user']).toBe(user.username);
+      expect(res.headers['x-keyward-key-id']).toBe(key.keyId);
+      expect(res.headers['x-keyward-scopes']).toBe('projects:*,reports:read');
+      expect(res.headers['x-keyward-groups']).toBe('team-a,ops');
+      expect(res.body).toBe('');
+    }
+  });
+
+  it('answers 401 with a challenge for missing, garbage, bad checksum and unknown tokens', async () => {
+    const missing = await verify(app, undefined);
+    expect(missing.statusCode).toBe(401);
+    expect(missing.headers['www-authenticate']).toBe('Bearer realm="keyward"');
+    expect(missing.json()).toEqual({
+      error: 'unauthorized',
+      error_description: 'Authentication credentials were not provided.',
+    });
+    const basic = await app.inject({ url: '/verify', headers: { authorization: 'Basic dXNlcjpwYXNz' } });
+    expect(basic.statusCode).toBe(401);
+
+    const real = generateToken().token;
+    const typo = `${real.slice(0, 10)}${real[10] === 'a' ? 'b' : 'a'}${real.slice(11)}`;
+    for (const token of ['garbage', 'kw_short', typo, real, `${real}x`, 'ünïcödé']) {
+      const res = await verify(app, token);
+      expect(res.statusCode, token).toBe(401);
+      expect(res.headers['www-authenticate']).toBe(
+        'Bearer realm="keyward", error="invalid_token", error_description="The API key is invalid."',
+      );
+      expect(res.headers['x-keyward-user']).toBeUndefined();
+    }
+  });
+
+  it('answers 403 insufficient_scope from ?scope= or the header, and requires both when both are set', async () => {
+    const user = await fx.createUser({ scopes: ['projects:*'] });
+    const key = await fx.issueKey(user, { scopes: ['projects:alpha'] });
+    expect((await verify(app, key.token, { scope: 'projects:alpha' })).statusCode).toBe(200);
+    const denied = await verify(app, key.token, { scope: 'projects:beta' });
+    expect(denied.statusCode).toBe(403);
+    expect(denied.headers['www-authenticate']).toBe(
+      'Bearer realm="keyward", error="insufficient_scope", error_description="The API key does not grant the required scope.", scope="projects:beta"',
+    );
+    const header = await verify(app, key.token, { headers: { 'x-keyward-required-scope': 'projects:beta' } });
+    expect(header.statusCode).toBe(403);
+    const both = await verify(app, key.token, {
+      scope: 'projects:alpha',
+      headers: { 'x-keyward-required-scope': 'billing' },
+    });
+    expect(both.statusCode).toBe(403);
+    const weird = await verify(app, key.token, { scope: 'a"b\r\n' });
+    expect(weird.statusCode).toBe(403);
+    expect(weird.headers['www-authenticate']).not.toMatch(/scope="/);
+  });
+
+  it('rejects at once on suspend, disable, revoke, and accepts again on resume', async () => {
+    const user = await fx.createUser();
+    const key = await fx.issueKey(user);
+    const other = await fx.issueKey(await fx.createUser());
+    expect((await verify(app, key.token)).statusCode).toBe(200);
+    expect((await verify(app, other.token)).statusCode).toBe(200);
+
+    await fx.store.setSuspended(user.uid, true);
+    await eventually(key.token, 401);
+    expect((await verify(app, key.token)).headers['www-authenticate']).toMatch(
+      /service user of this API key is suspended/,
+    );
+    expect((await verify(app, other.token)).statusCode).toBe(200);
+    await fx.store.setSuspended(user.uid, false);
+    await eventually(key.token, 200);
+
+    await fx.store.updateKey(key.uid, { disabled: true });
+    await eventually(key.token, 401);
+    expect((await verify(app, key.token)).json().error_description).toBe('The API key is disabled.');
+    await fx.store.updateKey(key.uid, { disabled: false });
+    await eventually(key.token, 200);
+
+    await fx.store.revokeKey(key.uid);
+    await eventually(key.token, 401);
+    expect((await verify(app, key.token)).json().error_description).toBe('The API key has been revoked.');
+  });
+
+  it('honours expiry and the end of a rotation grace period by the clock alone, on cached entries', async () => {
+    const user = await fx.createUser();
+    const expiring = await fx.issueKey(user, { expiresAt: new Date(Date.now() + HOUR) });
+    const rotating = await fx.issueKey(user);
+    expect((await verify(app, expiring.token)).statusCode).toBe(200);
+    const next = generateToken();
+    const rotated = await fx.store.rotateKey({
+      uid: rotating.uid,
+      newHash: next.hash,
+      displayPrefix: next.displayPrefix,
+      graceSeconds: 1800,
+      reason: 'test',
+    });
+    expect(rotated.kind).toBe('ok');
+    await eventually(next.token, 200);
+    expect((await verify(app, rotating.token)).statusCode).toBe(200);
+    const lookupsBefore = await storeLookups();
+
+    try {
+      clock.offset = HOUR / 2 + 1000;
+      const old = await verify(app, rotating.token);
+      expect(old.statusCode).toBe(401);
+      expect(old.json().error_description).toMatch(/grace period/);
+      expect((await verify(app, next.token)).statusCode).toBe(200);
+      clock.offset = HOUR + 1000;
+      const expired = await verify(app, expiring.token);
+      expect(expired.statusCode).toBe(401);
+      expect(expired.json().error_description).toBe('The API key has expired.');
+    } finally {
+      clock.offset = 0;
+    }
+    // All of it from the cache (the TTL backstop is 60 s of the same clock, but the decisions came first).
+    expect(await storeLookups()).toBeLessThanOrEqual(lookupsBefore + 3);
+  });
+
+  it('looks an unknown hash up once, then answers from the negative cache', async () => {
+    const token = generateToken().token;
+    const before = await storeLookups();
+    for (let i = 0; i < 20; i++) expect((await verify(app, token)).statusCode).toBe(401);
+    expect(await storeLookups()).toBe(before + 1);
+  });
+
+  it('sees a key issued after its hash was negatively cached', async () => {
+    const user = await fx.createUser();
+    const generated = generateToken();
+    expect((await verify(app, generated.token)).statusCode).toBe(401);
+    await fx.store.issueKey({
+      ref: { namespace: user.namespace, name: `late-${Date.now()}`, uid: crypto.randomUUID() },
+      serviceUserName: user.name,
+      hash: generated.hash,
+      displayPrefix: generated.displayPrefix,
+    });
+    await eventually(generated.token, 200);
+  });
+
+  it('counts usage per key and writes it in a batch', async () => {
+    const key = await fx.issueKey(await fx.createUser());
+    for (let i = 0; i < 5; i++) await verify(app, key.token);
+    await verify(app, key.token, { scope: 'nope:x' });
+    await app.keyward.usage.flush();
+    const { rows } = await fx.pool.query<{ allowed: string; denied: string; last_used_at: Date | null }>(
+      `SELECT sum(u.allowed) AS allowed, sum(u.denied) AS denied, max(k.last_used_at) AS last_used_at
+         FROM api_key_usage u JOIN api_keys k ON k.id = u.api_key_id WHERE k.key_id = $1`,
+      [key.keyId],
+    );
+    expect(rows[0]).toMatchObject({ allowed: '5', denied: '1' });
+    expect(rows[0]?.last_used_at).toBeInstanceOf(Date);
+  });
+
+  it('limits URL length and never answers bad input with a 5xx', async () => {
+    const long = await app.inject({ url: `/verify/${'a'.repeat(9000)}` });
+    expect(long.statusCode).toBe(414);
+    const odd = await app.inject({
+      method: 'POST',
+      url: '/verify',
+      headers: { 'content-type': 'multipart/form-data; boundary=x', 'content-encoding': 'gzip' },
+      payload: Buffer.from([0xff, 0x00, 0x1f, 0x8b]),
+    });
+    expect(odd.statusCode).toBe(401);
+  });
+});
+
+describe('/tokenreview', () => {
+  const review = (token: unknown, apiVersion = 'authentication.k8s.io/v1') =>
+    app.inject({
+      method: 'POST',
+      url: '/tokenreview',
+      payload: { apiVersion, kind: 'TokenReview', spec: { token } },
+    });
+
+  it('authenticates a valid key as keyward:<username> with groups and extra', async () => {
+    const user = await fx.createUser({ groups: ['viewers'], scopes: ['k8s:*'] });
+    const key = await fx.issueKey(user);
+    const res = await review(key.token);
+    expect(res.statusCode).toBe(200);
+    expect(res.json()).toEqual({
+      apiVersion: 'authentication.k8s.io/v1',
+      kind: 'TokenReview',
+      status: {
+        authenticated: true,
+        user: {
+          username: `keyward:${user.username}`,
+          uid: user.id,
+          groups: ['viewers'],
+          extra: { 'keyward.dev/key-id': [key.keyId], 'keyward.dev/scopes': ['k8s:*'] },
+        },
+      },
+    });
+    expect((await review(key.token, 'authentication.k8s.io/v1beta1')).json().apiVersion).toBe(
+      'authentication.k8s.io/v1beta1',
+    );
+  });
+
+  it('answers authenticated:false for bad tokens and 400 for what is not a TokenReview', async () => {
+    const bad = await review('nope');
+    expect(bad.statusCode).toBe(200);
+    expect(bad.json().status).toEqual({ authenticated: false, error: 'The API key is invalid.' });
+    const user = await fx.createUser({ suspended: true });
+    const key = await fx.issueKey(user);
+    expect((await review(key.token)).json().status.error).toMatch(/suspended/);
+    expect((await review(42)).statusCode).toBe(400);
+    expect((await review('x', 'v1')).statusCode).toBe(400);
+    const notJson = await app.inject({
+      method: 'POST',
+      url: '/tokenreview',
+      headers: { 'content-type': 'application/json' },
+      payload: '{"apiVersion": ',
+    });
+    expect(notJson.statusCode).toBe(400);
+    expect(notJson.json().error_description).toBe('The request is not valid.');
+    const text = await app.inject({
+      method: 'POST',
+      url: '/tokenreview',
+      payload: 'a=b',
+      headers: { 'content-type': 'text/plain' },
+    });
+    expect(text.statusCode).toBe(400);
+    const xml = await app.inject({
+      method: 'POST',
+      url: '/tokenreview',
+      payload: '<a/>',
+      headers: { 'content-type': 'application/xml' },
+    });
+    expect(xml.statusCode).toBe(415);
+  });
+});
+
+describe('/introspect', () => {
+  const basic = (pair: string): string => `Basic ${Buffer.from(pair).toString('base64')}`;
+  const introspect = (token: string, authorization?: string) =>
+    app.inject({
+      method: 'POST',
+      url: '/introspect',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        ...(authorization ? { authorization } : {}),
+      },
+      payload: `token=${encodeURIComponent(token)}&token_type_hint=access_token`,
+    });
+
+  it('requires the caller credential', async () => {
+    const key = await fx.issueKey(await fx.createUser());
+    for (const auth of [
+      undefined,
+      basic('gateway:wrong'),
+      basic('other:gw-secret-123'),
+      `Bearer ${key.token}`,
+    ]) {
+      const res = await introspect(key.token, auth);
+      expect(res.statusCode).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Basic realm="keyward-introspect"');
+      expect(res.body).not.toMatch(/active/);
+    }
+  });
+
+  it('describes an active key per RFC 7662 and says only active:false otherwise', async () => {
+    const user = await fx.createUser({ scopes: ['projects:*', 'reports:read'] });
+    const expiresAt = new Date(Date.now() + 10 * HOUR);
+    const key = await fx.issueKey(user, { expiresAt });
+    const res = await introspect(key.token, basic('gateway:gw-secret-123'));
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['cache-control']).toBe('no-store');
+    const body = res.json();
+    expect(body).toMatchObject({
+      active: true,
+      scope: 'projects:* reports:read',
+      username: user.username,
+      sub: user.id,
+      client_id: key.keyId,
+      token_type: 'Bearer',
+      exp: Math.floor(expiresAt.getTime() / 1000),
+    });
+    expect(typeof body.iat).toBe('number');
+    await fx.store.revokeKey(key.uid);
+    await eventually(key.token, 401);
+    for (const token of [key.token, 'garbage', generateToken().token]) {
+      const inactive = await introspect(token, basic('gateway:gw-secret-123'));
+      expect(inactive.statusCode).toBe(200);
+      expect(inactive.body).toBe('{"active":false}');
+    }
+    const noToken = await app.inject({
+      method: 'POST',
+      url: '/introspect',
+      headers: {
+        authorization: basic('gateway:gw-secret-123'),
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      payload: 'foo=bar',
+    });
+    expect(noToken.statusCode).toBe(400);
+  });
+});
+
+describe('health and metrics', () => {
+  it('reports liveness, readiness and metrics from the app-owned registry', async () => {
+    expect((await app.inject('/healthz')).json()).toEqual({ status: 'ok' });
+    const ready = await app.inject('/readyz');
+    expect(ready.statusCode).toBe(200);
+    expect(ready.json()).toEqual({ ready: true, draining: false, store: 'reachable', listener: 'attached' });
+    const metrics = await app.inject('/metrics');
+    expect(metrics.statusCode).toBe(200);
+    for (const name of [
+      'keyward_webhook_decisions_total{route="verify",result="allow",reason="ok"}',
+      'keyward_webhook_request_duration_seconds_bucket',
+      'keyward_webhook_cache_lookups_total{outcome="hit"}',
+      'keyward_webhook_cache_evictions_total',
+      'keyward_webhook_cache_entries{cache="positive"}',
+      'keyward_webhook_listener_reconnects_total',
+      'keyward_webhook_listener_attached 1',
+    ]) {
+      expect(metrics.body).toContain(name);
+    }
+  });
+});
+
+describe('secrets', () => {
+  it('never writes a token, or its hash, to the log or the metrics', async () => {
+    const key = await fx.issueKey(await fx.createUser());
+    const stranger = generateToken().token;
+    await verify(app, key.token);
+    await verify(app, stranger);
+    await verify(app, `${key.token.slice(0, -1)}A`);
+    await app.inject({ url: '/verify', headers: { 'x-api-key': key.token } });
+    await app.inject({ url: `/nope?token=${key.token}`, headers: { authorization: `Bearer ${key.token}` } });
+    await app.inject({
+      method: 'POST',
+      url: '/tokenreview',
+      payload: { apiVersion: 'x', spec: { token: key.token } },
+    });
+    app.log.info(
+      { req: { headers: { authorization: `Bearer ${key.token}`, 'x-api-key': key.token } } },
+      'probe',
+    );
+    const metrics = (await app.inject('/metrics')).body;
+    const everything = logLines.join('') + metrics;
+    expect(logLines.length).toBeGreaterThan(0);
+    for (const secret of [key.token, stranger, key.token.slice(7, 30)])
+      expect(everything).not.toContain(secret);
+  });
+});
+
+async function storeLookups(): Promise<number> {
+  const values = (await app.keyward.metrics.storeLookups.get()).values;
+  return values.filter((v) => v.labels.outcome !== 'error').reduce((sum, v) => sum + v.value, 0);
+}
+
+describe('failed-attempt limit', () => {
+  it('answers 429 with Retry-After per trusted client address, and still serves cached valid keys', async () => {
+    const now = { t: Date.now() };
+    const limitedApp = await readyApp(
+      testConfig(fx.url, {
+        KEYWARD_FAILED_ATTEMPTS_LIMIT: '3',
+        KEYWARD_FAILED_ATTEMPTS_WINDOW: '1m',
+        KEYWARD_TRUSTED_CLIENT_IP_HEADER: 'x-real-ip',
+      }),
+      { now: () => now.t },
+    );
+    try {
+      const key = await fx.issueKey(await fx.createUser());
+      const from = (ip: string) => ({ 'x-real-ip': ip });
+      // The key's own `issued` notification may land after a first lookup and drop it: cache it after that.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect((await verify(limitedApp, key.token, { headers: from('198.51.100.7') })).statusCode).toBe(200);
+      // Missing credentials are not guesses and do not count.
+      for (let i = 0; i < 5; i++)
+        expect((await verify(limitedApp, undefined, { headers: from('198.51.100.7') })).statusCode).toBe(401);
+      for (let i = 0; i < 3; i++) {
+        expect(
+          (await verify(limitedApp, generateToken().token, { headers: from('198.51.100.7') })).statusCode,
+        ).toBe(401);
+      }
+      const limited = await verify(limitedApp, generateToken().token, { headers: from('198.51.100.7') });
+      expect(limited.statusCode).toBe(429);
+      expect(limited.headers['retry-after']).toBe('20');
+      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.7') })).statusCode).toBe(429);
+      expect((await verify(limitedApp, key.token, { headers: from('198.51.100.7') })).statusCode).toBe(200);
+      // The proxy appends the real peer last; earlier forwarded-for entries are the client's own claims.
+      expect(
+        (await verify(limitedApp, 'garbage', { headers: { 'x-real-ip': '203.0.113.1, 198.51.100.7' } }))
+          .statusCode,
+      ).toBe(429);
+      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.8') })).statusCode).toBe(401);
+      now.t += 20_000;
+      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.7') })).statusCode).toBe(401);
+      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.7') })).statusCode).toBe(429);
+      const metrics = (await limitedApp.inject('/metrics')).body;
+      expect(metrics).toMatch(
+        /keyward_webhook_decisions_total\{route="verify",result="limited",reason="too_many_failures"\} [1-9]/,
+      );
+    } finally {
+      await limitedApp.close();
+    }
+  });
+});

@@ -1,0 +1,151 @@
+import { describe, expect, it } from 'vitest';
+import type { KeyLookup } from '../store/lookup.js';
+import { VerifyCache } from './cache.js';
+
+function key(n: number, userId = `user-${n}`): KeyLookup {
+  return {
+    apiKeyId: `api-${n}`,
+    keyId: `key_${String(n).padStart(16, '0')}`,
+    namespace: 'ns',
+    name: `k${n}`,
+    userId,
+    username: `u${n}`,
+    groups: [],
+    userScopes: ['*'],
+    keyScopes: null,
+    suspended: false,
+    userDeleted: false,
+    disabled: false,
+    revokedAt: null,
+    expiresAt: null,
+    issuedAt: new Date(0),
+    rotatedAt: null,
+    secret: { current: true },
+    tokenPrefix: 'kw_abcd',
+  };
+}
+
+function setup(overrides: Partial<ConstructorParameters<typeof VerifyCache>[0]> = {}) {
+  const clock = { now: 1_000_000 };
+  let evictions = 0;
+  const cache = new VerifyCache({
+    maxEntries: 100,
+    ttlMs: 60_000,
+    staleIfErrorMs: 300_000,
+    negativeMaxEntries: 10,
+    negativeTtlMs: 5_000,
+    now: () => clock.now,
+    onEvict: () => {
+      evictions += 1;
+    },
+    ...overrides,
+  });
+  cache.listenerAttached();
+  return { cache, clock, evictions: () => evictions };
+}
+
+describe('VerifyCache', () => {
+  it('serves a filled entry fresh until the TTL backstop, then asks for a re-read', () => {
+    const { cache, clock } = setup();
+    cache.fill('h1', key(1), cache.beginFill());
+    expect(cache.get('h1').kind).toBe('fresh');
+    clock.now += 59_999;
+    expect(cache.get('h1').kind).toBe('fresh');
+    clock.now += 1;
+    expect(cache.get('h1')).toMatchObject({ kind: 'stale', usableOnError: true });
+    clock.now += 240_000;
+    expect(cache.get('h1')).toMatchObject({ kind: 'stale', usableOnError: false });
+  });
+
+  it('drops only the entries a notification names', () => {
+    const { cache } = setup();
+    cache.fill('a1', key(1, 'alice'), cache.beginFill());
+    cache.fill('a2', key(2, 'alice'), cache.beginFill());
+    cache.fill('b3', key(3, 'bob'), cache.beginFill());
+    cache.apply({ entity: 'user', op: 'updated', userId: 'alice' });
+    expect(cache.get('a1').kind).toBe('miss');
+    expect(cache.get('a2').kind).toBe('miss');
+    expect(cache.get('b3').kind).toBe('fresh');
+    cache.apply({ entity: 'key', op: 'revoked', keyId: key(3).keyId, userId: 'bob' });
+    expect(cache.get('b3').kind).toBe('miss');
+    expect(cache.size).toBe(0);
+  });
+
+  it('drops everything on a notification it cannot read', () => {
+    const { cache } = setup();
+    cache.fill('a1', key(1), cache.beginFill());
+    cache.fill('x', null, cache.beginFill());
+    cache.apply({ entity: 'unknown' });
+    expect(cache.get('a1').kind).toBe('miss');
+    expect(cache.get('x').kind).toBe('miss');
+  });
+
+  it('does not store an answer read before a change that arrived during the lookup', () => {
+    const { cache } = setup();
+    const generation = cache.beginFill();
+    cache.apply({ entity: 'user', op: 'updated', userId: 'someone-else' });
+    const entry = cache.fill('h', key(1), generation);
+    expect(entry?.key.keyId).toBe(key(1).keyId);
+    expect(cache.get('h').kind).toBe('miss');
+    const negativeGeneration = cache.beginFill();
+    cache.apply({ entity: 'key', op: 'issued', keyId: 'key_x', userId: 'u' });
+    cache.fill('n', null, negativeGeneration);
+    expect(cache.get('n').kind).toBe('miss');
+  });
+
+  it('trusts nothing while the listener is away, and nothing from before it came back', () => {
+    const { cache } = setup();
+    cache.fill('h', key(1), cache.beginFill());
+    cache.listenerDetached();
+    expect(cache.get('h')).toMatchObject({ kind: 'stale', usableOnError: true });
+    // Filled while detached: still not trusted once the listener is back (a change may have been missed).
+    cache.fill('d', key(2), cache.beginFill());
+    expect(cache.get('d').kind).toBe('stale');
+    cache.listenerAttached();
+    expect(cache.get('h').kind).toBe('stale');
+    expect(cache.get('d').kind).toBe('stale');
+    cache.fill('h', key(1), cache.beginFill());
+    expect(cache.get('h').kind).toBe('fresh');
+  });
+
+  it('keeps stale rows out of use on error when staleIfError is 0', () => {
+    const { cache } = setup({ staleIfErrorMs: 0 });
+    cache.fill('h', key(1), cache.beginFill());
+    cache.listenerDetached();
+    expect(cache.get('h')).toMatchObject({ kind: 'stale', usableOnError: false });
+  });
+
+  it('remembers unknown hashes briefly and forgets them when a key is issued or rotated', () => {
+    const { cache, clock } = setup();
+    cache.fill('n', null, cache.beginFill());
+    expect(cache.get('n').kind).toBe('negative');
+    clock.now += 5_000;
+    expect(cache.get('n').kind).toBe('miss');
+    cache.fill('n', null, cache.beginFill());
+    cache.apply({ entity: 'user', op: 'updated', userId: 'u' });
+    expect(cache.get('n').kind).toBe('negative');
+    cache.apply({ entity: 'key', op: 'rotated', keyId: 'key_x', userId: 'u' });
+    expect(cache.get('n').kind).toBe('miss');
+  });
+
+  it('bounds both caches and keeps the invalidation index in step with evictions', () => {
+    const { cache, evictions } = setup({ maxEntries: 3, negativeMaxEntries: 2 });
+    for (let i = 0; i < 5; i++) cache.fill(`h${i}`, key(i, 'shared'), cache.beginFill());
+    expect(cache.size).toBe(3);
+    expect(evictions()).toBe(2);
+    for (let i = 0; i < 5; i++) cache.fill(`n${i}`, null, cache.beginFill());
+    expect(cache.negativeSize).toBe(2);
+    cache.apply({ entity: 'user', op: 'updated', userId: 'shared' });
+    expect(cache.size).toBe(0);
+  });
+
+  it('re-indexes an entry whose key moved to another user', () => {
+    const { cache } = setup();
+    cache.fill('h', key(1, 'alice'), cache.beginFill());
+    cache.fill('h', key(1, 'bob'), cache.beginFill());
+    cache.apply({ entity: 'user', op: 'updated', userId: 'alice' });
+    expect(cache.get('h').kind).toBe('fresh');
+    cache.apply({ entity: 'user', op: 'updated', userId: 'bob' });
+    expect(cache.get('h').kind).toBe('miss');
+  });
+});

@@ -1,0 +1,207 @@
+import { LRUCache } from 'lru-cache';
+import type { StoreChange } from '../store/changes.js';
+import type { KeyLookup } from '../store/lookup.js';
+import { type KeyState, keyState } from './decision.js';
+
+export interface CacheOptions {
+  /** Positive entries (LRU beyond this). */
+  readonly maxEntries: number;
+  /** A positive entry older than this is re-read from the store before use (backstop for a lost NOTIFY). */
+  readonly ttlMs: number;
+  /** While the store cannot answer, an entry verified within this window may still be served. */
+  readonly staleIfErrorMs: number;
+  readonly negativeMaxEntries: number;
+  readonly negativeTtlMs: number;
+  /** Epoch ms; injected so tests control time. */
+  readonly now: () => number;
+  readonly onEvict?: () => void;
+}
+
+export interface CacheEntry extends KeyState {
+  /** When the store last confirmed this row. */
+  readonly verifiedAt: number;
+  /** The listener epoch in which it was confirmed (see VerifyCache.epoch). */
+  readonly epoch: number;
+}
+
+export type CacheLookup =
+  /** Confirmed since the listener last attached, within the TTL: use without a store round trip. */
+  | { readonly kind: 'fresh'; readonly entry: CacheEntry }
+  /** Must be re-read from the store; may be used only if the store cannot answer. */
+  | { readonly kind: 'stale'; readonly entry: CacheEntry; readonly usableOnError: boolean }
+  /** Recently looked up and unknown to the store. */
+  | { readonly kind: 'negative' }
+  | { readonly kind: 'miss' };
+
+const MISS: CacheLookup = { kind: 'miss' };
+const NEGATIVE: CacheLookup = { kind: 'negative' };
+
+/**
+ * The verification cache, keyed by the token's SHA-256 (a 32-char latin1 string: the token itself
+ * is never held). Correctness rests on three rules:
+ *
+ * 1. Entries are trusted only while the NOTIFY listener is attached, and only if they were
+ *    confirmed in the current listener epoch. Losing the listener (or re-attaching it) starts a
+ *    new epoch, which drops the whole cache as far as decisions go: every entry is re-read on
+ *    its next use. The rows stay in memory only to be served when the store cannot answer at all,
+ *    which is what keeps cached keys working through a Postgres outage, while a lost listener on
+ *    a reachable store costs one lookup per key and never a missed revocation.
+ * 2. A notification deletes the entries of the user or key it names, and every notification bumps
+ *    a generation counter; a lookup that started before it cannot write its (possibly older)
+ *    answer into the cache afterwards.
+ * 3. Time-based transitions (expiry, end of grace) are evaluated per request against the clock by
+ *    decide(), so they need no notification and no expiry of the entry.
+ */
+export class VerifyCache {
+  readonly #options: CacheOptions;
+  readonly #entries: LRUCache<string, CacheEntry>;
+  readonly #negative: LRUCache<string, number>;
+  readonly #byUser = new Map<string, Set<string>>();
+  readonly #byKey = new Map<string, Set<string>>();
+  #generation = 0;
+  #epoch = 0;
+  #attached = false;
+
+  constructor(options: CacheOptions) {
+    this.#options = options;
+    this.#entries = new LRUCache<string, CacheEntry>({
+      max: options.maxEntries,
+      dispose: (entry, hash, reason) => {
+        this.#unindex(entry, hash);
+        if (reason === 'evict') options.onEvict?.();
+      },
+    });
+    // lru-cache rejects max 0; a one-slot cache that is never written does the same job.
+    this.#negative = new LRUCache<string, number>({ max: Math.max(1, options.negativeMaxEntries) });
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  get negativeSize(): number {
+    return this.#negative.size;
+  }
+
+  /** Whether the change listener is attached; entries are trusted only then. */
+  get attached(): boolean {
+    return this.#attached;
+  }
+
+  get(hash: string): CacheLookup {
+    const entry = this.#entries.get(hash);
+    const now = this.#options.now();
+    if (entry !== undefined) {
+      if (this.#attached && entry.epoch === this.#epoch && now - entry.verifiedAt < this.#options.ttlMs) {
+        return { kind: 'fresh', entry };
+      }
+      return { kind: 'stale', entry, usableOnError: now - entry.verifiedAt < this.#options.staleIfErrorMs };
+    }
+    const until = this.#negative.get(hash);
+    if (until !== undefined) {
+      if (now < until) return NEGATIVE;
+      this.#negative.delete(hash);
+    }
+    return MISS;
+  }
+
+  /** Call before a store lookup; pass the result to fill(). */
+  beginFill(): number {
+    return this.#generation;
+  }
+
+  /**
+   * Records a store answer. Ignored when a change arrived since `generation` was taken: the
+   * answer may predate that change. Returns the entry to use for this request either way.
+   */
+  fill(hash: string, key: KeyLookup | null, generation: number): CacheEntry | null {
+    const now = this.#options.now();
+    if (key === null) {
+      if (generation === this.#generation && this.#options.negativeMaxEntries > 0) {
+        this.#negative.set(hash, now + this.#options.negativeTtlMs);
+      }
+      return null;
+    }
+    const entry: CacheEntry = { ...keyState(key), verifiedAt: now, epoch: this.#epoch };
+    if (generation === this.#generation) {
+      this.#negative.delete(hash);
+      this.#entries.set(hash, entry);
+      this.#index(entry, hash);
+    }
+    return entry;
+  }
+
+  /** Applies one NOTIFY: drops only what it names. */
+  apply(change: StoreChange): void {
+    this.#generation++;
+    switch (change.entity) {
+      case 'user':
+        this.#dropIndexed(this.#byUser, change.userId);
+        return;
+      case 'key':
+        this.#dropIndexed(this.#byKey, change.keyId);
+        // A new secret may have a hash that was looked up (and found unknown) moments ago.
+        if (change.op === 'issued' || change.op === 'rotated') this.#negative.clear();
+        return;
+      default:
+        this.#entries.clear();
+        this.#negative.clear();
+    }
+  }
+
+  /** The listener is attached again (LISTEN confirmed): start trusting entries confirmed from now on. */
+  listenerAttached(): void {
+    this.#newEpoch();
+    this.#attached = true;
+  }
+
+  /** The listener is gone: nothing cached may be trusted until it is back. */
+  listenerDetached(): void {
+    this.#newEpoch();
+    this.#attached = false;
+  }
+
+  clear(): void {
+    this.#generation++;
+    this.#entries.clear();
+    this.#negative.clear();
+  }
+
+  #newEpoch(): void {
+    this.#generation++;
+    this.#epoch++;
+    this.#negative.clear();
+  }
+
+  #index(entry: CacheEntry, hash: string): void {
+    addTo(this.#byUser, entry.key.userId, hash);
+    addTo(this.#byKey, entry.key.keyId, hash);
+  }
+
+  #unindex(entry: CacheEntry, hash: string): void {
+    removeFrom(this.#byUser, entry.key.userId, hash);
+    removeFrom(this.#byKey, entry.key.keyId, hash);
+  }
+
+  #dropIndexed(index: Map<string, Set<string>>, id: string): void {
+    const hashes = index.get(id);
+    if (!hashes) return;
+    for (const hash of [...hashes]) this.#entries.delete(hash);
+  }
+}
+
+function addTo(index: Map<string, Set<string>>, id: string, hash: string): void {
+  let set = index.get(id);
+  if (!set) {
+    set = new Set();
+    index.set(id, set);
+  }
+  set.add(hash);
+}
+
+function removeFrom(index: Map<string, Set<string>>, id: string, hash: string): void {
+  const set = index.get(id);
+  if (!set) return;
+  set.delete(hash);
+  if (set.size === 0) index.delete(id);
+}

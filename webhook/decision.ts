@@ -1,0 +1,123 @@
+import { anyScopeCovers, effectiveScopes, isValidScope } from '../api/scopes.js';
+import type { KeyLookup } from '../store/lookup.js';
+
+/**
+ * Why a request was not allowed. The first group never reaches the store or never matched a
+ * key, so all of them get the same generic message: telling a caller "bad checksum" versus
+ * "unknown" would only help someone probing. The second group belongs to a real key, whose
+ * holder may learn what is wrong with it (DESIGN.md §5).
+ */
+export type DenyReason =
+  | 'missing'
+  | 'malformed'
+  | 'bad_checksum'
+  | 'wrong_prefix'
+  | 'unknown'
+  | 'revoked'
+  | 'rotated'
+  | 'expired'
+  | 'disabled'
+  | 'suspended';
+
+export type KeyDenyReason = Extract<DenyReason, 'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended'>;
+
+export const GENERIC_MESSAGE = 'The API key is invalid.';
+export const MISSING_MESSAGE = 'Authentication credentials were not provided.';
+
+const MESSAGES: Record<DenyReason, string> = {
+  missing: MISSING_MESSAGE,
+  malformed: GENERIC_MESSAGE,
+  bad_checksum: GENERIC_MESSAGE,
+  wrong_prefix: GENERIC_MESSAGE,
+  unknown: GENERIC_MESSAGE,
+  revoked: 'The API key has been revoked.',
+  rotated: 'The API key has been rotated and the grace period of this secret is over.',
+  expired: 'The API key has expired.',
+  disabled: 'The API key is disabled.',
+  suspended: 'The service user of this API key is suspended.',
+};
+
+export function denyMessage(reason: DenyReason): string {
+  return MESSAGES[reason];
+}
+
+/**
+ * What a cache entry keeps about a key: the store row plus what can be derived from it once
+ * (effective scopes), so the hot path does no array work.
+ */
+export interface KeyState {
+  readonly key: KeyLookup;
+  /** The user's scopes narrowed by the key's, per api/scopes.ts. */
+  readonly scopes: readonly string[];
+  /** Epoch ms at which the key stops verifying by time alone (expiry or grace end), or Infinity. */
+  readonly deadline: number;
+  /** `X-Keyward-Scopes` / `X-Keyward-Groups` values, built once per cache fill. */
+  readonly scopesHeader: string;
+  readonly groupsHeader: string;
+}
+
+export function keyState(key: KeyLookup): KeyState {
+  let deadline = key.expiresAt ? key.expiresAt.getTime() : Number.POSITIVE_INFINITY;
+  if (!key.secret.current) deadline = Math.min(deadline, key.secret.notAfter.getTime());
+  const scopes = effectiveScopes(key.userScopes, key.keyScopes);
+  return {
+    key,
+    scopes,
+    deadline,
+    scopesHeader: scopes.join(','),
+    groupsHeader: key.groups.map(headerListItem).join(','),
+  };
+}
+
+/**
+ * Group names are free text in the CRD, and a header value cannot carry control characters
+ * (Node throws) and a comma would split one group into two. Percent-encoding just those bytes
+ * keeps ordinary names as they are and makes the list unambiguous for any name.
+ */
+export function headerListItem(value: string): string {
+  return /[^\x21-\x7e]|[,%]/.test(value) ? value.replace(/[^\x21-\x2b\x2d-\x7e]|%/gu, encodeChar) : value;
+}
+
+function encodeChar(char: string): string {
+  return [...Buffer.from(char, 'utf8')]
+    .map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`)
+    .join('');
+}
+
+export type KeyDecision =
+  | { readonly result: 'allow' }
+  | { readonly result: 'deny'; readonly reason: KeyDenyReason }
+  | { readonly result: 'forbidden'; readonly requiredScope: string };
+
+const ALLOW: KeyDecision = { result: 'allow' };
+const DENY = Object.fromEntries(
+  (['revoked', 'rotated', 'expired', 'disabled', 'suspended'] as const).map((reason) => [
+    reason,
+    { result: 'deny', reason } as const,
+  ]),
+) as Record<KeyDenyReason, KeyDecision>;
+
+/**
+ * The verdict on a known key at instant `now` (epoch ms). Pure: the caller's clock decides,
+ * which is how expiry and grace ends take effect without any notification. The order puts
+ * permanent states first, so a revoked key never reports a reversible reason.
+ *
+ * Every required scope must be granted. Several can come from one request (`?scope=` set by the
+ * ingress admin and a header a client may add), and requiring all of them means a client can
+ * only ever make its own request stricter. A required scope outside the grammar is granted by
+ * nothing, not even `*`: a typo in an ingress annotation must fail closed.
+ */
+export function decide(state: KeyState, now: number, requiredScopes: readonly string[] = []): KeyDecision {
+  const { key } = state;
+  if (key.revokedAt !== null || key.userDeleted) return DENY.revoked;
+  if (!key.secret.current && now >= key.secret.notAfter.getTime()) return DENY.rotated;
+  if (key.expiresAt !== null && now >= key.expiresAt.getTime()) return DENY.expired;
+  if (key.disabled) return DENY.disabled;
+  if (key.suspended) return DENY.suspended;
+  for (const requiredScope of requiredScopes) {
+    if (!isValidScope(requiredScope) || !anyScopeCovers(state.scopes, requiredScope)) {
+      return { result: 'forbidden', requiredScope };
+    }
+  }
+  return ALLOW;
+}

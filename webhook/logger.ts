@@ -1,0 +1,37 @@
+import pino, { type DestinationStream, type Logger } from 'pino';
+
+/**
+ * The webhook's one logger. Redaction is the safety net, not the mechanism: request logging is
+ * off and no code logs a header or a token. The net catches a future `log.info({ req })` or an
+ * error that carries the request: credential headers (both standard ones and the configured
+ * token header) and any `token` field are censored wherever they appear one level down.
+ */
+export function createLogger(
+  options: { level?: string; tokenHeader?: string | null } = {},
+  destination?: DestinationStream,
+): Logger {
+  const headers = ['authorization', 'x-api-key', 'cookie', 'proxy-authorization'];
+  if (options.tokenHeader && !headers.includes(options.tokenHeader)) headers.push(options.tokenHeader);
+  const paths = [
+    ...headers.flatMap((h) => [`req.headers["${h}"]`, `headers["${h}"]`, `*.headers["${h}"]`]),
+    'token',
+    '*.token',
+    'spec.token',
+    '*.spec.token',
+  ];
+  return pino(
+    {
+      level: options.level ?? 'info',
+      redact: { paths, censor: '[redacted]' },
+      serializers: {
+        // The query string of a proxied URL is where API keys end up when clients misuse them.
+        req: (req: { method?: string; url?: string; id?: string }) => ({
+          id: req.id,
+          method: req.method,
+          path: req.url?.split('?')[0],
+        }),
+      },
+    },
+    destination,
+  );
+}

@@ -1,0 +1,166 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import pg from 'pg';
+import { generateToken } from '../credentials/token.js';
+import { migrate } from '../store/migrate.js';
+import { OperatorStore } from '../store/operator-store.js';
+import { type AppOptions, buildApp } from './app.js';
+import { loadConfig, type WebhookConfig } from './config.js';
+import { createLogger } from './logger.js';
+
+/**
+ * Test and benchmark support: a real store (migrated), the operator's store API to create users
+ * and keys exactly as the operator would, and apps built against it. Not used by the product.
+ */
+export interface StoreFixture {
+  readonly url: string;
+  readonly pool: pg.Pool;
+  readonly store: OperatorStore;
+  createUser(options?: UserOptions): Promise<TestUser>;
+  issueKey(user: TestUser, options?: KeyOptions): Promise<TestKey>;
+  close(): Promise<void>;
+}
+
+export interface UserOptions {
+  username?: string;
+  groups?: string[];
+  scopes?: string[];
+  suspended?: boolean;
+  namespace?: string;
+}
+
+export interface TestUser {
+  readonly id: string;
+  readonly uid: string;
+  readonly namespace: string;
+  readonly name: string;
+  readonly username: string;
+}
+
+export interface KeyOptions {
+  scopes?: string[] | null;
+  expiresAt?: Date | null;
+  disabled?: boolean;
+}
+
+export interface TestKey {
+  readonly token: string;
+  readonly keyId: string;
+  readonly apiKeyId: string;
+  readonly uid: string;
+  readonly user: TestUser;
+}
+
+let counter = 0;
+
+export async function storeFixture(url: string, poolSize = 5): Promise<StoreFixture> {
+  await migrate(url);
+  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  pool.on('error', () => undefined);
+  const store = new OperatorStore(pool, { actor: 'webhook-tests' });
+  return {
+    url,
+    pool,
+    store,
+    async createUser(options: UserOptions = {}): Promise<TestUser> {
+      counter += 1;
+      const username = options.username ?? `user-${process.pid}-${counter}-${randomUUID().slice(0, 8)}`;
+      const ref = {
+        namespace: options.namespace ?? 'tests',
+        name: username.toLowerCase(),
+        uid: randomUUID(),
+      };
+      const result = await store.upsertServiceUser({
+        ref,
+        username,
+        description: 'webhook test user',
+        contact: null,
+        groups: options.groups ?? ['team-a'],
+        scopes: options.scopes ?? ['projects:*'],
+        suspended: options.suspended ?? false,
+      });
+      if (result.kind !== 'ok') throw new Error(`upsertServiceUser: ${result.kind}`);
+      return { id: result.user.id, uid: ref.uid, namespace: ref.namespace, name: ref.name, username };
+    },
+    async issueKey(user: TestUser, options: KeyOptions = {}): Promise<TestKey> {
+      counter += 1;
+      const generated = generateToken();
+      const ref = {
+        namespace: user.namespace,
+        name: `key-${counter}-${randomUUID().slice(0, 8)}`,
+        uid: randomUUID(),
+      };
+      const result = await store.issueKey({
+        ref,
+        serviceUserName: user.name,
+        hash: generated.hash,
+        displayPrefix: generated.displayPrefix,
+        scopes: options.scopes ?? null,
+        expiresAt: options.expiresAt ?? null,
+        disabled: options.disabled ?? false,
+      });
+      if (result.kind !== 'ok') throw new Error(`issueKey: ${result.kind}`);
+      return { token: generated.token, keyId: result.key.keyId, apiKeyId: result.key.id, uid: ref.uid, user };
+    },
+    async close(): Promise<void> {
+      await pool.end();
+    },
+  };
+}
+
+/** Config for an app under test: the given store, quick timings, no limit unless asked. */
+export function testConfig(storeUrl: string, env: Record<string, string> = {}): WebhookConfig {
+  return loadConfig({
+    KEYWARD_STORE_URL: storeUrl,
+    KEYWARD_WEBHOOK_LISTEN: '127.0.0.1:0',
+    KEYWARD_FAILED_ATTEMPTS_LIMIT: '0',
+    KEYWARD_STORE_TIMEOUT: '2s',
+    KEYWARD_LOG_LEVEL: 'silent',
+    ...env,
+  });
+}
+
+/** Builds an app, waits for its listener to attach (ready), and returns it. */
+export async function readyApp(
+  config: WebhookConfig,
+  options: Omit<AppOptions, 'config'> = {},
+): Promise<FastifyInstance> {
+  const app = await buildApp({
+    config,
+    logger: options.logger ?? createLogger({ level: config.logLevel }),
+    defaultMetrics: false,
+    listener: { initialBackoffMs: 50, maxBackoffMs: 500, heartbeatMs: 1000 },
+    ...options,
+  });
+  await app.ready();
+  await waitFor(async () => (await app.keyward.readiness()).ready, 10_000, 'webhook ready');
+  return app;
+}
+
+export async function waitFor(
+  condition: () => Promise<boolean> | boolean,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+export function verify(
+  app: FastifyInstance,
+  token: string | undefined,
+  options: { scope?: string; headers?: Record<string, string>; path?: string } = {},
+): Promise<LightMyRequestResponse> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (token !== undefined) headers.authorization = `Bearer ${token}`;
+  const path = options.path ?? '/verify';
+  return app.inject({
+    method: 'GET',
+    url: options.scope === undefined ? path : `${path}?scope=${encodeURIComponent(options.scope)}`,
+    headers,
+  });
+}

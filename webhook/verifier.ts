@@ -1,0 +1,154 @@
+import { createHash } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import { parseToken } from '../credentials/token.js';
+import type { KeyLookup } from '../store/lookup.js';
+import type { CacheEntry, VerifyCache } from './cache.js';
+import type { DenyReason } from './decision.js';
+import type { WebhookMetrics } from './metrics.js';
+
+/** What a token resolves to before any per-request check (scope, time) is applied. */
+export type Resolution =
+  | { readonly kind: 'key'; readonly entry: CacheEntry; readonly displayPrefix: string }
+  | {
+      readonly kind: 'invalid';
+      readonly reason: Extract<DenyReason, 'malformed' | 'bad_checksum' | 'wrong_prefix' | 'unknown'>;
+      /** Only for well-formed tokens; a malformed string may be anything, even a password. */
+      readonly displayPrefix?: string;
+    }
+  /** The store could not answer and nothing usable was cached. */
+  | { readonly kind: 'unavailable'; readonly displayPrefix: string };
+
+/** A token that passed the checksum but needs the store; finish it with Verifier.complete(). */
+export interface PendingLookup {
+  readonly kind: 'pending';
+  readonly hash: string;
+  readonly displayPrefix: string;
+  readonly stale: CacheEntry | undefined;
+}
+
+export interface VerifierOptions {
+  readonly cache: VerifyCache;
+  readonly lookup: (hash: Buffer) => Promise<KeyLookup | null>;
+  readonly metrics: WebhookMetrics;
+  readonly logger: FastifyBaseLogger;
+  /** Only tokens with this prefix are looked up. */
+  readonly tokenPrefix: string | undefined;
+}
+
+type LookupOutcome = { readonly ok: true; readonly entry: CacheEntry | null } | { readonly ok: false };
+
+/**
+ * Token → key, in DESIGN.md §5's order: parse and checksum (no I/O), cache by SHA-256, store on a
+ * miss. Split in a synchronous first half and an asynchronous second so that a cache hit never
+ * allocates a promise: that path is the one the throughput target is about.
+ */
+export class Verifier {
+  readonly #options: VerifierOptions;
+  /** Concurrent misses for one hash share a single store round trip. */
+  readonly #inFlight = new Map<string, Promise<LookupOutcome>>();
+  #storeFailing = false;
+
+  constructor(options: VerifierOptions) {
+    this.#options = options;
+  }
+
+  /** False from the first failed lookup until the next successful one. */
+  get storeAnswering(): boolean {
+    return !this.#storeFailing;
+  }
+
+  resolveCached(token: string): Resolution | PendingLookup {
+    const parsed = parseToken(token, { prefix: this.#options.tokenPrefix });
+    if (!parsed.ok) {
+      return parsed.reason === 'malformed'
+        ? { kind: 'invalid', reason: 'malformed' }
+        : invalidWellFormed(parsed.reason, token);
+    }
+    const { displayPrefix } = parsed.value;
+    const hash = createHash('sha256').update(token, 'latin1').digest('binary');
+    const cached = this.#options.cache.get(hash);
+    const { metrics } = this.#options;
+    switch (cached.kind) {
+      case 'fresh':
+        metrics.cacheOutcome.hit.inc();
+        return { kind: 'key', entry: cached.entry, displayPrefix };
+      case 'negative':
+        metrics.cacheOutcome.negativeHit.inc();
+        return { kind: 'invalid', reason: 'unknown', displayPrefix };
+      case 'stale':
+        metrics.cacheOutcome.stale.inc();
+        return {
+          kind: 'pending',
+          hash,
+          displayPrefix,
+          stale: cached.usableOnError ? cached.entry : undefined,
+        };
+      default:
+        metrics.cacheOutcome.miss.inc();
+        return { kind: 'pending', hash, displayPrefix, stale: undefined };
+    }
+  }
+
+  async complete(pending: PendingLookup): Promise<Resolution> {
+    let shared = this.#inFlight.get(pending.hash);
+    if (!shared) {
+      shared = this.#lookup(pending.hash);
+      this.#inFlight.set(pending.hash, shared);
+      void shared.finally(() => this.#inFlight.delete(pending.hash));
+    }
+    const outcome = await shared;
+    if (outcome.ok) {
+      return outcome.entry
+        ? { kind: 'key', entry: outcome.entry, displayPrefix: pending.displayPrefix }
+        : { kind: 'invalid', reason: 'unknown', displayPrefix: pending.displayPrefix };
+    }
+    if (pending.stale) {
+      this.#options.metrics.cacheOutcome.staleServed.inc();
+      return { kind: 'key', entry: pending.stale, displayPrefix: pending.displayPrefix };
+    }
+    return { kind: 'unavailable', displayPrefix: pending.displayPrefix };
+  }
+
+  async resolve(token: string): Promise<Resolution> {
+    const first = this.resolveCached(token);
+    return first.kind === 'pending' ? await this.complete(first) : first;
+  }
+
+  async #lookup(hash: string): Promise<LookupOutcome> {
+    const { cache, metrics, logger } = this.#options;
+    const generation = cache.beginFill();
+    try {
+      const key = await this.#options.lookup(Buffer.from(hash, 'latin1'));
+      metrics.storeLookups.labels(key ? 'found' : 'not_found').inc();
+      if (this.#storeFailing) {
+        this.#storeFailing = false;
+        logger.info('credential store answering again');
+      }
+      return { ok: true, entry: cache.fill(hash, key, generation) };
+    } catch (err) {
+      metrics.storeLookups.labels('error').inc();
+      // Once per outage, not once per request: under load that would be thousands of lines a second.
+      if (!this.#storeFailing) {
+        this.#storeFailing = true;
+        logger.error({ err: safeError(err) }, 'credential store lookup failed; serving cached keys only');
+      }
+      return { ok: false };
+    }
+  }
+}
+
+function invalidWellFormed(reason: 'bad_checksum' | 'wrong_prefix', token: string): Resolution {
+  // A token with a bad checksum is usually a typo of a real one: its first characters identify
+  // which, and are as public as a real token's display prefix.
+  const separator = token.length - 50;
+  return { kind: 'invalid', reason, displayPrefix: token.slice(0, separator + 5) };
+}
+
+/** Errors reach logs as name, code and message only: a driver error's other fields may quote values. */
+export function safeError(err: unknown): { name: string; message: string; code?: string } {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+  }
+  return { name: 'Error', message: String(err) };
+}
