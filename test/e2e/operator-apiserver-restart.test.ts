@@ -93,14 +93,12 @@ describe('API server restart', () => {
           labelSelector: 'app.kubernetes.io/managed-by=keyward',
         });
         if (secrets.items.length < 200) return undefined;
-        const list = (await kc
-          .makeApiClient(CustomObjectsApi)
-          .listNamespacedCustomObject({
-            group: 'keyward.dev',
-            version: 'v1alpha1',
-            namespace: ns,
-            plural: 'apikeys',
-          })) as { items: Array<{ status?: Record<string, unknown> }> };
+        const list = (await kc.makeApiClient(CustomObjectsApi).listNamespacedCustomObject({
+          group: 'keyward.dev',
+          version: 'v1alpha1',
+          namespace: ns,
+          plural: 'apikeys',
+        })) as { items: Array<{ status?: Record<string, unknown> }> };
         const ready = list.items.map((k) => k.status);
         const notReady = ready.filter(
           (s) =>
