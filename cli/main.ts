@@ -7,13 +7,6 @@ const program = new Command()
   .description('Declarative service users and API keys for Kubernetes.')
   .version(packageVersion(), '-v, --version');
 
-function notYet(what: string): () => never {
-  return () => {
-    process.stderr.write(`keyward ${what}: not yet available in this build\n`);
-    process.exit(2);
-  };
-}
-
 program
   .command('operator')
   .description(
@@ -24,12 +17,20 @@ program
     const { runOperator } = await import('../operator/main.js');
     await runOperator(loadOperatorConfig());
   });
-program.command('webhook').description('run the verification webhook').action(notYet('webhook'));
+program
+  .command('webhook')
+  .description(
+    'run the verification webhook (/verify, /tokenreview, /introspect); configured by KEYWARD_* environment variables',
+  )
+  .action(async () => {
+    const { runWebhook } = await import('../webhook/server.js');
+    await runWebhook();
+  });
 program
   .command('migrate')
   .description('apply the credential store migrations (safe to run from several replicas at once)')
-  .option('--database-url <url>', 'Postgres URL (default: $KEYWARD_DATABASE_URL)')
-  .action(async (options: { databaseUrl?: string }) => {
+  .option('--store-url <url>', 'Postgres URL (default: $KEYWARD_STORE_URL)')
+  .action(async (options: { storeUrl?: string }) => {
     const { migrateCommand } = await import('./migrate.js');
     process.exitCode = await migrateCommand(options);
   });
@@ -43,8 +44,18 @@ program
   });
 program
   .command('sandbox')
-  .description('start a local environment with examples applied')
-  .action(notYet('sandbox'));
+  .description(
+    'from a checkout: start Postgres, a local control plane (or use --context), the CRDs, operator and webhook, apply examples/ and print a working curl',
+  )
+  .option(
+    '--context <name>',
+    'use this kube-context of the current kubeconfig instead of a local control plane',
+  )
+  .option('-n, --namespace <name>', 'namespace for the examples', 'keyward-sandbox')
+  .action(async (options: { context?: string; namespace: string }) => {
+    const { sandboxCommand } = await import('./sandbox.js');
+    await sandboxCommand(options);
+  });
 
 try {
   await program.parseAsync(process.argv);

@@ -1,8 +1,8 @@
 import { migrate } from '../store/migrate.js';
 
 export interface MigrateCommandOptions {
-  /** Postgres URL; falls back to KEYWARD_DATABASE_URL. */
-  readonly databaseUrl?: string;
+  /** Postgres URL; falls back to KEYWARD_STORE_URL. */
+  readonly storeUrl?: string;
 }
 
 export interface CommandOutput {
@@ -25,9 +25,9 @@ export async function migrateCommand(
   io: CommandOutput = stdio,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const url = options.databaseUrl ?? env.KEYWARD_DATABASE_URL;
+  const url = options.storeUrl ?? env.KEYWARD_STORE_URL;
   if (!url) {
-    io.err('keyward migrate: no database: pass --database-url or set KEYWARD_DATABASE_URL');
+    io.err('keyward migrate: no database: pass --store-url or set KEYWARD_STORE_URL');
     return 2;
   }
   try {

@@ -44,10 +44,10 @@ describe('migrate', () => {
     const lines: string[] = [];
     const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(`ERR ${l}`) };
     const codes = await Promise.all([
-      migrateCommand({ databaseUrl: url }, io),
-      migrateCommand({ databaseUrl: url }, io),
-      migrateCommand({ databaseUrl: url }, io),
-      migrateCommand({ databaseUrl: url }, io),
+      migrateCommand({ storeUrl: url }, io),
+      migrateCommand({ storeUrl: url }, io),
+      migrateCommand({ storeUrl: url }, io),
+      migrateCommand({ storeUrl: url }, io),
     ]);
     expect(codes).toEqual([0, 0, 0, 0]);
     expect(lines.filter((l) => l.startsWith('applied'))).toHaveLength(1);
@@ -118,10 +118,10 @@ describe('migrate', () => {
     const lines: string[] = [];
     const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(l) };
     expect(await migrateCommand({}, io, {})).toBe(2);
-    expect(lines.join('\n')).toMatch(/KEYWARD_DATABASE_URL/);
+    expect(lines.join('\n')).toMatch(/KEYWARD_STORE_URL/);
     lines.length = 0;
     const url = 'postgres://keyward:s3cret-password@127.0.0.1:1/none';
-    expect(await migrateCommand({ databaseUrl: url }, io, {})).toBe(1);
+    expect(await migrateCommand({ storeUrl: url }, io, {})).toBe(1);
     expect(lines.join('\n')).not.toContain('s3cret-password');
   });
 });

@@ -9,6 +9,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { createCa, createSigningKeyPair, issueCertificate, type KeyPairFiles } from './pki.js';
 import { freePort, ManagedProcess, onExitCleanup, requireTool, waitUntilReady } from './process.js';
+import { repoRoot } from './repo.js';
 
 export interface ControlPlaneOptions {
   /**
@@ -84,16 +85,8 @@ export async function controlPlaneBinDir(): Promise<string> {
   });
 }
 
-/** Works from the sources (test/harness) and from the compiled tree (dist/test/harness). */
 function findBuildScript(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, 'test', 'controlplane', 'build.sh');
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) throw new Error('test/controlplane/build.sh not found above this module');
-    dir = parent;
-  }
+  return join(repoRoot(), 'test', 'controlplane', 'build.sh');
 }
 
 /** Starts etcd, kube-apiserver and kube-controller-manager on free loopback ports. */

@@ -10,8 +10,9 @@ import {
   PatchStrategy,
   type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
+import { repoRoot } from './repo.js';
 
-const CRD_DIR = join(import.meta.dirname, '..', '..', 'crds');
+const CRD_DIR = join(repoRoot(), 'crds');
 
 /**
  * The committed CRDs, as a user applies them. Loaded through client-node's typed deserializer:

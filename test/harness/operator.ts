@@ -15,8 +15,9 @@ import { requestTimeout } from '../../operator/objects.js';
 import { type KeyLookup, lookupByHash } from '../../store/lookup.js';
 import { restrictedKubeConfig } from './kube.js';
 import { freePort, ManagedProcess, waitUntilReady } from './process.js';
+import { repoRoot } from './repo.js';
 
-const root = join(import.meta.dirname, '..', '..');
+const root = repoRoot();
 
 function chartRules(file: string): V1PolicyRule[] {
   const rules = parse(readFileSync(join(root, 'charts', 'keyward', 'files', file), 'utf8')) as Array<{

@@ -1,0 +1,220 @@
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CoreV1Api, KubeConfig, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
+import pg from 'pg';
+import { parseAllDocuments } from 'yaml';
+import { migrate } from '../store/migrate.js';
+import { type ControlPlane, startControlPlane } from '../test/harness/controlplane.js';
+import { installCrds } from '../test/harness/crds.js';
+import { eventually, type OperatorProcess, startOperator } from '../test/harness/operator.js';
+import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
+import { repoRoot } from '../test/harness/repo.js';
+import { loadConfig } from '../webhook/config.js';
+import { type RunningWebhook, runWebhook } from '../webhook/server.js';
+
+export interface SandboxOptions {
+  /** Use this kube-context of the current kubeconfig instead of a private control plane. */
+  readonly context?: string;
+  readonly namespace: string;
+}
+
+/**
+ * `keyward sandbox` (`npm run sandbox`): everything keyward needs on one machine, for trying it
+ * out from a checkout. A private Postgres and (unless --context) a private control plane built by
+ * test/controlplane/build.sh, the CRDs, the operator and the webhook, then examples/ applied.
+ * Prints how to reach it and runs until Ctrl+C, then removes everything it started.
+ */
+export async function sandboxCommand(options: SandboxOptions): Promise<void> {
+  const say = (line: string): void => {
+    process.stdout.write(`${line}\n`);
+  };
+  const cleanups: Array<() => Promise<void>> = [];
+  const cleanup = async (): Promise<void> => {
+    for (const stop of cleanups.reverse()) await stop().catch(() => undefined);
+  };
+  try {
+    say('starting Postgres and the control plane ...');
+    const [postgres, kube] = await Promise.all([
+      startPostgres().then((p: TestPostgres) => {
+        cleanups.push(() => p.stop());
+        return p;
+      }),
+      clusterFor(options.context).then((c) => {
+        if (c.controlPlane) cleanups.push(() => c.controlPlane!.stop());
+        return c;
+      }),
+    ]);
+    const storeUrl = await createStore(postgres.adminUrl);
+    await installCrds(kube.kc);
+    await ensureNamespace(kube.kc, options.namespace);
+
+    say('starting the operator and the webhook ...');
+    const operator: OperatorProcess = await startOperator({
+      kubeconfigPath: kube.kubeconfigPath,
+      storeUrl,
+      namespace: options.namespace,
+      watchNamespace: options.namespace,
+      env: { KEYWARD_LOG_LEVEL: 'info' },
+    });
+    cleanups.push(() => operator.stop());
+    const webhook: RunningWebhook = await runWebhook({
+      config: loadConfig({
+        KEYWARD_STORE_URL: storeUrl,
+        KEYWARD_WEBHOOK_LISTEN: '127.0.0.1:0',
+        KEYWARD_LOG_LEVEL: 'warn',
+      }),
+      handleSignals: false,
+    });
+    cleanups.push(() => webhook.close());
+
+    const applied = await applyExamples(kube.kc, options.namespace);
+    say(`applied ${applied.join(', ')}`);
+    const key = await readyKeyWithToken(kube.kc, options.namespace);
+    // Proves the printed command works before printing it.
+    const check = await fetch(`${webhook.url}/verify?scope=${encodeURIComponent(key.scope)}`, {
+      headers: { authorization: `Bearer ${key.token}` },
+    });
+    if (check.status !== 200) throw new Error(`the webhook refused the example key (${check.status})`);
+
+    const kubectl = 'kubectl';
+    const ns = options.namespace;
+    say('');
+    say('keyward sandbox is up. In another shell:');
+    say('');
+    say(`  export KUBECONFIG=${kube.kubeconfigPath}`);
+    if (kube.controlPlane) say(`  export PATH=${kube.controlPlane.binDir}:$PATH   # the sandbox's kubectl`);
+    say(`  ${kubectl} -n ${ns} get serviceusers,apikeys`);
+    say(
+      `  TOKEN=$(${kubectl} -n ${ns} get secret ${key.secretName} -o jsonpath='{.data.${key.tokenKey}}' | base64 -d)`,
+    );
+    say(`  curl -i -H "Authorization: Bearer $TOKEN" '${webhook.url}/verify?scope=${key.scope}'`);
+    say('');
+    say(
+      `  rotate it:  ${kubectl} -n ${ns} annotate apikey ${key.name} keyward.dev/rotate=$(date +%s) --overwrite`,
+    );
+    say(
+      `  suspend:    ${kubectl} -n ${ns} patch serviceuser ${key.user} --type merge -p '{"spec":{"suspended":true}}'`,
+    );
+    say(`  operator log: ${operator.process.logFile}`);
+    say('');
+    say('Ctrl+C stops everything and removes its files.');
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    say('stopping ...');
+  } finally {
+    await cleanup();
+  }
+}
+
+interface Cluster {
+  readonly kc: KubeConfig;
+  readonly kubeconfigPath: string;
+  readonly controlPlane?: ControlPlane;
+}
+
+async function clusterFor(context: string | undefined): Promise<Cluster> {
+  if (context === undefined) {
+    const controlPlane = await startControlPlane();
+    return { kc: controlPlane.kubeConfig(), kubeconfigPath: controlPlane.kubeconfigPath, controlPlane };
+  }
+  const kc = new KubeConfig();
+  kc.loadFromDefault();
+  if (!kc.getContexts().some((c) => c.name === context)) {
+    throw new Error(`no kube-context named ${context} in the current kubeconfig`);
+  }
+  kc.setCurrentContext(context);
+  // The operator runs as a child process: hand it this one context, not the whole file.
+  const kubeconfigPath = join(mkdtempSync(join(tmpdir(), 'keyward-sandbox-')), 'kubeconfig');
+  writeFileSync(kubeconfigPath, kc.exportConfig(), { mode: 0o600 });
+  return { kc, kubeconfigPath };
+}
+
+async function createStore(adminUrl: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query('CREATE DATABASE keyward');
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = '/keyward';
+  await migrate(url.toString());
+  return url.toString();
+}
+
+async function ensureNamespace(kc: KubeConfig, name: string): Promise<void> {
+  try {
+    await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name } } });
+  } catch (err) {
+    if ((err as { code?: number }).code !== 409) throw err;
+  }
+}
+
+/** Applies every manifest in examples/ (ServiceUsers first); returns kind/name of each. */
+async function applyExamples(kc: KubeConfig, namespace: string): Promise<string[]> {
+  const dir = join(repoRoot(), 'examples');
+  const objects = readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()
+    .flatMap((f) =>
+      parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => d.toJS() as KubernetesObject),
+    )
+    .filter((o) => o?.kind)
+    .sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'ServiceUser' ? -1 : 1));
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  const applied: string[] = [];
+  for (const object of objects) {
+    const body = { ...object, metadata: { ...object.metadata, namespace } };
+    await api.patch(body, undefined, undefined, 'keyward-sandbox', true, 'application/apply-patch+yaml');
+    applied.push(`${object.kind}/${object.metadata?.name}`);
+  }
+  return applied;
+}
+
+interface ExampleKey {
+  readonly name: string;
+  readonly user: string;
+  readonly secretName: string;
+  readonly tokenKey: string;
+  readonly scope: string;
+  readonly token: string;
+}
+
+interface ApiKeyView extends KubernetesObject {
+  spec: { serviceUserRef: { name: string }; scopes?: string[]; secret?: { tokenKey?: string } };
+  status?: { secretName?: string; conditions?: Array<{ type: string; status: string }> };
+}
+
+/** The first example ApiKey that becomes Ready, with its token read from its Secret. */
+async function readyKeyWithToken(kc: KubeConfig, namespace: string): Promise<ExampleKey> {
+  const api = KubernetesObjectApi.makeApiClient(kc);
+  const core = kc.makeApiClient(CoreV1Api);
+  return await eventually(
+    'an example ApiKey to become Ready',
+    async () => {
+      const list = await api.list<ApiKeyView>('keyward.dev/v1alpha1', 'ApiKey', namespace);
+      const ready = list.items.find(
+        (k) =>
+          k.status?.secretName && k.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+      );
+      if (!ready?.status?.secretName) return undefined;
+      const tokenKey = ready.spec.secret?.tokenKey ?? 'token';
+      const secret = await core.readNamespacedSecret({ name: ready.status.secretName, namespace });
+      const data = secret.data?.[tokenKey];
+      if (!data) return undefined;
+      return {
+        name: ready.metadata?.name ?? '',
+        user: ready.spec.serviceUserRef.name,
+        secretName: ready.status.secretName,
+        tokenKey,
+        scope: ready.spec.scopes?.[0] ?? '',
+        token: Buffer.from(data, 'base64').toString('utf8'),
+      };
+    },
+    60_000,
+  );
+}

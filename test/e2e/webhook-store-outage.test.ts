@@ -1,0 +1,111 @@
+import type { FastifyInstance } from 'fastify';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { generateToken } from '../../credentials/token.js';
+import {
+  readyApp,
+  type StoreFixture,
+  storeFixture,
+  testConfig,
+  verify,
+  waitFor,
+} from '../../webhook/test-support.js';
+import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+
+/**
+ * The store goes away under a serving webhook. A private Postgres, so stopping it does not disturb
+ * other suites. Requests keep flowing from a background loop the whole time ("under load"), and
+ * every answer the loop gets is checked against what a client may see.
+ */
+let postgres: TestPostgres;
+let fx: StoreFixture;
+let app: FastifyInstance;
+
+beforeAll(async () => {
+  postgres = await startPostgres();
+  const admin = new pg.Client({ connectionString: postgres.adminUrl });
+  await admin.connect();
+  await admin.query('CREATE DATABASE keyward');
+  await admin.end();
+  const url = new URL(postgres.adminUrl);
+  url.pathname = '/keyward';
+  fx = await storeFixture(url.toString(), 2);
+  // Stale-if-error stays at its default (5 min): the cached key must survive the outage.
+  app = await readyApp(testConfig(url.toString(), { KEYWARD_STORE_TIMEOUT: '500ms' }));
+});
+
+afterAll(async () => {
+  await app?.close();
+  await fx?.close();
+  await postgres?.stop();
+});
+
+/** Sends the token in a loop until stopped; returns every status code seen. */
+function load(token: string): { stop(): Promise<number[]> } {
+  const seen: number[] = [];
+  let running = true;
+  const loop = (async (): Promise<void> => {
+    while (running) seen.push((await verify(app, token)).statusCode);
+  })();
+  return {
+    async stop(): Promise<number[]> {
+      running = false;
+      await loop;
+      return seen;
+    },
+  };
+}
+
+describe('webhook while the store is down', () => {
+  it('keeps allowing cached keys, answers 503 for uncached ones, and recovers without a restart', async () => {
+    const user = await fx.createUser();
+    const cached = await fx.issueKey(user);
+    const uncached = await fx.issueKey(user);
+    expect((await verify(app, cached.token)).statusCode).toBe(200);
+    const background = load(cached.token);
+
+    await postgres.pause();
+    await waitFor(async () => !(await app.keyward.readiness()).ready, 10_000, 'readiness to turn false');
+    const readyz = await app.inject({ method: 'GET', url: '/readyz' });
+    expect(readyz.statusCode).toBe(503);
+    expect(readyz.json()).toMatchObject({ store: 'unreachable' });
+
+    expect((await verify(app, cached.token)).statusCode).toBe(200);
+    const unknownToStore = await verify(app, uncached.token);
+    expect(unknownToStore.statusCode).toBe(503);
+    expect(unknownToStore.body).not.toContain('ECONNREFUSED');
+    // Garbage never needs the store, so it is still a plain 401.
+    expect((await verify(app, 'kw_garbage')).statusCode).toBe(401);
+    expect((await verify(app, generateToken().token.slice(0, -1))).statusCode).toBe(401);
+
+    await postgres.resume();
+    await waitFor(async () => (await app.keyward.readiness()).ready, 20_000, 'readiness to return');
+    expect((await verify(app, uncached.token)).statusCode).toBe(200);
+    const statuses = await background.stop();
+    expect(statuses.length).toBeGreaterThan(10);
+    expect(new Set(statuses)).toEqual(new Set([200]));
+  });
+
+  it('misses no change made while the listener is detached', async () => {
+    const user = await fx.createUser();
+    const key = await fx.issueKey(user);
+    expect((await verify(app, key.token)).statusCode).toBe(200);
+    const background = load(key.token);
+
+    // Only the listener's backend goes; lookups and the rest of the store keep working.
+    const { rowCount } = await fx.pool.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'keyward-webhook-listener'`,
+    );
+    expect(rowCount).toBe(1);
+    await fx.store.revokeKey(key.uid);
+    // The NOTIFY for that revoke went to nobody. Once the listener is back, the key must be refused.
+    await waitFor(async () => (await app.keyward.readiness()).listener === 'attached', 10_000, 'listener');
+    expect((await verify(app, key.token)).statusCode).toBe(401);
+    const statuses = await background.stop();
+    expect(statuses.at(-1)).toBe(401);
+    // Allowed before the revoke committed, refused after: never flapping back to 200.
+    const firstRefusal = statuses.indexOf(401);
+    expect(firstRefusal).toBeGreaterThanOrEqual(0);
+    expect(statuses.slice(firstRefusal).every((s) => s === 401)).toBe(true);
+  });
+});
