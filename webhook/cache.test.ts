@@ -80,17 +80,39 @@ describe('VerifyCache', () => {
     expect(cache.get('x').kind).toBe('miss');
   });
 
-  it('does not store an answer read before a change that arrived during the lookup', () => {
+  it('does not store an answer read before a change to its own key or user that arrived during the lookup', () => {
     const { cache } = setup();
-    const generation = cache.beginFill();
-    cache.apply({ entity: 'user', op: 'updated', userId: 'someone-else' });
-    const entry = cache.fill('h', key(1), generation);
-    expect(entry?.key.keyId).toBe(key(1).keyId);
-    expect(cache.get('h').kind).toBe('miss');
+    for (const change of [
+      { entity: 'user', op: 'updated', userId: 'user-1' },
+      { entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: 'user-1' },
+      { entity: 'unknown' },
+    ] as const) {
+      const generation = cache.beginFill();
+      cache.apply(change);
+      const entry = cache.fill('h', key(1), generation);
+      expect(entry?.key.keyId, change.entity).toBe(key(1).keyId);
+      expect(cache.get('h').kind, change.entity).toBe('miss');
+    }
     const negativeGeneration = cache.beginFill();
     cache.apply({ entity: 'key', op: 'issued', keyId: 'key_x', userId: 'u' });
     cache.fill('n', null, negativeGeneration);
     expect(cache.get('n').kind).toBe('miss');
+  });
+
+  it('stores an answer although other keys and users changed during the lookup', () => {
+    const { cache } = setup();
+    const generation = cache.beginFill();
+    cache.apply({ entity: 'user', op: 'updated', userId: 'someone-else' });
+    cache.apply({ entity: 'key', op: 'issued', keyId: key(2).keyId, userId: 'someone-else' });
+    cache.fill('h', key(1), generation);
+    expect(cache.get('h').kind).toBe('fresh');
+    // Past the change log's bound the cache cannot tell whose change it was, and refuses.
+    const old = cache.beginFill();
+    for (let i = 0; i < 10_001; i++) cache.apply({ entity: 'user', op: 'updated', userId: `u${i}` });
+    cache.fill('h2', key(3), old);
+    expect(cache.get('h2').kind).toBe('miss');
+    cache.fill('h3', key(4), cache.beginFill());
+    expect(cache.get('h3').kind).toBe('fresh');
   });
 
   it('trusts nothing while the listener is away, and nothing from before it came back', () => {

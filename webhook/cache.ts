@@ -46,12 +46,17 @@ const NEGATIVE: CacheLookup = { kind: 'negative' };
  *    its next use. The rows stay in memory only to be served when the store cannot answer at all,
  *    which is what keeps cached keys working through a Postgres outage, while a lost listener on
  *    a reachable store costs one lookup per key and never a missed revocation.
- * 2. A notification deletes the entries of the user or key it names, and every notification bumps
- *    a generation counter; a lookup that started before it cannot write its (possibly older)
- *    answer into the cache afterwards.
+ * 2. A notification deletes the entries of the user or key it names and records, for that user or
+ *    key, the generation it arrived at; a lookup that started before a change to its own key or
+ *    user cannot write its (possibly older) answer into the cache afterwards. Changes to other
+ *    keys do not hold it back: under a busy operator, a global counter would leave the cache empty.
+ *    Whatever cannot be attributed (an unknown notification, a new epoch, a full change log)
+ *    holds back every lookup that started before it.
  * 3. Time-based transitions (expiry, end of grace) are evaluated per request against the clock by
  *    decide(), so they need no notification and no expiry of the entry.
  */
+const CHANGE_LOG_LIMIT = 10_000;
+
 export class VerifyCache {
   readonly #options: CacheOptions;
   readonly #entries: LRUCache<string, CacheEntry>;
@@ -59,6 +64,11 @@ export class VerifyCache {
   readonly #byUser = new Map<string, Set<string>>();
   readonly #byKey = new Map<string, Set<string>>();
   #generation = 0;
+  /** Fills that began before this generation are refused whatever they found. */
+  #refuseBefore = 0;
+  /** Generation of the last change per `u:<userId>` / `k:<keyId>`, and of the last issue/rotation. */
+  readonly #changedAt = new Map<string, number>();
+  #lastIssued = 0;
   #epoch = 0;
   #attached = false;
 
@@ -117,13 +127,20 @@ export class VerifyCache {
   fill(hash: string, key: KeyLookup | null, generation: number): CacheEntry | null {
     const now = this.#options.now();
     if (key === null) {
-      if (generation === this.#generation && this.#options.negativeMaxEntries > 0) {
+      // Any key issued or rotated since the lookup began could be the one this hash belongs to.
+      const current = generation >= this.#refuseBefore && generation >= this.#lastIssued;
+      if (current && this.#options.negativeMaxEntries > 0) {
         this.#negative.set(hash, now + this.#options.negativeTtlMs);
       }
       return null;
     }
     const entry: CacheEntry = { ...keyState(key), verifiedAt: now, epoch: this.#epoch };
-    if (generation === this.#generation) {
+    const changed = Math.max(
+      this.#refuseBefore,
+      this.#changedAt.get(`u:${key.userId}`) ?? 0,
+      this.#changedAt.get(`k:${key.keyId}`) ?? 0,
+    );
+    if (generation >= changed) {
       this.#negative.delete(hash);
       this.#entries.set(hash, entry);
       this.#index(entry, hash);
@@ -133,17 +150,23 @@ export class VerifyCache {
 
   /** Applies one NOTIFY: drops only what it names. */
   apply(change: StoreChange): void {
-    this.#generation++;
+    const generation = ++this.#generation;
     switch (change.entity) {
       case 'user':
         this.#dropIndexed(this.#byUser, change.userId);
+        this.#recordChange(`u:${change.userId}`, generation);
         return;
       case 'key':
         this.#dropIndexed(this.#byKey, change.keyId);
+        this.#recordChange(`k:${change.keyId}`, generation);
         // A new secret may have a hash that was looked up (and found unknown) moments ago.
-        if (change.op === 'issued' || change.op === 'rotated') this.#negative.clear();
+        if (change.op === 'issued' || change.op === 'rotated') {
+          this.#negative.clear();
+          this.#lastIssued = generation;
+        }
         return;
       default:
+        this.#refuseBefore = generation;
         this.#entries.clear();
         this.#negative.clear();
     }
@@ -162,13 +185,23 @@ export class VerifyCache {
   }
 
   clear(): void {
-    this.#generation++;
+    this.#refuseBefore = ++this.#generation;
     this.#entries.clear();
     this.#negative.clear();
   }
 
+  #recordChange(id: string, generation: number): void {
+    // Bounded: past the limit, forget the per-identity log and refuse every older fill instead.
+    if (this.#changedAt.size >= CHANGE_LOG_LIMIT) {
+      this.#changedAt.clear();
+      this.#refuseBefore = generation;
+    }
+    this.#changedAt.set(id, generation);
+  }
+
   #newEpoch(): void {
-    this.#generation++;
+    this.#refuseBefore = ++this.#generation;
+    this.#changedAt.clear();
     this.#epoch++;
     this.#negative.clear();
   }

@@ -1,0 +1,387 @@
+// Webhook benchmarks (bench/README.md): /verify throughput on cache hits against bare Fastify in
+// the same run, latency at half the measured maximum, the miss path over 10^6 keys, revocation
+// propagation to two replicas, and RSS with 100,000 cached entries.
+//
+// Usage: npx tsc -p tsconfig.json && node dist/bench/webhook.js [--only throughput,latency,miss,propagation,memory]
+//        [--keys 1000000] [--duration 10] [--trials 200]
+// Needs wrk and nginx (apt-get install -y wrk nginx-light) and taskset (util-linux). Servers
+// under test are pinned to CPU 0, wrk to CPU 1, so the generator never competes with the server.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { parseArgs, promisify } from 'node:util';
+import pg from 'pg';
+import { generateToken } from '../credentials/token.js';
+import { migrate } from '../store/migrate.js';
+import { OperatorStore } from '../store/operator-store.js';
+import { startPostgres } from '../test/harness/postgres.js';
+import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../test/harness/process.js';
+import { repoRoot } from '../test/harness/repo.js';
+
+const run = promisify(execFile);
+const { values } = parseArgs({
+  options: {
+    only: { type: 'string', default: 'throughput,latency,miss,propagation,memory' },
+    keys: { type: 'string', default: '1000000' },
+    duration: { type: 'string', default: '10' },
+    trials: { type: 'string', default: '200' },
+  },
+});
+const only = new Set(values.only.split(','));
+const duration = Number(values.duration);
+const wrkBin = requireTool('wrk', 'apt-get install -y wrk');
+const taskset = requireTool('taskset', 'apt-get install -y util-linux');
+const nginxBin = requireTool('nginx', 'apt-get install -y nginx-light', ['/usr/sbin']);
+const work = await mkdtemp(join(tmpdir(), 'keyward-bench-'));
+const print = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+// ---- store -------------------------------------------------------------------------------
+
+const postgres = await startPostgres();
+const admin = new pg.Client({ connectionString: postgres.adminUrl });
+await admin.connect();
+await admin.query('CREATE DATABASE bench');
+await admin.end();
+const storeUrl = Object.assign(new URL(postgres.adminUrl), { pathname: '/bench' }).toString();
+await migrate(storeUrl);
+const pool = new pg.Pool({ connectionString: storeUrl, max: 4 });
+const store = new OperatorStore(pool, { actor: 'bench' });
+
+const userRef = { namespace: 'bench', name: 'bench-user', uid: 'bench-user-uid' };
+await store.upsertServiceUser({
+  ref: userRef,
+  username: 'bench-user',
+  description: 'benchmark',
+  contact: null,
+  groups: ['team-a', 'ops'],
+  scopes: ['projects:*'],
+  suspended: false,
+});
+let keyCounter = 0;
+async function issue(): Promise<{ token: string; uid: string }> {
+  keyCounter += 1;
+  const generated = generateToken();
+  const ref = { namespace: 'bench', name: `key-${keyCounter}`, uid: `key-uid-${keyCounter}` };
+  const result = await store.issueKey({
+    ref,
+    serviceUserName: userRef.name,
+    hash: generated.hash,
+    displayPrefix: generated.displayPrefix,
+    scopes: null,
+    expiresAt: null,
+    disabled: false,
+  });
+  if (result.kind !== 'ok') throw new Error(`issueKey: ${result.kind}`);
+  return { token: generated.token, uid: ref.uid };
+}
+
+/** Tokens of the keys bulkKeys() loaded so far. */
+const loaded: string[] = [];
+
+/** Bulk-loads n keys of the bench user (real tokens, real hashes) and returns their tokens. */
+async function bulkKeys(n: number): Promise<string[]> {
+  const tokens: string[] = [];
+  const batch = 20_000;
+  for (let start = 0; start < n; start += batch) {
+    const size = Math.min(batch, n - start);
+    const generated = Array.from({ length: size }, () => generateToken());
+    for (const g of generated) tokens.push(g.token);
+    for (const g of generated) loaded.push(g.token);
+    await pool.query(
+      `WITH input AS (
+         SELECT h, p, ord FROM unnest($1::bytea[], $2::text[]) WITH ORDINALITY AS t(h, p, ord)
+       ), keys AS (
+         INSERT INTO api_keys (key_id, service_user_id, namespace, name, uid)
+         SELECT 'key_' || lpad(($3 + ord)::text, 16, '0'), u.id, 'bulk', 'k' || ($3 + ord), 'bulk-uid-' || ($3 + ord)
+           FROM input, service_users u WHERE u.uid = $4
+         RETURNING id, uid
+       )
+       INSERT INTO api_key_secrets (hash, api_key_id, display_prefix)
+       SELECT input.h, keys.id, input.p FROM input JOIN keys ON keys.uid = 'bulk-uid-' || ($3 + input.ord)`,
+      [generated.map((g) => g.hash), generated.map((g) => g.displayPrefix), start, userRef.uid],
+    );
+  }
+  await pool.query('VACUUM ANALYZE');
+  return tokens;
+}
+
+// ---- processes ---------------------------------------------------------------------------
+
+const processes: ManagedProcess[] = [];
+async function pinned(
+  name: string,
+  cpu: number,
+  args: string[],
+  env: Record<string, string>,
+): Promise<ManagedProcess> {
+  const proc = new ManagedProcess({
+    name,
+    command: taskset,
+    args: ['-c', String(cpu), ...args],
+    env: { PATH: process.env.PATH ?? '', ...env },
+    logFile: join(work, `${name.replace(/\W+/g, '-')}.log`),
+  });
+  processes.push(proc);
+  return proc;
+}
+
+async function startWebhook(name: string, cpu: number): Promise<{ url: string; proc: ManagedProcess }> {
+  const port = await freePort();
+  const proc = await pinned(
+    name,
+    cpu,
+    [process.execPath, join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
+    {
+      KEYWARD_STORE_URL: storeUrl,
+      KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
+      KEYWARD_LOG_LEVEL: 'warn',
+      KEYWARD_FAILED_ATTEMPTS_LIMIT: '0',
+      KEYWARD_CACHE_MAX_ENTRIES: '200000',
+    },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).ok, 30_000, 'ready');
+  return { url, proc };
+}
+
+async function startBareFastify(): Promise<string> {
+  const port = await freePort();
+  const proc = await pinned(
+    'bare fastify',
+    0,
+    [process.execPath, join(repoRoot(), 'dist', 'bench', 'bare-fastify.js')],
+    {
+      PORT: String(port),
+    },
+  );
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilReady(proc, async () => (await fetch(`${url}/verify`)).ok, 30_000, 'listening');
+  return url;
+}
+
+async function startNginxReturn200(): Promise<string> {
+  const port = await freePort();
+  const conf = join(work, 'nginx.conf');
+  await writeFile(
+    conf,
+    `worker_processes 1; master_process off; pid ${work}/nginx.pid; error_log ${work}/nginx-error.log;
+events { worker_connections 1024; }
+http { access_log off; client_body_temp_path ${work}/nb; proxy_temp_path ${work}/np; fastcgi_temp_path ${work}/nf;
+  uwsgi_temp_path ${work}/nu; scgi_temp_path ${work}/ns;
+  server { listen 127.0.0.1:${port}; location / { return 200; } } }
+`,
+  );
+  const proc = await pinned('nginx', 0, [nginxBin, '-p', work, '-c', conf, '-g', 'daemon off;'], {});
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntilReady(proc, async () => (await fetch(`${url}/`)).ok, 15_000, 'serving');
+  return url;
+}
+
+// ---- wrk ---------------------------------------------------------------------------------
+
+interface WrkResult {
+  rps: number;
+  p50ms: number;
+  p99ms: number;
+  non2xx: number;
+}
+
+async function wrk(
+  url: string,
+  options: { headers?: string[]; script?: string; connections?: number; seconds?: number },
+): Promise<WrkResult> {
+  const args = [
+    '-c',
+    '1',
+    wrkBin,
+    '-t1',
+    `-c${options.connections ?? 100}`,
+    `-d${options.seconds ?? duration}s`,
+    '--latency',
+  ];
+  for (const h of options.headers ?? []) args.push('-H', h);
+  if (options.script) args.push('-s', options.script);
+  args.push(url);
+  const { stdout } = await run(taskset, args, { maxBuffer: 1 << 20 });
+  const num = (re: RegExp): number => Number(re.exec(stdout)?.[1] ?? Number.NaN);
+  const ms = (re: RegExp): number => {
+    const m = re.exec(stdout);
+    if (!m) return Number.NaN;
+    const factor = m[2] === 'us' ? 0.001 : m[2] === 's' ? 1000 : 1;
+    return Number(m[1]) * factor;
+  };
+  return {
+    rps: num(/Requests\/sec:\s+([\d.]+)/),
+    p50ms: ms(/\s50%\s+([\d.]+)(us|ms|s)/),
+    p99ms: ms(/\s99%\s+([\d.]+)(us|ms|s)/),
+    non2xx: num(/Non-2xx or 3xx responses:\s+(\d+)/) || 0,
+  };
+}
+
+const fmt = (r: WrkResult): string =>
+  `${Math.round(r.rps).toLocaleString('en')} req/s, p50 ${r.p50ms.toFixed(2)} ms, p99 ${r.p99ms.toFixed(2)} ms, non-2xx ${r.non2xx}`;
+
+function quantile(samples: number[], q: number): number {
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!;
+}
+
+// ---- benchmarks --------------------------------------------------------------------------
+
+try {
+  const key = await issue();
+  const auth = [`Authorization: Bearer ${key.token}`];
+  let maxRps = 0;
+  let primary: { url: string; proc: ManagedProcess } | undefined;
+  const webhook = async (): Promise<{ url: string; proc: ManagedProcess }> => {
+    primary ??= await startWebhook('webhook', 0);
+    return primary;
+  };
+
+  if (only.has('throughput') || only.has('latency')) {
+    const { url } = await webhook();
+    const bare = await startBareFastify();
+    const nginx = await startNginxReturn200();
+    await wrk(`${url}/verify`, { headers: auth, seconds: 3 }); // warm-up: JIT and cache
+    await wrk(`${bare}/verify`, { headers: auth, seconds: 3 });
+    const rounds = [];
+    for (let i = 0; i < 3; i++) {
+      rounds.push({
+        webhook: await wrk(`${url}/verify`, { headers: auth }),
+        bare: await wrk(`${bare}/verify`, { headers: auth }),
+      });
+    }
+    const headroom = await wrk(`${nginx}/`, { headers: auth });
+    print('## /verify throughput, cache hits, 100 keep-alive connections, server on CPU 0, wrk on CPU 1');
+    for (const [i, r] of rounds.entries()) {
+      print(
+        `round ${i + 1}: webhook ${fmt(r.webhook)} | bare Fastify ${fmt(r.bare)} | ratio ${(r.webhook.rps / r.bare.rps).toFixed(3)}`,
+      );
+    }
+    const w = rounds.map((r) => r.webhook.rps);
+    const b = rounds.map((r) => r.bare.rps);
+    const median = (xs: number[]): number => quantile(xs, 0.5);
+    maxRps = median(w);
+    print(
+      `median: webhook ${Math.round(median(w))} req/s, bare ${Math.round(median(b))} req/s, ratio ${(median(w) / median(b)).toFixed(3)}`,
+    );
+    print(`generator headroom: the same wrk against nginx "return 200" on CPU 0: ${fmt(headroom)}`);
+  }
+
+  if (only.has('latency')) {
+    const { url } = await webhook();
+    // Closed-loop wrk paced by a per-request delay: 50 connections, each waiting `delay` ms
+    // between requests, offers about half of the measured maximum.
+    const rate = maxRps / 2;
+    const connections = 50;
+    const delayMs = Math.max(1, Math.round((connections * 1000) / rate));
+    const script = join(work, 'paced.lua');
+    await writeFile(script, `function delay() return ${delayMs} end\n`);
+    const r = await wrk(`${url}/verify`, {
+      headers: auth,
+      script,
+      connections,
+      seconds: Math.max(duration, 15),
+    });
+    print('## /verify latency at a fixed offered rate (cache hits)');
+    print(
+      `offered ≈ ${Math.round((connections * 1000) / delayMs)} req/s (50 connections × 1 request per ${delayMs} ms); achieved ${fmt(r)}`,
+    );
+  }
+
+  if (only.has('miss')) {
+    const { url, proc } = await webhook();
+    const n = Number(values.keys);
+    const started = Date.now();
+    const tokens = await bulkKeys(n);
+    print(
+      `## miss path: ${n.toLocaleString('en')} keys loaded in ${((Date.now() - started) / 1000).toFixed(0)} s`,
+    );
+    const file = join(work, 'tokens.txt');
+    await writeFile(file, tokens.join('\n'));
+    const script = join(work, 'random-token.lua');
+    await writeFile(
+      script,
+      `local tokens = {}
+for line in io.lines("${file}") do tokens[#tokens + 1] = line end
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/verify", { ["Authorization"] = "Bearer " .. tokens[math.random(#tokens)] })
+end
+`,
+    );
+    const r = await wrk(`${url}/verify`, { script });
+    const rss = Number(
+      /VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${proc.child.pid}/status`, 'utf8'))?.[1] ?? 0,
+    );
+    print(
+      `uniformly random valid tokens over ${n.toLocaleString('en')} keys (almost all misses at first; the cache holds 200,000): ${fmt(r)}`,
+    );
+    print(`webhook RSS afterwards: ${Math.round(rss / 1024)} MiB`);
+  }
+
+  if (only.has('memory')) {
+    const { url, proc } = await startWebhook('webhook-memory', 0);
+    const rssMiB = async (): Promise<number> =>
+      Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${proc.child.pid}/status`, 'utf8'))?.[1] ?? 0) /
+      1024;
+    if (loaded.length < 100_000) await bulkKeys(100_000 - loaded.length);
+    const sample = loaded.slice(0, 100_000);
+    const before = await rssMiB();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < sample.length) {
+        const token = sample[next++]!;
+        const res = await fetch(`${url}/verify`, { headers: { authorization: `Bearer ${token}` } });
+        await res.arrayBuffer();
+      }
+    };
+    await Promise.all(Array.from({ length: 32 }, worker));
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const entries = /keyward_webhook_cache_entries\{kind="positive"\} (\d+)/.exec(metrics)?.[1];
+    print(
+      `## memory: RSS ${before.toFixed(0)} MiB with an empty cache, ${(await rssMiB()).toFixed(0)} MiB with ${entries} cached entries`,
+    );
+  }
+
+  if (only.has('propagation')) {
+    const a = await webhook();
+    const b = await startWebhook('webhook-2', 0);
+    const trials = Number(values.trials);
+    const samples: number[] = [];
+    for (let i = 0; i < trials; i++) {
+      const k = await issue();
+      const headers = { authorization: `Bearer ${k.token}` };
+      for (const r of [a, b]) {
+        const res = await fetch(`${r.url}/verify`, { headers });
+        if (res.status !== 200) throw new Error(`warm-up got ${res.status}`);
+      }
+      await store.revokeKey(k.uid);
+      const committed = performance.now();
+      const refusedAt = await Promise.all(
+        [a, b].map(async (r) => {
+          for (;;) {
+            const res = await fetch(`${r.url}/verify`, { headers });
+            if (res.status === 401) return performance.now();
+          }
+        }),
+      );
+      samples.push(Math.max(...refusedAt) - committed);
+      await sleep(5);
+    }
+    print(
+      `## revocation propagation, ${trials} trials, 2 replicas, from the revoke's commit to both answering 401`,
+    );
+    print(
+      `p50 ${quantile(samples, 0.5).toFixed(2)} ms, p99 ${quantile(samples, 0.99).toFixed(2)} ms, max ${Math.max(...samples).toFixed(2)} ms`,
+    );
+  }
+} finally {
+  await Promise.allSettled(processes.map((p) => p.stop()));
+  await pool.end();
+  await postgres.stop();
+}

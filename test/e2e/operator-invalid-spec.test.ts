@@ -1,0 +1,102 @@
+import type { KubeConfig, V1CustomResourceDefinition } from '@kubernetes/client-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { migrate } from '../../store/migrate.js';
+import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
+import { committedCrds, installCrds } from '../harness/crds.js';
+import { testDatabase } from '../harness/database.js';
+import { createTestNamespace } from '../harness/kube.js';
+import {
+  condition,
+  eventually,
+  KeywardObjects,
+  type OperatorProcess,
+  operatorKubeconfig,
+  startOperator,
+} from '../harness/operator.js';
+
+/**
+ * Objects the operator's schema rejects although the API server stored them: what an older or
+ * hand-edited CRD lets in. A private control plane whose CRDs accept any spec, so the operator's
+ * own validation is all that stands between them and the store.
+ */
+let cp: ControlPlane;
+let kc: KubeConfig;
+let objects: KeywardObjects;
+let operator: OperatorProcess;
+
+function loosened(crd: V1CustomResourceDefinition): V1CustomResourceDefinition {
+  for (const version of crd.spec.versions) {
+    const schema = version.schema?.openAPIV3Schema;
+    if (!schema?.properties) continue;
+    schema.properties.spec = { type: 'object', x_kubernetes_preserve_unknown_fields: true };
+    delete schema.x_kubernetes_validations;
+  }
+  return crd;
+}
+
+beforeAll(async () => {
+  cp = await startControlPlane();
+  kc = cp.kubeConfig();
+  await installCrds(kc, committedCrds().map(loosened));
+  const ns = await createTestNamespace(kc, 'invalid-spec');
+  objects = new KeywardObjects(kc, ns);
+  const storeUrl = await testDatabase();
+  await migrate(storeUrl);
+  operator = await startOperator({
+    kubeconfigPath: await operatorKubeconfig(kc, ns),
+    storeUrl,
+    namespace: ns,
+    watchNamespace: ns,
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await operator?.stop();
+  await cp?.stop();
+});
+
+async function readyCondition(plural: 'serviceusers' | 'apikeys', name: string) {
+  return await eventually(`${name} to get a Ready condition`, async () =>
+    condition(await objects.get(plural, name), 'Ready'),
+  );
+}
+
+describe('objects that fail the operator schema', () => {
+  it('get Ready=False InvalidSpec naming the field, and the operator keeps working on the rest', async () => {
+    await objects.create('serviceusers', {
+      kind: 'ServiceUser',
+      metadata: { name: 'bad-user' },
+      spec: { scopes: ['projects:alpha'], maxKeys: -3 },
+    });
+    await objects.create('serviceusers', {
+      kind: 'ServiceUser',
+      metadata: { name: 'good-user' },
+      spec: { scopes: ['projects:*'] },
+    });
+    await objects.create('apikeys', {
+      kind: 'ApiKey',
+      metadata: { name: 'bad-key' },
+      spec: { serviceUserRef: { name: 'good-user' }, scopes: ['Not A Scope!'], ttl: 'forever' },
+    });
+    await objects.create('apikeys', {
+      kind: 'ApiKey',
+      metadata: { name: 'good-key' },
+      spec: { serviceUserRef: { name: 'good-user' }, scopes: ['projects:alpha'] },
+    });
+
+    const badUser = await readyCondition('serviceusers', 'bad-user');
+    expect(badUser).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
+    expect(badUser?.message).toMatch(/spec\.maxKeys/);
+    const badKey = await readyCondition('apikeys', 'bad-key');
+    expect(badKey).toMatchObject({ status: 'False', reason: 'InvalidSpec' });
+    expect(badKey?.message).toMatch(/spec\.scopes\[0\]/);
+    expect(badKey?.message).toMatch(/spec\.ttl/);
+    expect(condition(await objects.get('apikeys', 'bad-key'), 'Stalled')).toMatchObject({ status: 'True' });
+
+    await eventually('good-key to be Ready', async () => {
+      const ready = condition(await objects.get('apikeys', 'good-key'), 'Ready');
+      return ready?.status === 'True' ? ready : undefined;
+    });
+    expect(operator.process.hasExited).toBe(false);
+  });
+});
