@@ -139,8 +139,7 @@ async function startWebhook(name: string, cpu: number): Promise<{ url: string; p
       KEYWARD_STORE_URL: storeUrl,
       KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
       KEYWARD_LOG_LEVEL: 'warn',
-      KEYWARD_FAILED_ATTEMPTS_LIMIT: '0',
-      KEYWARD_CACHE_MAX_ENTRIES: '200000',
+        KEYWARD_CACHE_MAX_ENTRIES: '200000',
     },
   );
   const url = `http://127.0.0.1:${port}`;
@@ -159,7 +158,7 @@ async function startBareFastify(): Promise<string> {
     },
   );
   const url = `http://127.0.0.1:${port}`;
-  await waitUntilReady(proc, async () => (await fetch(`${url}/verify`)).ok, 30_000, 'listening');
+  await waitUntilReady(proc, async () => (await fetch(`${url}/verify`)).status === 401, 30_000, 'listening');
   return url;
 }
 

@@ -188,6 +188,11 @@ export function parseToken(input: unknown, options: { prefix?: string } = {}): P
   return { ok: true, value: { token: input, prefix, displayPrefix: displayPrefixOf(prefix, head) } };
 }
 
+/** The display prefix of a token that parseToken() accepted before (e.g. one found in a cache). */
+export function displayPrefixOfValid(token: string): string {
+  return token.slice(0, token.length - BODY_LENGTH - CHECKSUM_LENGTH + DISPLAY_BODY_CHARS);
+}
+
 function displayPrefixOf(prefix: string, head: string): string {
   return head.slice(0, prefix.length + 1 + DISPLAY_BODY_CHARS);
 }

@@ -81,12 +81,14 @@ export class UsageBatcher {
 
   /** Counts one verify outcome for a key (by its store id). Never blocks, never throws. */
   record(apiKeyId: string, outcome: UsageOutcome): void {
-    if (this.closed || !UUID.test(apiKeyId)) return;
+    if (this.closed) return;
     const at = this.now();
     const minute = at - (at % MINUTE_MS);
     const key = `${apiKeyId}|${minute}`;
     let bucket = this.buckets.get(key);
     if (!bucket) {
+      // Checked once per bucket, not per request: one malformed id would fail the whole batch's uuid[] cast.
+      if (!UUID.test(apiKeyId)) return;
       if (this.buckets.size >= this.maxBuckets) {
         this.droppedCount += 1;
         return;

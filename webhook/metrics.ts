@@ -1,4 +1,4 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 
 export type Route = 'verify' | 'tokenreview' | 'introspect';
 
@@ -15,27 +15,27 @@ export class WebhookMetrics {
     help: 'Verification decisions by route, result (allow, deny, forbidden, unavailable, limited) and reason.',
     labelNames: ['route', 'result', 'reason'] as const,
     registers: [this.registry],
+    collect: () => this.#flushCounts(),
   });
-  readonly duration = new Histogram({
-    name: 'keyward_webhook_request_duration_seconds',
-    help: 'Time from request start to decision, by route.',
-    labelNames: ['route'] as const,
-    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
-    registers: [this.registry],
-  });
+  readonly duration = new LatencyHistogram(
+    'keyward_webhook_request_duration_seconds',
+    'Time from request start to decision, by route.',
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+  );
   readonly cacheLookups = new Counter({
     name: 'keyward_webhook_cache_lookups_total',
     help: 'Cache lookups by outcome: hit, negative_hit, stale (re-read from the store), miss, stale_served (store down).',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
+    collect: () => this.#flushCounts(),
   });
-  /** Pre-bound children: these run on every request. */
+  /** Counted on every request as plain numbers; moved into the counters when scraped. */
   readonly cacheOutcome = {
-    hit: this.cacheLookups.labels('hit'),
-    negativeHit: this.cacheLookups.labels('negative_hit'),
-    stale: this.cacheLookups.labels('stale'),
-    miss: this.cacheLookups.labels('miss'),
-    staleServed: this.cacheLookups.labels('stale_served'),
+    hit: new PendingCount(),
+    negativeHit: new PendingCount(),
+    stale: new PendingCount(),
+    miss: new PendingCount(),
+    staleServed: new PendingCount(),
   };
   readonly cacheEvictions = new Counter({
     name: 'keyward_webhook_cache_evictions_total',
@@ -71,31 +71,116 @@ export class WebhookMetrics {
     registers: [this.registry],
   });
 
-  readonly #decisionChildren = new Map<string, Counter.Internal>();
-  readonly #durationChildren = new Map<Route, Histogram.Internal<'route'>>();
+  /** Pending decision counts by `route\0result\0reason`. */
+  readonly #decisionCounts = new Map<string, PendingCount>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
+    this.registry.registerMetric(this.duration as unknown as Parameters<Registry['registerMetric']>[0]);
     if (options.defaultMetrics ?? true)
       collectDefaultMetrics({ register: this.registry, prefix: 'keyward_webhook_' });
   }
 
-  /** Counts one decision; label children are memoised because this runs on every request. */
+  /** Counts one decision. A plain number per label set: prom-client's labels() costs more than the decision. */
   decision(route: Route, result: string, reason: string): void {
     const id = `${route}\0${result}\0${reason}`;
-    let child = this.#decisionChildren.get(id);
-    if (!child) {
-      child = this.decisions.labels(route, result, reason);
-      this.#decisionChildren.set(id, child);
+    let count = this.#decisionCounts.get(id);
+    if (!count) {
+      count = new PendingCount();
+      this.#decisionCounts.set(id, count);
     }
-    child.inc();
+    count.n += 1;
   }
 
   observe(route: Route, seconds: number): void {
-    let child = this.#durationChildren.get(route);
-    if (!child) {
-      child = this.duration.labels(route);
-      this.#durationChildren.set(route, child);
+    this.duration.observe(route, seconds);
+  }
+
+  #flushCounts(): void {
+    for (const [id, count] of this.#decisionCounts) {
+      if (count.n === 0) continue;
+      const [route, result, reason] = id.split('\0') as [string, string, string];
+      this.decisions.inc({ route, result, reason }, count.take());
     }
-    child.observe(seconds);
+    const outcomes: Array<[string, PendingCount]> = [
+      ['hit', this.cacheOutcome.hit],
+      ['negative_hit', this.cacheOutcome.negativeHit],
+      ['stale', this.cacheOutcome.stale],
+      ['miss', this.cacheOutcome.miss],
+      ['stale_served', this.cacheOutcome.staleServed],
+    ];
+    for (const [outcome, count] of outcomes) {
+      if (count.n > 0) this.cacheLookups.inc({ outcome }, count.take());
+    }
+  }
+}
+
+/** A counter increment that costs one addition; read (and reset) at scrape time. */
+export class PendingCount {
+  n = 0;
+  inc(): void {
+    this.n += 1;
+  }
+  take(): number {
+    const n = this.n;
+    this.n = 0;
+    return n;
+  }
+}
+
+/**
+ * A Prometheus histogram by route with fixed buckets, kept in typed arrays and rendered by the
+ * registry through get(): observe() is a bucket search and three additions, with no label hashing.
+ */
+class LatencyHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly #byRoute = new Map<string, { buckets: Float64Array; sum: number; count: number }>();
+
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly bounds: readonly number[],
+  ) {}
+
+  observe(route: string, seconds: number): void {
+    let series = this.#byRoute.get(route);
+    if (!series) {
+      series = { buckets: new Float64Array(this.bounds.length), sum: 0, count: 0 };
+      this.#byRoute.set(route, series);
+    }
+    const { bounds } = this;
+    for (let i = 0; i < bounds.length; i++) {
+      if (seconds <= bounds[i]!) {
+        series.buckets[i]! += 1;
+        break;
+      }
+    }
+    series.sum += seconds;
+    series.count += 1;
+  }
+
+  get(): {
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }>;
+  } {
+    const values: Array<{ labels: Record<string, string | number>; value: number; metricName: string }> = [];
+    for (const [route, series] of this.#byRoute) {
+      let cumulative = 0;
+      this.bounds.forEach((bound, i) => {
+        cumulative += series.buckets[i]!;
+        values.push({ labels: { le: bound, route }, value: cumulative, metricName: `${this.name}_bucket` });
+      });
+      values.push({ labels: { le: '+Inf', route }, value: series.count, metricName: `${this.name}_bucket` });
+      values.push({ labels: { route }, value: series.sum, metricName: `${this.name}_sum` });
+      values.push({ labels: { route }, value: series.count, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+
+  reset(): void {
+    this.#byRoute.clear();
   }
 }

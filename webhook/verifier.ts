@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { hash as digest } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import { parseToken } from '../credentials/token.js';
+import { displayPrefixOfValid, MAX_TOKEN_LENGTH, parseToken } from '../credentials/token.js';
 import type { KeyLookup } from '../store/lookup.js';
 import type { CacheEntry, VerifyCache } from './cache.js';
 import type { DenyReason } from './decision.js';
@@ -58,6 +58,16 @@ export class Verifier {
   }
 
   resolveCached(token: string): Resolution | PendingLookup {
+    const { cache, metrics } = this.#options;
+    if (token.length > MAX_TOKEN_LENGTH) return { kind: 'invalid', reason: 'malformed' };
+    // Cache first: only tokens that passed parseToken (shape, checksum, prefix) are ever filled,
+    // so a fresh hit is that same string again and needs no second parse. This is the hot path.
+    const hash = digest('sha256', token, 'binary');
+    const cached = cache.get(hash);
+    if (cached.kind === 'fresh') {
+      metrics.cacheOutcome.hit.inc();
+      return { kind: 'key', entry: cached.entry, displayPrefix: displayPrefixOfValid(token) };
+    }
     const parsed = parseToken(token, { prefix: this.#options.tokenPrefix });
     if (!parsed.ok) {
       return parsed.reason === 'malformed'
@@ -65,13 +75,7 @@ export class Verifier {
         : invalidWellFormed(parsed.reason, token);
     }
     const { displayPrefix } = parsed.value;
-    const hash = createHash('sha256').update(token, 'latin1').digest('binary');
-    const cached = this.#options.cache.get(hash);
-    const { metrics } = this.#options;
     switch (cached.kind) {
-      case 'fresh':
-        metrics.cacheOutcome.hit.inc();
-        return { kind: 'key', entry: cached.entry, displayPrefix };
       case 'negative':
         metrics.cacheOutcome.negativeHit.inc();
         return { kind: 'invalid', reason: 'unknown', displayPrefix };
