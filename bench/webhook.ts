@@ -353,7 +353,7 @@ end
     const entries = /keyward_webhook_cache_entries\{cache="positive"\} (\d+)/.exec(metrics)?.[1];
     const heapMiB = Number(/keyward_webhook_nodejs_heap_size_used_bytes (\d+)/.exec(metrics)?.[1]) / 2 ** 20;
     print(
-      `## memory: RSS ${before.toFixed(0)} MiB with an empty cache, ${(await rssMiB()).toFixed(0)} MiB with ${entries} cached entries`,
+      `## memory: RSS ${before.toFixed(0)} MiB with an empty cache, ${(await rssMiB()).toFixed(0)} MiB with ${entries} cached entries (V8 heap used ${heapMiB.toFixed(0)} MiB)`,
     );
   }
 
