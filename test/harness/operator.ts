@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -14,7 +14,7 @@ import { tokenHash } from '../../credentials/token.js';
 import { requestTimeout } from '../../operator/objects.js';
 import { type KeyLookup, lookupByHash } from '../../store/lookup.js';
 import { restrictedKubeConfig } from './kube.js';
-import { freePort, ManagedProcess, waitUntilReady } from './process.js';
+import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from './process.js';
 import { repoRoot } from './repo.js';
 
 const root = repoRoot();
@@ -43,7 +43,10 @@ export async function operatorKubeconfig(
     clusterRules: chartRules('operator-clusterrole-rules.yaml'),
     rules: chartRules('operator-leader-election-rules.yaml'),
   });
-  const path = join(mkdtempSync(join(tmpdir(), 'keyward-operator-')), 'kubeconfig');
+  const dir = mkdtempSync(join(tmpdir(), 'keyward-operator-'));
+  // It holds a ServiceAccount token: gone with the run.
+  onExitCleanup(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, 'kubeconfig');
   writeFileSync(path, kc.exportConfig(), { mode: 0o600 });
   return path;
 }
