@@ -7,13 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import pg from 'pg';
-import { migrate } from '../store/migrate.js';
-import { startControlPlane } from '../test/harness/controlplane.js';
-import { installCrds } from '../test/harness/crds.js';
-import { createTestNamespace } from '../test/harness/kube.js';
-import { KeywardObjects, operatorKubeconfig, startOperator } from '../test/harness/operator.js';
-import { startPostgres } from '../test/harness/postgres.js';
+import { startOperatorCluster } from '../test/harness/operator.js';
+import { createDatabase, startPostgres } from '../test/harness/postgres.js';
 
 const { values } = parseArgs({
   options: { keys: { type: 'string', default: '1000' }, total: { type: 'string', default: '10000' } },
@@ -25,25 +20,13 @@ const print = (line: string): void => {
 };
 
 const postgres = await startPostgres();
-const cp = await startControlPlane();
+const cluster = await startOperatorCluster({
+  name: 'bench',
+  storeUrl: await createDatabase(postgres.adminUrl, 'keyward'),
+  env: { KEYWARD_LOG_LEVEL: 'warn', KEYWARD_LEASE_DURATION_SECONDS: '15' },
+});
 try {
-  const admin = new pg.Client({ connectionString: postgres.adminUrl });
-  await admin.connect();
-  await admin.query('CREATE DATABASE keyward');
-  await admin.end();
-  const storeUrl = Object.assign(new URL(postgres.adminUrl), { pathname: '/keyward' }).toString();
-  await migrate(storeUrl);
-  const kc = cp.kubeConfig();
-  await installCrds(kc);
-  const ns = await createTestNamespace(kc, 'bench');
-  const objects = new KeywardObjects(kc, ns);
-  const operator = await startOperator({
-    kubeconfigPath: await operatorKubeconfig(kc, ns),
-    storeUrl,
-    namespace: ns,
-    watchNamespace: ns,
-    env: { KEYWARD_LOG_LEVEL: 'warn', KEYWARD_LEASE_DURATION_SECONDS: '15' },
-  });
+  const { kc, namespace: ns, objects, operator } = cluster;
   const rssMiB = async (): Promise<number> =>
     Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${operator.process.child.pid}/status`, 'utf8'))?.[1]) /
     1024;
@@ -120,8 +103,7 @@ try {
       `## ${total} ApiKeys: the other ${total - first} Ready in ${((t1 - t0) / 1000).toFixed(1)} s; operator RSS ${(await rssMiB()).toFixed(0)} MiB`,
     );
   }
-  await operator.stop();
 } finally {
-  await cp.stop();
+  await cluster.stop();
   await postgres.stop();
 }

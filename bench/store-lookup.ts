@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { lookupByHash } from '../store/lookup.js';
 import { migrate } from '../store/migrate.js';
-import { startPostgres } from '../test/harness/postgres.js';
+import { createDatabase, startPostgres } from '../test/harness/postgres.js';
 
 const USERS = 1_000;
 
@@ -88,11 +88,7 @@ async function main(): Promise<void> {
   let url = values['database-url'] ?? '';
   try {
     if (server) {
-      const admin = new pg.Client({ connectionString: server.adminUrl });
-      await admin.connect();
-      await admin.query('CREATE DATABASE bench');
-      await admin.end();
-      url = server.adminUrl.replace(/\/postgres$/, '/bench');
+      url = await createDatabase(server.adminUrl, 'bench');
     }
     await migrate(url);
     // One connection, as one webhook request sees it; the named statement is prepared once on it.

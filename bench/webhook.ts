@@ -16,7 +16,7 @@ import pg from 'pg';
 import { generateToken } from '../credentials/token.js';
 import { migrate } from '../store/migrate.js';
 import { OperatorStore } from '../store/operator-store.js';
-import { startPostgres } from '../test/harness/postgres.js';
+import { createDatabase, startPostgres } from '../test/harness/postgres.js';
 import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../test/harness/process.js';
 import { repoRoot } from '../test/harness/repo.js';
 
@@ -42,11 +42,7 @@ const print = (line: string): void => {
 // ---- store -------------------------------------------------------------------------------
 
 const postgres = await startPostgres();
-const admin = new pg.Client({ connectionString: postgres.adminUrl });
-await admin.connect();
-await admin.query('CREATE DATABASE bench');
-await admin.end();
-const storeUrl = Object.assign(new URL(postgres.adminUrl), { pathname: '/bench' }).toString();
+const storeUrl = await createDatabase(postgres.adminUrl, 'bench');
 await migrate(storeUrl);
 const pool = new pg.Pool({ connectionString: storeUrl, max: 4 });
 // Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.

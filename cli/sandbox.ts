@@ -2,13 +2,12 @@ import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, KubeConfig, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
-import pg from 'pg';
 import { parseAllDocuments } from 'yaml';
 import { migrate } from '../store/migrate.js';
 import { type ControlPlane, startControlPlane } from '../test/harness/controlplane.js';
 import { installCrds } from '../test/harness/crds.js';
 import { eventually, type OperatorProcess, startOperator } from '../test/harness/operator.js';
-import { startPostgres, type TestPostgres } from '../test/harness/postgres.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../test/harness/postgres.js';
 import { repoRoot } from '../test/harness/repo.js';
 import { loadConfig } from '../webhook/config.js';
 import { type RunningWebhook, runWebhook } from '../webhook/server.js';
@@ -45,7 +44,8 @@ export async function sandboxCommand(options: SandboxOptions): Promise<void> {
         return c;
       }),
     ]);
-    const storeUrl = await createStore(postgres.adminUrl);
+    const storeUrl = await createDatabase(postgres.adminUrl, 'keyward');
+    await migrate(storeUrl);
     await installCrds(kube.kc);
     await ensureNamespace(kube.kc, options.namespace);
 
@@ -130,20 +130,6 @@ async function clusterFor(context: string | undefined): Promise<Cluster> {
   const kubeconfigPath = join(mkdtempSync(join(tmpdir(), 'keyward-sandbox-')), 'kubeconfig');
   writeFileSync(kubeconfigPath, kc.exportConfig(), { mode: 0o600 });
   return { kc, kubeconfigPath };
-}
-
-async function createStore(adminUrl: string): Promise<string> {
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query('CREATE DATABASE keyward');
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = '/keyward';
-  await migrate(url.toString());
-  return url.toString();
 }
 
 async function ensureNamespace(kc: KubeConfig, name: string): Promise<void> {

@@ -66,8 +66,9 @@ export class VerifyCache {
   #generation = 0;
   /** Fills that began before this generation are refused whatever they found. */
   #refuseBefore = 0;
-  /** Generation of the last change per `u:<userId>` / `k:<keyId>`, and of the last issue/rotation. */
+  /** Generation of the last change per `u:<userId>` / `k:<keyId>`. */
   readonly #changedAt = new Map<string, number>();
+  /** Generation of the last key issue or rotation: what may turn an unknown hash into a known one. */
   #lastIssued = 0;
   #epoch = 0;
   #attached = false;
@@ -182,12 +183,6 @@ export class VerifyCache {
   listenerDetached(): void {
     this.#newEpoch();
     this.#attached = false;
-  }
-
-  clear(): void {
-    this.#refuseBefore = ++this.#generation;
-    this.#entries.clear();
-    this.#negative.clear();
   }
 
   #recordChange(id: string, generation: number): void {

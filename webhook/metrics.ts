@@ -88,7 +88,7 @@ export class WebhookMetrics {
       count = new PendingCount();
       this.#decisionCounts.set(id, count);
     }
-    count.n += 1;
+    count.inc();
   }
 
   observe(route: Route, seconds: number): void {
@@ -115,7 +115,7 @@ export class WebhookMetrics {
 }
 
 /** A counter increment that costs one addition; read (and reset) at scrape time. */
-export class PendingCount {
+class PendingCount {
   n = 0;
   inc(): void {
     this.n += 1;

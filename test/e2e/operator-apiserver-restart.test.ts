@@ -1,16 +1,13 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
-import { installCrds } from '../harness/crds.js';
+import type { ControlPlane } from '../harness/controlplane.js';
 import { testDatabase } from '../harness/database.js';
-import { createTestNamespace } from '../harness/kube.js';
 import {
   eventually,
-  KeywardObjects,
+  type KeywardObjects,
+  type OperatorCluster,
   type OperatorProcess,
-  operatorKubeconfig,
-  startOperator,
+  startOperatorCluster,
 } from '../harness/operator.js';
 
 /**
@@ -18,6 +15,7 @@ import {
  * (or relist) and every object converges. A private control plane, so the restart disturbs no
  * other suite.
  */
+let cluster: OperatorCluster;
 let cp: ControlPlane;
 let kc: KubeConfig;
 let ns: string;
@@ -25,28 +23,19 @@ let objects: KeywardObjects;
 let operator: OperatorProcess;
 
 beforeAll(async () => {
-  cp = await startControlPlane();
-  kc = cp.kubeConfig();
-  await installCrds(kc);
-  ns = await createTestNamespace(kc, 'restart');
-  objects = new KeywardObjects(kc, ns);
-  const storeUrl = await testDatabase();
-  await migrate(storeUrl);
-  operator = await startOperator({
-    kubeconfigPath: await operatorKubeconfig(kc, ns),
-    storeUrl,
-    namespace: ns,
-    watchNamespace: ns,
+  cluster = await startOperatorCluster({
+    name: 'restart',
+    storeUrl: await testDatabase(),
     // The production default: a lease outlives an API server restart of a few seconds. With the
     // 4 s lease other suites use, the leader cannot renew, steps down and exits (as it should),
     // and nothing here plays the kubelet that would start it again.
     env: { KEYWARD_LEASE_DURATION_SECONDS: '15' },
   });
+  ({ controlPlane: cp, kc, namespace: ns, objects, operator } = cluster);
 }, 180_000);
 
 afterAll(async () => {
-  await operator?.stop();
-  await cp?.stop();
+  await cluster?.stop();
 });
 
 /** Retries a create through the restart window; an AlreadyExists means an earlier try landed. */

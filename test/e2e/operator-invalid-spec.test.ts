@@ -1,17 +1,14 @@
-import type { KubeConfig, V1CustomResourceDefinition } from '@kubernetes/client-node';
+import type { V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
-import { committedCrds, installCrds } from '../harness/crds.js';
+import { committedCrds } from '../harness/crds.js';
 import { testDatabase } from '../harness/database.js';
-import { createTestNamespace } from '../harness/kube.js';
 import {
   condition,
   eventually,
-  KeywardObjects,
+  type KeywardObjects,
+  type OperatorCluster,
   type OperatorProcess,
-  operatorKubeconfig,
-  startOperator,
+  startOperatorCluster,
 } from '../harness/operator.js';
 
 /**
@@ -19,8 +16,7 @@ import {
  * hand-edited CRD lets in. A private control plane whose CRDs accept any spec, so the operator's
  * own validation is all that stands between them and the store.
  */
-let cp: ControlPlane;
-let kc: KubeConfig;
+let cluster: OperatorCluster;
 let objects: KeywardObjects;
 let operator: OperatorProcess;
 
@@ -35,24 +31,16 @@ function loosened(crd: V1CustomResourceDefinition): V1CustomResourceDefinition {
 }
 
 beforeAll(async () => {
-  cp = await startControlPlane();
-  kc = cp.kubeConfig();
-  await installCrds(kc, committedCrds().map(loosened));
-  const ns = await createTestNamespace(kc, 'invalid-spec');
-  objects = new KeywardObjects(kc, ns);
-  const storeUrl = await testDatabase();
-  await migrate(storeUrl);
-  operator = await startOperator({
-    kubeconfigPath: await operatorKubeconfig(kc, ns),
-    storeUrl,
-    namespace: ns,
-    watchNamespace: ns,
+  cluster = await startOperatorCluster({
+    name: 'invalid-spec',
+    storeUrl: await testDatabase(),
+    crds: committedCrds().map(loosened),
   });
+  ({ objects, operator } = cluster);
 }, 120_000);
 
 afterAll(async () => {
-  await operator?.stop();
-  await cp?.stop();
+  await cluster?.stop();
 });
 
 async function readyCondition(plural: 'serviceusers' | 'apikeys', name: string) {

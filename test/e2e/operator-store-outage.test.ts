@@ -1,5 +1,4 @@
 import { EventsV1Api, type KubeConfig } from '@kubernetes/client-node';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../store/migrate.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
@@ -11,7 +10,7 @@ import {
   operatorKubeconfig,
   startOperator,
 } from '../harness/operator.js';
-import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
 
 /**
  * The store goes away under a running operator: healthy keys keep Ready, work that needs the store
@@ -29,17 +28,12 @@ beforeAll(async () => {
   ns = await createTestNamespace(kc, 'store-outage');
   objects = new KeywardObjects(kc, ns);
   postgres = await startPostgres();
-  const admin = new pg.Client({ connectionString: postgres.adminUrl });
-  await admin.connect();
-  await admin.query('CREATE DATABASE keyward');
-  await admin.end();
-  const url = new URL(postgres.adminUrl);
-  url.pathname = '/keyward';
-  await migrate(url.toString());
+  const storeUrl = await createDatabase(postgres.adminUrl, 'keyward');
+  await migrate(storeUrl);
   const kubeconfigPath = await operatorKubeconfig(kc, ns);
   operator = await startOperator({
     kubeconfigPath,
-    storeUrl: url.toString(),
+    storeUrl,
     namespace: ns,
     watchNamespace: ns,
   });

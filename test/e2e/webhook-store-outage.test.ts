@@ -1,5 +1,4 @@
 import type { FastifyInstance } from 'fastify';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
 import {
@@ -10,7 +9,7 @@ import {
   verify,
   waitFor,
 } from '../../webhook/test-support.js';
-import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
 
 /**
  * The store goes away under a serving webhook. A private Postgres, so stopping it does not disturb
@@ -23,15 +22,10 @@ let app: FastifyInstance;
 
 beforeAll(async () => {
   postgres = await startPostgres();
-  const admin = new pg.Client({ connectionString: postgres.adminUrl });
-  await admin.connect();
-  await admin.query('CREATE DATABASE keyward');
-  await admin.end();
-  const url = new URL(postgres.adminUrl);
-  url.pathname = '/keyward';
-  fx = await storeFixture(url.toString(), 2);
+  const storeUrl = await createDatabase(postgres.adminUrl, 'keyward');
+  fx = await storeFixture(storeUrl, 2);
   // Stale-if-error stays at its default (5 min): the cached key must survive the outage.
-  app = await readyApp(testConfig(url.toString(), { KEYWARD_STORE_TIMEOUT: '1s' }));
+  app = await readyApp(testConfig(storeUrl, { KEYWARD_STORE_TIMEOUT: '1s' }));
 });
 
 afterAll(async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { inject } from 'vitest';
+import { createDatabase } from './postgres.js';
 
 /**
  * Creates a fresh, uniquely named database in the run's private Postgres and returns its URL.
@@ -12,15 +12,5 @@ export async function testDatabase(): Promise<string> {
     throw new Error(
       'pgAdminUrl is not provided: run the tests through vitest with test/harness/global-setup.ts',
     );
-  const name = `t_${randomBytes(6).toString('hex')}`;
-  const client = new pg.Client({ connectionString: adminUrl });
-  await client.connect();
-  try {
-    await client.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await client.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
+  return await createDatabase(adminUrl, `t_${randomBytes(6).toString('hex')}`);
 }

@@ -6,6 +6,7 @@ import {
   CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
+  type V1CustomResourceDefinition,
   type V1PolicyRule,
 } from '@kubernetes/client-node';
 import pg from 'pg';
@@ -13,7 +14,10 @@ import { parse } from 'yaml';
 import { tokenHash } from '../../credentials/token.js';
 import { requestTimeout } from '../../operator/objects.js';
 import { type KeyLookup, lookupByHash } from '../../store/lookup.js';
-import { restrictedKubeConfig } from './kube.js';
+import { migrate } from '../../store/migrate.js';
+import { type ControlPlane, startControlPlane } from './controlplane.js';
+import { committedCrds, installCrds } from './crds.js';
+import { createTestNamespace, restrictedKubeConfig } from './kube.js';
 import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from './process.js';
 import { repoRoot } from './repo.js';
 
@@ -100,6 +104,57 @@ export async function startOperator(opts: StartOperatorOptions): Promise<Operato
     'serving /healthz',
   );
   return { process: proc, metricsUrl, identity, stop: () => proc.stop() };
+}
+
+/** A private control plane with keyward's CRDs and the operator reconciling one namespace. */
+export interface OperatorCluster {
+  readonly controlPlane: ControlPlane;
+  readonly kc: KubeConfig;
+  readonly namespace: string;
+  readonly objects: KeywardObjects;
+  readonly operator: OperatorProcess;
+  stop(): Promise<void>;
+}
+
+/**
+ * For suites that restart or reconfigure the API server, and for benchmarks: a control plane of
+ * their own (with `crds`, default the committed ones), the store migrated, and the operator
+ * running under its RBAC in a fresh namespace named after `name`.
+ */
+export async function startOperatorCluster(options: {
+  name: string;
+  storeUrl: string;
+  crds?: V1CustomResourceDefinition[];
+  env?: Record<string, string>;
+}): Promise<OperatorCluster> {
+  const controlPlane = await startControlPlane();
+  try {
+    const kc = controlPlane.kubeConfig();
+    await installCrds(kc, options.crds ?? committedCrds());
+    const namespace = await createTestNamespace(kc, options.name);
+    await migrate(options.storeUrl);
+    const operator = await startOperator({
+      kubeconfigPath: await operatorKubeconfig(kc, namespace),
+      storeUrl: options.storeUrl,
+      namespace,
+      watchNamespace: namespace,
+      ...(options.env ? { env: options.env } : {}),
+    });
+    return {
+      controlPlane,
+      kc,
+      namespace,
+      objects: new KeywardObjects(kc, namespace),
+      operator,
+      async stop(): Promise<void> {
+        await operator.stop();
+        await controlPlane.stop();
+      },
+    };
+  } catch (err) {
+    await controlPlane.stop();
+    throw err;
+  }
 }
 
 /** Polls until `check` returns a value (not undefined), or fails with the last value seen. */

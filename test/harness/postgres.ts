@@ -214,3 +214,17 @@ export async function startPostgres(opts: { port?: number; binDir?: string } = {
     },
   };
 }
+
+/** Creates database `name` in the cluster behind `adminUrl` and returns its URL. */
+export async function createDatabase(adminUrl: string, name: string): Promise<string> {
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+  } finally {
+    await admin.end();
+  }
+  const url = new URL(adminUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
