@@ -253,8 +253,12 @@ describe('/tokenreview', () => {
       payload: { apiVersion, kind: 'TokenReview', spec: { token } },
     });
 
-  it('authenticates a valid key as keyward:<username> with groups and extra', async () => {
-    const user = await fx.createUser({ groups: ['viewers'], scopes: ['k8s:*'] });
+  it('authenticates a key its AccessPolicy lets onto Kubernetes as keyward:<username>, groups keyward:-prefixed', async () => {
+    const user = await fx.createUser({
+      groups: ['viewers', 'deployers'],
+      scopes: ['k8s:*'],
+      kubernetesAuthentication: true,
+    });
     const key = await fx.issueKey(user);
     const res = await review(key.token);
     expect(res.statusCode).toBe(200);
@@ -266,7 +270,7 @@ describe('/tokenreview', () => {
         user: {
           username: `keyward:${user.username}`,
           uid: user.id,
-          groups: ['viewers'],
+          groups: ['keyward:viewers', 'keyward:deployers'],
           extra: { 'keyward.dev/key-id': [key.keyId], 'keyward.dev/scopes': ['k8s:*'] },
         },
       },
@@ -274,6 +278,57 @@ describe('/tokenreview', () => {
     expect((await review(key.token, 'authentication.k8s.io/v1beta1')).json().apiVersion).toBe(
       'authentication.k8s.io/v1beta1',
     );
+  });
+
+  it('does not authenticate a valid key unless its AccessPolicy allows Kubernetes authentication', async () => {
+    const user = await fx.createUser({ groups: ['viewers'] });
+    const key = await fx.issueKey(user);
+    expect((await verify(app, key.token)).statusCode).toBe(200);
+    expect((await review(key.token)).json().status).toEqual({
+      authenticated: false,
+      error: 'The API key is not allowed to authenticate to Kubernetes.',
+    });
+  });
+
+  it('stops authenticating as soon as the store withdraws Kubernetes authentication', async () => {
+    const user = await fx.createUser({ kubernetesAuthentication: true });
+    const key = await fx.issueKey(user);
+    expect((await review(key.token)).json().status.authenticated).toBe(true);
+    const withdrawn = await fx.store.upsertServiceUser({
+      ref: { namespace: user.namespace, name: user.name, uid: user.uid },
+      username: user.username,
+      description: 'webhook test user',
+      contact: null,
+      groups: ['team-a'],
+      scopes: ['projects:*'],
+      suspended: false,
+      kubernetesAuthentication: false,
+    });
+    expect(withdrawn.kind).toBe('ok');
+    await waitFor(
+      async () => (await review(key.token)).json().status.authenticated === false,
+      2000,
+      'withdrawal',
+    );
+  });
+
+  it('takes the group prefix from KEYWARD_TOKENREVIEW_GROUPS_PREFIX', async () => {
+    const other = await readyApp(testConfig(fx.url, { KEYWARD_TOKENREVIEW_GROUPS_PREFIX: 'kw-' }));
+    try {
+      const key = await fx.issueKey(await fx.createUser({ groups: ['ops'], kubernetesAuthentication: true }));
+      const res = await other.inject({
+        method: 'POST',
+        url: '/tokenreview',
+        payload: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: key.token } },
+      });
+      expect(res.json().status.user.groups).toEqual(['kw-ops']);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('the store refuses a system: group whatever writes it', async () => {
+    await expect(fx.createUser({ groups: ['system:masters'] })).rejects.toThrow();
   });
 
   it('answers authenticated:false for bad tokens and 400 for what is not a TokenReview', async () => {

@@ -14,6 +14,8 @@ function key(n: number, userId = `user-${n}`): KeyLookup {
     userScopes: ['*'],
     keyScopes: null,
     suspended: false,
+    notPermitted: false,
+    kubernetesAuthentication: false,
     userDeleted: false,
     disabled: false,
     revokedAt: null,

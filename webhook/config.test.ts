@@ -19,6 +19,16 @@ describe('loadConfig', () => {
     expect(c.introspectCredentials).toEqual([]);
     expect(c.trustedClientIpHeader).toBeNull();
     expect(c.failedAttempts).toEqual({ limit: 30, windowMs: 60_000 });
+    expect(c.tokenReviewGroupsPrefix).toBe('keyward:');
+  });
+
+  it('takes a TokenReview group prefix, - for none, and refuses system:', () => {
+    const prefix = (value: string) =>
+      loadConfig({ KEYWARD_STORE_URL: 'x', KEYWARD_TOKENREVIEW_GROUPS_PREFIX: value })
+        .tokenReviewGroupsPrefix;
+    expect(prefix('kw:')).toBe('kw:');
+    expect(prefix('-')).toBe('');
+    expect(() => prefix('system:')).toThrow(/KEYWARD_TOKENREVIEW_GROUPS_PREFIX: must not start with system:/);
   });
 
   it('parses every variable', () => {

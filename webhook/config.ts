@@ -25,6 +25,7 @@ import { parseDuration } from '../api/duration.js';
  * | KEYWARD_MAX_URL_BYTES | `8192` | Request URL limit (414 beyond). |
  * | KEYWARD_USAGE_FLUSH_INTERVAL | `5s` | How often usage counts are written to the store. |
  * | KEYWARD_TOKENREVIEW_SCOPE | (none) | If set, /tokenreview authenticates only keys granted this scope (e.g. `kubernetes`). |
+ * | KEYWARD_TOKENREVIEW_GROUPS_PREFIX | `keyward:` | Prefix of every group /tokenreview returns, like kube-apiserver's `--oidc-groups-prefix`; `-` for none. Groups starting with `system:` are never returned. |
  * | KEYWARD_STORE_POOL_SIZE | `10` | Postgres connections for lookups. |
  * | KEYWARD_STORE_TIMEOUT | `2s` | Connect and statement timeout of a lookup. |
  * | KEYWARD_SHUTDOWN_DELAY | `0s` | After SIGTERM, keep serving (readiness false) this long so endpoints drop the pod first. |
@@ -52,6 +53,7 @@ export interface WebhookConfig {
   readonly maxUrlBytes: number;
   readonly usageFlushIntervalMs: number;
   readonly tokenReviewScope: string | undefined;
+  readonly tokenReviewGroupsPrefix: string;
   readonly storePoolSize: number;
   readonly storeTimeoutMs: number;
   readonly shutdownDelayMs: number;
@@ -127,6 +129,13 @@ const schema = z.object({
   KEYWARD_MAX_URL_BYTES: count(8_192, 1_048_576).refine((n) => n >= 256, 'must be at least 256'),
   KEYWARD_USAGE_FLUSH_INTERVAL: duration('5s').refine((ms) => ms >= 100, 'must be at least 100 ms'),
   KEYWARD_TOKENREVIEW_SCOPE: z.string().min(1).optional(),
+  // `-` stands for "no prefix", as for --oidc-groups-prefix: an empty value means unset here.
+  KEYWARD_TOKENREVIEW_GROUPS_PREFIX: z
+    .string()
+    .trim()
+    .default('keyward:')
+    .transform((p) => (p === '-' ? '' : p))
+    .refine((p) => !p.startsWith('system:'), 'must not start with system: (Kubernetes reserves it)'),
   KEYWARD_STORE_POOL_SIZE: count(10, 1000).refine((n) => n > 0, 'must be at least 1'),
   KEYWARD_STORE_TIMEOUT: duration('2s').refine((ms) => ms > 0, 'must be longer than 0s'),
   KEYWARD_SHUTDOWN_DELAY: duration('0s'),
@@ -196,6 +205,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
     maxUrlBytes: c.KEYWARD_MAX_URL_BYTES,
     usageFlushIntervalMs: c.KEYWARD_USAGE_FLUSH_INTERVAL,
     tokenReviewScope: c.KEYWARD_TOKENREVIEW_SCOPE,
+    tokenReviewGroupsPrefix: c.KEYWARD_TOKENREVIEW_GROUPS_PREFIX,
     storePoolSize: c.KEYWARD_STORE_POOL_SIZE,
     storeTimeoutMs: c.KEYWARD_STORE_TIMEOUT,
     shutdownDelayMs: c.KEYWARD_SHUTDOWN_DELAY,

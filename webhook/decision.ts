@@ -17,9 +17,13 @@ export type DenyReason =
   | 'rotated'
   | 'expired'
   | 'disabled'
-  | 'suspended';
+  | 'suspended'
+  | 'not_permitted';
 
-export type KeyDenyReason = Extract<DenyReason, 'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended'>;
+export type KeyDenyReason = Extract<
+  DenyReason,
+  'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended' | 'not_permitted'
+>;
 
 export const GENERIC_MESSAGE = 'The API key is invalid.';
 export const MISSING_MESSAGE = 'Authentication credentials were not provided.';
@@ -35,7 +39,27 @@ const MESSAGES: Record<DenyReason, string> = {
   expired: 'The API key has expired.',
   disabled: 'The API key is disabled.',
   suspended: 'The service user of this API key is suspended.',
+  not_permitted: 'The API key or its service user asks for more than its AccessPolicy grants.',
 };
+
+/** Kubernetes reserves these; no identity keyward vouches for ever carries one. */
+const RESERVED_GROUP_PREFIX = 'system:';
+
+/**
+ * The groups a key's user gets on TokenReview: each stored group with `prefix` (`keyward:` by
+ * default, like kube-apiserver's --oidc-groups-prefix), so an ordinary group name can never turn
+ * into one RBAC already means. A `system:` group is dropped before and after prefixing, whatever
+ * the store holds: admission and the store refuse them too, this is the last line.
+ */
+export function kubernetesGroups(groups: readonly string[], prefix: string): string[] {
+  const out: string[] = [];
+  for (const group of groups) {
+    if (group.startsWith(RESERVED_GROUP_PREFIX)) continue;
+    const prefixed = `${prefix}${group}`;
+    if (!prefixed.startsWith(RESERVED_GROUP_PREFIX)) out.push(prefixed);
+  }
+  return out;
+}
 
 export function denyMessage(reason: DenyReason): string {
   return MESSAGES[reason];
@@ -65,7 +89,10 @@ export function keyState(key: KeyLookup): KeyState {
     scopes,
     deadline,
     scopesHeader: scopes.join(','),
-    groupsHeader: key.groups.map(headerListItem).join(','),
+    groupsHeader: key.groups
+      .filter((g) => !g.startsWith(RESERVED_GROUP_PREFIX))
+      .map(headerListItem)
+      .join(','),
   };
 }
 
@@ -91,7 +118,7 @@ export type KeyDecision =
 
 const ALLOW: KeyDecision = { result: 'allow' };
 const DENY = Object.fromEntries(
-  (['revoked', 'rotated', 'expired', 'disabled', 'suspended'] as const).map((reason) => [
+  (['revoked', 'rotated', 'expired', 'disabled', 'suspended', 'not_permitted'] as const).map((reason) => [
     reason,
     { result: 'deny', reason } as const,
   ]),
@@ -114,6 +141,7 @@ export function decide(state: KeyState, now: number, requiredScopes: readonly st
   if (key.expiresAt !== null && now >= key.expiresAt.getTime()) return DENY.expired;
   if (key.disabled) return DENY.disabled;
   if (key.suspended) return DENY.suspended;
+  if (key.notPermitted) return DENY.not_permitted;
   for (const requiredScope of requiredScopes) {
     if (!isValidScope(requiredScope) || !anyScopeCovers(state.scopes, requiredScope)) {
       return { result: 'forbidden', requiredScope };

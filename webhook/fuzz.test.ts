@@ -22,7 +22,7 @@ const refused: string[] = [];
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
   app = await readyApp(testConfig(fx.url, { KEYWARD_INTROSPECT_CREDENTIALS: CALLER }));
-  const user = await fx.createUser({ scopes: ['projects:*', 'read'] });
+  const user = await fx.createUser({ scopes: ['projects:*', 'read'], kubernetesAuthentication: true });
   for (const scopes of [null, ['projects:alpha']]) {
     const key = await fx.issueKey(user, { scopes });
     valid.set(key.token, key.keyId);

@@ -27,6 +27,8 @@ export interface UserOptions {
   scopes?: string[];
   suspended?: boolean;
   namespace?: string;
+  /** What an AccessPolicy would grant: the user's keys authenticate on /tokenreview. Default false. */
+  kubernetesAuthentication?: boolean;
 }
 
 export interface TestUser {
@@ -78,6 +80,7 @@ export async function storeFixture(url: string, poolSize = 5): Promise<StoreFixt
         groups: options.groups ?? ['team-a'],
         scopes: options.scopes ?? ['projects:*'],
         suspended: options.suspended ?? false,
+        kubernetesAuthentication: options.kubernetesAuthentication ?? false,
       });
       if (result.kind !== 'ok') throw new Error(`upsertServiceUser: ${result.kind}`);
       return { id: result.user.id, uid: ref.uid, namespace: ref.namespace, name: ref.name, username };

@@ -1,6 +1,9 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { anyScopeCovers } from '../../api/scopes.js';
-import { decide, denyMessage, GENERIC_MESSAGE } from '../decision.js';
+import { decide, denyMessage, GENERIC_MESSAGE, kubernetesGroups } from '../decision.js';
+
+/** A key whose namespace no AccessPolicy lets authenticate to Kubernetes is not a Kubernetes credential. */
+const NOT_A_KUBERNETES_CREDENTIAL = 'The API key is not allowed to authenticate to Kubernetes.';
 
 const API_VERSIONS = new Set(['authentication.k8s.io/v1', 'authentication.k8s.io/v1beta1']);
 
@@ -77,6 +80,11 @@ async function tokenReview(
       error: decision.result === 'deny' ? denyMessage(decision.reason) : GENERIC_MESSAGE,
     });
   }
+  if (!key.kubernetesAuthentication) {
+    k.usage.record(key.apiKeyId, 'denied');
+    k.metrics.decision('tokenreview', 'deny', 'kubernetes_authentication');
+    return respond({ authenticated: false, error: NOT_A_KUBERNETES_CREDENTIAL });
+  }
   const scope = k.config.tokenReviewScope;
   if (scope !== undefined && !anyScopeCovers(entry.scopes, scope)) {
     k.usage.record(key.apiKeyId, 'denied');
@@ -90,7 +98,7 @@ async function tokenReview(
     user: {
       username: `keyward:${key.username}`,
       uid: key.userId,
-      groups: [...key.groups],
+      groups: kubernetesGroups(key.groups, k.config.tokenReviewGroupsPrefix),
       extra: { 'keyward.dev/key-id': [key.keyId], 'keyward.dev/scopes': [...entry.scopes] },
     },
   });
