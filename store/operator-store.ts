@@ -344,9 +344,10 @@ export class OperatorStore {
       );
       const created = inserted.rows[0];
       if (!created) {
+        // Not this very object: a concurrent upsert of it may have inserted the row meanwhile.
         const holder = await client.query<{ namespace: string; name: string }>(
-          'SELECT namespace, name FROM service_users WHERE username = $1 AND deleted_at IS NULL',
-          [spec.username],
+          'SELECT namespace, name FROM service_users WHERE username = $1 AND deleted_at IS NULL AND uid <> $2',
+          [spec.username, spec.ref.uid],
         );
         const h = holder.rows[0];
         if (h) return { kind: 'username_conflict', username: spec.username, holder: h };
