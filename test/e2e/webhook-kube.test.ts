@@ -71,8 +71,8 @@ async function kubectl(args: string[], token?: string): Promise<Result> {
 }
 
 describe('kube-apiserver authenticating API keys through /tokenreview', () => {
-  it('kubectl auth whoami prints keyward:<username> with its groups', async () => {
-    const user = await fx.createUser({ groups: ['platform', 'viewers'] });
+  it('kubectl auth whoami prints keyward:<username> with its groups, keyward:-prefixed', async () => {
+    const user = await fx.createUser({ groups: ['platform', 'viewers'], kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     const whoami = await kubectl(['auth', 'whoami', '-o', 'json'], key.token);
     expect(whoami.stderr).toBe('');
@@ -84,15 +84,27 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
     expect(review.status.userInfo.username).toBe(`keyward:${user.username}`);
     expect(review.status.userInfo.uid).toBe(user.id);
     expect(review.status.userInfo.groups).toEqual(
-      expect.arrayContaining(['platform', 'viewers', 'system:authenticated']),
+      expect.arrayContaining(['keyward:platform', 'keyward:viewers', 'system:authenticated']),
     );
+    expect(review.status.userInfo.groups).not.toContain('platform');
     expect(review.status.userInfo.extra['keyward.dev/key-id']).toEqual([key.keyId]);
     const table = await kubectl(['auth', 'whoami'], key.token);
     expect(table.stdout).toContain(`keyward:${user.username}`);
   });
 
+  it('refuses a valid key whose AccessPolicy does not allow Kubernetes authentication', async () => {
+    const key = await fx.issueKey(await fx.createUser({ groups: ['platform'] }));
+    expect(
+      (await fetch(`${webhook.url}/verify`, { headers: { authorization: `Bearer ${key.token}` } })).status,
+    ).toBe(200);
+    const whoami = await kubectl(['auth', 'whoami'], key.token);
+    expect(whoami.code).not.toBe(0);
+    expect(whoami.stderr).toMatch(/Unauthorized/);
+    expect((await kubectl(['auth', 'can-i', '*', '*'], key.token)).stdout.trim()).not.toBe('yes');
+  });
+
   it('applies RBAC bound to that user, and refuses a bad key', async () => {
-    const user = await fx.createUser();
+    const user = await fx.createUser({ kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     const ns = `kw-e2e-${Date.now().toString(36)}`;
     expect((await kubectl(['create', 'namespace', ns])).code).toBe(0);
@@ -130,7 +142,7 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
   });
 
   it('refuses a suspended user (after the API server forgets its cached success) and accepts it again when resumed', async () => {
-    const user = await fx.createUser();
+    const user = await fx.createUser({ kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     expect((await kubectl(['auth', 'whoami'], key.token)).code).toBe(0);
     await fx.store.setSuspended(user.uid, true);

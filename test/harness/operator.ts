@@ -128,12 +128,17 @@ export async function startOperatorCluster(options: {
   storeUrl: string;
   crds?: V1CustomResourceDefinition[];
   env?: Record<string, string>;
+  /** Spec of an AccessPolicy (named after the namespace) selecting the namespace, applied first. */
+  accessPolicy?: Record<string, unknown>;
 }): Promise<OperatorCluster> {
   const controlPlane = await startControlPlane();
   try {
     const kc = controlPlane.kubeConfig();
     await installCrds(kc, options.crds ?? committedCrds());
     const namespace = await createTestNamespace(kc, options.name);
+    if (options.accessPolicy) {
+      await applyAccessPolicy(kc, namespace, { ...options.accessPolicy, namespaces: [namespace] });
+    }
     await migrate(options.storeUrl);
     const operator = await startOperator({
       kubeconfigPath: await operatorKubeconfig(kc, namespace),
