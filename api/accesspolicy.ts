@@ -11,7 +11,7 @@ const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
  * A username pattern: the username characters plus `*`, which matches any run of characters
  * (possibly empty). `ci-*` grants `ci-alpha` and `ci-alpha_2`; `*` alone grants every name.
  */
-export const USERNAME_GLOB_PATTERN = /^[-_A-Za-z0-9*]+$/;
+const USERNAME_GLOB_PATTERN = /^[-_A-Za-z0-9*]+$/;
 
 // Label keys and values as Kubernetes defines them; the API server checks the selector again when
 // it is used, but a policy that can never match should fail at admission, not silently.
@@ -22,7 +22,7 @@ const LABEL_VALUE = /^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$/;
 const labelKey = z.string().min(1).max(317).regex(LABEL_KEY);
 const labelValue = z.string().max(63).regex(LABEL_VALUE);
 
-export const LABEL_SELECTOR_OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
+const LABEL_SELECTOR_OPERATORS = ['In', 'NotIn', 'Exists', 'DoesNotExist'] as const;
 
 const VALUES_RULE = {
   rule: "self.operator in ['In', 'NotIn'] ? has(self.values) && size(self.values) > 0 : !has(self.values) || size(self.values) == 0",
@@ -50,10 +50,9 @@ const labelSelectorRequirementSchema = z
       ctx.addIssue({ code: 'custom', path: ['values'], message: VALUES_RULE.message });
   })
   .describe('A label requirement: a key, an operator and, for In and NotIn, values.');
-export type LabelSelectorRequirement = z.infer<typeof labelSelectorRequirementSchema>;
 
 /** A standard Kubernetes LabelSelector; all of its requirements must hold. */
-export const labelSelectorSchema = z
+const labelSelectorSchema = z
   .strictObject({
     matchLabels: z
       .record(labelKey, labelValue)
@@ -81,7 +80,7 @@ const maxKeyLifetime = z
     ],
   });
 
-export const ACCESS_POLICY_SELECTS_RULE = {
+const ACCESS_POLICY_SELECTS_RULE = {
   rule: 'has(self.namespaceSelector) || has(self.namespaces)',
   message:
     'spec.namespaceSelector or spec.namespaces is required: a policy must say which namespaces it grants',

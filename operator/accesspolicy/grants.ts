@@ -42,7 +42,7 @@ export interface Violation {
  * labels and cannot contain `_`, so the first `_` ends the prefix and no two namespaces' spaces
  * overlap; a `-` separator would (namespace `team` + `a-b` versus namespace `team-a` + `b`).
  */
-export function ownUsernamePattern(namespace: string): string {
+function ownUsernamePattern(namespace: string): string {
   return `${namespace}_*`;
 }
 
@@ -50,7 +50,7 @@ export function ownUsernamePattern(namespace: string): string {
  * The scopes every namespace owns: `<namespace>` and everything under `<namespace>:`. `:` cannot
  * occur in a namespace name, so `team:*` never covers `team-a:…`.
  */
-export function ownScopes(namespace: string): string[] {
+function ownScopes(namespace: string): string[] {
   return [namespace, `${namespace}:*`];
 }
 
@@ -73,7 +73,7 @@ function requirementHolds(
 }
 
 /** Kubernetes LabelSelector semantics: every matchLabels entry and every expression must hold. */
-export function selectorMatches(selector: LabelSelector, labels: Readonly<Record<string, string>>): boolean {
+function selectorMatches(selector: LabelSelector, labels: Readonly<Record<string, string>>): boolean {
   for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
     if (labels[key] !== value) return false;
   }
@@ -139,15 +139,15 @@ export function usernameGlobMatches(pattern: string, name: string): boolean {
   return true;
 }
 
-export function usernamePermitted(grants: Grants, username: string): boolean {
+function usernamePermitted(grants: Grants, username: string): boolean {
   return grants.usernames.some((p) => usernameGlobMatches(p, username));
 }
 
-export function scopePermitted(grants: Grants, scope: string): boolean {
+function scopePermitted(grants: Grants, scope: string): boolean {
   return anyScopeCovers(grants.scopes, scope);
 }
 
-export function groupPermitted(grants: Grants, group: string): boolean {
+function groupPermitted(grants: Grants, group: string): boolean {
   return !group.startsWith(RESERVED_GROUP_PREFIX) && grants.groups.includes(group);
 }
 

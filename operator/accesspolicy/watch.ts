@@ -8,7 +8,7 @@ import { kubeListWatch } from '../kube/listwatch.js';
 import { type Grants, grantsFor, type NamespaceInfo, policySelects } from './grants.js';
 
 /** Thrown when a namespace's labels are not known yet: deciding without them could deny wrongly. */
-export class NamespaceNotCachedError extends Error {
+class NamespaceNotCachedError extends Error {
   constructor(namespace: string) {
     super(`namespace ${namespace} is not in the informer cache yet`);
   }
