@@ -87,6 +87,8 @@ const ACCESS_POLICY_SELECTS_RULE = {
   fieldPath: '.namespaces',
 } as const;
 
+// `spec.actAs` (which subjects users may act for, DESIGN.md §2) joins this object with issue 13;
+// the spec is strict, so an object using it before then is refused rather than silently ignored.
 export const accessPolicySpecSchema = z
   .strictObject({
     namespaceSelector: labelSelectorSchema
