@@ -52,8 +52,9 @@ export class AccessPolicyWatch {
       }),
       options.informerOptions('namespaces'),
     );
-    const selected = (policy: KubernetesObject): Set<string> => {
-      const parsed = this.#parse(policy);
+    // `current`: the object now in the cache (parsed once and kept); otherwise a replaced version.
+    const selected = (policy: KubernetesObject, current: boolean): Set<string> => {
+      const parsed = current ? this.#parse(policy) : parseOrUndefined(policy);
       const out = new Set<string>();
       if (!parsed) return out;
       for (const ns of this.#namespaces.list()) {
@@ -65,15 +66,15 @@ export class AccessPolicyWatch {
     const onPolicy = (old: KubernetesObject | undefined, obj: KubernetesObject): void => {
       // Periodic resyncs replay every object unchanged; the ServiceUsers' own resync covers those.
       if (old && old.metadata?.resourceVersion === obj.metadata?.resourceVersion) return;
-      const affected = selected(obj);
-      if (old) for (const ns of selected(old)) affected.add(ns);
+      const affected = selected(obj, true);
+      if (old) for (const ns of selected(old, false)) affected.add(ns);
       if (affected.size > 0) options.onChange(affected);
     };
     this.#policies.addEventHandler({
       onAdd: (obj) => onPolicy(undefined, obj),
       onUpdate: onPolicy,
       onDelete: (obj) => {
-        const affected = selected(obj);
+        const affected = selected(obj, false);
         this.#parsed.delete(obj.metadata?.uid ?? '');
         if (affected.size > 0) options.onChange(affected);
       },
@@ -130,6 +131,11 @@ export class AccessPolicyWatch {
     this.#parsed.set(uid, { resourceVersion, policy });
     return policy;
   }
+}
+
+function parseOrUndefined(obj: KubernetesObject): AccessPolicy | undefined {
+  const parsed = parseAccessPolicy(obj);
+  return parsed.ok ? parsed.value : undefined;
 }
 
 function namespaceInfo(ns: V1Namespace): NamespaceInfo {
