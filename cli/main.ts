@@ -38,7 +38,8 @@ program
   .command('crds')
   .description('print the CustomResourceDefinition YAML')
   .option('--out <dir>', 'write one file per CRD into this directory instead')
-  .action(async (options: { out?: string }) => {
+  .option('--chart-templates <dir>', "also write the Helm chart's CRD templates into this directory")
+  .action(async (options: { out?: string; chartTemplates?: string }) => {
     const { crdsCommand } = await import('./crds.js');
     crdsCommand(options);
   });
