@@ -1,0 +1,327 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { parse } from 'yaml';
+import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { eventually } from '../harness/operator.js';
+import { repoRoot } from '../harness/repo.js';
+import { kubeconformLocation, writeKubeconformSchemas } from './openapi-schemas.js';
+import { chartDir, helmTemplate, type Manifest, requiredValues, runHelm } from './render.js';
+import { chartTools } from './tools.js';
+
+/**
+ * The chart checked with the real tools: `helm lint`, every mode rendered by `helm template` and
+ * validated by kubeconform -strict against the schemas the harness's kube-apiserver publishes
+ * (with keyward's, cert-manager's and the Prometheus Operator's CRDs installed), then applied to
+ * that API server with `kubectl apply --dry-run=server`.
+ */
+const tools = chartTools();
+const kubeconfig = inject('kubeconfigPath');
+const kubectl = join(inject('controlPlaneBinDir'), 'kubectl');
+const schemaDir = mkdtempSync(join(tmpdir(), 'keyward-kubeconform-'));
+const crdDir = join(repoRoot(), 'crds');
+const hasAccessPolicyCrd = readdirSync(crdDir).includes('keyward.dev_accesspolicies.yaml');
+
+let namespace = '';
+let watched: string[] = [];
+
+function run(
+  command: string,
+  args: string[],
+  input?: string,
+): { status: number; stdout: string; stderr: string } {
+  const result = spawnSync(command, args, {
+    encoding: 'utf8',
+    input,
+    maxBuffer: 64 * 1024 * 1024,
+    timeout: 120_000,
+  });
+  if (result.error) throw result.error;
+  return { status: result.status ?? -1, stdout: result.stdout, stderr: result.stderr };
+}
+
+beforeAll(async () => {
+  const kc = testKubeConfig();
+  namespace = await createTestNamespace(kc, 'chart');
+  watched = [await createTestNamespace(kc, 'chart-team-a'), await createTestNamespace(kc, 'chart-team-b')];
+  // The optional peers' CRDs, as their projects publish them, so their objects validate for real.
+  for (const dir of [tools.certManagerCrds, tools.prometheusOperatorCrds]) {
+    const applied = run(kubectl, [
+      '--kubeconfig',
+      kubeconfig,
+      'apply',
+      '--server-side',
+      '--force-conflicts',
+      '-f',
+      dir,
+    ]);
+    expect(applied.stderr).toBe('');
+  }
+  // The API server publishes a new CRD's OpenAPI a moment after it is established.
+  const wanted = ['Certificate', 'ServiceMonitor', 'PodMonitor', 'ServiceUser', 'ApiKey'];
+  await eventually(
+    'the API server to publish OpenAPI for every CRD',
+    async () => {
+      rmSync(schemaDir, { recursive: true, force: true });
+      const kinds = new Set(writeKubeconformSchemas(kubectl, kubeconfig, schemaDir).map((g) => g.kind));
+      return wanted.every((k) => kinds.has(k)) ? true : undefined;
+    },
+    60_000,
+  );
+}, 900_000);
+
+afterAll(() => rmSync(schemaDir, { recursive: true, force: true }));
+
+/** Every mode the chart has, as `helm template` arguments. */
+function modes(): Record<string, string[]> {
+  return {
+    default: requiredValues,
+    'inline URLs': [
+      '--set',
+      'postgres.operator.url=postgres://op:pw@db:5432/keyward',
+      '--set',
+      'postgres.webhook.url=postgres://wh:pw@db:5432/keyward',
+    ],
+    'namespace list': [
+      ...requiredValues,
+      '--set-json',
+      `operator.watchNamespaces=${JSON.stringify(watched)}`,
+    ],
+    'TLS from a Secret': [
+      ...requiredValues,
+      ...['--set', 'webhook.tls.enabled=true', '--set', 'webhook.tls.existingSecret=keyward-webhook-tls'],
+      ...[
+        '--set',
+        'webhook.tls.clientCA.enabled=true',
+        '--set',
+        'webhook.tokenReview.credentialsSecret=tokenreview',
+      ],
+      ...[
+        '--set',
+        'webhook.introspect.credentialsSecret=introspect',
+        '--set-json',
+        'webhook.trustedProxies=["10.0.0.0/8"]',
+      ],
+    ],
+    'TLS from cert-manager': [
+      ...requiredValues,
+      ...['--set', 'webhook.tls.enabled=true', '--set', 'webhook.tls.certManager.enabled=true'],
+      ...[
+        '--set',
+        'webhook.tls.certManager.issuerRef.name=cluster-ca',
+        '--set',
+        'webhook.tls.certManager.issuerRef.kind=ClusterIssuer',
+      ],
+    ],
+    ServiceMonitor: [
+      ...requiredValues,
+      '--set',
+      'monitoring.serviceMonitor.enabled=true',
+      '--api-versions',
+      'monitoring.coreos.com/v1',
+    ],
+    PodMonitor: [
+      ...requiredValues,
+      '--set',
+      'monitoring.podMonitor.enabled=true',
+      '--api-versions',
+      'monitoring.coreos.com/v1',
+    ],
+    'monitoring without the Prometheus Operator': [
+      ...requiredValues,
+      '--set',
+      'monitoring.serviceMonitor.enabled=true',
+    ],
+    'CRDs off': [...requiredValues, '--set', 'crds.enabled=false'],
+    NetworkPolicy: [
+      ...requiredValues,
+      ...[
+        '--set',
+        'networkPolicy.enabled=true',
+        '--set-json',
+        'networkPolicy.apiServer.cidrs=["10.0.0.10/32"]',
+      ],
+      ...['--set-json', 'networkPolicy.postgres.to=[{"ipBlock":{"cidr":"10.20.0.5/32"}}]'],
+      ...[
+        '--set-json',
+        'networkPolicy.metricsFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]',
+      ],
+    ],
+    ...(hasAccessPolicyCrd ? { AccessPolicy: [...requiredValues, '--set', 'accessPolicy.create=true'] } : {}),
+  };
+}
+
+describe('helm lint', () => {
+  it('passes --strict with the required values', () => {
+    const result = runHelm(tools.helm, ['lint', chartDir, '--strict', ...requiredValues]);
+    expect(result.stdout + result.stderr).toContain('1 chart(s) linted, 0 chart(s) failed');
+    expect(result.status).toBe(0);
+  });
+});
+
+function kubeconform(yaml: string) {
+  const result = run(
+    tools.kubeconform,
+    ['-strict', '-summary', '-output', 'json', '-schema-location', kubeconformLocation(schemaDir), '-'],
+    yaml,
+  );
+  return {
+    status: result.status,
+    ...(JSON.parse(result.stdout) as {
+      resources: Array<{ kind: string; name: string; status: string; msg: string }>;
+      summary: { valid: number; invalid: number; errors: number; skipped: number };
+    }),
+  };
+}
+
+it('kubeconform with these schemas rejects an unknown field and a wrong type (the checks below can fail)', () => {
+  const yaml = helmTemplate(tools.helm, namespace, [
+    ...requiredValues,
+    '-s',
+    'templates/webhook-service.yaml',
+  ]).yaml;
+  const unknownField = kubeconform(
+    yaml.replace('  type: ClusterIP', '  type: ClusterIP\n  sessionAfinity: None'),
+  );
+  expect(unknownField.resources[0]?.msg).toContain("additional properties 'sessionAfinity' not allowed");
+  const wrongType = kubeconform(yaml.replace('port: 8080', 'port: eighty'));
+  expect(wrongType.resources[0]?.msg).toContain('got string, want integer');
+  expect(wrongType.status).not.toBe(0);
+});
+
+describe.each(Object.entries(modes()))('mode: %s', (_mode, args) => {
+  it('validates with kubeconform -strict against the API server’s OpenAPI', () => {
+    const rendered = helmTemplate(tools.helm, namespace, args);
+    const report = kubeconform(rendered.yaml);
+    expect(report.resources.filter((r) => r.status !== 'statusValid')).toEqual([]);
+    // Nothing skipped for lack of a schema: every rendered object was checked.
+    expect(report.summary).toEqual({ valid: rendered.manifests.length, invalid: 0, errors: 0, skipped: 0 });
+    expect(report.status).toBe(0);
+  });
+
+  it('is accepted by the API server (kubectl apply --dry-run=server)', () => {
+    const rendered = helmTemplate(tools.helm, namespace, args);
+    const result = run(
+      kubectl,
+      ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '-f', '-'],
+      rendered.yaml,
+    );
+    expect(result.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'))).toEqual([]);
+    expect(result.status).toBe(0);
+    // One line per object, each "(server dry run)".
+    expect(result.stdout.trim().split('\n')).toHaveLength(rendered.manifests.length);
+  });
+});
+
+describe('a wrong value fails with the schema’s message', () => {
+  it.each([
+    [['--set', 'webhook.replicas=two'], "at '/webhook/replicas': got string, want integer"],
+    [
+      ['--set-json', 'operator.watchNamespaces="team-a"'],
+      "at '/operator/watchNamespaces': got string, want array",
+    ],
+    [['--set', 'webhook.tls.enable=true'], "at '/webhook/tls': additional properties 'enable' not allowed"],
+    [['--set', 'image.pullPolicy=Sometimes'], "at '/image/pullPolicy'"],
+    [['--set', 'tokenPrefix=KW'], "at '/tokenPrefix'"],
+    [['--set', 'operator.env.LOG_LEVEL=debug'], "'LOG_LEVEL' does not match pattern '^KEYWARD_[A-Z0-9_]+$'"],
+  ])('helm template %j', (args, message) => {
+    const result = runHelm(tools.helm, ['template', 'keyward', chartDir, ...requiredValues, ...args]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("values don't meet the specifications of the schema(s)");
+    expect(result.stderr).toContain(message);
+  });
+
+  it('helm install refuses it before touching the cluster', () => {
+    const result = runHelm(tools.helm, [
+      ...[
+        'install',
+        'keyward',
+        chartDir,
+        '--kubeconfig',
+        kubeconfig,
+        '--namespace',
+        namespace,
+        '--dry-run=server',
+      ],
+      ...requiredValues,
+      ...['--set', 'webhook.replicas=two'],
+    ]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain("at '/webhook/replicas': got string, want integer");
+  });
+
+  it.each([
+    [
+      ['--set', 'postgres.webhook.existingSecret=x'],
+      'postgres.operator: set postgres.operator.existingSecret',
+    ],
+    [
+      ['--set', 'postgres.operator.existingSecret=x'],
+      'postgres.webhook: set postgres.webhook.existingSecret',
+    ],
+    [
+      [...requiredValues, '--set', 'postgres.webhook.url=postgres://w@db/k'],
+      'postgres.webhook: set existingSecret or url, not both',
+    ],
+    [
+      [...requiredValues, '--set', 'webhook.tls.enabled=true'],
+      'webhook.tls.enabled: set webhook.tls.existingSecret',
+    ],
+    [
+      [...requiredValues, '--set', 'networkPolicy.enabled=true'],
+      'networkPolicy.postgres.to: say where Postgres is',
+    ],
+    [
+      [
+        ...requiredValues,
+        '--set',
+        'monitoring.serviceMonitor.enabled=true',
+        '--set',
+        'monitoring.podMonitor.enabled=true',
+      ],
+      'enable serviceMonitor or podMonitor, not both',
+    ],
+  ])('a missing or contradictory setting names the value to set: %j', (args, message) => {
+    const result = runHelm(tools.helm, ['template', 'keyward', chartDir, ...args]);
+    expect(result.status).not.toBe(0);
+    expect(result.stderr).toContain(message);
+  });
+});
+
+describe('CRD templates', () => {
+  /** A rendered CRD without what the chart adds: its release labels and the keep annotation. */
+  function asCommitted(crd: Manifest): Manifest {
+    const {
+      metadata: { annotations: chartAnnotations, ...metadata },
+      ...rest
+    } = structuredClone(crd);
+    const labels = Object.fromEntries(
+      Object.entries(metadata.labels as Record<string, string>).filter(
+        ([k]) =>
+          ![
+            'helm.sh/chart',
+            'app.kubernetes.io/instance',
+            'app.kubernetes.io/version',
+            'app.kubernetes.io/managed-by',
+          ].includes(k),
+      ),
+    );
+    const annotations = { ...(chartAnnotations ?? {}) };
+    delete annotations['helm.sh/resource-policy'];
+    return {
+      ...rest,
+      metadata: { ...metadata, labels, ...(Object.keys(annotations).length > 0 ? { annotations } : {}) },
+    } as Manifest;
+  }
+
+  it('render exactly the CRDs in crds/, object for object', () => {
+    const rendered = helmTemplate(tools.helm, namespace, requiredValues).all('CustomResourceDefinition');
+    const committed = readdirSync(crdDir)
+      .filter((f) => f.endsWith('.yaml'))
+      .map((f) => parse(readFileSync(join(crdDir, f), 'utf8')) as Manifest);
+    const byName = (list: Manifest[]) => Object.fromEntries(list.map((m) => [m.metadata.name, m]));
+    expect(byName(rendered.map(asCommitted))).toEqual(byName(committed));
+  });
+});
