@@ -145,7 +145,7 @@ imagePullSecrets:
 - name: store-url
   secret:
     secretName: {{ .name }}
-    defaultMode: 0440
+    defaultMode: 288 # 0440 in decimal, read alike by YAML 1.1 and 1.2
     items:
       - key: {{ .key }}
         path: url
