@@ -44,6 +44,13 @@ program
     crdsCommand(options);
   });
 program
+  .command('config-reference')
+  .description('print every KEYWARD_* variable of the operator and the webhook, with defaults, as Markdown')
+  .action(async () => {
+    const { configurationReference } = await import('./config-reference.js');
+    process.stdout.write(configurationReference());
+  });
+program
   .command('sandbox')
   .description(
     'from a checkout: start Postgres, a local control plane (or use --context), the CRDs, operator and webhook, apply examples/ and print a working curl',
