@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { storeUrlFromEnv } from '../store/url.js';
 
 /**
  * Operator configuration, read once from the environment (the chart sets these) and validated
@@ -88,7 +89,7 @@ export interface OperatorConfig {
 }
 
 export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
-  const parsed = operatorEnvSchema.safeParse(env);
+  const parsed = operatorEnvSchema.safeParse({ ...env, KEYWARD_STORE_URL: storeUrlFromEnv(env) });
   if (!parsed.success) {
     throw new Error(
       `invalid operator configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,

@@ -45,7 +45,10 @@ export async function operatorKubeconfig(
     namespace,
     name,
     // Cluster mode, as the chart renders it: the namespace rules and the cluster rules in one ClusterRole.
-    clusterRules: [...chartRules('operator-namespace-rules.yaml'), ...chartRules('operator-cluster-rules.yaml')],
+    clusterRules: [
+      ...chartRules('operator-namespace-rules.yaml'),
+      ...chartRules('operator-cluster-rules.yaml'),
+    ],
     rules: chartRules('operator-leader-election-rules.yaml'),
   });
   const dir = mkdtempSync(join(tmpdir(), 'keyward-operator-'));
