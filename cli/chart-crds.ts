@@ -10,7 +10,7 @@ interface CrdObject {
 /** A Go template call building a dict from string pairs: `(dict "k" "v" …)`. */
 function dictCall(values: Record<string, string> | undefined): string {
   const pairs = Object.entries(values ?? {}).flatMap(([k, v]) => [JSON.stringify(k), JSON.stringify(v)]);
-  return `(dict ${pairs.join(' ')})`;
+  return pairs.length === 0 ? '(dict)' : `(dict ${pairs.join(' ')})`;
 }
 
 /**

@@ -215,6 +215,42 @@ describe.each(Object.entries(modes()))('mode: %s', (_mode, args) => {
   });
 });
 
+describe('helm install --dry-run=server against the API server', () => {
+  // The harness installed keyward's CRDs without Helm: a release may not adopt them.
+  const install = (...args: string[]) =>
+    runHelm(tools.helm, [
+      ...[
+        'install',
+        'keyward',
+        chartDir,
+        '--kubeconfig',
+        kubeconfig,
+        '--namespace',
+        namespace,
+        '--dry-run=server',
+      ],
+      ...[...requiredValues, '--set', 'crds.enabled=false', ...args],
+    ]);
+
+  it('renders with the cluster’s capabilities and prints NOTES that say what was installed', () => {
+    const result = install('--set-json', `operator.watchNamespaces=${JSON.stringify(watched)}`);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    const notes = result.stdout.slice(result.stdout.indexOf('NOTES:'));
+    expect(notes).toContain(`reconciling only: ${watched.join(', ')}`);
+    expect(notes).toContain(`http://keyward-webhook.${namespace}.svc:8080/verify`);
+    expect(notes).toContain('No AccessPolicy was created');
+    expect(notes).toContain('crds.enabled=false: install the CRDs yourself');
+  });
+
+  it('creates a ServiceMonitor because this API server serves monitoring.coreos.com/v1', () => {
+    const result = install('--set', 'monitoring.serviceMonitor.enabled=true');
+    expect(result.status).toBe(0);
+    expect(result.stdout.match(/^kind: ServiceMonitor$/gm)).toHaveLength(2);
+    expect(result.stdout).not.toContain('WARNING: monitoring is enabled');
+  });
+});
+
 describe('a wrong value fails with the schema’s message', () => {
   it.each([
     [['--set', 'webhook.replicas=two'], "at '/webhook/replicas': got string, want integer"],
