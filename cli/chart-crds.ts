@@ -15,8 +15,8 @@ function dictCall(values: Record<string, string> | undefined): string {
 
 /**
  * The chart's template for one CRD: the same object as the plain `crds/` file, behind
- * `crds.enabled`, with the chart's labels merged in and `helm.sh/resource-policy: keep` under
- * `crds.keep`. A test renders the chart and compares the result with `crds/`.
+ * `crds.enabled`, with the chart's labels merged in and, under `crds.keep`, the annotations that
+ * keep it through `helm uninstall` and Argo CD's pruning. A test renders the chart and compares the result with `crds/`.
  */
 export function crdTemplate(crd: CrdObject, sourceFile: string): string {
   const spec = stringify({ spec: crd.spec }, { lineWidth: 0 });
@@ -30,7 +30,9 @@ export function crdTemplate(crd: CrdObject, sourceFile: string): string {
     `{{- $annotations := ${dictCall(crd.metadata.annotations)} }}`,
     '{{- if .Values.crds.keep }}',
     // Deleting a CRD deletes every object of its kind, and with them the Secrets keyward manages.
+    // Argo CD reads the Helm annotation as Delete=false only; Prune=false covers the rest.
     '{{- $_ := set $annotations "helm.sh/resource-policy" "keep" }}',
+    '{{- $_ := set $annotations "argocd.argoproj.io/sync-options" "Prune=false" }}',
     '{{- end }}',
     `apiVersion: ${crd.apiVersion}`,
     `kind: ${crd.kind}`,

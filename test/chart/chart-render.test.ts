@@ -310,7 +310,12 @@ describe('CRDs', () => {
   it('kept on uninstall by default; keep=false drops the annotation; enabled=false drops the CRDs', () => {
     const kept = render().all('CustomResourceDefinition');
     expect(kept.length).toBeGreaterThanOrEqual(2);
-    for (const crd of kept) expect(crd.metadata.annotations).toEqual({ 'helm.sh/resource-policy': 'keep' });
+    for (const crd of kept) {
+      expect(crd.metadata.annotations).toEqual({
+        'helm.sh/resource-policy': 'keep',
+        'argocd.argoproj.io/sync-options': 'Prune=false',
+      });
+    }
     for (const crd of render('--set', 'crds.keep=false').all('CustomResourceDefinition'))
       expect(crd.metadata.annotations).toBeUndefined();
     expect(render('--set', 'crds.enabled=false').all('CustomResourceDefinition')).toEqual([]);

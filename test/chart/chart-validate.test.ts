@@ -327,7 +327,7 @@ describe('a wrong value fails with the schema’s message', () => {
 });
 
 describe('CRD templates', () => {
-  /** A rendered CRD without what the chart adds: its release labels and the keep annotation. */
+  /** A rendered CRD without what the chart adds: its release labels and the keep annotations. */
   function asCommitted(crd: Manifest): Manifest {
     const {
       metadata: { annotations: chartAnnotations, ...metadata },
@@ -346,6 +346,7 @@ describe('CRD templates', () => {
     );
     const annotations = { ...(chartAnnotations ?? {}) };
     delete annotations['helm.sh/resource-policy'];
+    delete annotations['argocd.argoproj.io/sync-options'];
     return {
       ...rest,
       metadata: { ...metadata, labels, ...(Object.keys(annotations).length > 0 ? { annotations } : {}) },
