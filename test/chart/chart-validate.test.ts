@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
@@ -45,6 +46,21 @@ function run(
 beforeAll(async () => {
   const kc = testKubeConfig();
   namespace = await createTestNamespace(kc, 'chart');
+  // The API server's PodSecurity admission then reports any pod template short of `restricted`.
+  await kc.makeApiClient(CoreV1Api).patchNamespace(
+    {
+      name: namespace,
+      body: {
+        metadata: {
+          labels: {
+            'pod-security.kubernetes.io/warn': 'restricted',
+            'pod-security.kubernetes.io/enforce': 'restricted',
+          },
+        },
+      },
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+  );
   watched = [await createTestNamespace(kc, 'chart-team-a'), await createTestNamespace(kc, 'chart-team-b')];
   // The optional peers' CRDs, as their projects publish them, so their objects validate for real.
   for (const dir of [tools.certManagerCrds, tools.prometheusOperatorCrds]) {
@@ -191,6 +207,21 @@ it('kubeconform with these schemas rejects an unknown field and a wrong type (th
   expect(wrongType.status).not.toBe(0);
 });
 
+it('PodSecurity admission would report a pod template short of restricted (the check below can fail)', () => {
+  const rendered = helmTemplate(tools.helm, namespace, [
+    ...[...requiredValues, '--set', 'securityContext.allowPrivilegeEscalation=true'],
+    ...['-s', 'templates/webhook-deployment.yaml'],
+  ]);
+  const result = run(
+    kubectl,
+    ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '-f', '-'],
+    rendered.yaml,
+  );
+  expect(result.stderr).toContain(
+    'would violate PodSecurity "restricted:latest": allowPrivilegeEscalation != false',
+  );
+});
+
 describe.each(Object.entries(modes()))('mode: %s', (_mode, args) => {
   it('validates with kubeconform -strict against the API server’s OpenAPI', () => {
     const rendered = helmTemplate(tools.helm, namespace, args);
@@ -208,7 +239,11 @@ describe.each(Object.entries(modes()))('mode: %s', (_mode, args) => {
       ['--kubeconfig', kubeconfig, 'apply', '--dry-run=server', '-f', '-'],
       rendered.yaml,
     );
-    expect(result.stderr.split('\n').filter((l) => l && !l.startsWith('Warning:'))).toEqual([]);
+    // No warning but one: PodSecurity `restricted` holds (see beforeAll), no deprecated API or field.
+    // The harness installed the CRDs by server-side apply, so client-side apply notes they lack its annotation.
+    const foreign =
+      /^Warning: resource customresourcedefinitions\/\S+ is missing the kubectl.kubernetes.io\/last-applied-configuration annotation/;
+    expect(result.stderr.split('\n').filter((l) => l && !foreign.test(l))).toEqual([]);
     expect(result.status).toBe(0);
     // One line per object, each "(server dry run)".
     expect(result.stdout.trim().split('\n')).toHaveLength(rendered.manifests.length);
