@@ -63,3 +63,25 @@ export function helmTemplate(helm: string, namespace: string, args: string[] = [
     },
   };
 }
+
+/** The pod templates of the Deployments and Jobs, with the object each belongs to. */
+export function podTemplates(r: Rendered): Array<{ spec: Manifest; owner: Manifest }> {
+  return r.manifests
+    .filter((m) => ['Deployment', 'Job'].includes(m.kind))
+    .map((m) => ({ spec: m.spec.template.spec, owner: m }));
+}
+
+/** The first container of a workload. */
+export function container(r: Rendered, kind: string, name: string): Manifest {
+  return r.get(kind, name).spec.template.spec.containers[0];
+}
+
+/** A container's plain environment variables (valueFrom ones map to undefined). */
+export function env(c: Manifest): Record<string, string | undefined> {
+  return Object.fromEntries((c.env as Array<{ name: string; value?: string }>).map((e) => [e.name, e.value]));
+}
+
+/** `helm template` in namespace `keyward` with the required values and `args`. */
+export function renderer(helm: string): (...args: string[]) => Rendered {
+  return (...args) => helmTemplate(helm, 'keyward', [...requiredValues, ...args]);
+}
