@@ -2,7 +2,9 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { describe, expect, inject, it } from 'vitest';
+import { CoreV1Api } from '@kubernetes/client-node';
+import { afterAll, describe, expect, inject, it } from 'vitest';
+import { testKubeConfig } from '../harness/kube.js';
 import { repoRoot } from '../harness/repo.js';
 import { chartTools } from './tools.js';
 
@@ -27,6 +29,12 @@ describe('docs/install.md', () => {
 
   // The docs create the namespace themselves; a fresh name stands in for `keyward`.
   const namespace = `docs-install-${randomBytes(4).toString('hex')}`;
+  afterAll(async () => {
+    await testKubeConfig()
+      .makeApiClient(CoreV1Api)
+      .deleteNamespace({ name: namespace })
+      .catch(() => undefined);
+  });
 
   it('has the database and the install commands', () => {
     expect(blocks).toHaveLength(2);
