@@ -4,33 +4,8 @@ import { parseDuration } from '../api/duration.js';
 
 /**
  * Webhook configuration, read once from the environment at start-up (12-factor, and what a
- * Deployment's `env`/`envFrom` gives). Every variable is optional except KEYWARD_STORE_URL.
- *
- * | variable | default | meaning |
- * |---|---|---|
- * | KEYWARD_STORE_URL | (required) | Postgres URL of the credential store. `KEYWARD_STORE_URL_FILE` reads it from a file instead (a mounted Secret). |
- * | KEYWARD_WEBHOOK_LISTEN | `0.0.0.0:8080` | `host:port` to listen on (`[::]:8080` for IPv6). |
- * | KEYWARD_TOKEN_HEADER | `x-api-key` | Header that carries a bare token, besides `Authorization: Bearer`. `none` accepts only `Authorization`. |
- * | KEYWARD_TOKEN_PREFIX | (any) | Accept only tokens with this prefix; others are rejected without a lookup. |
- * | KEYWARD_CACHE_MAX_ENTRIES | `100000` | Positive cache size (LRU). |
- * | KEYWARD_CACHE_TTL | `60s` | Backstop: a cached key is re-read from the store at least this often, even without a notification. |
- * | KEYWARD_CACHE_STALE_IF_ERROR | `5m` | While the store cannot answer, a cached key verified within this window is still served. `0s` disables. |
- * | KEYWARD_NEGATIVE_CACHE_MAX_ENTRIES | `10000` | How many unknown hashes are remembered. |
- * | KEYWARD_NEGATIVE_CACHE_TTL | `5s` | How long an unknown hash is remembered. |
- * | KEYWARD_INTROSPECT_CREDENTIALS | (none: /introspect refuses everyone) | Comma-separated `client:secret` pairs callers of /introspect present with HTTP Basic. `KEYWARD_INTROSPECT_CREDENTIALS_FILE`: one pair per line. |
- * | KEYWARD_TRUSTED_CLIENT_IP_HEADER | (none: the peer address) | Header the ingress sets to the client address (`x-real-ip`, `x-forwarded-for`: its last element is used). Only set it when every request comes through that ingress. |
- * | KEYWARD_FAILED_ATTEMPTS_LIMIT | `30` | Failed verifications a client address may make in a burst before getting 429. `0` disables the limit. |
- * | KEYWARD_FAILED_ATTEMPTS_WINDOW | `1m` | The burst refills at LIMIT per WINDOW. |
- * | KEYWARD_MAX_HEADER_BYTES | `16384` | Request line and header block limit (431 beyond; Node counts the URL in it too). |
- * | KEYWARD_MAX_URL_BYTES | `8192` | Request URL limit (414 beyond). |
- * | KEYWARD_USAGE_FLUSH_INTERVAL | `5s` | How often usage counts are written to the store. |
- * | KEYWARD_TOKENREVIEW_SCOPE | (none) | If set, /tokenreview authenticates only keys granted this scope (e.g. `kubernetes`). |
- * | KEYWARD_TOKENREVIEW_GROUPS_PREFIX | `keyward:` | Prefix of every group /tokenreview returns, like kube-apiserver's `--oidc-groups-prefix`; `-` for none. Groups starting with `system:` are never returned. |
- * | KEYWARD_STORE_POOL_SIZE | `10` | Postgres connections for lookups. |
- * | KEYWARD_STORE_TIMEOUT | `2s` | Connect and statement timeout of a lookup. |
- * | KEYWARD_SHUTDOWN_DELAY | `0s` | After SIGTERM, keep serving (readiness false) this long so endpoints drop the pod first. |
- * | KEYWARD_SHUTDOWN_TIMEOUT | `15s` | Then wait at most this long for in-flight requests. |
- * | KEYWARD_LOG_LEVEL | `info` | pino level. |
+ * Deployment's `env`/`envFrom` gives). Every variable is optional except KEYWARD_STORE_URL. Each
+ * one's meaning is in its `.describe()` below, from which docs/configuration.md is generated.
  */
 export interface WebhookConfig {
   readonly storeUrl: string;
@@ -53,6 +28,7 @@ export interface WebhookConfig {
   readonly maxUrlBytes: number;
   readonly usageFlushIntervalMs: number;
   readonly tokenReviewScope: string | undefined;
+  /** Prepended to every group /tokenreview returns; '' for none. */
   readonly tokenReviewGroupsPrefix: string;
   readonly storePoolSize: number;
   readonly storeTimeoutMs: number;
@@ -108,39 +84,96 @@ const credentialPair = z.string().transform((pair, ctx) => {
   return { clientId: pair.slice(0, at), secret: pair.slice(at + 1) };
 });
 
-const schema = z.object({
-  KEYWARD_STORE_URL: z.string().trim().min(1, 'KEYWARD_STORE_URL (or KEYWARD_STORE_URL_FILE) is required'),
-  KEYWARD_WEBHOOK_LISTEN: listen,
-  KEYWARD_TOKEN_HEADER: z.union([z.literal('none'), headerName]).default('x-api-key'),
+export const webhookEnvSchema = z.object({
+  KEYWARD_STORE_URL: z
+    .string()
+    .trim()
+    .min(1, 'KEYWARD_STORE_URL (or KEYWARD_STORE_URL_FILE) is required')
+    .describe(
+      'Postgres URL of the credential store. `KEYWARD_STORE_URL_FILE` reads it from a file instead (a mounted Secret).',
+    ),
+  KEYWARD_WEBHOOK_LISTEN: listen.describe('`host:port` to listen on (`[::]:8080` for IPv6).'),
+  KEYWARD_TOKEN_HEADER: z
+    .union([z.literal('none'), headerName])
+    .default('x-api-key')
+    .describe(
+      'Header that carries a bare token, besides `Authorization: Bearer`. `none` accepts only `Authorization`.',
+    ),
   KEYWARD_TOKEN_PREFIX: z
     .string()
     .regex(/^[a-z]{1,8}$/, 'token prefix is 1-8 lowercase ASCII letters')
-    .optional(),
-  KEYWARD_CACHE_MAX_ENTRIES: count(100_000, 10_000_000).refine((n) => n > 0, 'must be at least 1'),
-  KEYWARD_CACHE_TTL: duration('60s'),
-  KEYWARD_CACHE_STALE_IF_ERROR: duration('5m'),
-  KEYWARD_NEGATIVE_CACHE_MAX_ENTRIES: count(10_000, 10_000_000),
-  KEYWARD_NEGATIVE_CACHE_TTL: duration('5s'),
-  KEYWARD_INTROSPECT_CREDENTIALS: z.array(credentialPair).default([]),
-  KEYWARD_TRUSTED_CLIENT_IP_HEADER: headerName.optional(),
-  KEYWARD_FAILED_ATTEMPTS_LIMIT: count(30, 1_000_000),
-  KEYWARD_FAILED_ATTEMPTS_WINDOW: duration('1m').refine((ms) => ms > 0, 'must be longer than 0s'),
-  KEYWARD_MAX_HEADER_BYTES: count(16_384, 1_048_576).refine((n) => n >= 1024, 'must be at least 1024'),
-  KEYWARD_MAX_URL_BYTES: count(8_192, 1_048_576).refine((n) => n >= 256, 'must be at least 256'),
-  KEYWARD_USAGE_FLUSH_INTERVAL: duration('5s').refine((ms) => ms >= 100, 'must be at least 100 ms'),
-  KEYWARD_TOKENREVIEW_SCOPE: z.string().min(1).optional(),
+    .optional()
+    .describe(
+      'Accept only tokens with this prefix; others are rejected without a lookup. Unset: any prefix.',
+    ),
+  KEYWARD_CACHE_MAX_ENTRIES: count(100_000, 10_000_000)
+    .refine((n) => n > 0, 'must be at least 1')
+    .describe('Positive cache size (LRU).'),
+  KEYWARD_CACHE_TTL: duration('60s').describe(
+    'Backstop: a cached key is re-read from the store at least this often, even without a notification.',
+  ),
+  KEYWARD_CACHE_STALE_IF_ERROR: duration('5m').describe(
+    'While the store cannot answer, a cached key verified within this window is still served. `0s` disables.',
+  ),
+  KEYWARD_NEGATIVE_CACHE_MAX_ENTRIES: count(10_000, 10_000_000).describe(
+    'How many unknown hashes are remembered.',
+  ),
+  KEYWARD_NEGATIVE_CACHE_TTL: duration('5s').describe('How long an unknown hash is remembered.'),
+  KEYWARD_INTROSPECT_CREDENTIALS: z
+    .array(credentialPair)
+    .default([])
+    .describe(
+      'Comma-separated `client:secret` pairs callers of /introspect present with HTTP Basic. `KEYWARD_INTROSPECT_CREDENTIALS_FILE`: one pair per line. Unset: /introspect refuses everyone.',
+    ),
+  KEYWARD_TRUSTED_CLIENT_IP_HEADER: headerName
+    .optional()
+    .describe(
+      'Header the ingress sets to the client address (`x-real-ip`, `x-forwarded-for`: its last element is used). Only set it when every request comes through that ingress. Unset: the peer address.',
+    ),
+  KEYWARD_FAILED_ATTEMPTS_LIMIT: count(30, 1_000_000).describe(
+    'Failed verifications a client address may make in a burst before getting 429. `0` disables the limit.',
+  ),
+  KEYWARD_FAILED_ATTEMPTS_WINDOW: duration('1m')
+    .refine((ms) => ms > 0, 'must be longer than 0s')
+    .describe('The burst refills at LIMIT per WINDOW.'),
+  KEYWARD_MAX_HEADER_BYTES: count(16_384, 1_048_576)
+    .refine((n) => n >= 1024, 'must be at least 1024')
+    .describe('Request line and header block limit (431 beyond; Node counts the URL in it too).'),
+  KEYWARD_MAX_URL_BYTES: count(8_192, 1_048_576)
+    .refine((n) => n >= 256, 'must be at least 256')
+    .describe('Request URL limit (414 beyond).'),
+  KEYWARD_USAGE_FLUSH_INTERVAL: duration('5s')
+    .refine((ms) => ms >= 100, 'must be at least 100 ms')
+    .describe('How often usage counts are written to the store.'),
+  KEYWARD_TOKENREVIEW_SCOPE: z
+    .string()
+    .min(1)
+    .optional()
+    .describe('If set, /tokenreview authenticates only keys granted this scope (e.g. `kubernetes`).'),
   // `-` stands for "no prefix", as for --oidc-groups-prefix: an empty value means unset here.
   KEYWARD_TOKENREVIEW_GROUPS_PREFIX: z
     .string()
     .trim()
     .default('keyward:')
     .transform((p) => (p === '-' ? '' : p))
-    .refine((p) => !p.startsWith('system:'), 'must not start with system: (Kubernetes reserves it)'),
-  KEYWARD_STORE_POOL_SIZE: count(10, 1000).refine((n) => n > 0, 'must be at least 1'),
-  KEYWARD_STORE_TIMEOUT: duration('2s').refine((ms) => ms > 0, 'must be longer than 0s'),
-  KEYWARD_SHUTDOWN_DELAY: duration('0s'),
-  KEYWARD_SHUTDOWN_TIMEOUT: duration('15s'),
-  KEYWARD_LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    .refine((p) => !p.startsWith('system:'), 'must not start with system: (Kubernetes reserves it)')
+    .describe(
+      "Prefix of every group /tokenreview returns, like kube-apiserver's `--oidc-groups-prefix`; `-` for none. Groups starting with `system:` are never returned.",
+    ),
+  KEYWARD_STORE_POOL_SIZE: count(10, 1000)
+    .refine((n) => n > 0, 'must be at least 1')
+    .describe('Postgres connections for lookups.'),
+  KEYWARD_STORE_TIMEOUT: duration('2s')
+    .refine((ms) => ms > 0, 'must be longer than 0s')
+    .describe('Connect and statement timeout of a lookup.'),
+  KEYWARD_SHUTDOWN_DELAY: duration('0s').describe(
+    'After SIGTERM, keep serving (readiness false) this long so endpoints drop the pod first.',
+  ),
+  KEYWARD_SHUTDOWN_TIMEOUT: duration('15s').describe('Then wait at most this long for in-flight requests.'),
+  KEYWARD_LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+    .default('info')
+    .describe('pino level.'),
 });
 
 /** Thrown for an invalid environment; the message names every bad variable and never a value of a secret. */
@@ -180,7 +213,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
   }
   raw.KEYWARD_INTROSPECT_CREDENTIALS = pairs.map((p) => p.trim()).filter((p) => p !== '');
 
-  const parsed = schema.safeParse(raw);
+  const parsed = webhookEnvSchema.safeParse(raw);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`);
     throw new ConfigError(`invalid webhook configuration:\n  ${problems.join('\n  ')}`);

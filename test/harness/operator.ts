@@ -46,7 +46,11 @@ export async function operatorKubeconfig(
   const kc = await restrictedKubeConfig(admin, {
     namespace,
     name,
-    clusterRules: chartRules('operator-clusterrole-rules.yaml'),
+    // Cluster mode, as the chart renders it: the namespace rules and the cluster rules in one ClusterRole.
+    clusterRules: [
+      ...chartRules('operator-namespace-rules.yaml'),
+      ...chartRules('operator-cluster-rules.yaml'),
+    ],
     rules: chartRules('operator-leader-election-rules.yaml'),
   });
   const dir = mkdtempSync(join(tmpdir(), 'keyward-operator-'));
