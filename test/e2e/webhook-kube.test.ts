@@ -6,9 +6,9 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../../webhook/test-support.js';
 import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
 import { testDatabase } from '../harness/database.js';
+import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
 
 const run = promisify(execFile);
 

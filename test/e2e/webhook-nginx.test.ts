@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../../webhook/test-support.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
+import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
 
 const IDENTITY = ['X-Keyward-User', 'X-Keyward-Key-Id', 'X-Keyward-Scopes', 'X-Keyward-Groups'];
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
 import {
   readyApp,
   type StoreFixture,
@@ -8,8 +9,7 @@ import {
   testConfig,
   verify,
   waitFor,
-} from '../../webhook/test-support.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+} from '../support/webhook.js';
 
 /**
  * The store goes away under a serving webhook. A private Postgres, so stopping it does not disturb
