@@ -16,7 +16,7 @@ let nginx: TestNginx;
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
   webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_CLIENT_IP_HEADER: 'x-real-ip' }),
+    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
     handleSignals: false,
     defaultMetrics: false,
   });
