@@ -14,8 +14,9 @@ export interface VerificationRequest {
   /**
    * The address failed attempts are counted against, or undefined where the caller is a relay
    * for many clients (kube-apiserver, an introspecting gateway) and limiting it would lock out all.
+   * A function: it is worked out only for a token that matches no key, never on the hot path.
    */
-  readonly client: string | undefined;
+  readonly client: (() => string) | undefined;
 }
 
 /** What the pipeline decided; each route maps it to its protocol and nothing more. */
@@ -95,9 +96,10 @@ export class Verification {
         logger.debug({ tokenPrefix: resolution.displayPrefix, reason: resolution.reason }, 'token rejected');
       }
       if (request.client !== undefined) {
-        const blockedMs = limiter.blockedFor(request.client);
+        const client = request.client();
+        const blockedMs = limiter.blockedFor(client);
         if (blockedMs > 0) return { kind: 'limited', retryAfterMs: blockedMs };
-        limiter.recordFailure(request.client);
+        limiter.recordFailure(client);
       }
       return { kind: 'invalid', reason: resolution.reason };
     }

@@ -48,7 +48,12 @@ function verifyHandler(
   const token = bearerToken(request, k.config.tokenHeader);
   if (token === undefined) return answer(reply, k.verification.missing('verify', reply));
   const outcome = k.verification.run(
-    { route: 'verify', token, requiredScopes: requiredScopes(request), client: k.clientAddress(request) },
+    {
+      route: 'verify',
+      token,
+      requiredScopes: requiredScopes(request),
+      client: () => k.clientAddress(request),
+    },
     reply,
   );
   return outcome instanceof Promise ? outcome.then((o) => answer(reply, o)) : answer(reply, outcome);
