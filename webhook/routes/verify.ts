@@ -113,7 +113,7 @@ function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
  * An Authorization header with another scheme (Basic from a browser) does not hide the token
  * header. Whitespace around the token is tolerated; anything else is the parser's to reject.
  */
-export function bearerToken(request: FastifyRequest, tokenHeader: string | null): string | undefined {
+function bearerToken(request: FastifyRequest, tokenHeader: string | null): string | undefined {
   const authorization = request.headers.authorization;
   if (typeof authorization === 'string') {
     const scheme = BEARER.exec(authorization);

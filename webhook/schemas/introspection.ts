@@ -9,8 +9,6 @@ export const introspectionRequest = z.object({
   token: z.string().min(1),
 });
 
-export type IntrospectionRequest = z.infer<typeof introspectionRequest>;
-
 /** The answer for an active token (§2.2); anything else gets `{"active": false}` and no more. */
 export interface ActiveIntrospection {
   readonly active: true;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 
 /** The versions kube-apiserver may send; v1beta1 has the same shape, and is answered in kind. */
-export const TOKEN_REVIEW_VERSIONS = ['authentication.k8s.io/v1', 'authentication.k8s.io/v1beta1'] as const;
+const TOKEN_REVIEW_VERSIONS = ['authentication.k8s.io/v1', 'authentication.k8s.io/v1beta1'] as const;
 
 /**
  * The part of an incoming TokenReview the webhook reads. Other fields (metadata, audiences) are
