@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type { Route } from './metrics.js';
 
 const BASIC = /^[Bb][Aa][Ss][Ii][Cc] +([A-Za-z0-9+/=]{1,1024}) *$/;
 const BEARER = /^[Bb][Ee][Aa][Rr][Ee][Rr] +(\S{1,4096}) *$/;
@@ -52,4 +53,41 @@ export class Callers {
     const match = BEARER.exec(header);
     return match?.[1] !== undefined && matchesAny(match[1], this.#tokenReview);
   }
+}
+
+export interface CallerGate {
+  readonly route: Exclude<Route, 'verify'>;
+  /** Which check of Callers applies. */
+  readonly accepts: (callers: Callers, request: FastifyRequest) => boolean;
+  /** WWW-Authenticate of the 401. */
+  readonly challenge: string;
+  readonly error: { readonly error: string; readonly error_description: string };
+}
+
+/**
+ * An onRequest hook that lets only an authenticated caller through, before the body is read.
+ * A failed authentication counts against the caller's address; an address over its limit gets
+ * 429 without being checked at all.
+ */
+export function requireCaller(gate: CallerGate): onRequestHookHandler {
+  return function check(this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done): void {
+    const k = this.keyward;
+    const client = k.clientAddress(request);
+    const blockedMs = k.limiter.blockedFor(client);
+    if (blockedMs > 0) {
+      k.metrics.decision(gate.route, 'limited', 'too_many_failures');
+      reply
+        .code(429)
+        .header('retry-after', String(Math.max(1, Math.ceil(blockedMs / 1000))))
+        .send({ error: 'too_many_requests', error_description: 'Too many failed attempts; retry later.' });
+      return;
+    }
+    if (!gate.accepts(k.callers, request)) {
+      k.limiter.recordFailure(client);
+      k.metrics.decision(gate.route, 'unauthorized', 'caller');
+      reply.code(401).header('www-authenticate', gate.challenge).send(gate.error);
+      return;
+    }
+    done();
+  };
 }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { parseDuration } from '../api/duration.js';
+import { isValidScope } from '../api/scopes.js';
 import { parseCidr } from './client-address.js';
 
 /**
@@ -197,7 +198,10 @@ const schema = z.object({
   KEYWARD_MAX_HEADER_BYTES: count(16_384, 1_048_576).refine((n) => n >= 1024, 'must be at least 1024'),
   KEYWARD_MAX_URL_BYTES: count(8_192, 1_048_576).refine((n) => n >= 256, 'must be at least 256'),
   KEYWARD_USAGE_FLUSH_INTERVAL: duration('5s').refine((ms) => ms >= 100, 'must be at least 100 ms'),
-  KEYWARD_TOKENREVIEW_SCOPE: z.string().min(1).optional(),
+  KEYWARD_TOKENREVIEW_SCOPE: z
+    .string()
+    .refine(isValidScope, 'not a scope (e.g. kubernetes, projects:alpha); nothing would grant it')
+    .optional(),
   KEYWARD_STORE_POOL_SIZE: count(10, 1000).refine((n) => n > 0, 'must be at least 1'),
   KEYWARD_STORE_TIMEOUT: duration('2s').refine((ms) => ms > 0, 'must be longer than 0s'),
   KEYWARD_STORE_MAX_CONCURRENT_LOOKUPS: z.coerce.number().int().min(1).max(1000).optional(),

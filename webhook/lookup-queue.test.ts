@@ -61,6 +61,21 @@ describe('LookupQueue', () => {
     expect(await k2).toBeTypeOf('function');
   });
 
+  it('sheds lookups from limited clients before any other', async () => {
+    const { queue, shed } = setup(1, 2);
+    const running = (await queue.acquire('known'))!;
+    const suspect = queue.acquire('suspect');
+    const unknown = queue.acquire('unknown');
+    const other = queue.acquire('unknown');
+    expect(await suspect).toBeNull();
+    expect(await queue.acquire('suspect')).toBeNull();
+    expect(shed).toEqual(['suspect', 'suspect']);
+    running();
+    const next = (await unknown) as Release;
+    next();
+    expect(await other).toBeTypeOf('function');
+  });
+
   it('sheds a waiter that waited longer than maxWaitMs when its turn comes', async () => {
     const { queue, clock, shed } = setup(1, 5, 100);
     const running = (await queue.acquire('known'))!;

@@ -1,9 +1,12 @@
 /**
- * Which lookups wait. `known`: re-reading a hash the cache holds as a real key (its TTL ran out,
- * or the listener came back). `unknown`: a hash never seen, which under a flood of random tokens
- * is nearly every one: those are shed first.
+ * Which lookups wait, most valuable first. `known`: re-reading a hash the cache holds as a real
+ * key (its TTL ran out, or the listener came back). `unknown`: a hash never seen, which under a
+ * flood of random tokens is nearly every one. `suspect`: a hash never seen, from a client address
+ * already over its failed-attempt limit. Lower ones are shed first.
  */
-export type LookupPriority = 'known' | 'unknown';
+export type LookupPriority = 'known' | 'unknown' | 'suspect';
+
+const PRIORITIES: readonly LookupPriority[] = ['known', 'unknown', 'suspect'];
 
 export interface LookupQueueOptions {
   /** Lookups in flight at once. */
@@ -27,13 +30,13 @@ interface Waiter {
 
 /**
  * Bounds store lookups: at most maxConcurrent in flight and maxQueued waiting, so a flood costs
- * a fixed amount of memory and a fixed number of connections. `known` waiters go first and, when
- * the queue is full, displace the newest `unknown` one. A shed lookup is told at once (null), so
+ * a fixed amount of memory and a fixed number of connections. Higher priorities go first and,
+ * when the queue is full, displace the newest waiter of the lowest priority present. A shed lookup is told at once (null), so
  * its request can answer 503 instead of waiting.
  */
 export class LookupQueue {
   readonly #options: LookupQueueOptions;
-  readonly #waiting: Record<LookupPriority, Waiter[]> = { known: [], unknown: [] };
+  readonly #waiting: Record<LookupPriority, Waiter[]> = { known: [], unknown: [], suspect: [] };
   #active = 0;
 
   constructor(options: LookupQueueOptions) {
@@ -45,7 +48,7 @@ export class LookupQueue {
   }
 
   get queued(): number {
-    return this.#waiting.known.length + this.#waiting.unknown.length;
+    return this.#waiting.known.length + this.#waiting.unknown.length + this.#waiting.suspect.length;
   }
 
   /** Resolves with a release once a slot is free, or with null when the lookup is shed. */
@@ -55,7 +58,7 @@ export class LookupQueue {
       return Promise.resolve(this.#release());
     }
     if (this.queued >= this.#options.maxQueued) {
-      const displaced = priority === 'known' ? this.#waiting.unknown.pop() : undefined;
+      const displaced = this.#newestBelow(priority);
       if (!displaced) {
         this.#options.onShed?.(priority);
         return Promise.resolve(null);
@@ -65,6 +68,15 @@ export class LookupQueue {
     return new Promise((grant) => {
       this.#waiting[priority].push({ since: this.#options.now(), priority, grant });
     });
+  }
+
+  /** The most recent waiter of the lowest priority below `priority`, taken out of the queue. */
+  #newestBelow(priority: LookupPriority): Waiter | undefined {
+    for (let rank = PRIORITIES.length - 1; PRIORITIES[rank] !== priority; rank--) {
+      const waiter = this.#waiting[PRIORITIES[rank]!].pop();
+      if (waiter) return waiter;
+    }
+    return undefined;
   }
 
   #release(): Release {
@@ -79,7 +91,8 @@ export class LookupQueue {
 
   #next(): void {
     while (this.#active < this.#options.maxConcurrent) {
-      const waiter = this.#waiting.known.shift() ?? this.#waiting.unknown.shift();
+      const waiter =
+        this.#waiting.known.shift() ?? this.#waiting.unknown.shift() ?? this.#waiting.suspect.shift();
       if (!waiter) return;
       if (this.#options.now() - waiter.since > this.#options.maxWaitMs) {
         this.#shed(waiter);

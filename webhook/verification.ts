@@ -73,8 +73,14 @@ export class Verification {
   run(request: VerificationRequest, timer: Timer): Outcome | Promise<Outcome> {
     const first = this.#options.resolver.resolveCached(request.token);
     if (first.kind === 'pending') {
+      // A never-seen hash from an address over its limit is still looked up (it may be a valid
+      // key, which is never refused), but it is the first lookup shed when the store is busy.
+      const suspect =
+        first.priority === 'unknown' &&
+        request.client !== undefined &&
+        this.#options.limiter.blockedFor(request.client()) > 0;
       return this.#options.resolver
-        .complete(first)
+        .complete(suspect ? { ...first, priority: 'suspect' } : first)
         .then((resolution) => this.#finish(request, resolution, timer));
     }
     return this.#finish(request, first, timer);

@@ -1,8 +1,22 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requireCaller } from '../callers.js';
 import { type ActiveIntrospection, introspectionRequest } from '../schemas/introspection.js';
 import type { Outcome } from '../verification.js';
 
 const INACTIVE = { active: false } as const;
+
+const CALLER = requireCaller({
+  route: 'introspect',
+  accepts: (callers, request) => callers.introspection(request),
+  challenge: 'Basic realm="keyward-introspect"',
+  error: { error: 'invalid_client', error_description: 'Client authentication failed.' },
+});
+
+/** §2.2: introspection answers, the 401 included, must not be cached. */
+function noStore(_request: FastifyRequest, reply: FastifyReply, done: () => void): void {
+  reply.header('cache-control', 'no-store');
+  done();
+}
 
 /**
  * `POST /introspect`, RFC 7662. Callers authenticate with HTTP Basic against
@@ -12,7 +26,7 @@ const INACTIVE = { active: false } as const;
  * not (they are its clients' failures).
  */
 export async function introspectRoutes(app: FastifyInstance): Promise<void> {
-  app.post('/introspect', { bodyLimit: 16 * 1024 }, introspect);
+  app.post('/introspect', { bodyLimit: 16 * 1024, onRequest: [noStore, CALLER] }, introspect);
 }
 
 function introspect(
@@ -21,24 +35,6 @@ function introspect(
   reply: FastifyReply,
 ): FastifyReply | Promise<FastifyReply> {
   const k = this.keyward;
-  reply.header('cache-control', 'no-store');
-  const client = k.clientAddress(request);
-  const blockedMs = k.limiter.blockedFor(client);
-  if (blockedMs > 0) {
-    k.metrics.decision('introspect', 'limited', 'too_many_failures');
-    return reply
-      .code(429)
-      .header('retry-after', String(Math.max(1, Math.ceil(blockedMs / 1000))))
-      .send({ error: 'too_many_requests', error_description: 'Too many failed attempts; retry later.' });
-  }
-  if (!k.callers.introspection(request)) {
-    k.limiter.recordFailure(client);
-    k.metrics.decision('introspect', 'unauthorized', 'caller');
-    return reply
-      .code(401)
-      .header('www-authenticate', 'Basic realm="keyward-introspect"')
-      .send({ error: 'invalid_client', error_description: 'Client authentication failed.' });
-  }
   const parsed = introspectionRequest.safeParse(request.body);
   if (!parsed.success) {
     k.metrics.decision('introspect', 'invalid_request', 'no_token');

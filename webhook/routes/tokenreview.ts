@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requireCaller } from '../callers.js';
 import { denyMessage, GENERIC_MESSAGE } from '../decision.js';
 import {
   type TokenReviewRequest,
@@ -6,6 +7,13 @@ import {
   tokenReviewRequest,
 } from '../schemas/tokenreview.js';
 import type { Outcome } from '../verification.js';
+
+const CALLER = requireCaller({
+  route: 'tokenreview',
+  accepts: (callers, request) => callers.tokenReview(request),
+  challenge: 'Bearer realm="keyward-tokenreview"',
+  error: { error: 'unauthorized', error_description: 'The caller is not authenticated.' },
+});
 
 /**
  * `POST /tokenreview` for kube-apiserver's `--authentication-token-webhook-config-file`. Only an
@@ -21,36 +29,7 @@ import type { Outcome } from '../verification.js';
  * server retries and otherwise treats as a failure.
  */
 export async function tokenReviewRoutes(app: FastifyInstance): Promise<void> {
-  app.post('/tokenreview', { bodyLimit: 64 * 1024, onRequest: authenticateCaller }, tokenReview);
-}
-
-function authenticateCaller(
-  this: FastifyInstance,
-  request: FastifyRequest,
-  reply: FastifyReply,
-  done: () => void,
-): void {
-  const k = this.keyward;
-  const client = k.clientAddress(request);
-  const blockedMs = k.limiter.blockedFor(client);
-  if (blockedMs > 0) {
-    k.metrics.decision('tokenreview', 'limited', 'too_many_failures');
-    reply
-      .code(429)
-      .header('retry-after', String(Math.max(1, Math.ceil(blockedMs / 1000))))
-      .send({ error: 'too_many_requests', error_description: 'Too many failed attempts; retry later.' });
-    return;
-  }
-  if (!k.callers.tokenReview(request)) {
-    k.limiter.recordFailure(client);
-    k.metrics.decision('tokenreview', 'unauthorized', 'caller');
-    reply
-      .code(401)
-      .header('www-authenticate', 'Bearer realm="keyward-tokenreview"')
-      .send({ error: 'unauthorized', error_description: 'The caller is not authenticated.' });
-    return;
-  }
-  done();
+  app.post('/tokenreview', { bodyLimit: 64 * 1024, onRequest: CALLER }, tokenReview);
 }
 
 function tokenReview(
