@@ -16,7 +16,7 @@ import { parseCidr } from './client-address.js';
  * | KEYWARD_TOKEN_PREFIX | (any) | Accept only tokens with this prefix; others are rejected without a lookup. |
  * | KEYWARD_CACHE_MAX_ENTRIES | `100000` | Positive cache size (LRU). |
  * | KEYWARD_CACHE_TTL | `60s` | Backstop: a cached key is re-read from the store at least this often, even without a notification. |
- * | KEYWARD_CACHE_STALE_IF_ERROR | `5m` | While the store cannot answer, a cached key verified within this window is still served. `0s` disables. |
+ * | KEYWARD_CACHE_STALE_IF_ERROR | `5m` | While the store cannot answer, a cached key confirmed within this window is still served — but never one confirmed before a listener gap that has since ended (docs/webhook-security.md). `0s` disables. |
  * | KEYWARD_NEGATIVE_CACHE_MAX_ENTRIES | `10000` | How many unknown hashes are remembered. |
  * | KEYWARD_NEGATIVE_CACHE_TTL | `5s` | How long an unknown hash is remembered. |
  * | KEYWARD_INTROSPECT_CREDENTIALS | (none: /introspect refuses everyone) | Comma-separated `client:secret` pairs callers of /introspect present with HTTP Basic. `KEYWARD_INTROSPECT_CREDENTIALS_FILE`: one pair per line. |
@@ -29,7 +29,7 @@ import { parseCidr } from './client-address.js';
  * | KEYWARD_MAX_URL_BYTES | `8192` | Request URL limit (414 beyond). |
  * | KEYWARD_USAGE_FLUSH_INTERVAL | `5s` | How often usage counts are written to the store. |
  * | KEYWARD_TOKENREVIEW_SCOPE | (none) | If set, /tokenreview authenticates only keys granted this scope (e.g. `kubernetes`). |
- * | KEYWARD_STORE_POOL_SIZE | `10` | Postgres connections for lookups. |
+ * | KEYWARD_STORE_POOL_SIZE | `10` | Postgres connections for lookups, usage writes and the readiness probe. |
  * | KEYWARD_STORE_TIMEOUT | `2s` | Connect and statement timeout of a lookup, and the longest a lookup waits in the queue. |
  * | KEYWARD_STORE_MAX_CONCURRENT_LOOKUPS | pool size − 2 (min 1) | Store lookups in flight at once; the rest of the pool stays free for usage writes and readiness. At most KEYWARD_STORE_POOL_SIZE. |
  * | KEYWARD_STORE_LOOKUP_QUEUE | `256` | Lookups that may wait for a slot. Beyond it, lookups of hashes the cache has never seen are shed first (503); re-reads of cached keys displace them. |

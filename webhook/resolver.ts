@@ -137,11 +137,6 @@ export class Resolver {
     return { kind: 'unavailable', reason: outcome.reason, displayPrefix: pending.displayPrefix };
   }
 
-  async resolve(token: string): Promise<Resolution> {
-    const first = this.resolveCached(token);
-    return first.kind === 'pending' ? await this.complete(first) : first;
-  }
-
   async #lookup(hash: string, priority: LookupPriority): Promise<LookupOutcome> {
     const { cache, metrics, logger, queue } = this.#options;
     const release = await queue.acquire(priority);
