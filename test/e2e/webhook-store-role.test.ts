@@ -7,7 +7,7 @@ import { testDatabase } from '../harness/database.js';
 import { readyApp, type StoreFixture, storeFixture, testConfig, verify } from '../support/webhook.js';
 
 /**
- * The two store roles of migration 0002_roles, as a deployer sets them up (docs/store-roles.md):
+ * The two store roles of the `roles` migration, as a deployer sets them up (docs/store-roles.md):
  * a LOGIN role per component, member of keyward_operator or keyward_webhook. The operator's store
  * API runs as the one, a whole webhook as the other.
  */
