@@ -62,6 +62,7 @@ export async function sandboxCommand(options: SandboxOptions): Promise<void> {
       config: loadConfig({
         KEYWARD_STORE_URL: storeUrl,
         KEYWARD_WEBHOOK_LISTEN: '127.0.0.1:0',
+        KEYWARD_METRICS_LISTEN: '127.0.0.1:0',
         KEYWARD_LOG_LEVEL: 'warn',
       }),
       handleSignals: false,

@@ -18,11 +18,12 @@ export type DenyReason =
   | 'expired'
   | 'disabled'
   | 'suspended'
-  | 'not_permitted';
+  | 'not_permitted'
+  | 'not_kubernetes_credential';
 
 export type KeyDenyReason = Extract<
   DenyReason,
-  'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended' | 'not_permitted'
+  'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended' | 'not_permitted' | 'not_kubernetes_credential'
 >;
 
 export const GENERIC_MESSAGE = 'The API key is invalid.';
@@ -40,6 +41,8 @@ const MESSAGES: Record<DenyReason, string> = {
   disabled: 'The API key is disabled.',
   suspended: 'The service user of this API key is suspended.',
   not_permitted: 'The API key or its service user asks for more than its AccessPolicy grants.',
+  // No AccessPolicy lets this key's namespace authenticate to Kubernetes (/tokenreview only).
+  not_kubernetes_credential: 'The API key is not allowed to authenticate to Kubernetes.',
 };
 
 /** Kubernetes reserves these; no identity keyward vouches for ever carries one. */
@@ -118,10 +121,17 @@ export type KeyDecision =
 
 const ALLOW: KeyDecision = { result: 'allow' };
 const DENY = Object.fromEntries(
-  (['revoked', 'rotated', 'expired', 'disabled', 'suspended', 'not_permitted'] as const).map((reason) => [
-    reason,
-    { result: 'deny', reason } as const,
-  ]),
+  (
+    [
+      'revoked',
+      'rotated',
+      'expired',
+      'disabled',
+      'suspended',
+      'not_permitted',
+      'not_kubernetes_credential',
+    ] as const
+  ).map((reason) => [reason, { result: 'deny', reason } as const]),
 ) as Record<KeyDenyReason, KeyDecision>;
 
 /**
@@ -134,7 +144,13 @@ const DENY = Object.fromEntries(
  * only ever make its own request stricter. A required scope outside the grammar is granted by
  * nothing, not even `*`: a typo in an ingress annotation must fail closed.
  */
-export function decide(state: KeyState, now: number, requiredScopes: readonly string[] = []): KeyDecision {
+/** `kubernetes`: the key is presented as a Kubernetes credential (TokenReview). */
+export function decide(
+  state: KeyState,
+  now: number,
+  requiredScopes: readonly string[] = [],
+  kubernetes = false,
+): KeyDecision {
   const { key } = state;
   if (key.revokedAt !== null || key.userDeleted) return DENY.revoked;
   if (!key.secret.current && now >= key.secret.notAfter.getTime()) return DENY.rotated;
@@ -142,6 +158,7 @@ export function decide(state: KeyState, now: number, requiredScopes: readonly st
   if (key.disabled) return DENY.disabled;
   if (key.suspended) return DENY.suspended;
   if (key.notPermitted) return DENY.not_permitted;
+  if (kubernetes && !key.kubernetesAuthentication) return DENY.not_kubernetes_credential;
   for (const requiredScope of requiredScopes) {
     if (!isValidScope(requiredScope) || !anyScopeCovers(state.scopes, requiredScope)) {
       return { result: 'forbidden', requiredScope };

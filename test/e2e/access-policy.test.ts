@@ -11,7 +11,6 @@ import { tokenHash } from '../../credentials/token.js';
 import { lookupByHash } from '../../store/lookup.js';
 import { migrate } from '../../store/migrate.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { testConfig, waitFor } from '../../webhook/test-support.js';
 import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
 import { installCrds } from '../harness/crds.js';
 import { testDatabase } from '../harness/database.js';
@@ -27,6 +26,7 @@ import {
   poolFor,
   startOperator,
 } from '../harness/operator.js';
+import { testConfig, waitFor } from '../support/webhook.js';
 
 /**
  * The trust model as a hostile tenant meets it: a real kube-apiserver authenticating API keys
