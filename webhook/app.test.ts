@@ -363,12 +363,18 @@ describe('/tokenreview', () => {
   });
 
   it('takes the group prefix from KEYWARD_TOKENREVIEW_GROUPS_PREFIX', async () => {
-    const other = await readyApp(testConfig(fx.url, { KEYWARD_TOKENREVIEW_GROUPS_PREFIX: 'kw-' }));
+    const other = await readyApp(
+      testConfig(fx.url, {
+        KEYWARD_TOKENREVIEW_GROUPS_PREFIX: 'kw-',
+        KEYWARD_TOKENREVIEW_CREDENTIALS: TOKENREVIEW_CALLER,
+      }),
+    );
     try {
       const key = await fx.issueKey(await fx.createUser({ groups: ['ops'], kubernetesAuthentication: true }));
       const res = await other.inject({
         method: 'POST',
         url: '/tokenreview',
+        headers: caller,
         payload: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: key.token } },
       });
       expect(res.json().status.user.groups).toEqual(['kw-ops']);

@@ -26,6 +26,7 @@ import {
   poolFor,
   startOperator,
 } from '../harness/operator.js';
+import { startTokenReviewWebhook, type TokenReviewWebhook } from '../support/tokenreview-webhook.js';
 import { testConfig, waitFor } from '../support/webhook.js';
 
 /**
@@ -38,6 +39,7 @@ const run = promisify(execFile);
 let cp: ControlPlane;
 let admin: KubeConfig;
 let webhook: RunningWebhook;
+let apiserverWebhook: TokenReviewWebhook;
 let operator: OperatorProcess;
 let pool: pg.Pool;
 let dir: string;
@@ -53,7 +55,11 @@ beforeAll(async () => {
     defaultMetrics: false,
   });
   await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
-  cp = await startControlPlane({ authnWebhook: { url: `${webhook.url}/tokenreview` } });
+  dir = await mkdtemp(join(tmpdir(), 'keyward-policy-e2e-'));
+  // kube-apiserver calls a second replica over TLS with its client certificate; tests call
+  // /verify on the plain-HTTP one, as an ingress in the cluster would.
+  apiserverWebhook = await startTokenReviewWebhook(storeUrl, dir);
+  cp = await startControlPlane({ authnWebhook: apiserverWebhook.authnWebhook });
   admin = cp.kubeConfig();
   await installCrds(admin);
   const system = await createTestNamespace(admin, 'keyward-system');
@@ -64,7 +70,6 @@ beforeAll(async () => {
     // Every namespace: tenants in several namespaces compete for usernames.
     watchNamespace: '',
   });
-  dir = await mkdtemp(join(tmpdir(), 'keyward-policy-e2e-'));
   anonymousKubeconfig = join(dir, 'token.kubeconfig');
   await writeFile(
     anonymousKubeconfig,
@@ -83,6 +88,7 @@ afterAll(async () => {
   await operator?.stop();
   await cp?.stop();
   await webhook?.close();
+  await apiserverWebhook?.webhook.close();
   await pool?.end();
   if (dir) await rm(dir, { recursive: true, force: true });
 });

@@ -121,7 +121,7 @@ const review = (token: string) =>
 
 describe('TLS', () => {
   it('answers /tokenreview for a client certificate from the CA or the bearer credential only', async () => {
-    const user = await fx.createUser();
+    const user = await fx.createUser({ kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     const body = review(key.token);
     for (const caller of [

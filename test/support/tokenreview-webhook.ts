@@ -1,0 +1,59 @@
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { ControlPlaneOptions } from '../harness/controlplane.js';
+import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
+import { testConfig, waitFor } from './webhook.js';
+
+/** A webhook kube-apiserver can use for TokenReview, and what a test needs to call it itself. */
+export interface TokenReviewWebhook {
+  readonly webhook: RunningWebhook;
+  /** Pass as `startControlPlane({ authnWebhook })`. */
+  readonly authnWebhook: NonNullable<ControlPlaneOptions['authnWebhook']>;
+  /** The CA of the webhook's serving certificate and of the callers it accepts. */
+  readonly ca: KeyPairFiles;
+  /** The client certificate kube-apiserver presents. */
+  readonly apiserverClient: KeyPairFiles;
+}
+
+/**
+ * Runs the webhook over TLS with a client CA, as a cluster deploys it for kube-apiserver: the API
+ * server authenticates with a client certificate (it sends a bearer credential only over https,
+ * and /tokenreview answers nobody else). Certificates go into `dir`.
+ */
+export async function startTokenReviewWebhook(
+  storeUrl: string,
+  dir: string,
+  env: Record<string, string> = {},
+): Promise<TokenReviewWebhook> {
+  const ca = await createCa(dir, 'keyward-webhook-ca');
+  const [serving, apiserverClient] = await Promise.all([
+    issueCertificate(dir, ca, {
+      name: 'webhook',
+      commonName: 'keyward-webhook',
+      usage: 'server',
+      subjectAltNames: ['IP:127.0.0.1'],
+    }),
+    issueCertificate(dir, ca, { name: 'kube-apiserver', commonName: 'kube-apiserver', usage: 'client' }),
+  ]);
+  const webhook = await runWebhook({
+    config: testConfig(storeUrl, {
+      KEYWARD_TOKEN_HEADER: 'none',
+      KEYWARD_TLS_CERT_FILE: serving.cert,
+      KEYWARD_TLS_KEY_FILE: serving.key,
+      KEYWARD_TLS_CLIENT_CA_FILE: ca.cert,
+      ...env,
+    }),
+    handleSignals: false,
+    defaultMetrics: false,
+  });
+  await waitFor(
+    async () => (await webhook.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200,
+    10_000,
+    'webhook ready',
+  );
+  return {
+    webhook,
+    authnWebhook: { url: `${webhook.url}/tokenreview`, caFile: ca.cert, clientCertificate: apiserverClient },
+    ca,
+    apiserverClient,
+  };
+}
