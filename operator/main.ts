@@ -14,7 +14,7 @@ import { kubeListWatch } from './kube/listwatch.js';
 import { objectKey } from './kube/object.js';
 import { type HandlerResult, WorkQueue } from './kube/workqueue.js';
 import { KubeWriter } from './objects.js';
-import { API_KEY_LABEL, MANAGED_SECRET_SELECTOR } from './secret.js';
+import { API_KEY_LABEL, keysNamingSecret, MANAGED_SECRET_SELECTOR } from './secret.js';
 import { ServiceUserReconciler } from './serviceuser/reconciler.js';
 
 interface OperatorMetrics {
@@ -191,7 +191,16 @@ function startControllers(
     onUpdate: (_old, obj) => onUser(obj),
     onDelete: onUserDeleted,
   });
-  secrets.addEventHandler({ onAdd: onSecret, onUpdate: (_old, obj) => onSecret(obj), onDelete: onSecret });
+  const onSecretDeleted = (obj: V1Secret): void => {
+    onSecret(obj);
+    // A freed name may settle another key's SecretConflict.
+    for (const key of keysNamingSecret(apiKeys.list(), obj)) keyQueue.add(key);
+  };
+  secrets.addEventHandler({
+    onAdd: onSecret,
+    onUpdate: (_old, obj) => onSecret(obj),
+    onDelete: onSecretDeleted,
+  });
 
   const counted =
     (controller: string, reconcile: (key: string) => Promise<HandlerResult | undefined>) =>
