@@ -51,21 +51,27 @@ export class KubeWriter {
   }
 
   async patchStatus(plural: Plural, obj: KubernetesObject, status: object): Promise<void> {
-    await this.#custom.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        plural,
-        namespace: obj.metadata?.namespace ?? '',
-        name: obj.metadata?.name ?? '',
-        // The resourceVersion makes the merge patch conditional: a reconcile that decided from a
-        // cache older than the last status write gets 409 and retries instead of rewriting
-        // conditions (with fresh transition times) it did not see.
-        body: { metadata: { resourceVersion: obj.metadata?.resourceVersion }, status },
-        fieldManager: FIELD_MANAGER,
-      },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch, requestTimeout()),
-    );
+    await this.#custom
+      .patchNamespacedCustomObjectStatus(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural,
+          namespace: obj.metadata?.namespace ?? '',
+          name: obj.metadata?.name ?? '',
+          // The resourceVersion makes the merge patch conditional: a reconcile that decided from a
+          // cache older than the last status write gets 409 and retries instead of rewriting
+          // conditions (with fresh transition times) it did not see.
+          body: { metadata: { resourceVersion: obj.metadata?.resourceVersion }, status },
+          fieldManager: FIELD_MANAGER,
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch, requestTimeout()),
+      )
+      .catch((err: unknown) => {
+        // Stale: the newer version is on its way to the informer and brings the object back to the
+        // queue, so this is not a failure to retry or to log.
+        if (statusCodeOf(err) !== 409) throw err;
+      });
   }
 
   async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {

@@ -5,6 +5,7 @@ import {
   keysNamingSecret,
   managedFieldsMigration,
   secretFieldManager,
+  secretMetadataDiffers,
   secretOwnership,
   unionFields,
 } from './secret.js';
@@ -130,5 +131,49 @@ describe('keysNamingSecret', () => {
       'team-a/web',
       'team-a/shared',
     ]);
+  });
+});
+
+describe('secretMetadataDiffers', () => {
+  const manager = secretFieldManager('uid-web');
+  const desired: V1Secret = { metadata: { labels: { team: 'a' }, annotations: {} }, data: { token: 'x' } };
+  const actual = (labelsOwned: object, labels: Record<string, string>): V1Secret => ({
+    metadata: {
+      labels,
+      managedFields: [
+        {
+          manager,
+          operation: 'Apply',
+          fieldsV1: { 'f:metadata': { 'f:labels': labelsOwned } },
+        },
+        {
+          manager: 'kubectl-edit',
+          operation: 'Update',
+          fieldsV1: { 'f:metadata': { 'f:labels': { 'f:mine': {} } } },
+        },
+      ],
+    },
+    data: { token: 'x' },
+  });
+
+  it('is false when the Secret carries what the spec asks, whatever others added', () => {
+    expect(
+      secretMetadataDiffers(desired, actual({ 'f:team': {} }, { team: 'a', mine: 'yes' }), manager),
+    ).toBe(false);
+  });
+
+  it('is true when a label keyward applied is no longer in the spec', () => {
+    expect(
+      secretMetadataDiffers(
+        desired,
+        actual({ 'f:team': {}, 'f:tier': {} }, { team: 'a', tier: 'gold' }),
+        manager,
+      ),
+    ).toBe(true);
+  });
+
+  it('is true when a label is missing or different', () => {
+    expect(secretMetadataDiffers(desired, actual({ 'f:team': {} }, { team: 'b' }), manager)).toBe(true);
+    expect(secretMetadataDiffers(desired, actual({}, {}), manager)).toBe(true);
   });
 });

@@ -79,13 +79,25 @@ export function inspectSecret(key: ApiKey, secret: V1Secret | undefined): Secret
   return { token, hash: tokenHash(token), ownedByKey, rotationRequest };
 }
 
-/** Whether applying `desired` would change labels, annotations or data keys of `actual`. */
-export function secretMetadataDiffers(desired: V1Secret, actual: V1Secret | undefined): boolean {
+/**
+ * Whether applying `desired` would change labels, annotations or data keys of `actual`: a value
+ * missing or different, or a label or annotation keyward applied earlier (per `manager`'s managed
+ * fields) that the spec no longer asks for, which the apply then removes.
+ */
+export function secretMetadataDiffers(
+  desired: V1Secret,
+  actual: V1Secret | undefined,
+  manager: string,
+): boolean {
   if (!actual) return true;
   const subset = (
     want: Record<string, string> | undefined,
     have: Record<string, string> | undefined,
   ): boolean => Object.entries(want ?? {}).every(([k, v]) => have?.[k] === v);
+  const dropped = (
+    section: 'f:labels' | 'f:annotations',
+    want: Record<string, string> | undefined,
+  ): boolean => appliedMetadataKeys(actual, manager, section).some((k) => !(k in (want ?? {})));
   const dataKeys = (s: V1Secret | undefined): string =>
     Object.keys(s?.data ?? {})
       .sort()
@@ -93,7 +105,40 @@ export function secretMetadataDiffers(desired: V1Secret, actual: V1Secret | unde
   return (
     !subset(desired.metadata?.labels, actual.metadata?.labels) ||
     !subset(desired.metadata?.annotations, actual.metadata?.annotations) ||
+    dropped('f:labels', desired.metadata?.labels) ||
+    dropped('f:annotations', desired.metadata?.annotations) ||
     dataKeys(desired) !== dataKeys(actual)
+  );
+}
+
+/** The label or annotation keys `manager` (or what migrates to it) owns on the Secret. */
+function appliedMetadataKeys(
+  secret: V1Secret,
+  manager: string,
+  section: 'f:labels' | 'f:annotations',
+): string[] {
+  return (secret.metadata?.managedFields ?? [])
+    .filter((e) => ownedByManager(e, manager) || migratesToManager(e, manager))
+    .flatMap((e) => {
+      const fields = (e.fieldsV1 as { 'f:metadata'?: Record<string, Record<string, unknown>> } | undefined)?.[
+        'f:metadata'
+      ]?.[section];
+      return Object.keys(fields ?? {})
+        .filter((k) => k.startsWith('f:'))
+        .map((k) => k.slice(2));
+    });
+}
+
+function ownedByManager(e: V1ManagedFieldsEntry, manager: string): boolean {
+  return !e.subresource && e.manager === manager && e.operation === 'Apply';
+}
+
+/** Entries managedFieldsMigration folds into `manager`'s Apply entry. */
+function migratesToManager(e: V1ManagedFieldsEntry, manager: string): boolean {
+  return (
+    !e.subresource &&
+    ((e.manager === LEGACY_FIELD_MANAGER && e.operation === 'Apply') ||
+      (e.manager === manager && e.operation === 'Update'))
   );
 }
 
@@ -130,13 +175,9 @@ export function secretOwnership(key: ApiKey, secret: V1Secret | undefined): Secr
  */
 export function managedFieldsMigration(secret: V1Secret, manager: string, now: Date): object[] | undefined {
   const entries = secret.metadata?.managedFields ?? [];
-  const folded = (e: V1ManagedFieldsEntry): boolean =>
-    !e.subresource &&
-    ((e.manager === LEGACY_FIELD_MANAGER && e.operation === 'Apply') ||
-      (e.manager === manager && e.operation === 'Update'));
+  const folded = (e: V1ManagedFieldsEntry): boolean => migratesToManager(e, manager);
   if (!entries.some(folded)) return undefined;
-  const own = (e: V1ManagedFieldsEntry): boolean =>
-    !e.subresource && e.manager === manager && e.operation === 'Apply';
+  const own = (e: V1ManagedFieldsEntry): boolean => ownedByManager(e, manager);
   const fields = entries
     .filter((e) => folded(e) || own(e))
     .reduce<object>((acc, e) => unionFields(acc, (e.fieldsV1 ?? {}) as object), {});

@@ -398,7 +398,8 @@ export class ApiKeyReconciler {
     if (action.kind === 'none' && contents.token !== null) {
       // Same token; labels, annotations or the data key may still have changed in the spec.
       const desired = desiredSecret(apiKey, contents.token, contents.rotationRequest);
-      if (secretMetadataDiffers(desired, secret)) await this.#writeSecret(apiKey, desired, secret);
+      if (secretMetadataDiffers(desired, secret, secretFieldManager(uid)))
+        await this.#writeSecret(apiKey, desired, secret);
     }
     return contents.rotationRequest;
   }
