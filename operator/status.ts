@@ -21,12 +21,19 @@ export function withoutCondition(conditions: readonly Condition[] | undefined, t
   return (conditions ?? []).filter((c) => c.type !== type);
 }
 
+/** Condition reason and Event reason when the credential store cannot answer. */
+export const STORE_UNAVAILABLE = 'StoreUnavailable';
+/**
+ * What status and Events say about a store outage. Never the driver's text: it names the store's
+ * host, port, role and database, which tenants reading their own objects have no business seeing.
+ * The detail goes to the operator's log only.
+ */
+export const STORE_UNAVAILABLE_MESSAGE = 'credential store unavailable; retrying';
+
 /** The store could not answer; the reconcile is retried with backoff and healthy status is left alone. */
 export class StoreUnavailableError extends Error {
   constructor(cause: unknown) {
-    super(`credential store unavailable: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
+    super(STORE_UNAVAILABLE_MESSAGE, { cause });
     this.name = 'StoreUnavailableError';
   }
 }
@@ -54,13 +61,25 @@ export async function reportStoreUnavailable(
 ): Promise<void> {
   const existing = (raw as { status?: { conditions?: Condition[] } }).status;
   if (existing?.conditions?.some((c) => c.type === 'StoreAvailable' && c.status === 'False')) return;
+  // The one place the driver's detail goes (a StoreError carries no parameters: never a token or hash).
+  deps.logger.warn(
+    { err, object: `${raw.metadata?.namespace}/${raw.metadata?.name}` },
+    'credential store unavailable; reporting StoreAvailable=False',
+  );
   const conditions = setConditions(
     existing?.conditions,
-    [{ type: 'StoreAvailable', status: 'False', reason: 'StoreUnavailable', message: err.message }],
+    [
+      {
+        type: 'StoreAvailable',
+        status: 'False',
+        reason: STORE_UNAVAILABLE,
+        message: STORE_UNAVAILABLE_MESSAGE,
+      },
+    ],
     raw.metadata?.generation ?? 0,
     deps.now,
   );
-  deps.events.record(raw, { type: 'Warning', reason: 'StoreUnavailable', message: err.message });
+  deps.events.record(raw, { type: 'Warning', reason: STORE_UNAVAILABLE, message: STORE_UNAVAILABLE_MESSAGE });
   await deps.kube.patchStatus(plural, raw, { conditions }).catch((patchErr: unknown) => {
     deps.logger.warn({ err: patchErr }, 'could not report StoreUnavailable');
   });
