@@ -8,10 +8,11 @@ import { OperatorStore } from '../store/operator-store.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './kube/events.js';
-import { Informer } from './kube/informer.js';
+import { Informer, type SharedInformer } from './kube/informer.js';
 import { LeaderElector } from './kube/leader.js';
-import { kubeListWatch } from './kube/listwatch.js';
-import { objectKey } from './kube/object.js';
+import { kubeListWatch, type ResourceRef } from './kube/listwatch.js';
+import { NamespacedInformers } from './kube/namespaced.js';
+import { type KubeObject, objectKey } from './kube/object.js';
 import { type HandlerResult, WorkQueue } from './kube/workqueue.js';
 import { KubeWriter } from './objects.js';
 import { API_KEY_LABEL, keysNamingSecret, MANAGED_SECRET_SELECTOR } from './secret.js';
@@ -90,34 +91,35 @@ function startControllers(
     resyncMs: config.resyncMs,
     metrics: { watchRestart: (reason) => metrics.watchRestarts.inc({ informer: name, reason }) },
   });
-  const apiKeys = new Informer<KubernetesObject>(
-    kubeListWatch(kc, {
-      group: GROUP,
-      version: VERSION,
-      plural: 'apikeys',
-      namespace: config.watchNamespace,
-    }),
-    informerOptions('apikeys'),
-  );
-  const serviceUsers = new Informer<KubernetesObject>(
-    kubeListWatch(kc, {
-      group: GROUP,
-      version: VERSION,
-      plural: 'serviceusers',
-      namespace: config.watchNamespace,
-    }),
-    informerOptions('serviceusers'),
-  );
-  const secrets = new Informer<V1Secret>(
-    kubeListWatch(kc, {
-      group: '',
-      version: 'v1',
-      plural: 'secrets',
-      namespace: config.watchNamespace,
-      labelSelector: MANAGED_SECRET_SELECTOR,
-    }),
-    informerOptions('secrets'),
-  );
+  // Across all namespaces one informer per kind; restricted to a list, one per kind and namespace.
+  const informerFor = <T extends KubeObject>(name: string, ref: ResourceRef): SharedInformer<T> => {
+    const namespaces = config.watchNamespaces;
+    if (!namespaces) return new Informer<T>(kubeListWatch(kc, ref), informerOptions(name));
+    return new NamespacedInformers<T>(
+      new Map(
+        namespaces.map((namespace) => [
+          namespace,
+          new Informer<T>(kubeListWatch(kc, { ...ref, namespace }), informerOptions(`${name}/${namespace}`)),
+        ]),
+      ),
+    );
+  };
+  const apiKeys = informerFor<KubernetesObject>('apikeys', {
+    group: GROUP,
+    version: VERSION,
+    plural: 'apikeys',
+  });
+  const serviceUsers = informerFor<KubernetesObject>('serviceusers', {
+    group: GROUP,
+    version: VERSION,
+    plural: 'serviceusers',
+  });
+  const secrets = informerFor<V1Secret>('secrets', {
+    group: '',
+    version: 'v1',
+    plural: 'secrets',
+    labelSelector: MANAGED_SECRET_SELECTOR,
+  });
   const queueFor = (controller: string): WorkQueue =>
     new WorkQueue({
       logger,
@@ -219,7 +221,7 @@ function startControllers(
       }
     };
 
-  for (const informer of [apiKeys, serviceUsers, secrets] as Array<Informer<KubernetesObject>>)
+  for (const informer of [apiKeys, serviceUsers, secrets] as Array<SharedInformer<KubernetesObject>>)
     informer.start();
   const synced = Promise.all([apiKeys.waitForSync(), serviceUsers.waitForSync(), secrets.waitForSync()]);
   // Workers start only on a full cache: deciding from a half-filled one would re-issue keys.

@@ -14,7 +14,7 @@ import { generateToken, parseToken, type RandomSource, tokenHash } from '../../c
 import type { ApiKeyState, OperatorStore } from '../../store/operator-store.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
-import type { Informer } from '../kube/informer.js';
+import type { SharedInformer } from '../kube/informer.js';
 import type { HandlerResult } from '../kube/workqueue.js';
 import { FINALIZER, type KubeWriter } from '../objects.js';
 import {
@@ -44,9 +44,9 @@ import {
 } from './policy.js';
 
 export interface ApiKeyReconcilerDeps {
-  apiKeys: Informer<KubernetesObject>;
-  serviceUsers: Informer<KubernetesObject>;
-  secrets: Informer<V1Secret>;
+  apiKeys: SharedInformer<KubernetesObject>;
+  serviceUsers: SharedInformer<KubernetesObject>;
+  secrets: SharedInformer<V1Secret>;
   kube: KubeWriter;
   store: OperatorStore;
   events: EventRecorder;

@@ -5,7 +5,7 @@ import { immutableFieldChanges, parseServiceUser } from '../../api/validate.js';
 import type { OperatorStore, ServiceUserRecord } from '../../store/operator-store.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
-import type { Informer } from '../kube/informer.js';
+import type { SharedInformer } from '../kube/informer.js';
 import { FINALIZER, type KubeWriter } from '../objects.js';
 import {
   fromStore,
@@ -16,7 +16,7 @@ import {
 } from '../status.js';
 
 export interface ServiceUserReconcilerDeps {
-  serviceUsers: Informer<KubernetesObject>;
+  serviceUsers: SharedInformer<KubernetesObject>;
   kube: KubeWriter;
   store: OperatorStore;
   events: EventRecorder;
