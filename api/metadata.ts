@@ -10,23 +10,23 @@ import { z } from 'zod';
 const NAME = '[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?';
 /** A DNS-1123 subdomain; its ≤253 length is checked separately. */
 const PREFIX = '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*';
-export const QUALIFIED_NAME_PATTERN = new RegExp(`^(${PREFIX}/)?${NAME}$`);
-export const PREFIX_MAX_LENGTH = 253;
-export const LABEL_VALUE_PATTERN = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
-export const LABEL_VALUE_MAX_LENGTH = 63;
+const QUALIFIED_NAME_PATTERN = new RegExp(`^(${PREFIX}/)?${NAME}$`);
+const PREFIX_MAX_LENGTH = 253;
+const LABEL_VALUE_PATTERN = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
+const LABEL_VALUE_MAX_LENGTH = 63;
 /** Keys under keyward.dev (and its subdomains) carry keyward's own state, e.g. the rotation request. */
-export const RESERVED_KEY_PATTERN = /^([^/]*\.)?keyward\.dev\//;
+const RESERVED_KEY_PATTERN = /^([^/]*\.)?keyward\.dev\//;
 /** Labels keyward sets on every Secret it writes; a user value would be overwritten. */
-export const OPERATOR_LABELS = ['app.kubernetes.io/managed-by'] as const;
+const OPERATOR_LABELS = ['app.kubernetes.io/managed-by'] as const;
 /** Entries per map: bounds the CEL cost estimate, and far more than a Secret needs. */
-export const MAX_ENTRIES = 64;
+const MAX_ENTRIES = 64;
 
 const KEY_SYNTAX_MESSAGE =
   'keys must be qualified names: an optional DNS subdomain prefix (at most 253 characters) and "/", ' +
   'then at most 63 letters, digits, "-", "_" or ".", starting and ending with a letter or digit';
 const RESERVED_MESSAGE = 'keys under keyward.dev/ are reserved for keyward';
 
-export function keyProblem(key: string): string | undefined {
+function keyProblem(key: string): string | undefined {
   if (!QUALIFIED_NAME_PATTERN.test(key) || key.indexOf('/') > PREFIX_MAX_LENGTH)
     return `key ${JSON.stringify(key)} is invalid: ${KEY_SYNTAX_MESSAGE}`;
   if (RESERVED_KEY_PATTERN.test(key)) return `key ${JSON.stringify(key)} is invalid: ${RESERVED_MESSAGE}`;

@@ -13,7 +13,7 @@ export const MANAGED_SECRET_SELECTOR = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`
 /** Ready reason of an ApiKey whose Secret exists and is not controlled by it. */
 export const SECRET_CONFLICT = 'SecretConflict';
 /** The one field manager of every Secret before managers per ApiKey; migrated on the next write. */
-export const LEGACY_FIELD_MANAGER = 'keyward';
+const LEGACY_FIELD_MANAGER = 'keyward';
 
 /**
  * The field manager of one ApiKey's Secret writes. Per key, so that two ApiKeys naming one Secret

@@ -22,13 +22,13 @@ export function withoutCondition(conditions: readonly Condition[] | undefined, t
 }
 
 /** Condition reason and Event reason when the credential store cannot answer. */
-export const STORE_UNAVAILABLE = 'StoreUnavailable';
+const STORE_UNAVAILABLE = 'StoreUnavailable';
 /**
  * What status and Events say about a store outage. Never the driver's text: it names the store's
  * host, port, role and database, which tenants reading their own objects have no business seeing.
  * The detail goes to the operator's log only.
  */
-export const STORE_UNAVAILABLE_MESSAGE = 'credential store unavailable; retrying';
+const STORE_UNAVAILABLE_MESSAGE = 'credential store unavailable; retrying';
 
 /** The store could not answer; the reconcile is retried with backoff and healthy status is left alone. */
 export class StoreUnavailableError extends Error {

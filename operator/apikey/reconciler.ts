@@ -56,6 +56,12 @@ export interface ApiKeyReconcilerDeps {
   random?: RandomSource;
 }
 
+/**
+ * How often a key in SecretConflict looks again. A tenant's Secret carries no keyward label, so
+ * the informer sees neither it nor its deletion; without this the key would wait for the resync.
+ */
+const SECRET_CONFLICT_RECHECK_MS = 60_000;
+
 /** Why the key cannot be issued or used yet; decided before any credential work. */
 interface Blocked {
   reason: string;
@@ -146,7 +152,7 @@ export class ApiKeyReconciler {
     const ownership = secretOwnership(apiKey, secret);
     if (ownership.kind === 'foreign' && !state?.revokedAt) {
       await this.#reportSecretConflict(raw, state, ownership.message);
-      return undefined;
+      return { requeueAfterMs: SECRET_CONFLICT_RECHECK_MS };
     }
     const contents = inspectSecret(apiKey, secret);
     const decision = decideCredentials({
@@ -169,7 +175,7 @@ export class ApiKeyReconciler {
     } catch (err) {
       if (!(err instanceof SecretTakenError)) throw err;
       await this.#reportSecretConflict(raw, state, err.message);
-      return undefined;
+      return { requeueAfterMs: SECRET_CONFLICT_RECHECK_MS };
     }
     const current = await this.#syncFields(raw, apiKey);
     const suspended = user?.spec.suspended === true;
