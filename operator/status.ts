@@ -38,14 +38,24 @@ export class StoreUnavailableError extends Error {
   }
 }
 
-/** Runs a store call, turning transient failures into StoreUnavailableError. */
+/**
+ * SQLSTATEs of a connection the store refused to set up: class 28 (the role or its password) and
+ * 3D000 (no such database). Not transient to the driver, but to whoever reads the object it is an
+ * outage like any other, and retrying is right: the fix is in the operator's configuration.
+ */
+function refusedConnection(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('28') || code === '3D000');
+}
+
+/** Runs a store call, turning transient failures and refused connections into StoreUnavailableError. */
 export async function fromStore<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
     // StoreError classifies connection loss, shutdown and deadlock as transient; anything else
     // (a constraint violation, say) is a bug to surface as it is, not an outage.
-    throw err instanceof StoreError && err.transient ? new StoreUnavailableError(err) : err;
+    const unavailable = err instanceof StoreError && (err.transient || refusedConnection(err.code));
+    throw unavailable ? new StoreUnavailableError(err) : err;
   }
 }
 

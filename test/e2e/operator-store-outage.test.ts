@@ -63,6 +63,34 @@ afterAll(async () => {
   await postgres?.stop();
 });
 
+/**
+ * Every condition of every object and every Event in the namespace, as a tenant with read access
+ * sees them, names neither the store's host, port, role, database or password, nor `extra` words.
+ */
+async function expectNoStoreDetail(namespace: string, url: string, extra: string[]): Promise<void> {
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  const events = await kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace });
+  const lists = await Promise.all(
+    ['serviceusers', 'apikeys'].map((plural) =>
+      custom.listNamespacedCustomObject({ group: 'keyward.dev', version: 'v1alpha1', namespace, plural }),
+    ),
+  );
+  const everything = JSON.stringify({
+    events: events.items.map((e) => ({ reason: e.reason, note: e.note })),
+    status: lists.flatMap((l) => (l as { items: Array<{ status?: unknown }> }).items.map((i) => i.status)),
+  });
+  const store = new URL(url);
+  const words = [
+    store.hostname,
+    `:${store.port}`,
+    store.username,
+    store.pathname.slice(1),
+    PASSWORD,
+    ...extra,
+  ];
+  for (const word of words) expect(everything, `status or Events mention ${word}`).not.toContain(word);
+}
+
 describe('store outage', () => {
   it('keeps healthy keys Ready, reports StoreUnavailable, and converges after Postgres returns', async () => {
     await objects.create('serviceusers', {
@@ -104,26 +132,8 @@ describe('store outage', () => {
         ? list.items
         : undefined;
     });
-    // Every condition of every object and every Event, as a tenant with read access sees them.
-    const custom = kc.makeApiClient(CustomObjectsApi);
-    const everything = JSON.stringify({
-      events: events.map((e) => ({ reason: e.reason, note: e.note })),
-      objects: await Promise.all(
-        ['serviceusers', 'apikeys'].map((plural) =>
-          custom.listNamespacedCustomObject({
-            group: 'keyward.dev',
-            version: 'v1alpha1',
-            namespace: ns,
-            plural,
-          }),
-        ),
-      ).then((lists) =>
-        lists.flatMap((l) => (l as { items: Array<{ status?: unknown }> }).items.map((i) => i.status)),
-      ),
-    });
-    const store = new URL(storeUrl);
-    for (const secret of [store.hostname, `:${store.port}`, ROLE, DATABASE, PASSWORD, 'ECONNREFUSED'])
-      expect(everything, `status or Events mention ${secret}`).not.toContain(secret);
+    expect(events.length).toBeGreaterThan(0);
+    await expectNoStoreDetail(ns, storeUrl, ['ECONNREFUSED']);
     // The operator's log is where the detail goes, and the password never does.
     const log = operator.process.logTail(100_000);
     expect(log).toContain('ECONNREFUSED');
@@ -143,5 +153,54 @@ describe('store outage', () => {
     );
     expect(condition(converged, 'StoreAvailable')).toBeUndefined();
     expect(converged.status?.keyId).toMatch(/^key_/);
+  });
+});
+
+describe('a store that refuses the operator', () => {
+  it('reads as unavailable in status and Events, with the refusal only in the log', async () => {
+    const namespace = await createTestNamespace(kc, 'store-refused');
+    const refusedRole = 'kw_refused_operator_role';
+    const url = new URL(storeUrl);
+    url.username = refusedRole;
+    const refused = await startOperator({
+      kubeconfigPath: await operatorKubeconfig(kc, namespace),
+      storeUrl: url.toString(),
+      namespace,
+      watchNamespace: namespace,
+    });
+    try {
+      const objects = new KeywardObjects(kc, namespace);
+      await objects.create('serviceusers', { kind: 'ServiceUser', metadata: { name: 'refused' }, spec: {} });
+      await objects.create('apikeys', {
+        kind: 'ApiKey',
+        metadata: { name: 'refused-key' },
+        spec: { serviceUserRef: { name: 'refused' } },
+      });
+      for (const [plural, name] of [
+        ['serviceusers', 'refused'],
+        ['apikeys', 'refused-key'],
+      ] as const) {
+        const obj = await eventually(
+          `StoreAvailable=False on ${plural}/${name}`,
+          async () => {
+            const o = await objects.get(plural, name);
+            return condition(o, 'StoreAvailable')?.status === 'False' ? o : undefined;
+          },
+          30_000,
+          () => refused.process.logTail(20),
+        );
+        expect(condition(obj, 'StoreAvailable')?.message).toBe('credential store unavailable; retrying');
+      }
+      await eventually('the StoreUnavailable Events', async () => {
+        const list = await kc.makeApiClient(EventsV1Api).listNamespacedEvent({ namespace });
+        return list.items.filter((e) => e.reason === 'StoreUnavailable').length >= 2 ? true : undefined;
+      });
+      await expectNoStoreDetail(namespace, url.toString(), ['does not exist', 'authentication']);
+      const log = refused.process.logTail(100_000);
+      expect(log).toContain(`role \\"${refusedRole}\\" does not exist`);
+      expect(log).not.toContain(PASSWORD);
+    } finally {
+      await refused.stop();
+    }
   });
 });
