@@ -7,6 +7,7 @@ import {
   observedGenerationSchema,
 } from './common.js';
 import { DURATION_PATTERN, NONZERO_DURATION_CEL, parseDuration } from './duration.js';
+import { secretAnnotationsSchema, secretLabelsSchema } from './metadata.js';
 import { scopeListSchema } from './serviceuser.js';
 
 export const ROTATE_ANNOTATION = 'keyward.dev/rotate';
@@ -89,14 +90,17 @@ export const apiKeySpecSchema = z
           .optional()
           .describe("Name of the Secret that receives the token (default: the ApiKey's name). Immutable."),
         tokenKey: secretKeyName.optional().describe('Data key of the token in the Secret (default: token).'),
-        labels: z
-          .record(z.string().max(317), z.string().max(63))
+        labels: secretLabelsSchema
           .optional()
-          .describe('Extra labels for the Secret.'),
-        annotations: z
-          .record(z.string().max(317), z.string().max(65536))
+          .describe(
+            'Extra labels for the Secret: Kubernetes label syntax, no keyward.dev/ keys and no ' +
+              'app.kubernetes.io/managed-by (keyward sets it).',
+          ),
+        annotations: secretAnnotationsSchema
           .optional()
-          .describe('Extra annotations for the Secret.'),
+          .describe(
+            'Extra annotations for the Secret: Kubernetes annotation key syntax, no keyward.dev/ keys.',
+          ),
       })
       .optional()
       .describe('Where the operator writes the token.'),

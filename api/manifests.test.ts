@@ -178,6 +178,85 @@ const cases: InvalidCase[] = [
   },
   { name: 'disabled as a string', manifest: apiKey('k14', { disabled: 'true' }), field: 'spec.disabled' },
   {
+    name: 'Secret label under keyward.dev/',
+    manifest: apiKey('k16', { secret: { labels: { 'keyward.dev/api-key': 'other' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label under a keyward.dev subdomain',
+    manifest: apiKey('k17', { secret: { labels: { 'x.keyward.dev/owner': 'me' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret annotation under keyward.dev/',
+    manifest: apiKey('k18', { secret: { annotations: { 'keyward.dev/rotation-request': 'r9' } } }),
+    field: 'spec.secret.annotations',
+  },
+  {
+    name: 'Secret label managed-by, which keyward sets',
+    manifest: apiKey('k19', { secret: { labels: { 'app.kubernetes.io/managed-by': 'helm' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label key with a space',
+    manifest: apiKey('k20', { secret: { labels: { 'my team': 'a' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label key with two slashes',
+    manifest: apiKey('k21', { secret: { labels: { 'a/b/c': 'x' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label key with an upper-case prefix',
+    manifest: apiKey('k22', { secret: { labels: { 'Example.com/team': 'x' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label key name over 63 characters',
+    manifest: apiKey('k23', { secret: { labels: { [`example.com/${'n'.repeat(64)}`]: 'x' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label key prefix over 253 characters',
+    manifest: apiKey('k24', {
+      secret: {
+        labels: { [`${'p'.repeat(63)}.${'q'.repeat(63)}.${'r'.repeat(63)}.${'s'.repeat(63)}/n`]: 'x' },
+      },
+    }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label key ending in a dash',
+    manifest: apiKey('k25', { secret: { labels: { 'team-': 'x' } } }),
+    field: 'spec.secret.labels',
+  },
+  {
+    name: 'Secret label value with a space',
+    manifest: apiKey('k26', { secret: { labels: { team: 'team a' } } }),
+    field: 'spec.secret.labels.team',
+  },
+  {
+    name: 'Secret label value over 63 characters',
+    manifest: apiKey('k27', { secret: { labels: { team: 'v'.repeat(64) } } }),
+    field: 'spec.secret.labels.team',
+  },
+  {
+    name: 'Secret label value starting with a dot',
+    manifest: apiKey('k28', { secret: { labels: { team: '.a' } } }),
+    field: 'spec.secret.labels.team',
+  },
+  {
+    name: 'Secret annotation key with a colon',
+    manifest: apiKey('k29', { secret: { annotations: { 'note:owner': 'x' } } }),
+    field: 'spec.secret.annotations',
+  },
+  {
+    name: 'Secret annotation key empty',
+    manifest: apiKey('k30', { secret: { annotations: { '': 'x' } } }),
+    field: 'spec.secret.annotations',
+  },
+  {
     name: 'changed serviceUserRef',
     before: apiKey('k15'),
     manifest: apiKey('k15', { serviceUserRef: { name: 'other' } }),
@@ -389,3 +468,57 @@ describe('invalid manifests, API server side', () => {
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
+
+/** Edge cases of the label and annotation syntax that must stay accepted on both sides. */
+const validSecretMetadata: Array<{ name: string; manifest: Manifest }> = [
+  {
+    name: 'prefixed and plain label keys, an empty label value',
+    manifest: apiKey('ok1', {
+      secret: { labels: { 'example.com/team': 'a', 'app.kubernetes.io/part-of': 'shop', tier: '' } },
+    }),
+  },
+  {
+    name: 'a label key name of 63 characters and a prefix of 253',
+    manifest: apiKey('ok2', {
+      secret: {
+        labels: {
+          [`${'p'.repeat(63)}.${'q'.repeat(63)}.${'r'.repeat(63)}.${'s'.repeat(61)}/${'n'.repeat(63)}`]:
+            'v'.repeat(63),
+        },
+      },
+    }),
+  },
+  {
+    name: 'annotations with free-form values and keyward-like but distinct prefixes',
+    manifest: apiKey('ok3', {
+      secret: {
+        annotations: {
+          'notkeyward.dev/x': 'a value with spaces: and colons',
+          'keyward.dev.example.com/y': '{"json": true}',
+          'reloader.stakater.com/match': 'true',
+        },
+      },
+    }),
+  },
+];
+
+describe('valid Secret labels and annotations', () => {
+  it.each(validSecretMetadata)('zod accepts $name', ({ manifest }) => {
+    const parsed = parseApiKey(manifest);
+    expect(parsed.ok ? [] : parsed.errors).toEqual([]);
+  });
+
+  it.each(validSecretMetadata)('the API server accepts $name', async ({ manifest }) => {
+    const kc = testKubeConfig();
+    const namespace = await createTestNamespace(kc, 'manifests-ok');
+    await kc.makeApiClient(CustomObjectsApi).createNamespacedCustomObject({
+      group: GROUP,
+      version: VERSION,
+      namespace,
+      plural: 'apikeys',
+      body: manifest,
+      dryRun: 'All',
+      fieldValidation: 'Strict',
+    });
+  });
+});

@@ -14,11 +14,17 @@ export const operatorEnvSchema = z.object({
     .describe(
       "Postgres URL of the credential store, as the operator's role (it writes users, keys and audit events).",
     ),
+  KEYWARD_WATCH_NAMESPACES: z
+    .string()
+    .default('')
+    .describe(
+      'Comma-separated namespaces to reconcile, each through its own informers, so the operator needs Roles in those namespaces instead of cluster-wide rights on Secrets. Empty: every namespace.',
+    ),
   KEYWARD_WATCH_NAMESPACE: z
     .string()
     .default('')
     .describe(
-      'Reconcile only this namespace (with a Role there instead of a ClusterRole). Empty: every namespace.',
+      'The single-namespace form of earlier releases; an alias of KEYWARD_WATCH_NAMESPACES (both set and different: refused).',
     ),
   KEYWARD_TOKEN_PREFIX: z
     .string()
@@ -74,8 +80,8 @@ export const operatorEnvSchema = z.object({
 
 export interface OperatorConfig {
   storeUrl: string;
-  /** undefined: all namespaces. */
-  watchNamespace: string | undefined;
+  /** undefined: all namespaces; otherwise the namespaces reconciled, each with its own informers. */
+  watchNamespaces: string[] | undefined;
   tokenPrefix: string;
   namespace: string;
   leaseName: string;
@@ -99,7 +105,7 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
   const [metricsHost = '0.0.0.0', metricsPort = '9090'] = splitHostPort(c.KEYWARD_METRICS_LISTEN);
   return {
     storeUrl: c.KEYWARD_STORE_URL,
-    watchNamespace: c.KEYWARD_WATCH_NAMESPACE || undefined,
+    watchNamespaces: watchNamespaces(c.KEYWARD_WATCH_NAMESPACES, c.KEYWARD_WATCH_NAMESPACE),
     tokenPrefix: c.KEYWARD_TOKEN_PREFIX,
     namespace: c.KEYWARD_NAMESPACE,
     leaseName: c.KEYWARD_LEASE_NAME,
@@ -111,6 +117,31 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     resyncMs: c.KEYWARD_RESYNC_SECONDS * 1000,
     logLevel: c.KEYWARD_LOG_LEVEL,
   };
+}
+
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+function watchNamespaces(list: string, alias: string): string[] | undefined {
+  const parse = (value: string): string[] =>
+    value
+      .split(',')
+      .map((n) => n.trim())
+      .filter((n) => n !== '');
+  const names = parse(list);
+  const aliased = parse(alias);
+  if (names.length > 0 && aliased.length > 0 && names.join() !== aliased.join()) {
+    throw new Error(
+      'invalid operator configuration: KEYWARD_WATCH_NAMESPACES and KEYWARD_WATCH_NAMESPACE disagree; set only KEYWARD_WATCH_NAMESPACES',
+    );
+  }
+  const chosen = names.length > 0 ? names : aliased;
+  const invalid = chosen.filter((n) => !NAMESPACE_NAME.test(n));
+  if (invalid.length > 0) {
+    throw new Error(
+      `invalid operator configuration: KEYWARD_WATCH_NAMESPACES: ${invalid.map((n) => JSON.stringify(n)).join(', ')} is not a namespace name`,
+    );
+  }
+  return chosen.length > 0 ? [...new Set(chosen)] : undefined;
 }
 
 function splitHostPort(value: string): [string, string] {

@@ -9,13 +9,14 @@ import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './kube/events.js';
-import { Informer } from './kube/informer.js';
+import { Informer, type SharedInformer } from './kube/informer.js';
 import { LeaderElector } from './kube/leader.js';
-import { kubeListWatch } from './kube/listwatch.js';
-import { objectKey } from './kube/object.js';
+import { kubeListWatch, type ResourceRef } from './kube/listwatch.js';
+import { NamespacedInformers } from './kube/namespaced.js';
+import { type KubeObject, objectKey } from './kube/object.js';
 import { type HandlerResult, WorkQueue } from './kube/workqueue.js';
 import { KubeWriter } from './objects.js';
-import { API_KEY_LABEL, MANAGED_SECRET_SELECTOR } from './secret.js';
+import { API_KEY_LABEL, keysNamingSecret, MANAGED_SECRET_SELECTOR } from './secret.js';
 import { ServiceUserReconciler } from './serviceuser/reconciler.js';
 
 interface OperatorMetrics {
@@ -91,34 +92,35 @@ function startControllers(
     resyncMs: config.resyncMs,
     metrics: { watchRestart: (reason) => metrics.watchRestarts.inc({ informer: name, reason }) },
   });
-  const apiKeys = new Informer<KubernetesObject>(
-    kubeListWatch(kc, {
-      group: GROUP,
-      version: VERSION,
-      plural: 'apikeys',
-      namespace: config.watchNamespace,
-    }),
-    informerOptions('apikeys'),
-  );
-  const serviceUsers = new Informer<KubernetesObject>(
-    kubeListWatch(kc, {
-      group: GROUP,
-      version: VERSION,
-      plural: 'serviceusers',
-      namespace: config.watchNamespace,
-    }),
-    informerOptions('serviceusers'),
-  );
-  const secrets = new Informer<V1Secret>(
-    kubeListWatch(kc, {
-      group: '',
-      version: 'v1',
-      plural: 'secrets',
-      namespace: config.watchNamespace,
-      labelSelector: MANAGED_SECRET_SELECTOR,
-    }),
-    informerOptions('secrets'),
-  );
+  // Across all namespaces one informer per kind; restricted to a list, one per kind and namespace.
+  const informerFor = <T extends KubeObject>(name: string, ref: ResourceRef): SharedInformer<T> => {
+    const namespaces = config.watchNamespaces;
+    if (!namespaces) return new Informer<T>(kubeListWatch(kc, ref), informerOptions(name));
+    return new NamespacedInformers<T>(
+      new Map(
+        namespaces.map((namespace) => [
+          namespace,
+          new Informer<T>(kubeListWatch(kc, { ...ref, namespace }), informerOptions(`${name}/${namespace}`)),
+        ]),
+      ),
+    );
+  };
+  const apiKeys = informerFor<KubernetesObject>('apikeys', {
+    group: GROUP,
+    version: VERSION,
+    plural: 'apikeys',
+  });
+  const serviceUsers = informerFor<KubernetesObject>('serviceusers', {
+    group: GROUP,
+    version: VERSION,
+    plural: 'serviceusers',
+  });
+  const secrets = informerFor<V1Secret>('secrets', {
+    group: '',
+    version: 'v1',
+    plural: 'secrets',
+    labelSelector: MANAGED_SECRET_SELECTOR,
+  });
   const queueFor = (controller: string): WorkQueue =>
     new WorkQueue({
       logger,
@@ -142,7 +144,7 @@ function startControllers(
   });
   // Every ServiceUser and ApiKey of a namespace whose grants changed is re-evaluated at once.
   const policies = new AccessPolicyWatch(kc, {
-    watchNamespace: config.watchNamespace,
+    watchNamespaces: config.watchNamespaces,
     logger,
     informerOptions,
     onChange: (namespaces) => {
@@ -208,7 +210,16 @@ function startControllers(
     onUpdate: (_old, obj) => onUser(obj),
     onDelete: onUserDeleted,
   });
-  secrets.addEventHandler({ onAdd: onSecret, onUpdate: (_old, obj) => onSecret(obj), onDelete: onSecret });
+  const onSecretDeleted = (obj: V1Secret): void => {
+    onSecret(obj);
+    // A freed name may settle another key's SecretConflict.
+    for (const key of keysNamingSecret(apiKeys.list(), obj)) keyQueue.add(key);
+  };
+  secrets.addEventHandler({
+    onAdd: onSecret,
+    onUpdate: (_old, obj) => onSecret(obj),
+    onDelete: onSecretDeleted,
+  });
 
   const counted =
     (controller: string, reconcile: (key: string) => Promise<HandlerResult | undefined>) =>
@@ -227,7 +238,7 @@ function startControllers(
       }
     };
 
-  for (const informer of [apiKeys, serviceUsers, secrets] as Array<Informer<KubernetesObject>>)
+  for (const informer of [apiKeys, serviceUsers, secrets] as Array<SharedInformer<KubernetesObject>>)
     informer.start();
   policies.start();
   const synced = Promise.all([

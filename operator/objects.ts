@@ -11,7 +11,9 @@ import {
 } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../api/common.js';
 import { statusCodeOf } from './kube/errors.js';
+import { managedFieldsMigration } from './secret.js';
 
+/** Field manager of status and finalizer writes; Secrets have one per ApiKey (secret.ts). */
 export const FIELD_MANAGER = 'keyward';
 export const FINALIZER = 'keyward.dev/revoke';
 
@@ -49,18 +51,27 @@ export class KubeWriter {
   }
 
   async patchStatus(plural: Plural, obj: KubernetesObject, status: object): Promise<void> {
-    await this.#custom.patchNamespacedCustomObjectStatus(
-      {
-        group: GROUP,
-        version: VERSION,
-        plural,
-        namespace: obj.metadata?.namespace ?? '',
-        name: obj.metadata?.name ?? '',
-        body: { status },
-        fieldManager: FIELD_MANAGER,
-      },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch, requestTimeout()),
-    );
+    await this.#custom
+      .patchNamespacedCustomObjectStatus(
+        {
+          group: GROUP,
+          version: VERSION,
+          plural,
+          namespace: obj.metadata?.namespace ?? '',
+          name: obj.metadata?.name ?? '',
+          // The resourceVersion makes the merge patch conditional: a reconcile that decided from a
+          // cache older than the last status write gets 409 and retries instead of rewriting
+          // conditions (with fresh transition times) it did not see.
+          body: { metadata: { resourceVersion: obj.metadata?.resourceVersion }, status },
+          fieldManager: FIELD_MANAGER,
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch, requestTimeout()),
+      )
+      .catch((err: unknown) => {
+        // Stale: the newer version is on its way to the informer and brings the object back to the
+        // queue, so this is not a failure to retry or to log.
+        if (statusCodeOf(err) !== 409) throw err;
+      });
   }
 
   async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {
@@ -101,31 +112,72 @@ export class KubeWriter {
     );
   }
 
-  /** Server-side apply, forced: keyward owns the token entry even if someone edited it. */
-  async applySecret(secret: V1Secret): Promise<void> {
+  /** The Secret as the API server has it now, or undefined; for Secrets the informer does not see. */
+  async readSecret(namespace: string, name: string): Promise<V1Secret | undefined> {
+    try {
+      return await this.#core.readNamespacedSecret({ namespace, name }, requestTimeout());
+    } catch (err) {
+      if (statusCodeOf(err) === 404) return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * Creates the Secret; false when one of that name already exists. A create, not an apply: an
+   * apply would merge into a Secret someone created a moment ago, a create cannot, so of two
+   * ApiKeys (or a key and a tenant) racing for one name exactly one gets it.
+   */
+  async createSecret(secret: V1Secret, fieldManager: string): Promise<boolean> {
+    try {
+      await this.#core.createNamespacedSecret(
+        { namespace: secret.metadata?.namespace ?? '', body: secret, fieldManager },
+        requestTimeout(),
+      );
+      return true;
+    } catch (err) {
+      if (statusCodeOf(err) === 409) return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Server-side applies `secret` over `current`, a version of it the caller found controlled by
+   * the ApiKey. Forced, so a token someone edited is repaired, yet pinned to current's
+   * resourceVersion: if the Secret changed since (deleted and re-created by someone else, say), the
+   * API server refuses with 409 and the reconcile retries on fresh state.
+   */
+  async applyOwnSecret(secret: V1Secret, current: V1Secret, fieldManager: string): Promise<void> {
+    const namespace = current.metadata?.namespace ?? '';
+    const name = current.metadata?.name ?? '';
+    let resourceVersion = current.metadata?.resourceVersion;
+    const migration = managedFieldsMigration(current, fieldManager, new Date());
+    if (migration) {
+      const migrated = await this.#core.patchNamespacedSecret(
+        { namespace, name, body: migration, fieldManager },
+        setHeaderOptions('Content-Type', PatchStrategy.JsonPatch, requestTimeout()),
+      );
+      resourceVersion = migrated.metadata?.resourceVersion;
+    }
     await this.#core.patchNamespacedSecret(
       {
-        name: secret.metadata?.name ?? '',
-        namespace: secret.metadata?.namespace ?? '',
-        body: secret,
-        fieldManager: FIELD_MANAGER,
+        name,
+        namespace,
+        body: { ...secret, metadata: { ...secret.metadata, resourceVersion } },
+        fieldManager,
         force: true,
       },
       setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply, requestTimeout()),
     );
   }
 
-  /** Deletes the Secret only if it is still the one owned by the given ApiKey uid. */
-  async deleteSecret(namespace: string, name: string, ownerUid: string): Promise<void> {
-    let current: V1Secret;
-    try {
-      current = await this.#core.readNamespacedSecret({ namespace, name }, requestTimeout());
-    } catch (err) {
-      if (statusCodeOf(err) === 404) return;
-      throw err;
-    }
-    const owned = current.metadata?.ownerReferences?.some((r) => r.controller && r.uid === ownerUid);
-    if (!owned) return;
+  /**
+   * Deletes the Secret only if it is still controlled by the given ApiKey uid; returns whether it
+   * did. A Secret someone else controls stays, whatever its name or labels.
+   */
+  async deleteSecret(namespace: string, name: string, ownerUid: string): Promise<boolean> {
+    const current = await this.readSecret(namespace, name);
+    const owned = current?.metadata?.ownerReferences?.some((r) => r.controller && r.uid === ownerUid);
+    if (!current || !owned) return false;
     await this.#core
       .deleteNamespacedSecret(
         { namespace, name, body: { preconditions: { uid: current.metadata?.uid } } },
@@ -134,5 +186,6 @@ export class KubeWriter {
       .catch((err: unknown) => {
         if (statusCodeOf(err) !== 404) throw err;
       });
+    return true;
   }
 }

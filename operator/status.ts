@@ -21,24 +21,41 @@ export function withoutCondition(conditions: readonly Condition[] | undefined, t
   return (conditions ?? []).filter((c) => c.type !== type);
 }
 
+/** Condition reason and Event reason when the credential store cannot answer. */
+const STORE_UNAVAILABLE = 'StoreUnavailable';
+/**
+ * What status and Events say about a store outage. Never the driver's text: it names the store's
+ * host, port, role and database, which tenants reading their own objects have no business seeing.
+ * The detail goes to the operator's log only.
+ */
+const STORE_UNAVAILABLE_MESSAGE = 'credential store unavailable; retrying';
+
 /** The store could not answer; the reconcile is retried with backoff and healthy status is left alone. */
 export class StoreUnavailableError extends Error {
   constructor(cause: unknown) {
-    super(`credential store unavailable: ${cause instanceof Error ? cause.message : String(cause)}`, {
-      cause,
-    });
+    super(STORE_UNAVAILABLE_MESSAGE, { cause });
     this.name = 'StoreUnavailableError';
   }
 }
 
-/** Runs a store call, turning transient failures into StoreUnavailableError. */
+/**
+ * SQLSTATEs of a connection the store refused to set up: class 28 (the role or its password) and
+ * 3D000 (no such database). Not transient to the driver, but to whoever reads the object it is an
+ * outage like any other, and retrying is right: the fix is in the operator's configuration.
+ */
+function refusedConnection(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('28') || code === '3D000');
+}
+
+/** Runs a store call, turning transient failures and refused connections into StoreUnavailableError. */
 export async function fromStore<T>(call: () => Promise<T>): Promise<T> {
   try {
     return await call();
   } catch (err) {
     // StoreError classifies connection loss, shutdown and deadlock as transient; anything else
     // (a constraint violation, say) is a bug to surface as it is, not an outage.
-    throw err instanceof StoreError && err.transient ? new StoreUnavailableError(err) : err;
+    const unavailable = err instanceof StoreError && (err.transient || refusedConnection(err.code));
+    throw unavailable ? new StoreUnavailableError(err) : err;
   }
 }
 
@@ -54,13 +71,25 @@ export async function reportStoreUnavailable(
 ): Promise<void> {
   const existing = (raw as { status?: { conditions?: Condition[] } }).status;
   if (existing?.conditions?.some((c) => c.type === 'StoreAvailable' && c.status === 'False')) return;
+  // The one place the driver's detail goes (a StoreError carries no parameters: never a token or hash).
+  deps.logger.warn(
+    { err, object: `${raw.metadata?.namespace}/${raw.metadata?.name}` },
+    'credential store unavailable; reporting StoreAvailable=False',
+  );
   const conditions = setConditions(
     existing?.conditions,
-    [{ type: 'StoreAvailable', status: 'False', reason: 'StoreUnavailable', message: err.message }],
+    [
+      {
+        type: 'StoreAvailable',
+        status: 'False',
+        reason: STORE_UNAVAILABLE,
+        message: STORE_UNAVAILABLE_MESSAGE,
+      },
+    ],
     raw.metadata?.generation ?? 0,
     deps.now,
   );
-  deps.events.record(raw, { type: 'Warning', reason: 'StoreUnavailable', message: err.message });
+  deps.events.record(raw, { type: 'Warning', reason: STORE_UNAVAILABLE, message: STORE_UNAVAILABLE_MESSAGE });
   await deps.kube.patchStatus(plural, raw, { conditions }).catch((patchErr: unknown) => {
     deps.logger.warn({ err: patchErr }, 'could not report StoreUnavailable');
   });

@@ -30,7 +30,7 @@ beforeAll(async () => {
   a = await createTestNamespace(kc, 'policy-watch-a');
   b = await createTestNamespace(kc, 'policy-watch-b');
   watch = new AccessPolicyWatch(kc, {
-    watchNamespace: undefined,
+    watchNamespaces: undefined,
     logger: pino({ level: 'silent' }),
     informerOptions: (name) => ({ name }),
     onChange: (namespaces) => reported.push(namespaces),

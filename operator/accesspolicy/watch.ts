@@ -28,8 +28,11 @@ export class AccessPolicyWatch {
   constructor(
     kc: KubeConfig,
     options: {
-      /** Only this namespace's labels are needed when the operator watches one namespace. */
-      watchNamespace: string | undefined;
+      /**
+       * The namespaces the operator reconciles (undefined: all). One is watched alone by a field
+       * selector; several need the cluster-wide list (a field selector cannot say "one of").
+       */
+      watchNamespaces: readonly string[] | undefined;
       logger: Logger;
       informerOptions: (name: string) => InformerOptions;
       /** Called with the namespaces whose grants may have changed. */
@@ -46,8 +49,8 @@ export class AccessPolicyWatch {
         group: '',
         version: 'v1',
         plural: 'namespaces',
-        ...(options.watchNamespace !== undefined && {
-          fieldSelector: `metadata.name=${options.watchNamespace}`,
+        ...(options.watchNamespaces?.length === 1 && {
+          fieldSelector: `metadata.name=${options.watchNamespaces[0]}`,
         }),
       }),
       options.informerOptions('namespaces'),

@@ -21,10 +21,18 @@ import {
 } from '../accesspolicy/grants.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
-import type { Informer } from '../kube/informer.js';
+import type { SharedInformer } from '../kube/informer.js';
 import type { HandlerResult } from '../kube/workqueue.js';
 import { FINALIZER, type KubeWriter } from '../objects.js';
-import { desiredSecret, inspectSecret, type SecretContents, secretMetadataDiffers } from '../secret.js';
+import {
+  desiredSecret,
+  inspectSecret,
+  SECRET_CONFLICT,
+  type SecretContents,
+  secretFieldManager,
+  secretMetadataDiffers,
+  secretOwnership,
+} from '../secret.js';
 import {
   fromStore,
   reportStoreUnavailable,
@@ -43,9 +51,9 @@ import {
 } from './policy.js';
 
 export interface ApiKeyReconcilerDeps {
-  apiKeys: Informer<KubernetesObject>;
-  serviceUsers: Informer<KubernetesObject>;
-  secrets: Informer<V1Secret>;
+  apiKeys: SharedInformer<KubernetesObject>;
+  serviceUsers: SharedInformer<KubernetesObject>;
+  secrets: SharedInformer<V1Secret>;
   kube: KubeWriter;
   store: OperatorStore;
   events: EventRecorder;
@@ -56,6 +64,12 @@ export interface ApiKeyReconcilerDeps {
   now?: () => Date;
   random?: RandomSource;
 }
+
+/**
+ * How often a key in SecretConflict looks again. A tenant's Secret carries no keyward label, so
+ * the informer sees neither it nor its deletion; without this the key would wait for the resync.
+ */
+const SECRET_CONFLICT_RECHECK_MS = 60_000;
 
 /** Why the key cannot be issued or used yet; decided before any credential work. */
 interface Blocked {
@@ -150,7 +164,12 @@ export class ApiKeyReconciler {
       });
       return undefined;
     }
-    const secret = this.#d.secrets.get(`${apiKey.metadata.namespace}/${secretNameOf(apiKey)}`);
+    const secret = await this.#secretOf(apiKey);
+    const ownership = secretOwnership(apiKey, secret);
+    if (ownership.kind === 'foreign' && !state?.revokedAt) {
+      await this.#reportSecretConflict(raw, state, ownership.message);
+      return { requeueAfterMs: SECRET_CONFLICT_RECHECK_MS };
+    }
     const contents = inspectSecret(apiKey, secret);
     const decision = decideCredentials({
       spec: apiKey.spec,
@@ -166,7 +185,14 @@ export class ApiKeyReconciler {
       });
       return undefined;
     }
-    const rotationRequest = await this.#act(raw, apiKey, decision, state, contents, secret, now);
+    let rotationRequest: string | null;
+    try {
+      rotationRequest = await this.#act(raw, apiKey, decision, state, contents, secret, now);
+    } catch (err) {
+      if (!(err instanceof SecretTakenError)) throw err;
+      await this.#reportSecretConflict(raw, state, err.message);
+      return { requeueAfterMs: SECRET_CONFLICT_RECHECK_MS };
+    }
     const current = await this.#syncFields(raw, apiKey);
     const suspended = user?.spec.suspended === true;
     const stored = storedKey(current);
@@ -189,6 +215,47 @@ export class ApiKeyReconciler {
     const wake = nextWakeup(apiKey.spec, stored, now);
     // A little past the instant, so the reconcile sees the expiry or grace end as already passed.
     return wake ? { requeueAfterMs: Math.max(wake.getTime() - now.getTime(), 0) + 100 } : undefined;
+  }
+
+  /**
+   * The key's Secret: from the informer, which sees only Secrets labelled as keyward's, else from
+   * the API server, so a tenant's unlabelled Secret of that name (or keyward's own, its labels
+   * edited away) is found before anything is written.
+   */
+  async #secretOf(apiKey: ApiKey): Promise<V1Secret | undefined> {
+    const namespace = apiKey.metadata.namespace ?? '';
+    const name = secretNameOf(apiKey);
+    return this.#d.secrets.get(`${namespace}/${name}`) ?? (await this.#d.kube.readSecret(namespace, name));
+  }
+
+  /** Writes the Secret: a create when there was none, else an apply pinned to the version read. */
+  async #writeSecret(apiKey: ApiKey, desired: V1Secret, current: V1Secret | undefined): Promise<void> {
+    const manager = secretFieldManager(apiKey.metadata.uid ?? '');
+    if (current) {
+      await this.#d.kube.applyOwnSecret(desired, current, manager);
+      return;
+    }
+    if (!(await this.#d.kube.createSecret(desired, manager))) {
+      throw new SecretTakenError(
+        `Secret ${secretNameOf(apiKey)} was created by someone else just before keyward could create it; ` +
+          'keyward leaves it unchanged',
+      );
+    }
+  }
+
+  /** Ready=False SecretConflict, and a Warning Event when the key enters that state (not on every resync). */
+  async #reportSecretConflict(
+    raw: KubernetesObject,
+    state: ApiKeyState | null,
+    message: string,
+  ): Promise<void> {
+    const previous = (raw as { status?: ApiKeyStatus }).status?.conditions?.find((c) => c.type === 'Ready');
+    if (previous?.reason !== SECRET_CONFLICT)
+      this.#d.events.record(raw, { type: 'Warning', reason: SECRET_CONFLICT, message });
+    await this.#writeStatus(raw, state ?? undefined, {
+      ready: { status: 'False', reason: SECRET_CONFLICT, message },
+      stalled: false,
+    });
   }
 
   #serviceUser(apiKey: ApiKey): ServiceUser | undefined {
@@ -334,7 +401,8 @@ export class ApiKeyReconciler {
       const token = adoptable?.ok
         ? { token: adoptable.value.token, displayPrefix: adoptable.value.displayPrefix }
         : generateToken({ prefix: this.#d.tokenPrefix, random: this.#d.random });
-      if (!adoptable?.ok) await this.#d.kube.applySecret(desiredSecret(apiKey, token.token, action.request));
+      if (!adoptable?.ok)
+        await this.#writeSecret(apiKey, desiredSecret(apiKey, token.token, action.request), secret);
       const result = await fromStore(() =>
         this.#d.store.issueKey({
           ref: { namespace: apiKey.metadata.namespace ?? '', name: apiKey.metadata.name, uid },
@@ -380,7 +448,7 @@ export class ApiKeyReconciler {
         throw new Error(
           `rotation of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
         );
-      await this.#d.kube.applySecret(desiredSecret(apiKey, generated.token, action.request));
+      await this.#writeSecret(apiKey, desiredSecret(apiKey, generated.token, action.request), secret);
       log.info(
         { keyId: state.keyId, tokenPrefix: generated.displayPrefix, reason: action.reason },
         'rotated key',
@@ -397,7 +465,8 @@ export class ApiKeyReconciler {
     if (action.kind === 'none' && contents.token !== null) {
       // Same token; labels, annotations or the data key may still have changed in the spec.
       const desired = desiredSecret(apiKey, contents.token, contents.rotationRequest);
-      if (secretMetadataDiffers(desired, secret)) await this.#d.kube.applySecret(desired);
+      if (secretMetadataDiffers(desired, secret, secretFieldManager(uid)))
+        await this.#writeSecret(apiKey, desired, secret);
     }
     return contents.rotationRequest;
   }
@@ -443,15 +512,14 @@ export class ApiKeyReconciler {
     // Revoke before the Secret goes: from this commit on, the token is useless wherever it leaked.
     await fromStore(() => this.#d.store.revokeKey(uid));
     const spec = (raw as { spec?: { secret?: { name?: string } } }).spec;
-    await this.#d.kube.deleteSecret(
-      raw.metadata.namespace ?? '',
-      spec?.secret?.name ?? raw.metadata.name ?? '',
-      uid,
-    );
+    const secretName = spec?.secret?.name ?? raw.metadata.name ?? '';
+    const deleted = await this.#d.kube.deleteSecret(raw.metadata.namespace ?? '', secretName, uid);
     this.#d.events.record(raw, {
       type: 'Normal',
       reason: 'Revoked',
-      message: 'key revoked; its Secret was deleted',
+      message: deleted
+        ? `key revoked; Secret ${secretName} was deleted`
+        : `key revoked; Secret ${secretName} is not controlled by this ApiKey and was left in place`,
     });
     await this.#d.kube.removeFinalizer('apikeys', raw);
   }
@@ -497,6 +565,11 @@ export class ApiKeyReconciler {
     // Merge patch: explicit nulls clear fields that no longer apply (e.g. previousValidUntil).
     await this.#d.kube.patchStatus('apikeys', raw, withNulls(status, existing));
   }
+}
+
+/** The Secret was created by someone else between keyward's read and its create. */
+class SecretTakenError extends Error {
+  override readonly name = 'SecretTakenError';
 }
 
 function flag(type: string, on: boolean, onReason: string, offReason: string): ConditionInput {

@@ -14,6 +14,21 @@ export interface EventHandler<T> {
   onDelete?(obj: T): void;
 }
 
+/**
+ * What controllers use of an informer: one Informer over a whole collection, or one per namespace
+ * behind a NamespacedInformers (namespaced.ts) when the operator may only read some namespaces.
+ */
+export interface SharedInformer<T> {
+  addEventHandler(handler: EventHandler<T>): void;
+  start(): void;
+  stop(): Promise<void>;
+  hasSynced(): boolean;
+  waitForSync(signal?: AbortSignal): Promise<void>;
+  /** The cached object under "namespace/name" (or "name" when cluster-scoped). */
+  get(key: string): T | undefined;
+  list(): T[];
+}
+
 /** Why a watch ended and was restarted. */
 export type RestartReason = 'closed' | 'expired' | 'error' | 'watchdog';
 
@@ -160,7 +175,7 @@ const HEALTHY_WATCH_MS = 60_000;
  * Written on client-node's Watch rather than wrapping its ListWatch: that one stops for good on
  * any error other than 410 and has no backoff, watchdog or resync.
  */
-export class Informer<T extends KubeObject> {
+export class Informer<T extends KubeObject> implements SharedInformer<T> {
   readonly #lw: ListWatch<T>;
   readonly #name: string;
   readonly #clock: Clock;

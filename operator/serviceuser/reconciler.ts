@@ -12,7 +12,7 @@ import {
 } from '../accesspolicy/grants.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
-import type { Informer } from '../kube/informer.js';
+import type { SharedInformer } from '../kube/informer.js';
 import { FINALIZER, type KubeWriter } from '../objects.js';
 import {
   fromStore,
@@ -23,7 +23,7 @@ import {
 } from '../status.js';
 
 export interface ServiceUserReconcilerDeps {
-  serviceUsers: Informer<KubernetesObject>;
+  serviceUsers: SharedInformer<KubernetesObject>;
   kube: KubeWriter;
   store: OperatorStore;
   events: EventRecorder;

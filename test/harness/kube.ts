@@ -51,6 +51,8 @@ export interface RestrictedIdentity {
   clusterRules?: V1PolicyRule[];
   /** Granted in `namespace` through a Role and RoleBinding. */
   rules?: V1PolicyRule[];
+  /** Granted in other namespaces, each through a Role and RoleBinding named `name` there. */
+  namespaceRules?: ReadonlyArray<{ namespace: string; rules: V1PolicyRule[] }>;
 }
 
 /**
@@ -70,17 +72,24 @@ export async function restrictedKubeConfig(
 
   await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
   const probes: V1SubjectAccessReviewSpec[] = [];
-  if (identity.rules?.length) {
-    await rbac.createNamespacedRole({ namespace, body: { metadata: { name }, rules: identity.rules } });
+  const roles = [
+    ...(identity.rules?.length ? [{ namespace, rules: identity.rules }] : []),
+    ...(identity.namespaceRules ?? []).filter((r) => r.rules.length > 0),
+  ];
+  for (const role of roles) {
+    await rbac.createNamespacedRole({
+      namespace: role.namespace,
+      body: { metadata: { name }, rules: role.rules },
+    });
     await rbac.createNamespacedRoleBinding({
-      namespace,
+      namespace: role.namespace,
       body: {
         metadata: { name },
         roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name },
         subjects,
       },
     });
-    probes.push(accessProbe(username, identity.rules[0]!, namespace));
+    probes.push(accessProbe(username, role.rules[0]!, role.namespace));
   }
   if (identity.clusterRules?.length) {
     const clusterName = `${namespace}-${name}`;

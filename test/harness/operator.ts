@@ -26,7 +26,7 @@ import { repoRoot } from './repo.js';
 const root = repoRoot();
 
 function chartRules(file: string): V1PolicyRule[] {
-  const rules = parse(readFileSync(join(root, 'charts', 'keyward', 'files', file), 'utf8')) as Array<{
+  const rules = (parse(readFileSync(join(root, 'charts', 'keyward', 'files', file), 'utf8')) ?? []) as Array<{
     apiGroups: string[];
     resources: string[];
     verbs: string[];
@@ -37,21 +37,30 @@ function chartRules(file: string): V1PolicyRule[] {
 /**
  * A kubeconfig file for a ServiceAccount holding exactly the chart's operator RBAC: the
  * integration suites run the operator with it, never as admin, so a missing rule fails them.
+ * Cluster mode by default; with `watchNamespaces`, namespace-list mode: the namespace rules as a
+ * Role in each of those namespaces and no cluster-wide right beyond the cluster reads.
  */
 export async function operatorKubeconfig(
   admin: KubeConfig,
   namespace: string,
   name = 'keyward-operator',
+  options: { watchNamespaces?: readonly string[] } = {},
 ): Promise<string> {
+  const clusterReads = chartRules('operator-cluster-rules.yaml');
   const kc = await restrictedKubeConfig(admin, {
     namespace,
     name,
-    // Cluster mode, as the chart renders it: the namespace rules and the cluster rules in one ClusterRole.
-    clusterRules: [
-      ...chartRules('operator-namespace-rules.yaml'),
-      ...chartRules('operator-cluster-rules.yaml'),
-    ],
     rules: chartRules('operator-leader-election-rules.yaml'),
+    ...(options.watchNamespaces
+      ? {
+          clusterRules: clusterReads,
+          namespaceRules: options.watchNamespaces.map((ns) => ({
+            namespace: ns,
+            rules: chartRules('operator-namespace-rules.yaml'),
+          })),
+        }
+      : // Cluster mode, as the chart renders it: the namespace rules and the cluster rules in one ClusterRole.
+        { clusterRules: [...chartRules('operator-namespace-rules.yaml'), ...clusterReads] }),
   });
   const dir = mkdtempSync(join(tmpdir(), 'keyward-operator-'));
   // It holds a ServiceAccount token: gone with the run.
@@ -73,8 +82,8 @@ export interface StartOperatorOptions {
   storeUrl: string;
   /** Namespace of the Lease. */
   namespace: string;
-  /** Namespace the operator reconciles (test files share one API server). */
-  watchNamespace: string;
+  /** Namespaces the operator reconciles (test files share one API server). */
+  watchNamespace: string | readonly string[];
   identity?: string;
   env?: Record<string, string>;
 }
@@ -93,7 +102,7 @@ export async function startOperator(opts: StartOperatorOptions): Promise<Operato
       KUBECONFIG: opts.kubeconfigPath,
       KEYWARD_STORE_URL: opts.storeUrl,
       KEYWARD_NAMESPACE: opts.namespace,
-      KEYWARD_WATCH_NAMESPACE: opts.watchNamespace,
+      KEYWARD_WATCH_NAMESPACES: [opts.watchNamespace].flat().join(','),
       KEYWARD_IDENTITY: identity,
       KEYWARD_METRICS_LISTEN: `127.0.0.1:${port}`,
       KEYWARD_LEASE_DURATION_SECONDS: '4',
