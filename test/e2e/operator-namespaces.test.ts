@@ -11,6 +11,7 @@ import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
 import {
+  applyAccessPolicy,
   condition,
   eventually,
   KeywardObjects,
@@ -40,6 +41,9 @@ beforeAll(async () => {
   home = await createTestNamespace(kc, 'nslist-home');
   watched = [await createTestNamespace(kc, 'nslist-a'), await createTestNamespace(kc, 'nslist-b')];
   outside = await createTestNamespace(kc, 'nslist-outside');
+  // Unprefixed usernames and `*` scopes need the cluster admin's grant, in all three namespaces:
+  // the third is left alone because it is not listed, not because it lacks a grant.
+  await applyAccessPolicy(kc, home, { namespaces: [...watched, outside], usernames: ['*'], scopes: ['*'] });
   const storeUrl = await testDatabase();
   await migrate(storeUrl);
   pool = poolFor(storeUrl);

@@ -14,6 +14,7 @@ import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
 import {
+  applyAccessPolicy,
   condition,
   eventually,
   KeywardObjects,
@@ -42,6 +43,8 @@ let operator: OperatorProcess;
 beforeAll(async () => {
   kc = testKubeConfig();
   ns = await createTestNamespace(kc, 'secret-ownership');
+  // Unprefixed usernames and `*` scopes need the cluster admin's grant.
+  await applyAccessPolicy(kc, ns, { namespaces: [ns], usernames: ['*'], scopes: ['*'] });
   objects = new KeywardObjects(kc, ns);
   core = kc.makeApiClient(CoreV1Api);
   const storeUrl = await testDatabase();

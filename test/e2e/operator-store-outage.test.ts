@@ -42,6 +42,10 @@ beforeAll(async () => {
   await admin.connect();
   try {
     await admin.query(`CREATE ROLE ${ROLE} LOGIN PASSWORD '${PASSWORD}'`);
+    // The migrating role lacks CREATEROLE, so the store's group roles are made beforehand, as a
+    // DBA would (docs/store-roles.md).
+    await admin.query('CREATE ROLE keyward_operator NOLOGIN');
+    await admin.query('CREATE ROLE keyward_webhook NOLOGIN');
     await admin.query(`CREATE DATABASE ${DATABASE} OWNER ${ROLE}`);
   } finally {
     await admin.end();
