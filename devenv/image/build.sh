@@ -69,8 +69,8 @@ for component in api credentials store operator webhook cli; do
   cp -a "$work/build/dist/$component" "$app/dist/"
 done
 cp -a "$repo/store/migrations" "$app/dist/store/"
-if find "$app" -name '*.ts' ! -name '*.d.ts' -print -quit | grep -q .; then
-  log "TypeScript sources in the runtime stage:"; find "$app" -name '*.ts' ! -name '*.d.ts' >&2; exit 1
+if find "$app/dist" -name '*.ts' ! -name '*.d.ts' -print -quit | grep -q .; then
+  log "TypeScript sources in the runtime stage:"; find "$app/dist" -name '*.ts' >&2; exit 1
 fi
 
 # The local stand-in for node:24: the Node binary, the glibc it links against, /tmp, and a

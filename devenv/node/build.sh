@@ -6,7 +6,7 @@
 #   containerd  containerd, ctr, containerd-shim-runc-v2
 #   cni         bridge, host-local, loopback, portmap
 #   crictl      crictl
-#   tools       pause, imagearchive (devenv/node/tools)
+#   tools       pause, imagearchive (devenv/node/tools), pause-image.tar (the sandbox image)
 # Arguments name the parts to build and print (default: all). Build progress and times go to
 # stderr. One Go build runs at a time.
 set -euo pipefail
@@ -16,6 +16,7 @@ cache=${KEYWARD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward}
 containerd_version=v2.4.2
 cni_version=v1.9.1
 crictl_version=v1.37.0
+pause_image=registry.k8s.io/pause:3.10.1
 # Drivers this node never uses; without them containerd builds without cgo headers for btrfs etc.
 containerd_tags="no_btrfs no_devmapper no_zfs"
 
@@ -76,10 +77,14 @@ fi
 if wants tools; then
   hash=$(cd "$here/tools" && find . -type f \( -name '*.go' -o -name 'go.mod' -o -name 'go.sum' \) -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
   dir="$cache/node/tools-$hash"
-  if [ ! -x "$dir/pause" ] || [ ! -x "$dir/imagearchive" ]; then
-    rm -rf "$dir.partial"; mkdir -p "$dir.partial"
+  if [ ! -x "$dir/pause" ] || [ ! -x "$dir/imagearchive" ] || [ ! -f "$dir/pause-image.tar" ]; then
+    rm -rf "$dir.partial"; mkdir -p "$dir.partial/pause-root"
     (cd "$here/tools" && GOFLAGS=-mod=readonly timed tools go build -trimpath -ldflags "-s -w" -o "$dir.partial/" ./pause ./imagearchive)
-    rm -rf "$dir"; mv "$dir.partial" "$dir"
+    # The pod sandbox image, under the name the kubelet and containerd expect (pinned, never pulled).
+    cp "$dir.partial/pause" "$dir.partial/pause-root/pause"
+    "$dir.partial/imagearchive" --out "$dir.partial/pause-image.tar" --tag "$pause_image" \
+      --layer "$dir.partial/pause-root" --entrypoint '["/pause"]' --user 65535:65535 >/dev/null
+    rm -rf "$dir.partial/pause-root" "$dir"; mv "$dir.partial" "$dir"
   fi
   echo "tools=$dir"
 fi

@@ -1,0 +1,433 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
+import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { type ControlPlane, startControlPlane } from '../../test/harness/controlplane.js';
+import { issueCertificate } from '../../test/harness/pki.js';
+import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from '../../test/harness/process.js';
+import { type NodeBinaries, nodeBinaries, nodeUnsupportedReason } from './binaries.js';
+import {
+  certKubeconfig,
+  cniConfig,
+  containerdConfig,
+  kubeletConfig,
+  kubeProxyConfig,
+  type NodeNetwork,
+  type NodePaths,
+} from './configs.js';
+import { captureHostState, type HostState, restoreHostState, unmountUnder, writeSysctl } from './host.js';
+
+const run = promisify(execFile);
+
+export interface NodeClusterOptions {
+  /** Image archives (docker-archive or OCI) to load into the node's containerd before it is returned. */
+  images?: string[];
+  /** Where component logs go; kept after stop(). Default: inside the temp dir, removed on stop(). */
+  logDir?: string;
+  /** Pod subnet; its first address becomes the bridge gateway and the host address. */
+  podSubnet?: string;
+}
+
+export interface NodeCluster {
+  /** Admin kubeconfig (client certificate in `system:masters`). */
+  kubeconfigPath: string;
+  /** `https://<hostAddress>:<port>` */
+  server: string;
+  caFile: string;
+  /** Directory with kubectl (and the control-plane binaries). */
+  binDir: string;
+  nodeName: string;
+  /** The CNI bridge gateway: the host as pods see it. Host services pods must reach listen here. */
+  hostAddress: string;
+  podSubnet: string;
+  /** From the start of the node's processes until Node Ready and the `default` ServiceAccount exist. */
+  readyAfterMs: number;
+  kubeConfig(): KubeConfig;
+  /** Imports an image archive into containerd's `k8s.io` namespace (the kubelet's). */
+  loadImage(archive: string): Promise<void>;
+  /** Resident memory in bytes of each node process (kubelet, containerd, shims…), by name and pid. */
+  memory(): Record<string, number>;
+  /** Stops everything and puts the host back as it was; resolves with anything it could not undo. */
+  stop(): Promise<string[]>;
+}
+
+const NODE_NAME = 'keyward-node';
+const BRIDGE = 'keyward0';
+const DEFAULT_POD_SUBNET = '10.244.0.0/24';
+const READY_TIMEOUT_MS = 120_000;
+const LOCK_TIMEOUT_MS = 20 * 60_000;
+/** kube-proxy's iptables chains and the kubelet's are host-global: one node per machine at a time. */
+const LOCK_FILE = join(tmpdir(), 'keyward-node.lock');
+const DIR_PREFIX = 'keyward-node-';
+
+/**
+ * Starts a single-node cluster: the control plane in node mode (test/harness/controlplane.ts)
+ * plus containerd (with Debian's runc and the CNI bridge), kubelet, kube-scheduler and kube-proxy,
+ * loads `images` and resolves once the node is Ready and the `default` ServiceAccount exists.
+ * Needs root on Linux. stop() removes every process, mount, interface, iptables chain, cgroup and
+ * directory the node created and restores the sysctls it changed.
+ */
+export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<NodeCluster> {
+  const unsupported = nodeUnsupportedReason();
+  if (unsupported) throw new Error(unsupported);
+  const bins = await nodeBinaries();
+  const releaseLock = await acquireLock();
+  const before = await captureHostState();
+  const t0 = performance.now();
+  const dir = await mkdtemp(join(tmpdir(), DIR_PREFIX));
+  const logDir = opts.logDir ?? join(dir, 'logs');
+  const podSubnet = opts.podSubnet ?? DEFAULT_POD_SUBNET;
+  const net: NodeNetwork = { bridge: BRIDGE, podSubnet, hostAddress: firstHost(podSubnet) };
+  const paths: NodePaths = {
+    dir,
+    containerdSocket: join(dir, 'containerd.sock'),
+    containerdRoot: join(dir, 'containerd', 'root'),
+    containerdState: join(dir, 'containerd', 'state'),
+    runcRoot: join(dir, 'runc'),
+    cniConfDir: join(dir, 'cni', 'net.d'),
+    cniBinDir: bins.cniBinDir,
+    cniIpamDir: join(dir, 'cni', 'ipam'),
+    kubeletRoot: join(dir, 'kubelet'),
+    podLogs: join(dir, 'pod-logs'),
+  };
+  const processes: ManagedProcess[] = [];
+  let controlPlane: ControlPlane | undefined;
+  // Killed hard (the exit hook already SIGKILLs the processes): undo what a later run would trip on.
+  const unregisterEmergency = onExitCleanup(() => emergencyCleanup(dir, before, releaseLock));
+
+  let stopping: Promise<string[]> | undefined;
+  const stop = (): Promise<string[]> => {
+    stopping ??= (async () => {
+      const problems = await teardown({ bins, paths, before, processes, controlPlane });
+      await rm(dir, { recursive: true, force: true }).catch((err: Error) => problems.push(`rm ${dir}: ${err.message}`));
+      unregisterEmergency();
+      releaseLock();
+      return problems;
+    })();
+    return stopping;
+  };
+
+  try {
+    await Promise.all([
+      mkdir(logDir, { recursive: true }),
+      mkdir(paths.cniConfDir, { recursive: true }),
+      mkdir(join(dir, 'pki')),
+    ]);
+    await createBridge(net);
+    await writeSysctl('net/ipv4/ip_forward', '1');
+    // Pod → ClusterIP → pod on the same bridge: the reply must pass conntrack to be un-DNATed.
+    await writeSysctl('net/bridge/bridge-nf-call-iptables', '1').catch(() => undefined);
+    await writeFile(join(paths.cniConfDir, '10-keyward.conflist'), cniConfig(paths, net));
+
+    const [cp, containerd] = await Promise.all([
+      startControlPlane({ node: { address: net.hostAddress }, logDir }),
+      startContainerd(bins, paths, logDir),
+    ]);
+    controlPlane = cp;
+    processes.push(containerd);
+    for (const archive of [bins.pauseImage, ...(opts.images ?? [])]) await importImage(bins, paths, archive);
+
+    const pki = join(dir, 'pki');
+    const [kubeletClient, kubeletServing, schedulerClient, proxyClient] = await Promise.all([
+      issueCertificate(pki, cp.ca, {
+        name: 'kubelet',
+        commonName: `system:node:${NODE_NAME}`,
+        organizations: ['system:nodes'],
+        usage: 'client',
+      }),
+      issueCertificate(pki, cp.ca, {
+        name: 'kubelet-serving',
+        commonName: NODE_NAME,
+        usage: 'server',
+        subjectAltNames: [`IP:${net.hostAddress}`, `DNS:${NODE_NAME}`],
+      }),
+      issueCertificate(pki, cp.ca, { name: 'kube-scheduler', commonName: 'system:kube-scheduler', usage: 'client' }),
+      issueCertificate(pki, cp.ca, { name: 'kube-proxy', commonName: 'system:kube-proxy', usage: 'client' }),
+    ]);
+    const kubeconfig = async (name: string, user: string, cert: { cert: string; key: string }): Promise<string> => {
+      const file = join(dir, `${name}.kubeconfig`);
+      await writeFile(file, certKubeconfig(cp.server, cp.caFile, user, cert.cert, cert.key));
+      return file;
+    };
+    const [kubeletKc, schedulerKc, proxyKc] = await Promise.all([
+      kubeconfig('kubelet', `system:node:${NODE_NAME}`, kubeletClient),
+      kubeconfig('kube-scheduler', 'system:kube-scheduler', schedulerClient),
+      kubeconfig('kube-proxy', 'system:kube-proxy', proxyClient),
+    ]);
+    const [kubeletPort, kubeletHealthz, schedulerPort, proxyMetrics, proxyHealthz] = (await distinctFreePorts(5)) as [
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    const kubeletConfigFile = join(dir, 'kubelet.yaml');
+    const proxyConfigFile = join(dir, 'kube-proxy.yaml');
+    await Promise.all([
+      writeFile(
+        kubeletConfigFile,
+        kubeletConfig({
+          paths,
+          net,
+          caFile: cp.caFile,
+          servingCert: kubeletServing,
+          port: kubeletPort,
+          healthzPort: kubeletHealthz,
+        }),
+      ),
+      writeFile(proxyConfigFile, kubeProxyConfig(proxyKc, NODE_NAME, net, [proxyMetrics, proxyHealthz])),
+    ]);
+
+    const start = (name: string, command: string, args: string[]): ManagedProcess => {
+      const proc = new ManagedProcess({ name, command, args, logFile: join(logDir, `${name}.log`) });
+      processes.push(proc);
+      return proc;
+    };
+    const kubelet = start('kubelet', bins.kubelet, [
+      `--config=${kubeletConfigFile}`,
+      `--kubeconfig=${kubeletKc}`,
+      `--root-dir=${paths.kubeletRoot}`,
+      `--cert-dir=${join(dir, 'kubelet-pki')}`,
+      `--hostname-override=${NODE_NAME}`,
+      `--node-ip=${net.hostAddress}`,
+    ]);
+    start('kube-scheduler', bins.kubeScheduler, [
+      `--kubeconfig=${schedulerKc}`,
+      `--authentication-kubeconfig=${schedulerKc}`,
+      `--authorization-kubeconfig=${schedulerKc}`,
+      '--leader-elect=false',
+      '--bind-address=127.0.0.1',
+      `--secure-port=${schedulerPort}`,
+    ]);
+    start('kube-proxy', bins.kubeProxy, [`--config=${proxyConfigFile}`]);
+
+    const kc = cp.kubeConfig();
+    const core = kc.makeApiClient(CoreV1Api);
+    await waitUntilReady(
+      kubelet,
+      async () => {
+        for (const p of processes) if (p.hasExited) throw p.failure('exited while the node was starting');
+        const node = await core.readNode({ name: NODE_NAME });
+        const ready = node.status?.conditions?.find((c) => c.type === 'Ready')?.status === 'True';
+        if (!ready) return false;
+        await core.readNamespacedServiceAccount({ name: 'default', namespace: 'default' });
+        return true;
+      },
+      READY_TIMEOUT_MS,
+      'a Ready node with a default ServiceAccount',
+    );
+    const readyAfterMs = performance.now() - t0;
+    process.stderr.write(
+      `keyward node ${NODE_NAME} Ready ${(readyAfterMs / 1000).toFixed(1)}s after start (API server ${cp.server}, ` +
+        `host address ${net.hostAddress}); logs in ${logDir}\n`,
+    );
+
+    return {
+      kubeconfigPath: cp.kubeconfigPath,
+      server: cp.server,
+      caFile: cp.caFile,
+      binDir: cp.binDir,
+      nodeName: NODE_NAME,
+      hostAddress: net.hostAddress,
+      podSubnet,
+      readyAfterMs,
+      kubeConfig: () => cp.kubeConfig(),
+      loadImage: (archive) => importImage(bins, paths, archive),
+      memory: () => nodeMemory(processes, paths),
+      stop,
+    };
+  } catch (err) {
+    const problems = await stop();
+    if (problems.length > 0) process.stderr.write(`node teardown after a failed start: ${problems.join('; ')}\n`);
+    throw err;
+  }
+}
+
+async function startContainerd(bins: NodeBinaries, paths: NodePaths, logDir: string): Promise<ManagedProcess> {
+  const config = join(paths.dir, 'containerd.toml');
+  await writeFile(config, containerdConfig(paths, bins.runc));
+  const proc = new ManagedProcess({
+    name: 'containerd',
+    command: bins.containerd,
+    args: [`--config=${config}`],
+    logFile: join(logDir, 'containerd.log'),
+    // containerd finds containerd-shim-runc-v2 on PATH.
+    env: { ...process.env, PATH: `${bins.shimDir}:${process.env.PATH ?? ''}` },
+  });
+  await waitUntilReady(
+    proc,
+    async () => {
+      await run(bins.ctr, ['--address', paths.containerdSocket, 'version'], { timeout: 2000 });
+      return true;
+    },
+    30_000,
+    'serving its socket',
+  );
+  return proc;
+}
+
+async function importImage(bins: NodeBinaries, paths: NodePaths, archive: string): Promise<void> {
+  try {
+    await run(bins.ctr, ['--address', paths.containerdSocket, '-n', 'k8s.io', 'images', 'import', archive], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr ?? String(err);
+    throw new Error(`ctr images import ${archive} failed: ${stderr.trim()}`);
+  }
+}
+
+async function createBridge(net: NodeNetwork): Promise<void> {
+  const prefix = net.podSubnet.split('/')[1];
+  await run('ip', ['link', 'add', net.bridge, 'type', 'bridge']);
+  await run('ip', ['addr', 'add', `${net.hostAddress}/${prefix}`, 'dev', net.bridge]);
+  await run('ip', ['link', 'set', net.bridge, 'up']);
+}
+
+interface TeardownInput {
+  bins: NodeBinaries;
+  paths: NodePaths;
+  before: HostState;
+  processes: ManagedProcess[];
+  controlPlane: ControlPlane | undefined;
+}
+
+/** REAL-NODE.md's order: proxy, kubelet, sandboxes (CNI DEL), containerd, control plane, host. */
+async function teardown(t: TeardownInput): Promise<string[]> {
+  const problems: string[] = [];
+  const byName = (name: string): ManagedProcess | undefined => t.processes.find((p) => p.name === name);
+  await byName('kube-proxy')?.stop();
+  await run(t.bins.kubeProxy, ['--cleanup'], { timeout: 30_000 }).catch(() => undefined);
+  await byName('kube-scheduler')?.stop();
+  await byName('kubelet')?.stop();
+  const containerd = byName('containerd');
+  if (containerd && !containerd.hasExited) {
+    // Stops every sandbox and runs CNI DEL; a PID 1 ignoring SIGTERM would otherwise hold its grace period.
+    await run(
+      t.bins.crictl,
+      ['--runtime-endpoint', `unix://${t.paths.containerdSocket}`, '--timeout', '60s', 'rmp', '--force', '--all'],
+      { timeout: 90_000 },
+    ).catch((err: Error) => problems.push(`crictl rmp: ${err.message}`));
+  }
+  for (const pid of shimPids(t.paths)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  await containerd?.stop();
+  await t.controlPlane?.stop();
+  await unmountUnder([t.paths.dir]);
+  problems.push(...(await restoreHostState(t.before, [BRIDGE])));
+  return problems;
+}
+
+/** containerd-shim-runc-v2 processes of this node (they daemonize out of containerd's process group). */
+function shimPids(paths: NodePaths): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
+      if (cmdline.includes('containerd-shim') && cmdline.includes(paths.containerdSocket)) pids.push(Number(entry));
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return pids;
+}
+
+function rssBytes(pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+function nodeMemory(processes: ManagedProcess[], paths: NodePaths): Record<string, number> {
+  const memory: Record<string, number> = {};
+  for (const p of processes) if (!p.hasExited) memory[p.name] = rssBytes(p.pid);
+  for (const pid of shimPids(paths)) memory[`containerd-shim-runc-v2[${pid}]`] = rssBytes(pid);
+  return memory;
+}
+
+/** Synchronous best effort when the process is leaving: what a next start would otherwise trip over. */
+function emergencyCleanup(dir: string, before: HostState, releaseLock: () => void): void {
+  const quiet = { stdio: 'ignore' as const };
+  try {
+    execFileSync('ip', ['link', 'delete', BRIDGE], quiet);
+  } catch {
+    // not there
+  }
+  for (const [name, value] of Object.entries(before.sysctls)) {
+    try {
+      writeFileSync(join('/proc/sys', name), value);
+    } catch {
+      // best effort
+    }
+  }
+  try {
+    execFileSync('sh', ['-c', `grep -o " ${dir}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`], quiet);
+  } catch {
+    // best effort
+  }
+  rmSync(dir, { recursive: true, force: true });
+  releaseLock();
+}
+
+async function acquireLock(): Promise<() => void> {
+  const deadline = Date.now() + LOCK_TIMEOUT_MS;
+  for (;;) {
+    try {
+      mkdirSync(tmpdir(), { recursive: true });
+      writeFileSync(LOCK_FILE, String(process.pid), { flag: 'wx' });
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        rmSync(LOCK_FILE, { force: true });
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = Number.parseInt(readFileSync(LOCK_FILE, 'utf8').trim() || '0', 10);
+    if (!owner || !isAlive(owner)) {
+      rmSync(LOCK_FILE, { force: true });
+      continue;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`another local node (pid ${owner}) has been running for ${LOCK_TIMEOUT_MS / 60_000} min`);
+    }
+    await sleep(1000);
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function firstHost(cidr: string): string {
+  const [base] = cidr.split('/');
+  const octets = (base ?? '').split('.').map(Number);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o))) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  octets[3] = (octets[3] ?? 0) + 1;
+  return octets.join('.');
+}
+
+async function distinctFreePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
