@@ -47,7 +47,10 @@ export async function runBuildScript(script: string, args: string[] = []): Promi
     child.on('error', reject);
     child.on('close', (code) => {
       if (code === 0) resolve(stdout);
-      else reject(new Error(`${script} failed (exit ${code}):\n${stderr.trim().split('\n').slice(-30).join('\n')}`));
+      else
+        reject(
+          new Error(`${script} failed (exit ${code}):\n${stderr.trim().split('\n').slice(-30).join('\n')}`),
+        );
     });
   });
 }
@@ -95,6 +98,7 @@ export async function nodeBinaries(): Promise<NodeBinaries> {
 /** Whether this process can run a node at all: root, on Linux. */
 export function nodeUnsupportedReason(): string | undefined {
   if (process.platform !== 'linux') return `a local node needs Linux, not ${process.platform}`;
-  if (process.getuid?.() !== 0) return 'a local node needs root (kubelet, containerd and CNI manage mounts, cgroups and networks)';
+  if (process.getuid?.() !== 0)
+    return 'a local node needs root (kubelet, containerd and CNI manage mounts, cgroups and networks)';
   return undefined;
 }

@@ -152,7 +152,12 @@ export function kubeletConfig(s: KubeletSettings): string {
   });
 }
 
-export function kubeProxyConfig(kubeconfig: string, nodeName: string, net: NodeNetwork, ports: number[]): string {
+export function kubeProxyConfig(
+  kubeconfig: string,
+  nodeName: string,
+  net: NodeNetwork,
+  ports: number[],
+): string {
   return stringify({
     apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
     kind: 'KubeProxyConfiguration',
@@ -169,7 +174,13 @@ export function kubeProxyConfig(kubeconfig: string, nodeName: string, net: NodeN
 }
 
 /** A kubeconfig for a client certificate. */
-export function certKubeconfig(server: string, caFile: string, user: string, cert: string, key: string): string {
+export function certKubeconfig(
+  server: string,
+  caFile: string,
+  user: string,
+  cert: string,
+  key: string,
+): string {
   return stringify({
     apiVersion: 'v1',
     kind: 'Config',

@@ -106,7 +106,9 @@ export function mountsUnder(dir: string): string[] {
     .split('\n')
     .map((line) => line.split(' ')[4])
     .filter((p): p is string => p !== undefined)
-    .map((p) => p.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8))))
+    .map((p) =>
+      p.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(Number.parseInt(octal, 8))),
+    )
     .filter((p) => p === dir || p.startsWith(`${dir}/`));
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
@@ -145,7 +147,9 @@ export async function restoreHostState(before: HostState, ownLinks: string[]): P
     if (before.links.includes(link)) continue;
     // Our bridge, and any veth whose pod end was not torn down by CNI DEL.
     if (ownLinks.includes(link) || link.startsWith('veth')) {
-      await run('ip', ['link', 'delete', link]).catch((err: Error) => problems.push(`ip link delete ${link}: ${err.message}`));
+      await run('ip', ['link', 'delete', link]).catch((err: Error) =>
+        problems.push(`ip link delete ${link}: ${err.message}`),
+      );
     }
   }
   for (const cg of kubepodsCgroups()) {
@@ -156,7 +160,9 @@ export async function restoreHostState(before: HostState, ownLinks: string[]): P
   for (const p of HARD_CODED_PATHS) {
     if (!before.paths.includes(p) && existsSync(p)) {
       await unmountUnder([p]);
-      await rm(p, { recursive: true, force: true }).catch((err: Error) => problems.push(`rm ${p}: ${err.message}`));
+      await rm(p, { recursive: true, force: true }).catch((err: Error) =>
+        problems.push(`rm ${p}: ${err.message}`),
+      );
     }
   }
   return problems;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { type ControlPlane, startControlPlane } from '../../test/harness/controlplane.js';
 import { issueCertificate } from '../../test/harness/pki.js';
 import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from '../../test/harness/process.js';
@@ -103,7 +103,9 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
   const stop = (): Promise<string[]> => {
     stopping ??= (async () => {
       const problems = await teardown({ bins, paths, before, processes, controlPlane });
-      await rm(dir, { recursive: true, force: true }).catch((err: Error) => problems.push(`rm ${dir}: ${err.message}`));
+      await rm(dir, { recursive: true, force: true }).catch((err: Error) =>
+        problems.push(`rm ${dir}: ${err.message}`),
+      );
       unregisterEmergency();
       releaseLock();
       return problems;
@@ -145,10 +147,18 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
         usage: 'server',
         subjectAltNames: [`IP:${net.hostAddress}`, `DNS:${NODE_NAME}`],
       }),
-      issueCertificate(pki, cp.ca, { name: 'kube-scheduler', commonName: 'system:kube-scheduler', usage: 'client' }),
+      issueCertificate(pki, cp.ca, {
+        name: 'kube-scheduler',
+        commonName: 'system:kube-scheduler',
+        usage: 'client',
+      }),
       issueCertificate(pki, cp.ca, { name: 'kube-proxy', commonName: 'system:kube-proxy', usage: 'client' }),
     ]);
-    const kubeconfig = async (name: string, user: string, cert: { cert: string; key: string }): Promise<string> => {
+    const kubeconfig = async (
+      name: string,
+      user: string,
+      cert: { cert: string; key: string },
+    ): Promise<string> => {
       const file = join(dir, `${name}.kubeconfig`);
       await writeFile(file, certKubeconfig(cp.server, cp.caFile, user, cert.cert, cert.key));
       return file;
@@ -158,13 +168,9 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
       kubeconfig('kube-scheduler', 'system:kube-scheduler', schedulerClient),
       kubeconfig('kube-proxy', 'system:kube-proxy', proxyClient),
     ]);
-    const [kubeletPort, kubeletHealthz, schedulerPort, proxyMetrics, proxyHealthz] = (await distinctFreePorts(5)) as [
-      number,
-      number,
-      number,
-      number,
-      number,
-    ];
+    const [kubeletPort, kubeletHealthz, schedulerPort, proxyMetrics, proxyHealthz] = (await distinctFreePorts(
+      5,
+    )) as [number, number, number, number, number];
     const kubeletConfigFile = join(dir, 'kubelet.yaml');
     const proxyConfigFile = join(dir, 'kube-proxy.yaml');
     await Promise.all([
@@ -242,12 +248,17 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
     };
   } catch (err) {
     const problems = await stop();
-    if (problems.length > 0) process.stderr.write(`node teardown after a failed start: ${problems.join('; ')}\n`);
+    if (problems.length > 0)
+      process.stderr.write(`node teardown after a failed start: ${problems.join('; ')}\n`);
     throw err;
   }
 }
 
-async function startContainerd(bins: NodeBinaries, paths: NodePaths, logDir: string): Promise<ManagedProcess> {
+async function startContainerd(
+  bins: NodeBinaries,
+  paths: NodePaths,
+  logDir: string,
+): Promise<ManagedProcess> {
   const config = join(paths.dir, 'containerd.toml');
   await writeFile(config, containerdConfig(paths, bins.runc));
   const proc = new ManagedProcess({
@@ -309,7 +320,15 @@ async function teardown(t: TeardownInput): Promise<string[]> {
     // Stops every sandbox and runs CNI DEL; a PID 1 ignoring SIGTERM would otherwise hold its grace period.
     await run(
       t.bins.crictl,
-      ['--runtime-endpoint', `unix://${t.paths.containerdSocket}`, '--timeout', '60s', 'rmp', '--force', '--all'],
+      [
+        '--runtime-endpoint',
+        `unix://${t.paths.containerdSocket}`,
+        '--timeout',
+        '60s',
+        'rmp',
+        '--force',
+        '--all',
+      ],
       { timeout: 90_000 },
     ).catch((err: Error) => problems.push(`crictl rmp: ${err.message}`));
   }
@@ -334,7 +353,8 @@ function shimPids(paths: NodePaths): number[] {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('containerd-shim') && cmdline.includes(paths.containerdSocket)) pids.push(Number(entry));
+      if (cmdline.includes('containerd-shim') && cmdline.includes(paths.containerdSocket))
+        pids.push(Number(entry));
     } catch {
       // exited meanwhile
     }
@@ -374,7 +394,11 @@ function emergencyCleanup(dir: string, before: HostState, releaseLock: () => voi
     }
   }
   try {
-    execFileSync('sh', ['-c', `grep -o " ${dir}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`], quiet);
+    execFileSync(
+      'sh',
+      ['-c', `grep -o " ${dir}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`],
+      quiet,
+    );
   } catch {
     // best effort
   }
@@ -403,7 +427,9 @@ async function acquireLock(): Promise<() => void> {
       continue;
     }
     if (Date.now() > deadline) {
-      throw new Error(`another local node (pid ${owner}) has been running for ${LOCK_TIMEOUT_MS / 60_000} min`);
+      throw new Error(
+        `another local node (pid ${owner}) has been running for ${LOCK_TIMEOUT_MS / 60_000} min`,
+      );
     }
     await sleep(1000);
   }
@@ -421,7 +447,8 @@ function isAlive(pid: number): boolean {
 function firstHost(cidr: string): string {
   const [base] = cidr.split('/');
   const octets = (base ?? '').split('.').map(Number);
-  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o))) throw new Error(`not an IPv4 CIDR: ${cidr}`);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o)))
+    throw new Error(`not an IPv4 CIDR: ${cidr}`);
   octets[3] = (octets[3] ?? 0) + 1;
   return octets.join('.');
 }

@@ -304,7 +304,10 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
               `--cluster-signing-cert-file=${ca.cert}`,
               `--cluster-signing-key-file=${ca.key}`,
             ]
-          : ['--controllers=garbage-collector-controller,namespace-controller', '--use-service-account-credentials=false']),
+          : [
+              '--controllers=garbage-collector-controller,namespace-controller',
+              '--use-service-account-credentials=false',
+            ]),
         '--leader-elect=false',
         '--bind-address=127.0.0.1',
         `--secure-port=${cmPort}`,
