@@ -29,7 +29,14 @@ context_files() {
     api credentials store operator webhook cli devenv test bench \
     -path test/controlplane -prune -o -path devenv/node/tools -prune -o -type f -print | LC_ALL=C sort)
 }
-hash=$( { (cd "$repo" && context_files | tr '\n' '\0' | xargs -0 sha256sum); echo "node $node_version tools $tools"; sha256sum "$0"; } \
+# The name hashes what ends up in the image: the product's sources (not its tests: the build stage
+# compiles test/ and devenv/ only because cli/sandbox.ts imports them, and they never reach the
+# runtime stage), the lock file, the Dockerfile, the Node version and this script.
+image_inputs() {
+  (cd "$repo" && find package.json package-lock.json tsconfig.json Dockerfile \
+    api credentials store operator webhook cli -type f ! -name '*.test.ts' -print | LC_ALL=C sort)
+}
+hash=$( { (cd "$repo" && image_inputs | tr '\n' '\0' | xargs -0 sha256sum); echo "node $node_version tools $tools"; sha256sum < "$0"; } \
   | sha256sum | cut -c1-16)
 archive="$images/keyward-$version-$hash.tar"
 image="localhost/keyward:$version-$hash"
@@ -100,6 +107,8 @@ while read -r label; do
 done < <(instruction LABEL)
 digest=$("$tools/imagearchive" "${args[@]}")
 mv "$work/keyward.tar" "$archive"
+# Keep the three newest archives: each is ~70 MB, and older sources are rarely wanted again.
+ls -1t "$images"/keyward-*.tar | tail -n +4 | xargs -r rm -f
 log "wrote $image ($digest, $(du -m "$archive" | cut -f1) MB archive) in $(( $(date +%s) - start ))s"
 echo "archive=$archive"
 echo "image=$image"

@@ -44,7 +44,10 @@ export interface NodeCluster {
   /** The CNI bridge gateway: the host as pods see it. Host services pods must reach listen here. */
   hostAddress: string;
   podSubnet: string;
-  /** From the start of the node's processes until Node Ready and the `default` ServiceAccount exist. */
+  /**
+   * From the start (after the cached builds) until Node Ready and the `default` ServiceAccount
+   * exist; loading `images` may take a few seconds more before startNodeCluster() resolves.
+   */
   readyAfterMs: number;
   kubeConfig(): KubeConfig;
   /** Imports an image archive into containerd's `k8s.io` namespace (the kubelet's). */
@@ -131,7 +134,11 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
     ]);
     controlPlane = cp;
     processes.push(containerd);
-    for (const archive of [bins.pauseImage, ...(opts.images ?? [])]) await importImage(bins, paths, archive);
+    const tControlPlane = performance.now();
+    await importImage(bins, paths, bins.pauseImage);
+    // The caller's images load while the kubelet registers; they must be there before we return.
+    const imagesLoaded = Promise.all((opts.images ?? []).map((archive) => importImage(bins, paths, archive)));
+    imagesLoaded.catch(() => undefined);
 
     const pki = join(dir, 'pki');
     const [kubeletClient, kubeletServing, schedulerClient, proxyClient] = await Promise.all([
@@ -213,6 +220,7 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
 
     const kc = cp.kubeConfig();
     const core = kc.makeApiClient(CoreV1Api);
+    const tStarted = performance.now();
     await waitUntilReady(
       kubelet,
       async () => {
@@ -226,10 +234,15 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
       READY_TIMEOUT_MS,
       'a Ready node with a default ServiceAccount',
     );
-    const readyAfterMs = performance.now() - t0;
+    const tReady = performance.now();
+    await imagesLoaded;
+    const readyAfterMs = tReady - t0;
+    const secs = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
     process.stderr.write(
-      `keyward node ${NODE_NAME} Ready ${(readyAfterMs / 1000).toFixed(1)}s after start (API server ${cp.server}, ` +
-        `host address ${net.hostAddress}); logs in ${logDir}\n`,
+      `keyward node ${NODE_NAME} Ready ${secs(readyAfterMs)} after start (control plane and containerd ` +
+        `${secs(tControlPlane - t0)}, pause image and node certificates ${secs(tStarted - tControlPlane)}, ` +
+        `kubelet to Ready ${secs(tReady - tStarted)}, images ${secs(performance.now() - tReady)} more); ` +
+        `API server ${cp.server}, host address ${net.hostAddress}; logs in ${logDir}\n`,
     );
 
     return {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -238,18 +239,29 @@ async function closeStore(): Promise<void> {
   await fx.close();
 }
 
-/** The pod's resident memory from its memory cgroup (cgroup v1, the kubelet's cgroupfs layout). */
+/** Resident memory of the pod's processes (VmRSS), found through its memory cgroup (cgroup v1, cgroupfs). */
 function podRssBytes(uid: string): number {
   for (const qos of ['', 'burstable/', 'besteffort/']) {
-    try {
-      const stat = readFileSync(`/sys/fs/cgroup/memory/kubepods/${qos}pod${uid}/memory.stat`, 'utf8');
-      const total = /^total_rss (\d+)$/m.exec(stat);
-      if (total) return Number(total[1]);
-    } catch {
-      // not this QoS class
-    }
+    const dir = `/sys/fs/cgroup/memory/kubepods/${qos}pod${uid}`;
+    if (!existsSync(dir)) continue;
+    return cgroupPids(dir).reduce((sum, pid) => sum + vmRss(pid), 0);
   }
   return 0;
+}
+
+function cgroupPids(dir: string): number[] {
+  const own = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  const children = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory());
+  return [...own, ...children.flatMap((e) => cgroupPids(join(dir, e.name)))];
+}
+
+function vmRss(pid: number): number {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
 }
 
 /** Sum of the image's uncompressed layer sizes, from the archive's gzip trailers (ISIZE). */
