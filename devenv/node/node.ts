@@ -8,7 +8,13 @@ import { promisify } from 'node:util';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { type ControlPlane, startControlPlane } from '../../test/harness/controlplane.js';
 import { issueCertificate } from '../../test/harness/pki.js';
-import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from '../../test/harness/process.js';
+import {
+  freePort,
+  ManagedProcess,
+  onExitCleanup,
+  onSignalStop,
+  waitUntilReady,
+} from '../../test/harness/process.js';
 import { type NodeBinaries, nodeBinaries, nodeUnsupportedReason } from './binaries.js';
 import {
   certKubeconfig,
@@ -19,7 +25,14 @@ import {
   type NodeNetwork,
   type NodePaths,
 } from './configs.js';
-import { captureHostState, type HostState, restoreHostState, unmountUnder, writeSysctl } from './host.js';
+import {
+  captureHostState,
+  type HostState,
+  mountsUnder,
+  restoreHostState,
+  unmountUnder,
+  writeSysctl,
+} from './host.js';
 
 const run = promisify(execFile);
 
@@ -100,7 +113,7 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
   const processes: ManagedProcess[] = [];
   let controlPlane: ControlPlane | undefined;
   // Killed hard (the exit hook already SIGKILLs the processes): undo what a later run would trip on.
-  const unregisterEmergency = onExitCleanup(() => emergencyCleanup(dir, before, releaseLock));
+  const unregisterEmergency = onExitCleanup(() => emergencyCleanup(paths, before, releaseLock));
 
   let stopping: Promise<string[]> | undefined;
   const stop = (): Promise<string[]> => {
@@ -110,11 +123,14 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
         problems.push(`rm ${dir}: ${err.message}`),
       );
       unregisterEmergency();
+      unregisterSignalStop();
       releaseLock();
       return problems;
     })();
     return stopping;
   };
+  // Ctrl+C: the full teardown, not just the synchronous emergency one.
+  const unregisterSignalStop = onSignalStop(stop);
 
   try {
     await Promise.all([
@@ -391,9 +407,23 @@ function nodeMemory(processes: ManagedProcess[], paths: NodePaths): Record<strin
   return memory;
 }
 
-/** Synchronous best effort when the process is leaving: what a next start would otherwise trip over. */
-function emergencyCleanup(dir: string, before: HostState, releaseLock: () => void): void {
+/**
+ * Synchronous best effort when the process is leaving without stop(): the exit hook SIGKILLs the
+ * node's own processes, but pods run under daemonized shims, so kill those and the pods' processes,
+ * then undo what a later start would trip over.
+ */
+function emergencyCleanup(paths: NodePaths, before: HostState, releaseLock: () => void): void {
   const quiet = { stdio: 'ignore' as const };
+  const kill = (pid: number): void => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  };
+  shimPids(paths).forEach(kill);
+  // Only when the pod cgroups are ours: another kubelet's pods are not this node's to kill.
+  if (before.cgroups.length === 0) podPids().forEach(kill);
   try {
     execFileSync('ip', ['link', 'delete', BRIDGE], quiet);
   } catch {
@@ -406,17 +436,30 @@ function emergencyCleanup(dir: string, before: HostState, releaseLock: () => voi
       // best effort
     }
   }
-  try {
-    execFileSync(
-      'sh',
-      ['-c', `grep -o " ${dir}[^ ]*" /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l`],
-      quiet,
-    );
-  } catch {
-    // best effort
+  for (const point of mountsUnder(paths.dir)) {
+    try {
+      execFileSync('umount', ['-l', point], quiet);
+    } catch {
+      // best effort
+    }
   }
-  rmSync(dir, { recursive: true, force: true });
+  rmSync(paths.dir, { recursive: true, force: true });
   releaseLock();
+}
+
+/** Processes in the kubelet's pod cgroups (the pids hierarchy lists every task). */
+function podPids(): number[] {
+  const pids: number[] = [];
+  const walk = (dir: string): void => {
+    try {
+      pids.push(...readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number));
+      for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(join(dir, e.name));
+    } catch {
+      // gone
+    }
+  };
+  walk('/sys/fs/cgroup/pids/kubepods');
+  return pids;
 }
 
 async function acquireLock(): Promise<() => void> {

@@ -163,8 +163,13 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
       const r = await fetch(base + '/readyz');
       const ok = await fetch(base + '/verify', { headers: { authorization: 'Bearer ' + process.env.TOKEN } });
       const bad = await fetch(base + '/verify', { headers: { authorization: 'Bearer kw_not_a_real_token' } });
-      console.log(JSON.stringify({ readyz: r.status, verify: ok.status, bogus: bad.status, user: ok.headers.get('x-keyward-user') }));
+      const api = await fetch('https://' + process.env.KUBERNETES_SERVICE_HOST + ':' + process.env.KUBERNETES_SERVICE_PORT + '/version');
+      console.log(JSON.stringify({ readyz: r.status, verify: ok.status, bogus: bad.status, user: ok.headers.get('x-keyward-user'), api: api.status }));
     `;
+    await core.createNamespacedSecret({
+      namespace: NS,
+      body: { metadata: { name: 'client-token' }, stringData: { token: key.token } },
+    });
     await core.createNamespacedPod({
       namespace: NS,
       body: {
@@ -180,10 +185,17 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
               image: image.image,
               imagePullPolicy: 'Never',
               command: ['node', '--input-type=module', '-e', script],
-              env: [{ name: 'TOKEN', value: key.token }],
+              // The API server through the `kubernetes` Service, verified with the CA that
+              // kube-controller-manager publishes into every namespace.
+              env: [
+                { name: 'TOKEN', valueFrom: { secretKeyRef: { name: 'client-token', key: 'token' } } },
+                { name: 'NODE_EXTRA_CA_CERTS', value: '/ca/ca.crt' },
+              ],
+              volumeMounts: [{ name: 'ca', mountPath: '/ca', readOnly: true }],
               securityContext: restrictedContainer,
             },
           ],
+          volumes: [{ name: 'ca', configMap: { name: 'kube-root-ca.crt' } }],
         },
       },
     });
@@ -204,6 +216,7 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
       verify: 200,
       bogus: 401,
       user: user.username,
+      api: 200,
     });
 
     const memory = node.memory();
