@@ -24,7 +24,7 @@ export interface NodeNetwork {
 }
 
 /** The sandbox (pause) image; our own build carries this name and is pinned so it is never pulled. */
-export const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.1';
+const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.1';
 /** Low eviction thresholds: a CI disk at 90% must not evict the pods under test. */
 const EVICTION_PERCENT = '1%';
 
