@@ -9,10 +9,11 @@ import { z } from 'zod';
 import { createTestNamespace, testKubeConfig } from '../test/harness/kube.js';
 import { GROUP, VERSION } from './common.js';
 import { crdFiles, structuralSchema } from './crd.js';
-import { parseApiKey, parseServiceUser } from './validate.js';
+import { parseAccessPolicy, parseApiKey, parseServiceUser } from './validate.js';
 
 const root = join(import.meta.dirname, '..');
 const exampleFiles = [
+  'accesspolicy.yaml',
   'serviceuser-ci.yaml',
   'serviceuser-suspended.yaml',
   'apikey-expiring.yaml',
@@ -31,6 +32,24 @@ describe('generated CRDs', () => {
     expect(() => structuralSchema(z.object({ a: z.union([z.string(), z.number()]) }))).toThrow(
       /not structural/,
     );
+  });
+
+  it('generates the cluster-scoped AccessPolicy CRD', () => {
+    const file = crdFiles().find((f) => f.file === 'keyward.dev_accesspolicies.yaml');
+    const crd = parse(file?.yaml ?? '');
+    expect(crd.spec.scope).toBe('Cluster');
+    expect(crd.spec.versions[0].subresources).toBeUndefined();
+    expect(
+      Object.keys(crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties).sort(),
+    ).toEqual([
+      'groups',
+      'kubernetesAuthentication',
+      'maxKeyLifetime',
+      'namespaceSelector',
+      'namespaces',
+      'scopes',
+      'usernames',
+    ]);
   });
 
   it('every field under spec carries a description', () => {
@@ -54,7 +73,13 @@ describe('generated CRDs', () => {
 describe('examples', () => {
   it.each(exampleFiles)('%s parses with the zod schema', (file) => {
     const manifest = parse(readFileSync(join(root, 'examples', file), 'utf8'));
-    const parsed = manifest.kind === 'ServiceUser' ? parseServiceUser(manifest) : parseApiKey(manifest);
+    const parseManifest =
+      manifest.kind === 'ServiceUser'
+        ? parseServiceUser
+        : manifest.kind === 'AccessPolicy'
+          ? parseAccessPolicy
+          : parseApiKey;
+    const parsed = parseManifest(manifest);
     expect(parsed.ok ? [] : parsed.errors).toEqual([]);
   });
 
@@ -69,15 +94,21 @@ describe('examples', () => {
     it.each(exampleFiles)('%s is accepted (server-side dry run, strict field validation)', async (file) => {
       const manifest = parse(readFileSync(join(root, 'examples', file), 'utf8'));
       const api = kc.makeApiClient(CustomObjectsApi);
-      const created = await api.createNamespacedCustomObject({
+      const options = {
         group: GROUP,
         version: VERSION,
-        namespace,
-        plural: manifest.kind === 'ServiceUser' ? 'serviceusers' : 'apikeys',
         body: manifest,
         dryRun: 'All',
         fieldValidation: 'Strict',
-      });
+      };
+      const created =
+        manifest.kind === 'AccessPolicy'
+          ? await api.createClusterCustomObject({ ...options, plural: 'accesspolicies' })
+          : await api.createNamespacedCustomObject({
+              ...options,
+              namespace,
+              plural: manifest.kind === 'ServiceUser' ? 'serviceusers' : 'apikeys',
+            });
       expect(created.metadata.name).toBe(manifest.metadata.name);
     });
 

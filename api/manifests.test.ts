@@ -3,9 +3,9 @@ import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/c
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createTestNamespace, testKubeConfig } from '../test/harness/kube.js';
 import { GROUP, VERSION } from './common.js';
-import { immutableFieldChanges, parseApiKey, parseServiceUser } from './validate.js';
+import { immutableFieldChanges, parseAccessPolicy, parseApiKey, parseServiceUser } from './validate.js';
 
-type Kind = 'ServiceUser' | 'ApiKey';
+type Kind = 'ServiceUser' | 'ApiKey' | 'AccessPolicy';
 type Manifest = { apiVersion: string; kind: Kind; metadata: { name: string }; spec: Record<string, unknown> };
 
 function serviceUser(name: string, spec: Record<string, unknown> = {}): Manifest {
@@ -18,6 +18,10 @@ function apiKey(name: string, spec: Record<string, unknown> = {}): Manifest {
     metadata: { name },
     spec: { serviceUserRef: { name: 'ci' }, ...spec },
   };
+}
+
+function accessPolicy(name: string, spec: Record<string, unknown>): Manifest {
+  return { apiVersion: `${GROUP}/${VERSION}`, kind: 'AccessPolicy', metadata: { name }, spec };
 }
 
 interface InvalidCase {
@@ -119,10 +123,9 @@ const cases: InvalidCase[] = [
     field: 'spec.groups[0]',
   },
   {
-    name: 'changed username',
-    before: serviceUser('u20', { username: 'first' }),
-    manifest: serviceUser('u20', { username: 'second' }),
-    field: 'spec.username',
+    name: 'a system: group',
+    manifest: serviceUser('u20', { groups: ['deployers', 'system:masters'] }),
+    field: 'spec.groups[1]',
   },
   {
     name: 'missing serviceUserRef',
@@ -180,12 +183,81 @@ const cases: InvalidCase[] = [
     manifest: apiKey('k15', { serviceUserRef: { name: 'other' } }),
     field: 'spec.serviceUserRef.name',
   },
+  {
+    name: 'policy selecting no namespace',
+    manifest: accessPolicy('p1', { groups: ['deployers'] }),
+    field: 'spec.namespaces',
+  },
+  {
+    name: 'policy granting a system: group',
+    manifest: accessPolicy('p2', { namespaces: ['team-a'], groups: ['system:masters'] }),
+    field: 'spec.groups[0]',
+  },
+  {
+    name: 'policy username pattern with a dot',
+    manifest: accessPolicy('p3', { namespaces: ['team-a'], usernames: ['ci.*'] }),
+    field: 'spec.usernames[0]',
+  },
+  {
+    name: 'policy scope outside the grammar',
+    manifest: accessPolicy('p4', { namespaces: ['team-a'], scopes: ['*:read'] }),
+    field: 'spec.scopes[0]',
+  },
+  {
+    name: 'policy zero lifetime',
+    manifest: accessPolicy('p5', { namespaces: ['team-a'], maxKeyLifetime: '0d' }),
+    field: 'spec.maxKeyLifetime',
+  },
+  {
+    name: 'policy lifetime in years',
+    manifest: accessPolicy('p6', { namespaces: ['team-a'], maxKeyLifetime: '1y' }),
+    field: 'spec.maxKeyLifetime',
+  },
+  {
+    name: 'policy In requirement without values',
+    manifest: accessPolicy('p7', {
+      namespaceSelector: { matchExpressions: [{ key: 'tier', operator: 'In' }] },
+    }),
+    field: 'spec.namespaceSelector.matchExpressions[0].values',
+  },
+  {
+    name: 'policy Exists requirement with values',
+    manifest: accessPolicy('p8', {
+      namespaceSelector: { matchExpressions: [{ key: 'tier', operator: 'Exists', values: ['x'] }] },
+    }),
+    field: 'spec.namespaceSelector.matchExpressions[0].values',
+  },
+  {
+    name: 'policy unknown selector operator',
+    manifest: accessPolicy('p9', {
+      namespaceSelector: { matchExpressions: [{ key: 'tier', operator: 'Matches', values: ['x'] }] },
+    }),
+    field: 'spec.namespaceSelector.matchExpressions[0].operator',
+  },
+  {
+    name: 'policy namespace name not a DNS label',
+    manifest: accessPolicy('p10', { namespaces: ['Team_A'] }),
+    field: 'spec.namespaces[0]',
+  },
+  {
+    name: 'policy kubernetesAuthentication as a string',
+    manifest: accessPolicy('p11', { namespaces: ['team-a'], kubernetesAuthentication: 'yes' }),
+    field: 'spec.kubernetesAuthentication',
+  },
+  {
+    name: 'policy unknown field',
+    manifest: accessPolicy('p12', { namespaces: ['team-a'], subjects: ['x'] }),
+    field: 'spec.subjects',
+  },
 ];
+
+const parsers = { ServiceUser: parseServiceUser, ApiKey: parseApiKey, AccessPolicy: parseAccessPolicy };
 
 function zodErrors(testCase: InvalidCase): string[] {
   const { manifest, before } = testCase;
-  if (before) return immutableFieldChanges(manifest.kind, before, manifest);
-  const parsed = manifest.kind === 'ServiceUser' ? parseServiceUser(manifest) : parseApiKey(manifest);
+  if (before && manifest.kind !== 'AccessPolicy')
+    return immutableFieldChanges(manifest.kind, before, manifest);
+  const parsed = parsers[manifest.kind](manifest);
   return parsed.ok ? [] : parsed.errors;
 }
 
@@ -200,7 +272,11 @@ describe('invalid manifests, zod side', () => {
   });
 });
 
-const plural: Record<Kind, string> = { ServiceUser: 'serviceusers', ApiKey: 'apikeys' };
+const plural: Record<Kind, string> = {
+  ServiceUser: 'serviceusers',
+  ApiKey: 'apikeys',
+  AccessPolicy: 'accesspolicies',
+};
 
 describe('invalid manifests, API server side', () => {
   let kc: KubeConfig;
@@ -214,6 +290,18 @@ describe('invalid manifests, API server side', () => {
   });
 
   async function create(manifest: Manifest): Promise<void> {
+    if (manifest.kind === 'AccessPolicy') {
+      // Cluster-scoped, and the API server is shared: a dry run leaves nothing behind.
+      await api.createClusterCustomObject({
+        group: GROUP,
+        version: VERSION,
+        plural: plural[manifest.kind],
+        body: manifest,
+        fieldValidation: 'Strict',
+        dryRun: 'All',
+      });
+      return;
+    }
     await api.createNamespacedCustomObject({
       group: GROUP,
       version: VERSION,
@@ -253,6 +341,48 @@ describe('invalid manifests, API server side', () => {
     // Strict decoding names unknown fields as `unknown field "spec.x"` (or a field inside the bad
     // value, `spec.x[0].name`); schema errors as `spec.x: ...`.
     expect(message).toMatch(new RegExp(`${escapeRegExp(testCase.field)}(:|"|\\.)`));
+  });
+
+  it('accepts a rename: spec.username is changeable', async () => {
+    await create(serviceUser('renamed', { username: 'first' }));
+    const patched = await api.patchNamespacedCustomObject(
+      {
+        group: GROUP,
+        version: VERSION,
+        namespace,
+        plural: 'serviceusers',
+        name: 'renamed',
+        body: serviceUser('renamed', { username: 'second' }),
+        fieldManager: 'test',
+        fieldValidation: 'Strict',
+        force: true,
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply),
+    );
+    expect((patched as { spec: { username: string } }).spec.username).toBe('second');
+  });
+
+  it('accepts a valid AccessPolicy and defaults kubernetesAuthentication to false', async () => {
+    const created = (await api.createClusterCustomObject({
+      group: GROUP,
+      version: VERSION,
+      plural: 'accesspolicies',
+      body: accessPolicy('valid', {
+        namespaceSelector: {
+          matchLabels: { 'keyward.dev/tenant': 'a' },
+          matchExpressions: [{ key: 'tier', operator: 'NotIn', values: ['dev'] }],
+        },
+        namespaces: ['team-a'],
+        usernames: ['ci-*', '*_bot'],
+        scopes: ['projects:*', 'reports:read'],
+        groups: ['deployers'],
+        maxKeyLifetime: '90d',
+      }),
+      fieldValidation: 'Strict',
+      dryRun: 'All',
+    })) as { spec: Record<string, unknown> };
+    expect(created.spec.kubernetesAuthentication).toBe(false);
+    expect(parseAccessPolicy(created).ok).toBe(true);
   });
 });
 

@@ -5,6 +5,24 @@ import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
 export const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
 export const USERNAME_MAX_LENGTH = 63;
 
+/** Groups the API server reserves for itself; no ServiceUser or AccessPolicy may name one. */
+export const RESERVED_GROUP_PREFIX = 'system:';
+
+const RESERVED_GROUP_MESSAGE = `group names starting with "${RESERVED_GROUP_PREFIX}" are reserved for Kubernetes`;
+
+/** A group name a ServiceUser may carry and an AccessPolicy may grant: never `system:…`. */
+export const groupNameSchema = z
+  .string()
+  .min(1)
+  .max(253)
+  .refine((g) => !g.startsWith(RESERVED_GROUP_PREFIX), RESERVED_GROUP_MESSAGE)
+  .meta({
+    'x-kubernetes-validations': [
+      { rule: `!self.startsWith('${RESERVED_GROUP_PREFIX}')`, message: RESERVED_GROUP_MESSAGE },
+    ],
+  })
+  .describe('A group name; names starting with system: are refused.');
+
 export const scopeListSchema = z
   .array(
     z
@@ -25,7 +43,9 @@ export const serviceUserSpecSchema = z
       .optional()
       .describe(
         'Login name of the service user, unique across the whole credential store. Defaults to metadata.name. ' +
-          'ASCII letters and digits in runs separated by single "-" or "_", 1-63 characters. Immutable.',
+          'ASCII letters and digits in runs separated by single "-" or "_", 1-63 characters. Changing it renames ' +
+          'the user: its keys verify under the new name once it is stored, and the old name is released then. ' +
+          'Without an AccessPolicy granting more, it must start with "<namespace>_".',
       ),
     description: z
       .string()
@@ -45,13 +65,19 @@ export const serviceUserSpecSchema = z
       .optional()
       .describe('Who to contact about this service user.'),
     groups: z
-      .array(z.string().min(1).max(253).describe('A group name.'))
+      .array(groupNameSchema)
       .max(64)
       .optional()
-      .describe('Groups passed on with the identity (TokenReview groups, X-Keyward-Groups header).'),
+      .describe(
+        'Groups passed on with the identity (X-Keyward-Groups header; on TokenReview with the keyward: prefix). ' +
+          'Only groups an AccessPolicy grants this namespace; system: groups never.',
+      ),
     scopes: scopeListSchema
       .optional()
-      .describe('Scopes this user grants to its keys, e.g. `projects:alpha`, `projects:*`, `*`.'),
+      .describe(
+        'Scopes this user grants to its keys, e.g. `projects:alpha`, `projects:*`. Only `<namespace>`, ' +
+          '`<namespace>:…` and scopes an AccessPolicy grants this namespace.',
+      ),
     suspended: z
       .boolean()
       .optional()
@@ -62,16 +88,6 @@ export const serviceUserSpecSchema = z
       .max(10_000)
       .optional()
       .describe('Most ApiKeys this user may have; further keys get Ready=False, reason=MaxKeysExceeded.'),
-  })
-  .meta({
-    'x-kubernetes-validations': [
-      {
-        rule: 'has(self.username) == has(oldSelf.username) && (!has(self.username) || self.username == oldSelf.username)',
-        message: 'spec.username is immutable',
-        fieldPath: '.username',
-        reason: 'FieldValueForbidden',
-      },
-    ],
   })
   .describe('Desired state of a service user: a non-human identity that owns ApiKeys.');
 export type ServiceUserSpec = z.infer<typeof serviceUserSpecSchema>;

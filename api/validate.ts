@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { type AccessPolicy, accessPolicySchema } from './accesspolicy.js';
 import { type ApiKey, apiKeySchema } from './apikey.js';
 import { type ServiceUser, serviceUserObjectSchema } from './serviceuser.js';
 
@@ -42,6 +43,10 @@ export function parseApiKey(object: unknown): Parsed<ApiKey> {
   return parseWith(apiKeySchema, object);
 }
 
+export function parseAccessPolicy(object: unknown): Parsed<AccessPolicy> {
+  return parseWith(accessPolicySchema, object);
+}
+
 /**
  * The immutability rules the CRD enforces with CEL transition rules, for the operator's side:
  * it compares the spec with what it recorded and refuses to act on a changed identity.
@@ -56,9 +61,10 @@ export function immutableFieldChanges(
       (v, k) => (v && typeof v === 'object' ? (v as Record<string, unknown>)[k] : undefined),
       o.spec,
     );
+  // spec.username is changeable (a rename); a ServiceUser has no immutable spec field.
   const fields =
     kind === 'ServiceUser'
-      ? [['username']]
+      ? []
       : [
           ['serviceUserRef', 'name'],
           ['secret', 'name'],

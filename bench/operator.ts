@@ -24,6 +24,7 @@ const cluster = await startOperatorCluster({
   name: 'bench',
   storeUrl: await createDatabase(postgres.adminUrl, 'keyward'),
   env: { KEYWARD_LOG_LEVEL: 'warn', KEYWARD_LEASE_DURATION_SECONDS: '15' },
+  accessPolicy: { usernames: ['user-*'], scopes: ['projects:*'] },
 });
 try {
   const { kc, namespace: ns, objects, operator } = cluster;

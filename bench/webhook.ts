@@ -131,8 +131,9 @@ async function startWebhook(
   name: string,
   cpu: number,
   env: Record<string, string> = {},
-): Promise<{ url: string; proc: ManagedProcess }> {
+): Promise<{ url: string; metricsUrl: string; proc: ManagedProcess }> {
   const port = await freePort();
+  const metricsPort = await freePort();
   const proc = await pinned(
     name,
     cpu,
@@ -140,6 +141,7 @@ async function startWebhook(
     {
       KEYWARD_STORE_URL: storeUrl,
       KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
+      KEYWARD_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
       KEYWARD_LOG_LEVEL: 'warn',
       KEYWARD_CACHE_MAX_ENTRIES: '200000',
       ...env,
@@ -147,7 +149,7 @@ async function startWebhook(
   );
   const url = `http://127.0.0.1:${port}`;
   await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).ok, 30_000, 'ready');
-  return { url, proc };
+  return { url, metricsUrl: `http://127.0.0.1:${metricsPort}`, proc };
 }
 
 async function startBareFastify(): Promise<string> {
@@ -329,7 +331,7 @@ end
   }
 
   if (only.has('memory')) {
-    const { url, proc } = await startWebhook('webhook-memory', 0);
+    const { url, metricsUrl, proc } = await startWebhook('webhook-memory', 0);
     const rssMiB = async (): Promise<number> =>
       Number(/VmRSS:\s+(\d+)/.exec(await readFile(`/proc/${proc.child.pid}/status`, 'utf8'))?.[1] ?? 0) /
       1024;
@@ -345,7 +347,7 @@ end
       }
     };
     await Promise.all(Array.from({ length: 32 }, worker));
-    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const metrics = await (await fetch(`${metricsUrl}/metrics`)).text();
     const entries = /keyward_webhook_cache_entries\{cache="positive"\} (\d+)/.exec(metrics)?.[1];
     const heapMiB = Number(/keyward_webhook_nodejs_heap_size_used_bytes (\d+)/.exec(metrics)?.[1]) / 2 ** 20;
     print(

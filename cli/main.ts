@@ -38,9 +38,17 @@ program
   .command('crds')
   .description('print the CustomResourceDefinition YAML')
   .option('--out <dir>', 'write one file per CRD into this directory instead')
-  .action(async (options: { out?: string }) => {
+  .option('--chart-templates <dir>', "also write the Helm chart's CRD templates into this directory")
+  .action(async (options: { out?: string; chartTemplates?: string }) => {
     const { crdsCommand } = await import('./crds.js');
     crdsCommand(options);
+  });
+program
+  .command('config-reference')
+  .description('print every KEYWARD_* variable of the operator and the webhook, with defaults, as Markdown')
+  .action(async () => {
+    const { configurationReference } = await import('./config-reference.js');
+    process.stdout.write(configurationReference());
   });
 program
   .command('sandbox')

@@ -1,7 +1,8 @@
 import { migrate } from '../store/migrate.js';
+import { storeUrlFromEnv } from '../store/url.js';
 
 export interface MigrateCommandOptions {
-  /** Postgres URL; falls back to KEYWARD_STORE_URL. */
+  /** Postgres URL; falls back to KEYWARD_STORE_URL, then to the file KEYWARD_STORE_URL_FILE names. */
   readonly storeUrl?: string;
 }
 
@@ -25,9 +26,17 @@ export async function migrateCommand(
   io: CommandOutput = stdio,
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<number> {
-  const url = options.storeUrl ?? env.KEYWARD_STORE_URL;
+  let url: string | undefined;
+  try {
+    url = options.storeUrl ?? storeUrlFromEnv(env);
+  } catch (err) {
+    io.err(`keyward migrate: ${(err as Error).message}`);
+    return 2;
+  }
   if (!url) {
-    io.err('keyward migrate: no database: pass --store-url or set KEYWARD_STORE_URL');
+    io.err(
+      'keyward migrate: no database: pass --store-url or set KEYWARD_STORE_URL (or KEYWARD_STORE_URL_FILE)',
+    );
     return 2;
   }
   try {

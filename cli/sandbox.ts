@@ -62,6 +62,7 @@ export async function sandboxCommand(options: SandboxOptions): Promise<void> {
       config: loadConfig({
         KEYWARD_STORE_URL: storeUrl,
         KEYWARD_WEBHOOK_LISTEN: '127.0.0.1:0',
+        KEYWARD_METRICS_LISTEN: '127.0.0.1:0',
         KEYWARD_LOG_LEVEL: 'warn',
       }),
       handleSignals: false,
@@ -132,15 +133,31 @@ async function clusterFor(context: string | undefined): Promise<Cluster> {
   return { kc, kubeconfigPath };
 }
 
+/** The label examples/accesspolicy.yaml selects namespaces by. */
+const TENANT_LABEL = { 'keyward.dev/tenant': 'platform' };
+
+/** Creates the namespace, or labels an existing one, so the example AccessPolicy selects it. */
 async function ensureNamespace(kc: KubeConfig, name: string): Promise<void> {
+  const core = kc.makeApiClient(CoreV1Api);
   try {
-    await kc.makeApiClient(CoreV1Api).createNamespace({ body: { metadata: { name } } });
+    await core.createNamespace({ body: { metadata: { name, labels: TENANT_LABEL } } });
   } catch (err) {
     if ((err as { code?: number }).code !== 409) throw err;
+    await KubernetesObjectApi.makeApiClient(kc).patch(
+      { apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: TENANT_LABEL } },
+      undefined,
+      undefined,
+      'keyward-sandbox',
+      true,
+      'application/apply-patch+yaml',
+    );
   }
 }
 
-/** Applies every manifest in examples/ (ServiceUsers first); returns kind/name of each. */
+/** Apply order: the cluster admin's policies, then users, then their keys. */
+const KIND_ORDER = ['AccessPolicy', 'ServiceUser', 'ApiKey'];
+
+/** Applies every manifest in examples/ (AccessPolicies, then ServiceUsers, then ApiKeys); returns kind/name of each. */
 async function applyExamples(kc: KubeConfig, namespace: string): Promise<string[]> {
   const dir = join(repoRoot(), 'examples');
   const objects = readdirSync(dir)
@@ -150,11 +167,13 @@ async function applyExamples(kc: KubeConfig, namespace: string): Promise<string[
       parseAllDocuments(readFileSync(join(dir, f), 'utf8')).map((d) => d.toJS() as KubernetesObject),
     )
     .filter((o) => o?.kind)
-    .sort((a, b) => (a.kind === b.kind ? 0 : a.kind === 'ServiceUser' ? -1 : 1));
+    .sort((a, b) => KIND_ORDER.indexOf(a.kind ?? '') - KIND_ORDER.indexOf(b.kind ?? ''));
   const api = KubernetesObjectApi.makeApiClient(kc);
   const applied: string[] = [];
   for (const object of objects) {
-    const body = { ...object, metadata: { ...object.metadata, namespace } };
+    // AccessPolicies are cluster-scoped.
+    const body =
+      object.kind === 'AccessPolicy' ? object : { ...object, metadata: { ...object.metadata, namespace } };
     await api.patch(body, undefined, undefined, 'keyward-sandbox', true, 'application/apply-patch+yaml');
     applied.push(`${object.kind}/${object.metadata?.name}`);
   }

@@ -1,29 +1,75 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { storeUrlFromEnv } from '../store/url.js';
 
 /**
  * Operator configuration, read once from the environment (the chart sets these) and validated
  * here, so a typo fails at start-up with the variable's name instead of later in a reconcile.
+ * docs/configuration.md is generated from the descriptions.
  */
-const schema = z.object({
-  KEYWARD_STORE_URL: z.string({ error: 'is required (postgres://…)' }).min(1, 'is required (postgres://…)'),
-  /** Empty: every namespace. Set it to run one operator per namespace (a Role instead of a ClusterRole). */
-  KEYWARD_WATCH_NAMESPACE: z.string().default(''),
+export const operatorEnvSchema = z.object({
+  KEYWARD_STORE_URL: z
+    .string({ error: 'is required (postgres://…)' })
+    .min(1, 'is required (postgres://…)')
+    .describe(
+      "Postgres URL of the credential store, as the operator's role (it writes users, keys and audit events).",
+    ),
+  KEYWARD_WATCH_NAMESPACE: z
+    .string()
+    .default('')
+    .describe(
+      'Reconcile only this namespace (with a Role there instead of a ClusterRole). Empty: every namespace.',
+    ),
   KEYWARD_TOKEN_PREFIX: z
     .string()
     .regex(/^[a-z]{1,8}$/, 'KEYWARD_TOKEN_PREFIX must be 1-8 lowercase letters')
-    .default('kw'),
-  KEYWARD_NAMESPACE: z.string().min(1).default('keyward-system'),
-  KEYWARD_LEASE_NAME: z.string().min(1).default('keyward-operator'),
-  KEYWARD_IDENTITY: z.string().min(1).optional(),
-  KEYWARD_LEASE_DURATION_SECONDS: z.coerce.number().int().min(2).max(600).default(15),
+    .default('kw')
+    .describe('Prefix of the tokens the operator mints (`kw_…`), 1-8 lowercase letters.'),
+  KEYWARD_NAMESPACE: z
+    .string()
+    .min(1)
+    .default('keyward-system')
+    .describe("Namespace of the leader-election Lease (the chart sets the pod's own namespace)."),
+  KEYWARD_LEASE_NAME: z
+    .string()
+    .min(1)
+    .default('keyward-operator')
+    .describe('Name of the leader-election Lease.'),
+  KEYWARD_IDENTITY: z
+    .string()
+    .min(1)
+    .optional()
+    .describe("This replica's name in the Lease. Unset: `<hostname>-<pid>` (the chart sets the pod name)."),
+  KEYWARD_LEASE_DURATION_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(2)
+    .max(600)
+    .default(15)
+    .describe('How long a leader holds the Lease without renewing it; a standby takes over after this.'),
   KEYWARD_METRICS_LISTEN: z
     .string()
     .regex(/^[^:]*:[0-9]{1,5}$/, 'KEYWARD_METRICS_LISTEN must be host:port')
-    .default('0.0.0.0:9090'),
-  KEYWARD_WORKERS: z.coerce.number().int().min(1).max(64).default(4),
-  KEYWARD_RESYNC_SECONDS: z.coerce.number().int().min(10).max(86_400).default(600),
-  KEYWARD_LOG_LEVEL: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal']).default('info'),
+    .default('0.0.0.0:9090')
+    .describe('`host:port` of /metrics, /healthz and /readyz.'),
+  KEYWARD_WORKERS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(64)
+    .default(4)
+    .describe('Concurrent reconciles per resource kind.'),
+  KEYWARD_RESYNC_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(10)
+    .max(86_400)
+    .default(600)
+    .describe('Every object is reconciled again at least this often, even without a change.'),
+  KEYWARD_LOG_LEVEL: z
+    .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
+    .default('info')
+    .describe('pino log level.'),
 });
 
 export interface OperatorConfig {
@@ -43,7 +89,7 @@ export interface OperatorConfig {
 }
 
 export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
-  const parsed = schema.safeParse(env);
+  const parsed = operatorEnvSchema.safeParse({ ...env, KEYWARD_STORE_URL: storeUrlFromEnv(env) });
   if (!parsed.success) {
     throw new Error(
       `invalid operator configuration: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,

@@ -5,6 +5,7 @@ import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { GROUP, VERSION } from '../api/common.js';
 import { OperatorStore } from '../store/operator-store.js';
+import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './kube/events.js';
@@ -139,6 +140,21 @@ function startControllers(
     instance: config.identity,
     logger,
   });
+  // Every ServiceUser and ApiKey of a namespace whose grants changed is re-evaluated at once.
+  const policies = new AccessPolicyWatch(kc, {
+    watchNamespace: config.watchNamespace,
+    logger,
+    informerOptions,
+    onChange: (namespaces) => {
+      for (const user of serviceUsers.list()) {
+        if (namespaces.has(user.metadata?.namespace ?? '')) userQueue.add(objectKey(user));
+      }
+      for (const key of apiKeys.list()) {
+        if (namespaces.has(key.metadata?.namespace ?? '')) keyQueue.add(objectKey(key));
+      }
+    },
+  });
+  const grants = (namespace: string): ReturnType<AccessPolicyWatch['grants']> => policies.grants(namespace);
   const keyReconciler = new ApiKeyReconciler({
     apiKeys,
     serviceUsers,
@@ -148,8 +164,9 @@ function startControllers(
     events,
     logger,
     tokenPrefix: config.tokenPrefix,
+    grants,
   });
-  const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, events, logger });
+  const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, events, logger, grants });
 
   const keysOfUser = (namespace: string, userName: string): string[] =>
     apiKeys
@@ -212,7 +229,13 @@ function startControllers(
 
   for (const informer of [apiKeys, serviceUsers, secrets] as Array<Informer<KubernetesObject>>)
     informer.start();
-  const synced = Promise.all([apiKeys.waitForSync(), serviceUsers.waitForSync(), secrets.waitForSync()]);
+  policies.start();
+  const synced = Promise.all([
+    apiKeys.waitForSync(),
+    serviceUsers.waitForSync(),
+    secrets.waitForSync(),
+    policies.waitForSync(),
+  ]);
   // Workers start only on a full cache: deciding from a half-filled one would re-issue keys.
   const running = synced.then(() =>
     Promise.all([
@@ -228,10 +251,11 @@ function startControllers(
   );
   running.catch((err: unknown) => logger.error({ err }, 'controllers stopped'));
   return {
-    synced: () => apiKeys.hasSynced() && serviceUsers.hasSynced() && secrets.hasSynced(),
+    synced: () =>
+      apiKeys.hasSynced() && serviceUsers.hasSynced() && secrets.hasSynced() && policies.hasSynced(),
     async stop(): Promise<void> {
       await Promise.all([keyQueue.shutDown(), userQueue.shutDown()]);
-      await Promise.all([apiKeys.stop(), serviceUsers.stop(), secrets.stop()]);
+      await Promise.all([apiKeys.stop(), serviceUsers.stop(), secrets.stop(), policies.stop()]);
       await running.catch(() => undefined);
       await events.flush();
     },

@@ -46,3 +46,12 @@ export class StoreError extends Error {
     return new StoreError(`${operation}: ${message}`, code, transient);
   }
 }
+
+// pg-pool's message when no connection became free within connectionTimeoutMillis (a connection
+// attempt that times out has a different one): every connection is busy, the store may be fine.
+const POOL_ACQUIRE_TIMEOUT = 'timeout exceeded when trying to connect';
+
+/** True when a call failed only because the pool had no free connection in time. */
+export function isPoolAcquireTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message.endsWith(POOL_ACQUIRE_TIMEOUT);
+}

@@ -19,6 +19,10 @@ export interface KeyLookup {
   /** null: the key inherits the user's scopes. */
   readonly keyScopes: string[] | null;
   readonly suspended: boolean;
+  /** The user's or the key's spec asks for more than its AccessPolicies grant: it does not verify. */
+  readonly notPermitted: boolean;
+  /** An AccessPolicy lets the user's keys authenticate to the Kubernetes API (TokenReview). */
+  readonly kubernetesAuthentication: boolean;
   /** A deleted user's keys are revoked too; both are reported. */
   readonly userDeleted: boolean;
   readonly disabled: boolean;
@@ -43,6 +47,8 @@ interface LookupRow {
   user_scopes: string[];
   key_scopes: string[] | null;
   suspended: boolean;
+  not_permitted: boolean;
+  kubernetes_authentication: boolean;
   user_deleted: boolean;
   disabled: boolean;
   revoked_at: Date | null;
@@ -59,7 +65,8 @@ const LOOKUP = {
   text: `
     SELECT k.id AS api_key_id, k.key_id, k.namespace, k.name,
            u.id AS user_id, u.username, u.groups, u.scopes AS user_scopes, k.scopes AS key_scopes,
-           u.suspended, u.deleted_at IS NOT NULL AS user_deleted,
+           u.suspended, u.not_permitted OR k.not_permitted AS not_permitted, u.kubernetes_authentication,
+           u.deleted_at IS NOT NULL AS user_deleted,
            k.disabled, k.revoked_at, k.expires_at, k.issued_at, k.rotated_at,
            s.not_after, s.display_prefix
       FROM api_key_secrets s
@@ -93,6 +100,8 @@ export async function lookupByHash(db: pg.Pool | pg.ClientBase, hash: Uint8Array
     userScopes: row.user_scopes,
     keyScopes: row.key_scopes,
     suspended: row.suspended,
+    notPermitted: row.not_permitted,
+    kubernetesAuthentication: row.kubernetes_authentication,
     userDeleted: row.user_deleted,
     disabled: row.disabled,
     revokedAt: row.revoked_at,

@@ -59,6 +59,27 @@ describe('migrate', () => {
     expect(rows).toHaveLength(latest);
   });
 
+  it('keyward migrate reads the URL from KEYWARD_STORE_URL_FILE (how the chart mounts it), never echoing it', async () => {
+    const url = await testDatabase();
+    const dir = mkdtempSync(join(tmpdir(), 'keyward-url-'));
+    try {
+      writeFileSync(join(dir, 'url'), `${url}\n`);
+      const lines: string[] = [];
+      const io = { out: (l: string) => lines.push(l), err: (l: string) => lines.push(`ERR ${l}`) };
+      expect(await migrateCommand({}, io, { KEYWARD_STORE_URL_FILE: join(dir, 'url') })).toBe(0);
+      expect(lines).toEqual([
+        expect.stringMatching(new RegExp(`^applied migrations? [0-9, ]+; schema version ${latest}$`)),
+      ]);
+      lines.length = 0;
+      expect(await migrateCommand({}, io, { KEYWARD_STORE_URL_FILE: join(dir, 'missing') })).toBe(2);
+      expect(lines).toEqual([
+        `ERR keyward migrate: KEYWARD_STORE_URL_FILE: cannot read ${join(dir, 'missing')} (ENOENT)`,
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('works through a pool as well', async () => {
     const pool = new pg.Pool({ connectionString: await testDatabase() });
     try {

@@ -130,7 +130,14 @@ describe('service users', () => {
     expect(await auditRows('service_user_id = $1', [first.user.id])).toEqual([
       {
         action: 'user.created',
-        detail: { username: 'team-a-ci', groups: ['team-a'], scopes: spec.scopes, suspended: false },
+        detail: {
+          username: 'team-a-ci',
+          groups: ['team-a'],
+          scopes: spec.scopes,
+          suspended: false,
+          kubernetesAuthentication: false,
+          notPermitted: false,
+        },
       },
     ]);
     expect(await store.getServiceUser(spec.ref.uid)).toMatchObject({
@@ -225,14 +232,103 @@ describe('service users', () => {
     }
   });
 
-  it('refuses to change a username, and to resurrect a deleted user', async () => {
+  it('renames a user: keys verify under the new name, the old one is free from the commit on', async () => {
     const spec = await newUser();
-    expect(await store.upsertServiceUser({ ...spec, username: 'renamed' })).toEqual({
-      kind: 'username_immutable',
-      recorded: spec.username,
+    const key = await newKey(spec);
+    const user = (await store.getServiceUser(spec.ref.uid))!;
+    await settledChanges();
+    const newName = `${spec.username}-renamed`;
+    const renamed = await store.upsertServiceUser({ ...spec, username: newName });
+    expect(renamed).toMatchObject({ kind: 'ok', changed: ['username'], user: { username: newName } });
+    expect(await settledChanges()).toEqual([{ entity: 'user', op: 'updated', userId: user.id }]);
+    expect(await lookupByHash(pool, key.token.hash)).toMatchObject({ username: newName });
+    expect(await auditRows("service_user_id = $1 AND action = 'user.renamed'", [user.id])).toEqual([
+      { action: 'user.renamed', detail: { from: spec.username, to: newName } },
+    ]);
+    // The old name is released: another object may claim it now.
+    const claimant = userSpec(ref(`ns-${randomUUID().slice(0, 8)}`, 'next'), { username: spec.username });
+    expect(await store.upsertServiceUser(claimant)).toMatchObject({ kind: 'ok', created: true });
+  });
+
+  it('a rename onto a held name keeps the old name in force and applies everything else', async () => {
+    const holder = await newUser();
+    const spec = await newUser();
+    const key = await newKey(spec);
+    const result = await store.upsertServiceUser({ ...spec, username: holder.username, suspended: true });
+    expect(result).toMatchObject({
+      kind: 'username_conflict',
+      username: holder.username,
+      holder: { namespace: holder.ref.namespace, name: holder.ref.name },
+      user: { username: spec.username, suspended: true },
     });
+    expect(await lookupByHash(pool, key.token.hash)).toMatchObject({
+      username: spec.username,
+      suspended: true,
+    });
+  });
+
+  it('two users renaming to one name at once: exactly one gets it', async () => {
+    const a = await newUser();
+    const b = await newUser();
+    const username = `race-${randomUUID().slice(0, 8)}`;
+    const other = new pg.Pool({ connectionString: url, max: 2 });
+    try {
+      const results = await Promise.all([
+        store.upsertServiceUser({ ...a, username }),
+        new OperatorStore(other).upsertServiceUser({ ...b, username }),
+      ]);
+      expect(results.map((r) => r.kind).sort()).toEqual(['ok', 'username_conflict']);
+      const { rows } = await pool.query('SELECT count(*)::int AS n FROM service_users WHERE username = $1', [
+        username,
+      ]);
+      expect(rows[0].n).toBe(1);
+    } finally {
+      await other.end();
+    }
+  });
+
+  it('does not resurrect a deleted user', async () => {
+    const spec = await newUser();
     await store.deleteServiceUser(spec.ref.uid);
     expect(await store.upsertServiceUser(spec)).toEqual({ kind: 'deleted' });
+  });
+
+  it('stores what the AccessPolicies decided and announces it', async () => {
+    const spec = await newUser();
+    const key = await newKey(spec);
+    const user = (await store.getServiceUser(spec.ref.uid))!;
+    expect(user).toMatchObject({ kubernetesAuthentication: false, notPermitted: false });
+    await settledChanges();
+    const granted = await store.upsertServiceUser({ ...spec, kubernetesAuthentication: true });
+    expect(granted).toMatchObject({ kind: 'ok', changed: ['kubernetesAuthentication'] });
+    expect(await settledChanges()).toEqual([{ entity: 'user', op: 'updated', userId: user.id }]);
+    expect(await lookupByHash(pool, key.token.hash)).toMatchObject({ kubernetesAuthentication: true });
+
+    const blocked = await store.upsertServiceUser({ ...spec, scopes: [], notPermitted: true });
+    expect(blocked).toMatchObject({
+      kind: 'ok',
+      changed: ['scopes', 'kubernetesAuthentication', 'notPermitted'],
+    });
+    expect(await settledChanges()).toEqual([{ entity: 'user', op: 'updated', userId: user.id }]);
+    expect(await lookupByHash(pool, key.token.hash)).toMatchObject({
+      notPermitted: true,
+      kubernetesAuthentication: false,
+      userScopes: [],
+    });
+
+    const keyBlocked = await store.updateKey(key.ref.uid, { notPermitted: true });
+    expect(keyBlocked).toMatchObject({ kind: 'ok', changed: ['notPermitted'], key: { notPermitted: true } });
+    await store.upsertServiceUser(spec);
+    expect(await lookupByHash(pool, key.token.hash)).toMatchObject({ notPermitted: true });
+    await store.updateKey(key.ref.uid, { notPermitted: false });
+    expect(await lookupByHash(pool, key.token.hash)).toMatchObject({ notPermitted: false });
+  });
+
+  it('never stores a system: group, whatever the caller sends', async () => {
+    const spec = userSpec(ref(`ns-${randomUUID().slice(0, 8)}`, 'root'), {
+      groups: ['ok', 'system:masters'],
+    });
+    await expect(store.upsertServiceUser(spec)).rejects.toThrow(StoreError);
   });
 
   it('deletes a user, revoking its keys, once', async () => {
@@ -308,6 +404,8 @@ describe('keys', () => {
       userScopes: ['projects:alpha', 'projects:beta'],
       keyScopes: ['projects:alpha'],
       suspended: false,
+      notPermitted: false,
+      kubernetesAuthentication: false,
       userDeleted: false,
       disabled: false,
       revokedAt: null,

@@ -24,6 +24,10 @@ export interface ServiceUserSpec {
   readonly groups: readonly string[];
   readonly scopes: readonly string[];
   readonly suspended: boolean;
+  /** From the namespace's AccessPolicies: whether its keys authenticate to Kubernetes. Default false. */
+  readonly kubernetesAuthentication?: boolean;
+  /** The spec asks for more than the grants: no key of the user verifies. Default false. */
+  readonly notPermitted?: boolean;
 }
 
 export interface ServiceUserRecord {
@@ -36,6 +40,8 @@ export interface ServiceUserRecord {
   readonly groups: string[];
   readonly scopes: string[];
   readonly suspended: boolean;
+  readonly kubernetesAuthentication: boolean;
+  readonly notPermitted: boolean;
   readonly createdAt: Date;
   readonly updatedAt: Date;
   readonly deletedAt: Date | null;
@@ -49,14 +55,16 @@ export type UpsertServiceUserResult =
       /** Spec fields that differed from the store; empty when nothing was written. */
       readonly changed: string[];
     }
-  /** Another live ServiceUser holds the username; `holder` names it for the condition message. */
+  /**
+   * Another live ServiceUser holds the username; `holder` names it for the condition message. For
+   * a rename, `user` is the row as stored now: every other field applied, the old name in force.
+   */
   | {
       readonly kind: 'username_conflict';
       readonly username: string;
       readonly holder: { namespace: string; name: string };
+      readonly user?: ServiceUserRecord;
     }
-  /** The username differs from the one recorded for this object, and usernames never change. */
-  | { readonly kind: 'username_immutable'; readonly recorded: string }
   /** This object was already deleted from the store (a late reconcile must not resurrect it). */
   | { readonly kind: 'deleted' };
 
@@ -72,6 +80,8 @@ export interface ApiKeyState {
   /** null: inherits the user's scopes. */
   readonly scopes: string[] | null;
   readonly disabled: boolean;
+  /** The spec asks for more than the grants: the key does not verify. */
+  readonly notPermitted: boolean;
   readonly expiresAt: Date | null;
   readonly issuedAt: Date;
   readonly rotatedAt: Date | null;
@@ -138,6 +148,7 @@ export interface KeyPatch {
   readonly description?: string;
   readonly scopes?: readonly string[] | null;
   readonly disabled?: boolean;
+  readonly notPermitted?: boolean;
   readonly expiresAt?: Date | null;
 }
 
@@ -178,6 +189,8 @@ interface UserRow {
   groups: string[];
   scopes: string[];
   suspended: boolean;
+  kubernetes_authentication: boolean;
+  not_permitted: boolean;
   created_at: Date;
   updated_at: Date;
   deleted_at: Date | null;
@@ -194,6 +207,7 @@ interface KeyRow {
   description: string;
   scopes: string[] | null;
   disabled: boolean;
+  not_permitted: boolean;
   expires_at: Date | null;
   issued_at: Date;
   rotated_at: Date | null;
@@ -205,7 +219,7 @@ interface KeyRow {
 
 const KEY_STATE_SQL = `
   SELECT k.id, k.key_id, k.namespace, k.name, k.uid, k.service_user_id, u.username, k.description, k.scopes,
-         k.disabled, k.expires_at, k.issued_at, k.rotated_at, k.revoked_at, k.last_used_at,
+         k.disabled, k.not_permitted, k.expires_at, k.issued_at, k.rotated_at, k.revoked_at, k.last_used_at,
          (SELECT s.display_prefix FROM api_key_secrets s WHERE s.api_key_id = k.id AND s.not_after IS NULL)
            AS token_prefix,
          (SELECT s.not_after FROM api_key_secrets s WHERE s.api_key_id = k.id AND s.not_after IS NOT NULL)
@@ -222,6 +236,8 @@ function toUser(row: UserRow): ServiceUserRecord {
     groups: row.groups,
     scopes: row.scopes,
     suspended: row.suspended,
+    kubernetesAuthentication: row.kubernetes_authentication,
+    notPermitted: row.not_permitted,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
     deletedAt: row.deleted_at,
@@ -238,6 +254,7 @@ function toKey(row: KeyRow): ApiKeyState {
     description: row.description,
     scopes: row.scopes,
     disabled: row.disabled,
+    notPermitted: row.not_permitted,
     expiresAt: row.expires_at,
     issuedAt: row.issued_at,
     rotatedAt: row.rotated_at,
@@ -307,8 +324,9 @@ export class OperatorStore {
       if (stale.rows[0]) await this.retireUser(client, stale.rows[0], 'replaced');
 
       const inserted = await client.query<UserRow>(
-        `INSERT INTO service_users (namespace, name, uid, username, description, contact, groups, scopes, suspended)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        `INSERT INTO service_users (namespace, name, uid, username, description, contact, groups, scopes, suspended,
+                                    kubernetes_authentication, not_permitted)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT DO NOTHING RETURNING *`,
         [
           spec.ref.namespace,
@@ -320,13 +338,16 @@ export class OperatorStore {
           spec.groups,
           spec.scopes,
           spec.suspended,
+          spec.kubernetesAuthentication ?? false,
+          spec.notPermitted ?? false,
         ],
       );
       const created = inserted.rows[0];
       if (!created) {
+        // Not this very object: a concurrent upsert of it may have inserted the row meanwhile.
         const holder = await client.query<{ namespace: string; name: string }>(
-          'SELECT namespace, name FROM service_users WHERE username = $1 AND deleted_at IS NULL',
-          [spec.username],
+          'SELECT namespace, name FROM service_users WHERE username = $1 AND deleted_at IS NULL AND uid <> $2',
+          [spec.username, spec.ref.uid],
         );
         const h = holder.rows[0];
         if (h) return { kind: 'username_conflict', username: spec.username, holder: h };
@@ -343,6 +364,8 @@ export class OperatorStore {
           groups: created.groups,
           scopes: created.scopes,
           suspended: created.suspended,
+          kubernetesAuthentication: created.kubernetes_authentication,
+          notPermitted: created.not_permitted,
         },
       });
       return { kind: 'ok', user: toUser(created), created: true, changed: [] };
@@ -355,39 +378,84 @@ export class OperatorStore {
     spec: ServiceUserSpec,
   ): Promise<UpsertServiceUserResult> {
     if (row.deleted_at) return { kind: 'deleted' };
-    if (row.username !== spec.username) return { kind: 'username_immutable', recorded: row.username };
+    // A rename: the unique index keeps usernames unique, and the old name is free from the commit
+    // on. A held name leaves the old one in force; every other field still applies.
+    let conflict: { namespace: string; name: string } | undefined;
+    if (row.username !== spec.username) {
+      const holder = await client.query<{ namespace: string; name: string }>(
+        'SELECT namespace, name FROM service_users WHERE username = $1 AND deleted_at IS NULL AND id <> $2',
+        [spec.username, row.id],
+      );
+      conflict = holder.rows[0];
+    }
+    const username = conflict ? row.username : spec.username;
+    const kubernetesAuthentication = spec.kubernetesAuthentication ?? false;
+    const notPermitted = spec.notPermitted ?? false;
     const changed = [
+      row.username !== username && 'username',
       row.description !== spec.description && 'description',
       !sameContact(row.contact, spec.contact) && 'contact',
       !sameList(row.groups, spec.groups) && 'groups',
       !sameList(row.scopes, spec.scopes) && 'scopes',
       row.suspended !== spec.suspended && 'suspended',
+      row.kubernetes_authentication !== kubernetesAuthentication && 'kubernetesAuthentication',
+      row.not_permitted !== notPermitted && 'notPermitted',
     ].filter((f): f is string => typeof f === 'string');
-    if (changed.length === 0) return { kind: 'ok', user: toUser(row), created: false, changed };
+    const answer = (user: UserRow): UpsertServiceUserResult =>
+      conflict
+        ? { kind: 'username_conflict', username: spec.username, holder: conflict, user: toUser(user) }
+        : { kind: 'ok', user: toUser(user), created: false, changed };
+    if (changed.length === 0) return answer(row);
 
+    // A concurrent claim of the same name fails here with unique_violation; inTransaction retries
+    // and the next attempt sees the holder.
     const updated = await client.query<UserRow>(
       `UPDATE service_users
-          SET description = $2, contact = $3, groups = $4, scopes = $5, suspended = $6, updated_at = now()
+          SET username = $2, description = $3, contact = $4, groups = $5, scopes = $6, suspended = $7,
+              kubernetes_authentication = $8, not_permitted = $9, updated_at = now()
         WHERE id = $1 RETURNING *`,
-      [row.id, spec.description, contactJson(spec.contact), spec.groups, spec.scopes, spec.suspended],
+      [
+        row.id,
+        username,
+        spec.description,
+        contactJson(spec.contact),
+        spec.groups,
+        spec.scopes,
+        spec.suspended,
+        kubernetesAuthentication,
+        notPermitted,
+      ],
     );
     const user = updated.rows[0]!;
     const subject = { namespace: user.namespace, name: user.name, serviceUserId: user.id };
+    if (changed.includes('username')) {
+      await this.audit(client, {
+        ...subject,
+        action: 'user.renamed',
+        detail: { from: row.username, to: user.username },
+      });
+    }
     if (changed.includes('suspended')) {
       await this.audit(client, { ...subject, action: user.suspended ? 'user.suspended' : 'user.resumed' });
     }
-    const others = changed.filter((f) => f !== 'suspended');
+    const others = changed.filter((f) => f !== 'suspended' && f !== 'username');
     if (others.length > 0) {
       await this.audit(client, {
         ...subject,
         action: 'user.updated',
-        detail: { changed: others, groups: user.groups, scopes: user.scopes },
+        detail: {
+          changed: others,
+          groups: user.groups,
+          scopes: user.scopes,
+          kubernetesAuthentication: user.kubernetes_authentication,
+          notPermitted: user.not_permitted,
+        },
       });
     }
-    if (changed.some((f) => f === 'groups' || f === 'scopes' || f === 'suspended')) {
+    if (changed.some((f) => f !== 'description' && f !== 'contact')) {
       await notifyChange(client, { entity: 'user', op: 'updated', userId: user.id });
     }
-    return { kind: 'ok', user: toUser(user), created: false, changed };
+    return answer(user);
   }
 
   /** Suspends or resumes a user; every key of a suspended user stops verifying at once. */
@@ -642,20 +710,23 @@ export class OperatorStore {
         description: patch.description ?? key.description,
         scopes: patch.scopes === undefined ? key.scopes : patch.scopes === null ? null : [...patch.scopes],
         disabled: patch.disabled ?? key.disabled,
+        notPermitted: patch.notPermitted ?? key.not_permitted,
         expiresAt: patch.expiresAt === undefined ? key.expires_at : patch.expiresAt,
       };
       const changed = [
         next.description !== key.description && 'description',
         !sameList(next.scopes, key.scopes) && 'scopes',
         next.disabled !== key.disabled && 'disabled',
+        next.notPermitted !== key.not_permitted && 'notPermitted',
         !sameTime(next.expiresAt, key.expires_at) && 'expiresAt',
       ].filter((f): f is string => typeof f === 'string');
       if (changed.length === 0) return { kind: 'ok', key: toKey(key), changed };
 
       await client.query(
-        `UPDATE api_keys SET description = $2, scopes = $3, disabled = $4, expires_at = $5, updated_at = now()
+        `UPDATE api_keys SET description = $2, scopes = $3, disabled = $4, expires_at = $5, not_permitted = $6,
+                updated_at = now()
           WHERE id = $1`,
-        [key.id, next.description, next.scopes, next.disabled, next.expiresAt],
+        [key.id, next.description, next.scopes, next.disabled, next.expiresAt, next.notPermitted],
       );
       const state = (await this.keyState(client, key.id))!;
       const subject = {
@@ -672,7 +743,12 @@ export class OperatorStore {
         await this.audit(client, {
           ...subject,
           action: 'key.updated',
-          detail: { changed: others, scopes: state.scopes, expiresAt: state.expiresAt },
+          detail: {
+            changed: others,
+            scopes: state.scopes,
+            expiresAt: state.expiresAt,
+            notPermitted: state.notPermitted,
+          },
         });
       }
       if (changed.some((f) => f !== 'description')) {

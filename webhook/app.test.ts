@@ -3,10 +3,19 @@ import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { testDatabase } from '../test/harness/database.js';
+import {
+  metricsText,
+  readyApp,
+  type StoreFixture,
+  storeFixture,
+  testConfig,
+  verify,
+  waitFor,
+} from '../test/support/webhook.js';
 import { createLogger } from './logger.js';
-import { readyApp, type StoreFixture, storeFixture, testConfig, verify, waitFor } from './test-support.js';
 
 const HOUR = 3_600_000;
+const TOKENREVIEW_CALLER = 'kube-apiserver-0123456789abcdef';
 
 let fx: StoreFixture;
 let app: FastifyInstance;
@@ -24,6 +33,7 @@ beforeAll(async () => {
   app = await readyApp(
     testConfig(fx.url, {
       KEYWARD_INTROSPECT_CREDENTIALS: 'gateway:gw-secret-123',
+      KEYWARD_TOKENREVIEW_CREDENTIALS: TOKENREVIEW_CALLER,
       KEYWARD_LOG_LEVEL: 'debug',
       KEYWARD_USAGE_FLUSH_INTERVAL: '1m',
     }),
@@ -62,7 +72,7 @@ describe('/verify', () => {
           'x-sent-from': 'nginx-ingress-controller',
         },
       },
-      // Traefik ForwardAuth keeps the method and adds X-Forwarded-*
+      // Traefik ForwardAuth adds X-Forwarded-* (and forwards no body unless told to)
       {
         method: 'POST' as const,
         url: '/verify',
@@ -71,8 +81,8 @@ describe('/verify', () => {
           'x-forwarded-method': 'POST',
           'x-forwarded-uri': '/x',
           'content-type': 'application/json',
+          'content-length': '0',
         },
-        payload: '{not json',
       },
       // Envoy ext_authz HTTP with path_prefix
       {
@@ -222,7 +232,7 @@ describe('/verify', () => {
     const key = await fx.issueKey(await fx.createUser());
     for (let i = 0; i < 5; i++) await verify(app, key.token);
     await verify(app, key.token, { scope: 'nope:x' });
-    await app.keyward.usage.flush();
+    await app.usage.flush();
     const { rows } = await fx.pool.query<{ allowed: string; denied: string; last_used_at: Date | null }>(
       `SELECT sum(u.allowed) AS allowed, sum(u.denied) AS denied, max(k.last_used_at) AS last_used_at
          FROM api_key_usage u JOIN api_keys k ON k.id = u.api_key_id WHERE k.key_id = $1`,
@@ -239,22 +249,66 @@ describe('/verify', () => {
       method: 'POST',
       url: '/verify',
       headers: { 'content-type': 'multipart/form-data; boundary=x', 'content-encoding': 'gzip' },
-      payload: Buffer.from([0xff, 0x00, 0x1f, 0x8b]),
     });
     expect(odd.statusCode).toBe(401);
+  });
+
+  it('refuses a request body with 413 and closes the connection, even with a valid key', async () => {
+    const key = await fx.issueKey(await fx.createUser());
+    for (const payload of ['{not json', Buffer.from([0xff, 0x00, 0x1f, 0x8b])]) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/verify/upload',
+        headers: { authorization: `Bearer ${key.token}`, 'content-type': 'application/json' },
+        payload,
+      });
+      expect(res.statusCode).toBe(413);
+      expect(res.headers.connection).toBe('close');
+      expect(res.headers['x-keyward-user']).toBeUndefined();
+    }
   });
 });
 
 describe('/tokenreview', () => {
-  const review = (token: unknown, apiVersion = 'authentication.k8s.io/v1') =>
+  const caller = { authorization: `Bearer ${TOKENREVIEW_CALLER}` };
+  const review = (
+    token: unknown,
+    apiVersion = 'authentication.k8s.io/v1',
+    headers: Record<string, string> = caller,
+  ) =>
     app.inject({
       method: 'POST',
       url: '/tokenreview',
+      headers,
       payload: { apiVersion, kind: 'TokenReview', spec: { token } },
     });
 
-  it('authenticates a valid key as keyward:<username> with groups and extra', async () => {
-    const user = await fx.createUser({ groups: ['viewers'], scopes: ['k8s:*'] });
+  it('answers only an authenticated caller, and tells others nothing about the token', async () => {
+    const key = await fx.issueKey(await fx.createUser({ kubernetesAuthentication: true }));
+    const attempts: Array<Record<string, string>> = [
+      {},
+      { authorization: 'Bearer kube-apiserver-wrong-credential' },
+      { authorization: `Basic ${Buffer.from(`x:${TOKENREVIEW_CALLER}`).toString('base64')}` },
+      { authorization: `Bearer ${key.token}` },
+    ];
+    for (const headers of attempts) {
+      const res = await review(key.token, 'authentication.k8s.io/v1', headers);
+      expect(res.statusCode, JSON.stringify(headers)).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer realm="keyward-tokenreview"');
+      expect(res.json()).toEqual({
+        error: 'unauthorized',
+        error_description: 'The caller is not authenticated.',
+      });
+    }
+    expect((await review(key.token)).json().status.authenticated).toBe(true);
+  });
+
+  it('authenticates a key its AccessPolicy lets onto Kubernetes as keyward:<username>, groups keyward:-prefixed', async () => {
+    const user = await fx.createUser({
+      groups: ['viewers', 'deployers'],
+      scopes: ['k8s:*'],
+      kubernetesAuthentication: true,
+    });
     const key = await fx.issueKey(user);
     const res = await review(key.token);
     expect(res.statusCode).toBe(200);
@@ -266,7 +320,7 @@ describe('/tokenreview', () => {
         user: {
           username: `keyward:${user.username}`,
           uid: user.id,
-          groups: ['viewers'],
+          groups: ['keyward:viewers', 'keyward:deployers'],
           extra: { 'keyward.dev/key-id': [key.keyId], 'keyward.dev/scopes': ['k8s:*'] },
         },
       },
@@ -274,6 +328,57 @@ describe('/tokenreview', () => {
     expect((await review(key.token, 'authentication.k8s.io/v1beta1')).json().apiVersion).toBe(
       'authentication.k8s.io/v1beta1',
     );
+  });
+
+  it('does not authenticate a valid key unless its AccessPolicy allows Kubernetes authentication', async () => {
+    const user = await fx.createUser({ groups: ['viewers'] });
+    const key = await fx.issueKey(user);
+    expect((await verify(app, key.token)).statusCode).toBe(200);
+    expect((await review(key.token)).json().status).toEqual({
+      authenticated: false,
+      error: 'The API key is not allowed to authenticate to Kubernetes.',
+    });
+  });
+
+  it('stops authenticating as soon as the store withdraws Kubernetes authentication', async () => {
+    const user = await fx.createUser({ kubernetesAuthentication: true });
+    const key = await fx.issueKey(user);
+    expect((await review(key.token)).json().status.authenticated).toBe(true);
+    const withdrawn = await fx.store.upsertServiceUser({
+      ref: { namespace: user.namespace, name: user.name, uid: user.uid },
+      username: user.username,
+      description: 'webhook test user',
+      contact: null,
+      groups: ['team-a'],
+      scopes: ['projects:*'],
+      suspended: false,
+      kubernetesAuthentication: false,
+    });
+    expect(withdrawn.kind).toBe('ok');
+    await waitFor(
+      async () => (await review(key.token)).json().status.authenticated === false,
+      2000,
+      'withdrawal',
+    );
+  });
+
+  it('takes the group prefix from KEYWARD_TOKENREVIEW_GROUPS_PREFIX', async () => {
+    const other = await readyApp(testConfig(fx.url, { KEYWARD_TOKENREVIEW_GROUPS_PREFIX: 'kw-' }));
+    try {
+      const key = await fx.issueKey(await fx.createUser({ groups: ['ops'], kubernetesAuthentication: true }));
+      const res = await other.inject({
+        method: 'POST',
+        url: '/tokenreview',
+        payload: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token: key.token } },
+      });
+      expect(res.json().status.user.groups).toEqual(['kw-ops']);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('the store refuses a system: group whatever writes it', async () => {
+    await expect(fx.createUser({ groups: ['system:masters'] })).rejects.toThrow();
   });
 
   it('answers authenticated:false for bad tokens and 400 for what is not a TokenReview', async () => {
@@ -288,7 +393,7 @@ describe('/tokenreview', () => {
     const notJson = await app.inject({
       method: 'POST',
       url: '/tokenreview',
-      headers: { 'content-type': 'application/json' },
+      headers: { ...caller, 'content-type': 'application/json' },
       payload: '{"apiVersion": ',
     });
     expect(notJson.statusCode).toBe(400);
@@ -297,14 +402,14 @@ describe('/tokenreview', () => {
       method: 'POST',
       url: '/tokenreview',
       payload: 'a=b',
-      headers: { 'content-type': 'text/plain' },
+      headers: { ...caller, 'content-type': 'text/plain' },
     });
     expect(text.statusCode).toBe(400);
     const xml = await app.inject({
       method: 'POST',
       url: '/tokenreview',
       payload: '<a/>',
-      headers: { 'content-type': 'application/xml' },
+      headers: { ...caller, 'content-type': 'application/xml' },
     });
     expect(xml.statusCode).toBe(415);
   });
@@ -382,8 +487,9 @@ describe('health and metrics', () => {
     const ready = await app.inject('/readyz');
     expect(ready.statusCode).toBe(200);
     expect(ready.json()).toEqual({ ready: true, draining: false, store: 'reachable', listener: 'attached' });
-    const metrics = await app.inject('/metrics');
-    expect(metrics.statusCode).toBe(200);
+    // Not on the verification port: that one is open to every client of every ingress.
+    expect((await app.inject('/metrics')).statusCode).toBe(404);
+    const metrics = { body: await metricsText(app) };
     for (const name of [
       'keyward_webhook_decisions_total{route="verify",result="allow",reason="ok"}',
       'keyward_webhook_request_duration_seconds_bucket',
@@ -392,6 +498,8 @@ describe('health and metrics', () => {
       'keyward_webhook_cache_entries{cache="positive"}',
       'keyward_webhook_listener_reconnects_total',
       'keyward_webhook_listener_attached 1',
+      'keyward_webhook_store_lookups{state="in_flight"} 0',
+      'keyward_webhook_store_lookups{state="queued"} 0',
     ]) {
       expect(metrics.body).toContain(name);
     }
@@ -410,13 +518,14 @@ describe('secrets', () => {
     await app.inject({
       method: 'POST',
       url: '/tokenreview',
+      headers: { authorization: `Bearer ${TOKENREVIEW_CALLER}` },
       payload: { apiVersion: 'x', spec: { token: key.token } },
     });
     app.log.info(
       { req: { headers: { authorization: `Bearer ${key.token}`, 'x-api-key': key.token } } },
       'probe',
     );
-    const metrics = (await app.inject('/metrics')).body;
+    const metrics = await metricsText(app);
     const everything = logLines.join('') + metrics;
     expect(logLines.length).toBeGreaterThan(0);
     for (const secret of [key.token, stranger, key.token.slice(7, 30)])
@@ -430,46 +539,64 @@ async function storeLookups(): Promise<number> {
 }
 
 describe('failed-attempt limit', () => {
-  it('answers 429 with Retry-After per trusted client address, and still serves cached valid keys', async () => {
+  it('limits only unknown and malformed tokens, per client address from a trusted proxy', async () => {
     const now = { t: Date.now() };
     const limitedApp = await readyApp(
       testConfig(fx.url, {
         KEYWARD_FAILED_ATTEMPTS_LIMIT: '3',
         KEYWARD_FAILED_ATTEMPTS_WINDOW: '1m',
-        KEYWARD_TRUSTED_CLIENT_IP_HEADER: 'x-real-ip',
+        KEYWARD_TRUSTED_PROXIES: '10.0.0.0/8',
       }),
       { now: () => now.t },
     );
     try {
-      const key = await fx.issueKey(await fx.createUser());
-      const from = (ip: string) => ({ 'x-real-ip': ip });
+      const user = await fx.createUser();
+      const key = await fx.issueKey(user);
+      const expired = await fx.issueKey(user, { expiresAt: new Date(now.t - 1000) });
+      // Behind the trusted proxy 10.0.0.2; the client is the right-most hop it appended.
+      const from = (ip: string) => ({ 'x-forwarded-for': `203.0.113.250, ${ip}` });
+      const via = (token: string | undefined, ip: string) =>
+        limitedApp.inject({
+          url: '/verify',
+          remoteAddress: '10.0.0.2',
+          headers: { ...from(ip), ...(token === undefined ? {} : { authorization: `Bearer ${token}` }) },
+        });
       // The key's own `issued` notification may land after a first lookup and drop it: cache it after that.
       await new Promise((resolve) => setTimeout(resolve, 200));
-      expect((await verify(limitedApp, key.token, { headers: from('198.51.100.7') })).statusCode).toBe(200);
-      // Missing credentials are not guesses and do not count.
-      for (let i = 0; i < 5; i++)
-        expect((await verify(limitedApp, undefined, { headers: from('198.51.100.7') })).statusCode).toBe(401);
+      expect((await via(key.token, '198.51.100.7')).statusCode).toBe(200);
+      // Missing credentials and refusals of a real key are not guesses and never count.
+      for (let i = 0; i < 5; i++) expect((await via(undefined, '198.51.100.7')).statusCode).toBe(401);
+      for (let i = 0; i < 10; i++) expect((await via(expired.token, '198.51.100.7')).statusCode).toBe(401);
+      expect((await via(key.token, '198.51.100.7')).statusCode).toBe(200);
       for (let i = 0; i < 3; i++) {
-        expect(
-          (await verify(limitedApp, generateToken().token, { headers: from('198.51.100.7') })).statusCode,
-        ).toBe(401);
+        expect((await via(generateToken().token, '198.51.100.7')).statusCode).toBe(401);
       }
-      const limited = await verify(limitedApp, generateToken().token, { headers: from('198.51.100.7') });
+      const limited = await via(generateToken().token, '198.51.100.7');
       expect(limited.statusCode).toBe(429);
       expect(limited.headers['retry-after']).toBe('20');
-      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.7') })).statusCode).toBe(429);
-      expect((await verify(limitedApp, key.token, { headers: from('198.51.100.7') })).statusCode).toBe(200);
-      // The proxy appends the real peer last; earlier forwarded-for entries are the client's own claims.
-      expect(
-        (await verify(limitedApp, 'garbage', { headers: { 'x-real-ip': '203.0.113.1, 198.51.100.7' } }))
-          .statusCode,
-      ).toBe(429);
-      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.8') })).statusCode).toBe(401);
+      expect((await via('garbage', '198.51.100.7')).statusCode).toBe(429);
+      // Over its limit, the address still gets every answer about real keys: cached or not, valid or not.
+      expect((await via(key.token, '198.51.100.7')).statusCode).toBe(200);
+      const fresh = await fx.issueKey(user);
+      await waitFor(async () => (await via(fresh.token, '198.51.100.7')).statusCode === 200, 2000, 'new key');
+      expect((await via(expired.token, '198.51.100.7')).json().error_description).toBe(
+        'The API key has expired.',
+      );
+      // Another client behind the same proxy is not affected.
+      expect((await via('garbage', '198.51.100.8')).statusCode).toBe(401);
+      // A peer that is not a trusted proxy cannot pose as another client: its header is ignored.
+      for (let i = 0; i < 4; i++) {
+        await limitedApp.inject({
+          url: '/verify',
+          remoteAddress: '192.0.2.66',
+          headers: { ...from('198.51.100.9'), authorization: 'Bearer garbage' },
+        });
+      }
+      expect((await via('garbage', '198.51.100.9')).statusCode).toBe(401);
       now.t += 20_000;
-      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.7') })).statusCode).toBe(401);
-      expect((await verify(limitedApp, 'garbage', { headers: from('198.51.100.7') })).statusCode).toBe(429);
-      const metrics = (await limitedApp.inject('/metrics')).body;
-      expect(metrics).toMatch(
+      expect((await via('garbage', '198.51.100.7')).statusCode).toBe(401);
+      expect((await via('garbage', '198.51.100.7')).statusCode).toBe(429);
+      expect(await metricsText(limitedApp)).toMatch(
         /keyward_webhook_decisions_total\{route="verify",result="limited",reason="too_many_failures"\} [1-9]/,
       );
     } finally {

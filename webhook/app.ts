@@ -6,21 +6,22 @@ import Fastify, {
   type FastifyRequest,
   LogController,
 } from 'fastify';
-import pg from 'pg';
 import type { Logger } from 'pino';
-import { ChangeListener, type ChangeSubscriber } from '../store/listener.js';
-import { lookupByHash } from '../store/lookup.js';
-import { UsageBatcher } from '../store/usage.js';
-import { VerifyCache } from './cache.js';
+import { Callers } from './callers.js';
+import { ClientAddress } from './client-address.js';
 import type { WebhookConfig } from './config.js';
-import { createLogger } from './logger.js';
+import { serverFactory } from './http-server.js';
+import { createLogger, safeError } from './logger.js';
 import { WebhookMetrics } from './metrics.js';
+import storePlugin from './plugins/store.js';
+import tlsPlugin from './plugins/tls.js';
+import usagePlugin from './plugins/usage.js';
 import { FailureLimiter } from './ratelimit.js';
 import { healthRoutes } from './routes/health.js';
 import { introspectRoutes } from './routes/introspect.js';
 import { tokenReviewRoutes } from './routes/tokenreview.js';
 import { verifyRoutes } from './routes/verify.js';
-import { safeError, Verifier } from './verifier.js';
+import { Verification } from './verification.js';
 
 export interface Readiness {
   readonly ready: boolean;
@@ -32,20 +33,19 @@ export interface Readiness {
 /** What routes reach through `app.keyward`. */
 export interface WebhookContext {
   readonly config: WebhookConfig;
-  readonly cache: VerifyCache;
-  readonly verifier: Verifier;
   readonly metrics: WebhookMetrics;
   readonly limiter: FailureLimiter;
-  readonly usage: UsageBatcher;
-  readonly listener: ChangeListener;
-  readonly pool: pg.Pool;
+  readonly verification: Verification;
+  readonly callers: Callers;
   /** Epoch ms; every time-based decision goes through this clock. */
   now(): number;
-  /** The address failed attempts are counted against. */
+  /** The address failed attempts are counted against (see client-address.ts). */
   clientAddress(request: FastifyRequest): string;
   readiness(): Promise<Readiness>;
   /** Shutting down: readiness turns false at once, serving goes on until the server closes. */
   drain(): void;
+  /** The Prometheus exposition, for the metrics port. */
+  renderMetrics(): Promise<string>;
 }
 
 declare module 'fastify' {
@@ -91,10 +91,9 @@ const STATUS_ERRORS: Record<number, string> = {
 };
 
 /**
- * Builds the webhook: routes, cache, store pool, change listener and usage batcher, all closed
- * by app.close(). It never listens (server.ts does), so tests drive it with app.inject() against
- * a real Postgres. The listener starts on app.ready(); until it has attached, /readyz is false
- * and every request is answered from the store.
+ * Builds the webhook: plugins (store: pool, listener, cache, lookup queue; usage; TLS reload),
+ * the verification pipeline and the routes, all closed by app.close(). It never listens
+ * (server.ts does), so tests drive it with app.inject() against a real Postgres.
  */
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const { config } = options;
@@ -108,7 +107,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // No per-request child logger: building one (bindings, redaction) cost more than the whole
     // cached decision. The few request-scoped lines carry keyId and tokenPrefix themselves.
     childLoggerFactory: (logger) => logger,
-    http: { maxHeaderSize: config.maxHeaderBytes },
+    serverFactory: serverFactory(config),
     bodyLimit: 64 * 1024,
     // Envoy appends the whole original path after /verify/.
     routerOptions: { maxParamLength: config.maxUrlBytes },
@@ -118,110 +117,43 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   for (const method of EXTRA_METHODS) app.addHttpMethod(method, { hasBody: true });
 
   const metrics = new WebhookMetrics({ defaultMetrics: options.defaultMetrics ?? true });
-  const pool = new pg.Pool({
-    connectionString: config.storeUrl,
-    max: config.storePoolSize,
-    connectionTimeoutMillis: config.storeTimeoutMs,
-    query_timeout: config.storeTimeoutMs,
-    statement_timeout: config.storeTimeoutMs,
-    idleTimeoutMillis: 30_000,
-    application_name: 'keyward-webhook',
+  await app.register(storePlugin, {
+    config,
+    metrics,
+    now,
+    ...(options.listener ? { listener: options.listener } : {}),
   });
-  // An idle pooled connection that dies (store restart) emits here; unhandled, it would crash the process.
-  pool.on('error', (err) => app.log.warn({ err: safeError(err) }, 'idle store connection lost'));
+  await app.register(usagePlugin, { flushIntervalMs: config.usageFlushIntervalMs, now });
+  await app.register(tlsPlugin, { tls: config.tls });
 
-  const cache = new VerifyCache({ ...config.cache, now, onEvict: () => metrics.cacheEvictions.inc() });
-  const verifier = new Verifier({
-    cache,
-    lookup: (hash) => lookupByHash(pool, hash),
+  const limiter = new FailureLimiter({ ...config.failedAttempts, now });
+  const verification = new Verification({
+    resolver: app.store.resolver,
+    limiter,
+    usage: app.usage,
     metrics,
     logger: app.log,
-    tokenPrefix: config.tokenPrefix,
-  });
-  const limiter = new FailureLimiter({ ...config.failedAttempts, now });
-  let usageErrorLogged = false;
-  const usage = new UsageBatcher(pool, {
-    flushIntervalMs: config.usageFlushIntervalMs,
     now,
-    onError: (err) => {
-      if (usageErrorLogged) return;
-      usageErrorLogged = true;
-      app.log.warn({ err: safeError(err) }, 'writing usage counts failed; keeping them for the next flush');
-    },
   });
-
-  let attachedBefore = false;
-  const subscriber: ChangeSubscriber = {
-    onChange: (change) => {
-      cache.apply(change);
-      metrics.invalidations.labels(change.entity).inc();
-    },
-    onConnected: () => {
-      cache.listenerAttached();
-      metrics.listenerAttached.set(1);
-      if (attachedBefore) {
-        metrics.listenerReconnects.inc();
-        app.log.info('change listener re-attached; cached keys are re-read on next use');
-      }
-      attachedBefore = true;
-      usageErrorLogged = false;
-    },
-    onDisconnected: (reason) => {
-      cache.listenerDetached();
-      metrics.listenerAttached.set(0);
-      app.log.warn(
-        { reason },
-        'change listener lost; every cached key is re-read from the store until it is back',
-      );
-    },
-  };
-  const listener = new ChangeListener({
-    connection: { connectionString: config.storeUrl, application_name: 'keyward-webhook-listener' },
-    subscriber,
-    ...options.listener,
+  const addresses = new ClientAddress({
+    trustedProxies: config.trustedProxies,
+    header: config.clientIpHeader,
   });
-
-  let probe: Promise<boolean> | undefined;
-  const storeReachable = (): Promise<boolean> => {
-    probe ??= pool
-      .query('SELECT 1')
-      .then(
-        () => true,
-        () => false,
-      )
-      .finally(() => {
-        probe = undefined;
-      });
-    return probe;
-  };
-
-  const trusted = config.trustedClientIpHeader;
   let draining = false;
   const context: WebhookContext = {
     config,
-    cache,
-    verifier,
     metrics,
     limiter,
-    usage,
-    listener,
-    pool,
+    verification,
+    callers: new Callers({
+      introspect: config.introspectCredentials,
+      tokenReview: config.tokenReviewCredentials,
+    }),
     now,
-    clientAddress(request: FastifyRequest): string {
-      if (trusted !== null) {
-        const value = request.headers[trusted];
-        const text = Array.isArray(value) ? value[value.length - 1] : value;
-        if (text) {
-          // The last element is the one the trusted proxy itself appended; earlier ones came from the client.
-          const last = text.slice(text.lastIndexOf(',') + 1).trim();
-          if (last !== '') return last.slice(0, 64);
-        }
-      }
-      return request.socket.remoteAddress ?? 'unknown';
-    },
+    clientAddress: (request) => addresses.of(request.socket.remoteAddress, request.headers),
     async readiness(): Promise<Readiness> {
-      const reachable = await storeReachable();
-      const attached = listener.connected && cache.attached;
+      const reachable = await app.store.reachable();
+      const attached = app.store.attached;
       return {
         ready: reachable && attached && !draining,
         draining,
@@ -231,6 +163,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
     drain(): void {
       draining = true;
+    },
+    async renderMetrics(): Promise<string> {
+      const { cache, lookups } = app.store;
+      metrics.cacheEntries.labels('positive').set(cache.size);
+      metrics.cacheEntries.labels('negative').set(cache.negativeSize);
+      metrics.lookupSlots.labels('in_flight').set(lookups.inFlight);
+      metrics.lookupSlots.labels('queued').set(lookups.queued);
+      return await metrics.registry.metrics();
     },
   };
   app.decorate('keyward', context);
@@ -267,16 +207,5 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(tokenReviewRoutes);
   await app.register(introspectRoutes);
   await app.register(healthRoutes);
-
-  app.addHook('onReady', async () => {
-    listener.start();
-  });
-  app.addHook('onClose', async () => {
-    await listener.close();
-    await usage
-      .close()
-      .catch((err: unknown) => app.log.warn({ err: safeError(err) }, 'final usage flush failed'));
-    await pool.end();
-  });
   return app;
 }

@@ -14,6 +14,8 @@ function key(n: number, userId = `user-${n}`): KeyLookup {
     userScopes: ['*'],
     keyScopes: null,
     suspended: false,
+    notPermitted: false,
+    kubernetesAuthentication: false,
     userDeleted: false,
     disabled: false,
     revokedAt: null,
@@ -123,11 +125,28 @@ describe('VerifyCache', () => {
     // Filled while detached: still not trusted once the listener is back (a change may have been missed).
     cache.fill('d', key(2), cache.beginFill());
     expect(cache.get('d').kind).toBe('stale');
+    expect(cache.get('d')).toMatchObject({ kind: 'stale', usableOnError: true });
     cache.listenerAttached();
     expect(cache.get('h').kind).toBe('stale');
     expect(cache.get('d').kind).toBe('stale');
     cache.fill('h', key(1), cache.beginFill());
     expect(cache.get('h').kind).toBe('fresh');
+  });
+
+  it('never offers an entry confirmed before a listener gap for stale-if-error once the gap is over', () => {
+    const { cache, clock } = setup();
+    cache.fill('before', key(1), cache.beginFill());
+    cache.listenerDetached();
+    cache.fill('during', key(2), cache.beginFill());
+    clock.now += 1000;
+    cache.listenerAttached();
+    // Well within the stale-if-error window, yet a revoke during the gap may never have been announced.
+    expect(cache.get('before')).toMatchObject({ kind: 'stale', usableOnError: false });
+    expect(cache.get('during')).toMatchObject({ kind: 'stale', usableOnError: false });
+    // Re-confirmed after the gap: usable again, and served on error once the listener drops again.
+    cache.fill('before', key(1), cache.beginFill());
+    cache.listenerDetached();
+    expect(cache.get('before')).toMatchObject({ kind: 'stale', usableOnError: true });
   });
 
   it('keeps stale rows out of use on error when staleIfError is 0', () => {

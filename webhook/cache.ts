@@ -41,11 +41,13 @@ const NEGATIVE: CacheLookup = { kind: 'negative' };
  * is never held). Correctness rests on three rules:
  *
  * 1. Entries are trusted only while the NOTIFY listener is attached, and only if they were
- *    confirmed in the current listener epoch. Losing the listener (or re-attaching it) starts a
- *    new epoch, which drops the whole cache as far as decisions go: every entry is re-read on
- *    its next use. The rows stay in memory only to be served when the store cannot answer at all,
- *    which is what keeps cached keys working through a Postgres outage, while a lost listener on
- *    a reachable store costs one lookup per key and never a missed revocation.
+ *    confirmed in the current listener epoch (one epoch per attach). While the listener is away
+ *    nothing is fresh: every entry is re-read on its next use, and served from memory only when
+ *    the store cannot answer (stale-if-error), which keeps cached keys working through a
+ *    Postgres outage. Once the listener is back, a new epoch begins and nothing confirmed before
+ *    it is ever served again, not even on error: a change made during the gap was never
+ *    announced, so such an entry may be a revoked key. Stale-if-error therefore covers only
+ *    the gap itself, and at most staleIfErrorMs after the entry was last confirmed.
  * 2. A notification deletes the entries of the user or key it names and records, for that user or
  *    key, the generation it arrived at; a lookup that started before a change to its own key or
  *    user cannot write its (possibly older) answer into the cache afterwards. Changes to other
@@ -106,7 +108,11 @@ export class VerifyCache {
       if (this.#attached && entry.epoch === this.#epoch && now - entry.verifiedAt < this.#options.ttlMs) {
         return { kind: 'fresh', entry };
       }
-      return { kind: 'stale', entry, usableOnError: now - entry.verifiedAt < this.#options.staleIfErrorMs };
+      return {
+        kind: 'stale',
+        entry,
+        usableOnError: entry.epoch === this.#epoch && now - entry.verifiedAt < this.#options.staleIfErrorMs,
+      };
     }
     const until = this.#negative.get(hash);
     if (until !== undefined) {
@@ -173,15 +179,22 @@ export class VerifyCache {
     }
   }
 
-  /** The listener is attached again (LISTEN confirmed): start trusting entries confirmed from now on. */
+  /**
+   * The listener is attached again (LISTEN confirmed): start trusting entries confirmed from now
+   * on, and retire everything from before, including for stale-if-error.
+   */
   listenerAttached(): void {
-    this.#newEpoch();
+    this.#refuseOlderFills();
+    this.#epoch++;
     this.#attached = true;
   }
 
-  /** The listener is gone: nothing cached may be trusted until it is back. */
+  /**
+   * The listener is gone: nothing cached is fresh until it is back. The epoch stays, so entries
+   * confirmed up to now can still bridge a store outage during the gap.
+   */
   listenerDetached(): void {
-    this.#newEpoch();
+    this.#refuseOlderFills();
     this.#attached = false;
   }
 
@@ -194,10 +207,9 @@ export class VerifyCache {
     this.#changedAt.set(id, generation);
   }
 
-  #newEpoch(): void {
+  #refuseOlderFills(): void {
     this.#refuseBefore = ++this.#generation;
     this.#changedAt.clear();
-    this.#epoch++;
     this.#negative.clear();
   }
 

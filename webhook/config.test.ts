@@ -17,13 +17,35 @@ describe('loadConfig', () => {
       negativeTtlMs: 5_000,
     });
     expect(c.introspectCredentials).toEqual([]);
-    expect(c.trustedClientIpHeader).toBeNull();
+    expect(c.trustedProxies).toEqual([]);
+    expect(c.clientIpHeader).toBe('x-forwarded-for');
+    expect(c.tokenReviewCredentials).toEqual([]);
     expect(c.failedAttempts).toEqual({ limit: 30, windowMs: 60_000 });
+    expect(c.lookups).toEqual({ maxConcurrent: 8, maxQueued: 256 });
+    expect(c.http).toEqual({
+      headersTimeoutMs: 5_000,
+      requestTimeoutMs: 10_000,
+      keepAliveTimeoutMs: 75_000,
+      maxConnections: 4096,
+    });
+    expect(c.metricsListen).toEqual({ host: '0.0.0.0', port: 9090 });
+    expect(c.tls).toBeNull();
+    expect(c.tokenReviewGroupsPrefix).toBe('keyward:');
+  });
+
+  it('takes a TokenReview group prefix, - for none, and refuses system:', () => {
+    const prefix = (value: string) =>
+      loadConfig({ KEYWARD_STORE_URL: 'x', KEYWARD_TOKENREVIEW_GROUPS_PREFIX: value })
+        .tokenReviewGroupsPrefix;
+    expect(prefix('kw:')).toBe('kw:');
+    expect(prefix('-')).toBe('');
+    expect(() => prefix('system:')).toThrow(/KEYWARD_TOKENREVIEW_GROUPS_PREFIX: must not start with system:/);
   });
 
   it('parses every variable', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kw-config-'));
     writeFileSync(join(dir, 'creds'), 'gw2:s3cret2\n\n');
+    writeFileSync(join(dir, 'tokenreview'), 'second-credential-0123\n');
     const c = loadConfig({
       KEYWARD_STORE_URL: 'postgres://x@db/keyward',
       KEYWARD_WEBHOOK_LISTEN: '[::1]:9000',
@@ -35,7 +57,18 @@ describe('loadConfig', () => {
       KEYWARD_NEGATIVE_CACHE_TTL: '2s',
       KEYWARD_INTROSPECT_CREDENTIALS: 'gw:pa:ss',
       KEYWARD_INTROSPECT_CREDENTIALS_FILE: join(dir, 'creds'),
-      KEYWARD_TRUSTED_CLIENT_IP_HEADER: 'X-Real-IP',
+      KEYWARD_TRUSTED_PROXIES: '10.0.0.0/8, 192.0.2.1,fd00::/8',
+      KEYWARD_CLIENT_IP_HEADER: 'X-Real-IP',
+      KEYWARD_TOKENREVIEW_CREDENTIALS: 'first-credential-01234',
+      KEYWARD_TOKENREVIEW_CREDENTIALS_FILE: join(dir, 'tokenreview'),
+      KEYWARD_STORE_POOL_SIZE: '4',
+      KEYWARD_STORE_LOOKUP_QUEUE: '10',
+      KEYWARD_HTTP_HEADERS_TIMEOUT: '2s',
+      KEYWARD_HTTP_MAX_CONNECTIONS: '100',
+      KEYWARD_METRICS_LISTEN: '127.0.0.1:9100',
+      KEYWARD_TLS_CERT_FILE: '/tls/tls.crt',
+      KEYWARD_TLS_KEY_FILE: '/tls/tls.key',
+      KEYWARD_TLS_CLIENT_CA_FILE: '/tls/ca.crt',
       KEYWARD_FAILED_ATTEMPTS_LIMIT: '0',
       KEYWARD_TOKENREVIEW_SCOPE: 'kubernetes',
       KEYWARD_LOG_LEVEL: 'debug',
@@ -49,7 +82,19 @@ describe('loadConfig', () => {
       { clientId: 'gw', secret: 'pa:ss' },
       { clientId: 'gw2', secret: 's3cret2' },
     ]);
-    expect(c.trustedClientIpHeader).toBe('x-real-ip');
+    expect(c.trustedProxies).toEqual(['10.0.0.0/8', '192.0.2.1', 'fd00::/8']);
+    expect(c.clientIpHeader).toBe('x-real-ip');
+    expect(c.tokenReviewCredentials).toEqual(['first-credential-01234', 'second-credential-0123']);
+    expect(c.lookups).toEqual({ maxConcurrent: 2, maxQueued: 10 });
+    expect(c.http.headersTimeoutMs).toBe(2_000);
+    expect(c.http.maxConnections).toBe(100);
+    expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9100 });
+    expect(c.tls).toEqual({
+      certFile: '/tls/tls.crt',
+      keyFile: '/tls/tls.key',
+      clientCaFile: '/tls/ca.crt',
+      reloadIntervalMs: 10_000,
+    });
     expect(c.tokenReviewScope).toBe('kubernetes');
     expect(loadConfig({ KEYWARD_STORE_URL: 'x', KEYWARD_TOKEN_HEADER: 'none' }).tokenHeader).toBeNull();
     expect(loadConfig({ KEYWARD_STORE_URL: 'x', KEYWARD_WEBHOOK_LISTEN: ':81' }).listen).toEqual({
@@ -77,5 +122,28 @@ describe('loadConfig', () => {
     expect(message).toMatch(/KEYWARD_WEBHOOK_LISTEN/);
     expect(message).toMatch(/KEYWARD_INTROSPECT_CREDENTIALS/);
     expect(message).not.toMatch(/supersecret/);
+  });
+
+  it('refuses the replaced client-IP header variable, bad CIDRs, weak credentials and half a TLS pair', () => {
+    const problems = (env: Record<string, string>): string => {
+      try {
+        loadConfig({ KEYWARD_STORE_URL: 'x', ...env });
+      } catch (err) {
+        expect(err).toBeInstanceOf(ConfigError);
+        return (err as Error).message;
+      }
+      return '';
+    };
+    expect(problems({ KEYWARD_TRUSTED_CLIENT_IP_HEADER: 'x-real-ip' })).toMatch(/KEYWARD_TRUSTED_PROXIES/);
+    expect(problems({ KEYWARD_TRUSTED_PROXIES: '10.0.0.0/8,nginx' })).toMatch(/not a CIDR.*nginx/);
+    const weak = problems({ KEYWARD_TOKENREVIEW_CREDENTIALS: 'short-secret' });
+    expect(weak).toMatch(/KEYWARD_TOKENREVIEW_CREDENTIALS/);
+    expect(weak).not.toMatch(/short-secret/);
+    expect(problems({ KEYWARD_TLS_CERT_FILE: '/a' })).toMatch(/set both or neither/);
+    expect(problems({ KEYWARD_TLS_CLIENT_CA_FILE: '/ca' })).toMatch(/need TLS/);
+    expect(problems({ KEYWARD_STORE_POOL_SIZE: '2', KEYWARD_STORE_MAX_CONCURRENT_LOOKUPS: '3' })).toMatch(
+      /KEYWARD_STORE_MAX_CONCURRENT_LOOKUPS/,
+    );
+    expect(problems({ KEYWARD_HTTP_HEADERS_TIMEOUT: '20s' })).toMatch(/KEYWARD_HTTP_HEADERS_TIMEOUT/);
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyLookup } from '../store/lookup.js';
-import { decide, headerListItem, type KeyDecision, keyState } from './decision.js';
+import { decide, headerListItem, type KeyDecision, keyState, kubernetesGroups } from './decision.js';
 
 const T0 = Date.parse('2030-01-01T00:00:00Z');
 const minutes = (n: number): number => n * 60_000;
@@ -17,6 +17,8 @@ function key(overrides: Partial<KeyLookup> = {}): KeyLookup {
     userScopes: ['projects:*', 'reports:read'],
     keyScopes: null,
     suspended: false,
+    notPermitted: false,
+    kubernetesAuthentication: false,
     userDeleted: false,
     disabled: false,
     revokedAt: null,
@@ -93,6 +95,15 @@ describe('decide', () => {
     ['deleted user counts as revoked', { userDeleted: true }, T0, [], deny('revoked')],
     ['expired beats disabled', { expiresAt: new Date(T0 - 1), disabled: true }, T0, [], deny('expired')],
     ['suspended beats scope', { suspended: true }, T0, ['nope'], deny('suspended')],
+    ['beyond its AccessPolicy', { notPermitted: true }, T0, [], deny('not_permitted')],
+    [
+      'beyond its AccessPolicy, even for a granted scope',
+      { notPermitted: true },
+      T0,
+      ['projects:a'],
+      deny('not_permitted'),
+    ],
+    ['revoked beats not permitted', { notPermitted: true, revokedAt: new Date(T0) }, T0, [], deny('revoked')],
   ];
   it.each(cases)('%s', (_name, overrides, now, required, expected) => {
     expect(decide(keyState(key(overrides)), now, required)).toEqual(expected);
@@ -117,6 +128,19 @@ describe('decide', () => {
   });
 });
 
+describe('kubernetesGroups', () => {
+  const cases: Array<[string, string[], string, string[]]> = [
+    ['prefixes every group', ['team-a', 'viewers'], 'keyward:', ['keyward:team-a', 'keyward:viewers']],
+    ['never emits a system: group the store holds', ['system:masters', 'ok'], 'keyward:', ['keyward:ok']],
+    ['not even without a prefix', ['system:masters', 'system:nodes', 'ok'], '', ['ok']],
+    ['nor one a prefix would build', ['masters'], 'system:', []],
+    ['no groups', [], 'keyward:', []],
+  ];
+  it.each(cases)('%s', (_name, groups, prefix, want) => {
+    expect(kubernetesGroups(groups, prefix)).toEqual(want);
+  });
+});
+
 describe('header values', () => {
   it('keeps ordinary group names and escapes what would break a comma list or a header', () => {
     expect(headerListItem('team-a')).toBe('team-a');
@@ -132,5 +156,6 @@ describe('header values', () => {
     const state = keyState(key({ groups: ['a', 'b,c'], keyScopes: ['projects:x', 'reports:read'] }));
     expect(state.scopesHeader).toBe('projects:x,reports:read');
     expect(state.groupsHeader).toBe('a,b%2Cc');
+    expect(keyState(key({ groups: ['system:masters', 'ok'] })).groupsHeader).toBe('ok');
   });
 });

@@ -17,9 +17,14 @@ export type DenyReason =
   | 'rotated'
   | 'expired'
   | 'disabled'
-  | 'suspended';
+  | 'suspended'
+  | 'not_permitted'
+  | 'not_kubernetes_credential';
 
-export type KeyDenyReason = Extract<DenyReason, 'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended'>;
+export type KeyDenyReason = Extract<
+  DenyReason,
+  'revoked' | 'rotated' | 'expired' | 'disabled' | 'suspended' | 'not_permitted' | 'not_kubernetes_credential'
+>;
 
 export const GENERIC_MESSAGE = 'The API key is invalid.';
 export const MISSING_MESSAGE = 'Authentication credentials were not provided.';
@@ -35,7 +40,29 @@ const MESSAGES: Record<DenyReason, string> = {
   expired: 'The API key has expired.',
   disabled: 'The API key is disabled.',
   suspended: 'The service user of this API key is suspended.',
+  not_permitted: 'The API key or its service user asks for more than its AccessPolicy grants.',
+  // No AccessPolicy lets this key's namespace authenticate to Kubernetes (/tokenreview only).
+  not_kubernetes_credential: 'The API key is not allowed to authenticate to Kubernetes.',
 };
+
+/** Kubernetes reserves these; no identity keyward vouches for ever carries one. */
+const RESERVED_GROUP_PREFIX = 'system:';
+
+/**
+ * The groups a key's user gets on TokenReview: each stored group with `prefix` (`keyward:` by
+ * default, like kube-apiserver's --oidc-groups-prefix), so an ordinary group name can never turn
+ * into one RBAC already means. A `system:` group is dropped before and after prefixing, whatever
+ * the store holds: admission and the store refuse them too, this is the last line.
+ */
+export function kubernetesGroups(groups: readonly string[], prefix: string): string[] {
+  const out: string[] = [];
+  for (const group of groups) {
+    if (group.startsWith(RESERVED_GROUP_PREFIX)) continue;
+    const prefixed = `${prefix}${group}`;
+    if (!prefixed.startsWith(RESERVED_GROUP_PREFIX)) out.push(prefixed);
+  }
+  return out;
+}
 
 export function denyMessage(reason: DenyReason): string {
   return MESSAGES[reason];
@@ -65,7 +92,10 @@ export function keyState(key: KeyLookup): KeyState {
     scopes,
     deadline,
     scopesHeader: scopes.join(','),
-    groupsHeader: key.groups.map(headerListItem).join(','),
+    groupsHeader: key.groups
+      .filter((g) => !g.startsWith(RESERVED_GROUP_PREFIX))
+      .map(headerListItem)
+      .join(','),
   };
 }
 
@@ -91,10 +121,17 @@ export type KeyDecision =
 
 const ALLOW: KeyDecision = { result: 'allow' };
 const DENY = Object.fromEntries(
-  (['revoked', 'rotated', 'expired', 'disabled', 'suspended'] as const).map((reason) => [
-    reason,
-    { result: 'deny', reason } as const,
-  ]),
+  (
+    [
+      'revoked',
+      'rotated',
+      'expired',
+      'disabled',
+      'suspended',
+      'not_permitted',
+      'not_kubernetes_credential',
+    ] as const
+  ).map((reason) => [reason, { result: 'deny', reason } as const]),
 ) as Record<KeyDenyReason, KeyDecision>;
 
 /**
@@ -107,13 +144,21 @@ const DENY = Object.fromEntries(
  * only ever make its own request stricter. A required scope outside the grammar is granted by
  * nothing, not even `*`: a typo in an ingress annotation must fail closed.
  */
-export function decide(state: KeyState, now: number, requiredScopes: readonly string[] = []): KeyDecision {
+/** `kubernetes`: the key is presented as a Kubernetes credential (TokenReview). */
+export function decide(
+  state: KeyState,
+  now: number,
+  requiredScopes: readonly string[] = [],
+  kubernetes = false,
+): KeyDecision {
   const { key } = state;
   if (key.revokedAt !== null || key.userDeleted) return DENY.revoked;
   if (!key.secret.current && now >= key.secret.notAfter.getTime()) return DENY.rotated;
   if (key.expiresAt !== null && now >= key.expiresAt.getTime()) return DENY.expired;
   if (key.disabled) return DENY.disabled;
   if (key.suspended) return DENY.suspended;
+  if (key.notPermitted) return DENY.not_permitted;
+  if (kubernetes && !key.kubernetesAuthentication) return DENY.not_kubernetes_credential;
   for (const requiredScope of requiredScopes) {
     if (!isValidScope(requiredScope) || !anyScopeCovers(state.scopes, requiredScope)) {
       return { result: 'forbidden', requiredScope };

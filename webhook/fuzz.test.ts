@@ -3,7 +3,7 @@ import type { FastifyInstance, InjectOptions, LightMyRequestResponse } from 'fas
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { testDatabase } from '../test/harness/database.js';
-import { readyApp, type StoreFixture, storeFixture, testConfig } from './test-support.js';
+import { readyApp, type StoreFixture, storeFixture, testConfig } from '../test/support/webhook.js';
 
 /**
  * Property tests over the three public routes, against a real store: whatever arrives, the
@@ -11,6 +11,7 @@ import { readyApp, type StoreFixture, storeFixture, testConfig } from './test-su
  */
 const RUNS = { verify: 60_000, tokenreview: 20_000, introspect: 20_000 };
 const CALLER = 'gateway:fuzz-caller-secret';
+const TOKENREVIEW_CALLER = 'fuzz-kube-apiserver-credential';
 
 let fx: StoreFixture;
 let app: FastifyInstance;
@@ -21,8 +22,13 @@ const refused: string[] = [];
 
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
-  app = await readyApp(testConfig(fx.url, { KEYWARD_INTROSPECT_CREDENTIALS: CALLER }));
-  const user = await fx.createUser({ scopes: ['projects:*', 'read'] });
+  app = await readyApp(
+    testConfig(fx.url, {
+      KEYWARD_INTROSPECT_CREDENTIALS: CALLER,
+      KEYWARD_TOKENREVIEW_CREDENTIALS: TOKENREVIEW_CALLER,
+    }),
+  );
+  const user = await fx.createUser({ scopes: ['projects:*', 'read'], kubernetesAuthentication: true });
   for (const scopes of [null, ['projects:alpha']]) {
     const key = await fx.issueKey(user, { scopes });
     valid.set(key.token, key.keyId);
@@ -185,7 +191,8 @@ describe('fuzzing', () => {
     });
     await fc.assert(
       fc.asyncProperty(request, async (r) => {
-        const headers: Record<string, string> = r.contentType ? { 'content-type': r.contentType } : {};
+        const headers: Record<string, string> = { authorization: `Bearer ${TOKENREVIEW_CALLER}` };
+        if (r.contentType) headers['content-type'] = r.contentType;
         const res = await app.inject({ method: 'POST', url: '/tokenreview', headers, payload: r.body });
         expectSafe(res);
         if (res.statusCode !== 200) return;

@@ -35,3 +35,12 @@ export function createLogger(
     destination,
   );
 }
+
+/** Errors reach logs as name, code and message only: a driver error's other fields may quote values. */
+export function safeError(err: unknown): { name: string; message: string; code?: string } {
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+  }
+  return { name: 'Error', message: String(err) };
+}

@@ -50,8 +50,20 @@ export class WebhookMetrics {
   });
   readonly storeLookups = new Counter({
     name: 'keyward_webhook_store_lookups_total',
-    help: 'Store lookups by outcome: found, not_found, error.',
+    help: 'Store lookups by outcome: found, not_found, error, shed (no pooled connection in time).',
     labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly lookupsShed = new Counter({
+    name: 'keyward_webhook_store_lookups_shed_total',
+    help: 'Store lookups shed by the bounded queue (answered 503 unless a cached row could be served), by priority: known (re-read of a cached key), unknown (a hash never seen).',
+    labelNames: ['priority'] as const,
+    registers: [this.registry],
+  });
+  readonly lookupSlots = new Gauge({
+    name: 'keyward_webhook_store_lookups',
+    help: 'Store lookups in flight and waiting in the queue.',
+    labelNames: ['state'] as const,
     registers: [this.registry],
   });
   readonly listenerReconnects = new Counter({

@@ -1,8 +1,8 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { testDatabase } from '../test/harness/database.js';
+import { type StoreFixture, storeFixture, testConfig, waitFor } from '../test/support/webhook.js';
 import { type RunningWebhook, runWebhook } from './server.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from './test-support.js';
 
 let fx: StoreFixture;
 let webhook: RunningWebhook;

@@ -2,13 +2,15 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type WebhookConfig } from './config.js';
-import { createLogger } from './logger.js';
-import { safeError } from './verifier.js';
+import { createLogger, safeError } from './logger.js';
+import { type MetricsEndpoint, serveMetrics } from './metrics-server.js';
 
 export interface RunningWebhook {
   readonly app: FastifyInstance;
-  /** `http://host:port` actually bound (port 0 in the config picks a free one). */
+  /** `http(s)://host:port` actually bound (port 0 in the config picks a free one). */
   readonly url: string;
+  /** The metrics endpoint's `http://host:port`. */
+  readonly metricsUrl: string;
   /** Drains and stops: readiness false, wait shutdownDelay, close listeners and connections. */
   close(): Promise<void>;
   /** Settles once the webhook has stopped, however that happened. */
@@ -25,7 +27,8 @@ export interface RunWebhookOptions {
 }
 
 /**
- * `keyward webhook`: builds the app, listens on KEYWARD_WEBHOOK_LISTEN, and on SIGTERM/SIGINT
+ * `keyward webhook`: builds the app, listens on KEYWARD_WEBHOOK_LISTEN (HTTPS when
+ * KEYWARD_TLS_CERT_FILE is set) and serves /metrics on KEYWARD_METRICS_LISTEN; on SIGTERM/SIGINT
  * drains gracefully: new connections are refused only after KEYWARD_SHUTDOWN_DELAY (endpoint
  * removal in Kubernetes lags the signal), in-flight requests finish within
  * KEYWARD_SHUTDOWN_TIMEOUT, pending usage counts are flushed, and the process exits 0.
@@ -48,13 +51,28 @@ export async function runWebhook(options: RunWebhookOptions = {}): Promise<Runni
     logger,
     ...(options.defaultMetrics === undefined ? {} : { defaultMetrics: options.defaultMetrics }),
   });
-  await app.listen({ host: config.listen.host, port: config.listen.port });
+  let metricsEndpoint: MetricsEndpoint;
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+    metricsEndpoint = await serveMetrics(
+      config.metricsListen,
+      () => app.keyward.renderMetrics(),
+      app.keyward.metrics.registry.contentType,
+    );
+  } catch (err) {
+    await app.close();
+    throw err;
+  }
   const address = app.server.address();
+  const scheme = config.tls === null ? 'http' : 'https';
   const url =
     address && typeof address === 'object'
-      ? `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+      ? `${scheme}://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
       : String(address);
-  app.log.info({ url, version: process.env.npm_package_version }, 'keyward webhook listening');
+  app.log.info(
+    { url, metricsUrl: metricsEndpoint.url, version: process.env.npm_package_version },
+    'keyward webhook listening',
+  );
 
   let resolveClosed: () => void = () => undefined;
   const closed = new Promise<void>((resolve) => {
@@ -78,6 +96,7 @@ export async function runWebhook(options: RunWebhookOptions = {}): Promise<Runni
       timer.unref();
       try {
         await app.close();
+        await metricsEndpoint.close();
       } finally {
         clearTimeout(timer);
         resolveClosed();
@@ -108,5 +127,5 @@ export async function runWebhook(options: RunWebhookOptions = {}): Promise<Runni
       process.off('SIGINT', onSignal);
     });
   }
-  return { app, url, close, closed };
+  return { app, url, metricsUrl: metricsEndpoint.url, close, closed };
 }

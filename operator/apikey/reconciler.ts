@@ -12,6 +12,13 @@ import type { ServiceUser } from '../../api/serviceuser.js';
 import { parseApiKey, parseServiceUser } from '../../api/validate.js';
 import { generateToken, parseToken, type RandomSource, tokenHash } from '../../credentials/token.js';
 import type { ApiKeyState, OperatorStore } from '../../store/operator-store.js';
+import {
+  checkApiKey,
+  type Grants,
+  grantedExpiry,
+  NOT_PERMITTED,
+  permittedScopes,
+} from '../accesspolicy/grants.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { Informer } from '../kube/informer.js';
@@ -44,6 +51,8 @@ export interface ApiKeyReconcilerDeps {
   events: EventRecorder;
   logger: Logger;
   tokenPrefix: string;
+  /** What the namespace's AccessPolicies grant now. */
+  grants: (namespace: string) => Grants;
   now?: () => Date;
   random?: RandomSource;
 }
@@ -54,6 +63,10 @@ interface Blocked {
   message: string;
   /** Permanent until the spec (or another object) changes: kstatus reports it as Stalled. */
   stalled: boolean;
+  /** The key as stored after the block was applied to it, if that changed it. */
+  state?: ApiKeyState;
+  /** Worth a Warning Event (a new NotPermitted finding). */
+  event?: boolean;
 }
 
 interface StatusInput {
@@ -126,9 +139,12 @@ export class ApiKeyReconciler {
     const now = this.#now();
     const state = await fromStore(() => this.#d.store.getKey(uid));
     const user = this.#serviceUser(apiKey);
-    const blocked = await this.#blocked(apiKey, user, state);
+    const grants = this.#d.grants(apiKey.metadata.namespace ?? '');
+    const blocked = await this.#blocked(apiKey, user, state, grants, now);
     if (blocked) {
-      await this.#writeStatus(raw, state ?? undefined, {
+      if (blocked.event)
+        this.#d.events.record(raw, { type: 'Warning', reason: blocked.reason, message: blocked.message });
+      await this.#writeStatus(raw, blocked.state ?? state ?? undefined, {
         ready: { status: 'False', reason: blocked.reason, message: blocked.message },
         stalled: blocked.stalled,
       });
@@ -186,10 +202,14 @@ export class ApiKeyReconciler {
     apiKey: ApiKey,
     user: ServiceUser | undefined,
     state: ApiKeyState | null,
+    grants: Grants,
+    now: Date,
   ): Promise<Blocked | undefined> {
     const ref = apiKey.spec.serviceUserRef.name;
     // A revoked key is reported as Revoked by the credential decision, whatever its user.
     if (state?.revokedAt) return undefined;
+    const notPermitted = await this.#notPermitted(apiKey, state, grants, now);
+    if (notPermitted) return notPermitted;
     if (!user) {
       return {
         reason: 'ServiceUserNotFound',
@@ -198,6 +218,16 @@ export class ApiKeyReconciler {
       };
     }
     const storedUser = await fromStore(() => this.#d.store.getServiceUser(user.metadata.uid ?? ''));
+    const userReady = (
+      user as { status?: { conditions?: Array<{ type: string; reason: string }> } }
+    ).status?.conditions?.find((c) => c.type === 'Ready');
+    if (storedUser?.notPermitted || (!storedUser && userReady?.reason === NOT_PERMITTED)) {
+      return {
+        reason: 'ServiceUserNotPermitted',
+        message: `ServiceUser ${ref} asks for more than its AccessPolicies grant; no key of it verifies`,
+        stalled: false,
+      };
+    }
     if (!storedUser || storedUser.deletedAt) {
       return {
         reason: 'ServiceUserNotReady',
@@ -222,6 +252,37 @@ export class ApiKeyReconciler {
       };
     }
     return undefined;
+  }
+
+  /**
+   * A key asking for a scope or a lifetime beyond the grants is not issued, or, if issued, stops
+   * verifying: the store marks it and keeps only the granted part (scopes, expiry).
+   */
+  async #notPermitted(
+    apiKey: ApiKey,
+    state: ApiKeyState | null,
+    grants: Grants,
+    now: Date,
+  ): Promise<Blocked | undefined> {
+    const from = state ? (state.rotatedAt ?? state.issuedAt) : now;
+    const violation = checkApiKey(apiKey.spec, grants, from);
+    if (!violation) return undefined;
+    const previous = (apiKey.status?.conditions ?? []).find((c) => c.type === 'Ready');
+    const blocked: Blocked = {
+      reason: NOT_PERMITTED,
+      message: violation.message,
+      stalled: true,
+      event: previous?.reason !== NOT_PERMITTED || previous.message !== violation.message,
+    };
+    if (!state) return blocked;
+    const result = await fromStore(() =>
+      this.#d.store.updateKey(apiKey.metadata.uid ?? '', {
+        notPermitted: true,
+        scopes: apiKey.spec.scopes ? permittedScopes(grants, apiKey.spec.scopes) : null,
+        expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, from), grants, from),
+      }),
+    );
+    return result.kind === 'ok' ? { ...blocked, state: result.key } : blocked;
   }
 
   /** The oldest `max` ApiKeys of a user may be issued; ties break by name so every replica agrees. */
@@ -283,7 +344,7 @@ export class ApiKeyReconciler {
           description: apiKey.spec.description ?? '',
           scopes: apiKey.spec.scopes ?? null,
           disabled: apiKey.spec.disabled === true,
-          expiresAt: desiredExpiry(apiKey.spec, now),
+          expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, now), this.#grants(apiKey), now),
         }),
       );
       if (result.kind !== 'ok')
@@ -312,7 +373,7 @@ export class ApiKeyReconciler {
           graceSeconds: graceMs / 1000,
           reason: action.reason,
           ...(contents.hash ? { heldHash: contents.hash } : {}),
-          expiresAt: desiredExpiry(apiKey.spec, now),
+          expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, now), this.#grants(apiKey), now),
         }),
       );
       if (result.kind !== 'ok')
@@ -347,12 +408,15 @@ export class ApiKeyReconciler {
     const state = await fromStore(() => this.#d.store.getKey(uid));
     if (!state)
       throw new Error(`key ${apiKey.metadata.namespace}/${apiKey.metadata.name} is missing from the store`);
+    const from = state.rotatedAt ?? state.issuedAt;
     const result = await fromStore(() =>
       this.#d.store.updateKey(uid, {
         description: apiKey.spec.description ?? '',
         scopes: apiKey.spec.scopes ?? null,
         disabled: apiKey.spec.disabled === true,
-        expiresAt: desiredExpiry(apiKey.spec, state.rotatedAt ?? state.issuedAt),
+        // Only reached when the key fits the grants (see #notPermitted).
+        notPermitted: false,
+        expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, from), this.#grants(apiKey), from),
       }),
     );
     if (result.kind !== 'ok')
@@ -367,6 +431,10 @@ export class ApiKeyReconciler {
       });
     }
     return result.key;
+  }
+
+  #grants(apiKey: ApiKey): Grants {
+    return this.#d.grants(apiKey.metadata.namespace ?? '');
   }
 
   async #finalize(raw: KubernetesObject): Promise<void> {

@@ -1,8 +1,15 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { effectiveUsername, type ServiceUserStatus } from '../../api/serviceuser.js';
-import { immutableFieldChanges, parseServiceUser } from '../../api/validate.js';
+import { parseServiceUser } from '../../api/validate.js';
 import type { OperatorStore, ServiceUserRecord } from '../../store/operator-store.js';
+import {
+  checkServiceUser,
+  type Grants,
+  NOT_PERMITTED,
+  permittedGroups,
+  permittedScopes,
+} from '../accesspolicy/grants.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { Informer } from '../kube/informer.js';
@@ -21,10 +28,15 @@ export interface ServiceUserReconcilerDeps {
   store: OperatorStore;
   events: EventRecorder;
   logger: Logger;
+  /** What the namespace's AccessPolicies grant now. */
+  grants: (namespace: string) => Grants;
   now?: () => Date;
 }
 
-/** Reconciles one ServiceUser into the store: username claim, suspension, deletion, key counts. */
+/**
+ * Reconciles one ServiceUser into the store: AccessPolicy check, username claim (and rename),
+ * suspension, deletion, key counts.
+ */
 export class ServiceUserReconciler {
   readonly #d: ServiceUserReconcilerDeps;
   readonly #now: () => Date;
@@ -75,46 +87,85 @@ export class ServiceUserReconciler {
       return;
     }
     const username = effectiveUsername(user);
-    const result = await fromStore(() =>
-      this.#d.store.upsertServiceUser({
-        ref: { namespace: user.metadata.namespace ?? '', name: user.metadata.name, uid },
-        username,
-        description: user.spec.description ?? '',
-        contact: user.spec.contact ?? null,
-        groups: user.spec.groups ?? [],
-        scopes: user.spec.scopes ?? [],
-        suspended: user.spec.suspended === true,
-      }),
+    const namespace = user.metadata.namespace ?? '';
+    const grants = this.#d.grants(namespace);
+    const groups = user.spec.groups ?? [];
+    const scopes = user.spec.scopes ?? [];
+    const violation = checkServiceUser(
+      { username, usernameFromName: user.spec.username === undefined, groups, scopes },
+      grants,
     );
-    if (result.kind === 'deleted') return;
-    if (result.kind === 'username_immutable') {
-      // The CRD's CEL rule forbids this; it only happens to objects admitted before that rule.
-      const [change] = immutableFieldChanges(
-        'ServiceUser',
-        { spec: { username: result.recorded } },
-        { spec: { username } },
-      );
-      const message = `${change}: the store holds username ${result.recorded}; re-create the ServiceUser to change it`;
-      await this.#writeStatus(raw, undefined, [
-        { type: 'Ready', status: 'False', reason: 'InvalidSpec', message },
-        { type: 'Stalled', status: 'True', reason: 'InvalidSpec', message },
+    const previous = (raw as { status?: ServiceUserStatus }).status?.conditions?.find(
+      (c) => c.type === 'Ready',
+    );
+    let stored: ServiceUserRecord | undefined;
+    if (violation) {
+      // Blocked, not trimmed: a user asking for more than it is granted verifies no key at all,
+      // so Ready=False always means "its keys do not work". The store keeps only the granted
+      // part of its spec, and a user it never held is not created (its name is not claimed).
+      const existing = await fromStore(() => this.#d.store.getServiceUser(uid));
+      if (existing && !existing.deletedAt) {
+        const result = await fromStore(() =>
+          this.#d.store.upsertServiceUser({
+            ref: { namespace, name: user.metadata.name, uid },
+            username: existing.username,
+            description: user.spec.description ?? '',
+            contact: user.spec.contact ?? null,
+            groups: permittedGroups(grants, groups),
+            scopes: permittedScopes(grants, scopes),
+            suspended: user.spec.suspended === true,
+            kubernetesAuthentication: false,
+            notPermitted: true,
+          }),
+        );
+        if (result.kind === 'deleted') return;
+        stored = result.user;
+      }
+      if (previous?.reason !== NOT_PERMITTED || previous.message !== violation.message) {
+        this.#d.events.record(raw, { type: 'Warning', reason: NOT_PERMITTED, message: violation.message });
+      }
+      await this.#writeStatus(raw, stored, [
+        { type: 'Ready', status: 'False', reason: NOT_PERMITTED, message: violation.message },
+        { type: 'Stalled', status: 'True', reason: NOT_PERMITTED, message: violation.message },
       ]);
       return;
     }
+    const result = await fromStore(() =>
+      this.#d.store.upsertServiceUser({
+        ref: { namespace, name: user.metadata.name, uid },
+        username,
+        description: user.spec.description ?? '',
+        contact: user.spec.contact ?? null,
+        groups,
+        scopes,
+        suspended: user.spec.suspended === true,
+        kubernetesAuthentication: grants.kubernetesAuthentication,
+        notPermitted: false,
+      }),
+    );
+    if (result.kind === 'deleted') return;
     if (result.kind === 'username_conflict') {
-      const message = `username ${username} is held by ServiceUser ${result.holder.namespace}/${result.holder.name}`;
-      const previous = (raw as { status?: ServiceUserStatus }).status?.conditions?.find(
-        (c) => c.type === 'Ready',
-      );
+      const renaming = result.user !== undefined;
+      const message = renaming
+        ? `username ${username} is held by ServiceUser ${result.holder.namespace}/${result.holder.name}; ` +
+          `the user keeps the name ${result.user?.username}`
+        : `username ${username} is held by ServiceUser ${result.holder.namespace}/${result.holder.name}`;
       if (previous?.reason !== 'UsernameConflict')
         this.#d.events.record(raw, { type: 'Warning', reason: 'UsernameConflict', message });
-      await this.#writeStatus(raw, undefined, [
+      await this.#writeStatus(raw, result.user, [
         { type: 'Ready', status: 'False', reason: 'UsernameConflict', message },
         { type: 'Stalled', status: 'False', reason: 'WaitingForUsername', message: '' },
       ]);
       return;
     }
-    const stored = result.user;
+    stored = result.user;
+    if (result.changed.includes('username')) {
+      this.#d.events.record(raw, {
+        type: 'Normal',
+        reason: 'Renamed',
+        message: `service user renamed to ${username}; its keys verify under the new name`,
+      });
+    }
     if (result.created) {
       this.#d.events.record(raw, {
         type: 'Normal',

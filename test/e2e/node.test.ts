@@ -8,8 +8,8 @@ import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.j
 import { nodeUnsupportedReason } from '../../devenv/node/binaries.js';
 import { captureHostState, diffHostState, type HostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
-import { type StoreFixture, storeFixture, waitFor } from '../../webhook/test-support.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
 
 // CI installs and builds everything a node needs (.ci/run), so there a missing piece fails the
 // suite; elsewhere (not root, not Linux) the suite is skipped with the reason.
@@ -20,7 +20,8 @@ if (skip) process.stderr.write(`test/e2e/node.test.ts skipped: ${unsupported}\n`
 
 const NS = 'keyward-node-e2e';
 const WEBHOOK_PORT = 8080;
-const ROLE = 'keyward_webhook';
+/** A LOGIN role in the migrations' keyward_webhook group, as a deployer creates it (docs/store-roles.md). */
+const WEBHOOK_LOGIN = `kw_webhook_node_${process.pid}`;
 const START_TIMEOUT_MS = 600_000;
 
 /** The restricted Pod Security profile, as a container must declare it. */
@@ -72,15 +73,12 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
     const admin = new pg.Client({ connectionString: fx.url });
     await admin.connect();
     try {
-      await admin.query(`CREATE ROLE ${ROLE} LOGIN PASSWORD '${password}'`);
-      await admin.query(`GRANT USAGE ON SCHEMA public TO ${ROLE}`);
-      await admin.query(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${ROLE}`);
-      await admin.query(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${ROLE}`);
+      await admin.query(`CREATE ROLE ${WEBHOOK_LOGIN} LOGIN PASSWORD '${password}' IN ROLE keyward_webhook`);
     } finally {
       await admin.end();
     }
     const storeUrl = new URL(fx.url);
-    storeUrl.username = ROLE;
+    storeUrl.username = WEBHOOK_LOGIN;
     storeUrl.password = password;
     storeUrl.hostname = node.hostAddress;
     const user = await fx.createUser({ namespace: NS });

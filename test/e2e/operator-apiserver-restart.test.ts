@@ -30,6 +30,7 @@ beforeAll(async () => {
     // 4 s lease other suites use, the leader cannot renew, steps down and exits (as it should),
     // and nothing here plays the kubelet that would start it again.
     env: { KEYWARD_LEASE_DURATION_SECONDS: '15' },
+    accessPolicy: { usernames: ['*'], scopes: ['*'] },
   });
   ({ controlPlane: cp, kc, namespace: ns, objects, operator } = cluster);
 }, 180_000);

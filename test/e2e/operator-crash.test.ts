@@ -13,6 +13,7 @@ import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
 import {
+  applyAccessPolicy,
   condition,
   eventually,
   KeywardObjects,
@@ -40,6 +41,8 @@ let operator: OperatorProcess | undefined;
 beforeAll(async () => {
   kc = testKubeConfig();
   ns = await createTestNamespace(kc, 'crash');
+  // What these suites create (unprefixed usernames, shared scopes) needs the cluster admin's grant.
+  await applyAccessPolicy(kc, ns, { namespaces: [ns], usernames: ['*'], scopes: ['*'] });
   objects = new KeywardObjects(kc, ns);
   core = kc.makeApiClient(CoreV1Api);
   storeUrl = await testDatabase();

@@ -6,6 +6,7 @@ import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
 import {
+  applyAccessPolicy,
   condition,
   eventually,
   KeywardObjects,
@@ -25,6 +26,8 @@ const replicas: OperatorProcess[] = [];
 beforeAll(async () => {
   kc = testKubeConfig();
   ns = await createTestNamespace(kc, 'operator-ha');
+  // What these suites create (unprefixed usernames, shared scopes) needs the cluster admin's grant.
+  await applyAccessPolicy(kc, ns, { namespaces: [ns], usernames: ['*'], scopes: ['*'] });
   objects = new KeywardObjects(kc, ns);
   const storeUrl = await testDatabase();
   await migrate(storeUrl);

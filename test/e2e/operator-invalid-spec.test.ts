@@ -35,6 +35,7 @@ beforeAll(async () => {
     name: 'invalid-spec',
     storeUrl: await testDatabase(),
     crds: committedCrds().map(loosened),
+    accessPolicy: { usernames: ['*'], scopes: ['projects:*'] },
   });
   ({ objects, operator } = cluster);
 }, 120_000);

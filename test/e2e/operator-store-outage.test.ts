@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate } from '../../store/migrate.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
 import {
+  applyAccessPolicy,
   condition,
   eventually,
   KeywardObjects,
@@ -26,6 +27,8 @@ let operator: OperatorProcess;
 beforeAll(async () => {
   kc = testKubeConfig();
   ns = await createTestNamespace(kc, 'store-outage');
+  // What these suites create (unprefixed usernames, shared scopes) needs the cluster admin's grant.
+  await applyAccessPolicy(kc, ns, { namespaces: [ns], usernames: ['*'], scopes: ['*'] });
   objects = new KeywardObjects(kc, ns);
   postgres = await startPostgres();
   const storeUrl = await createDatabase(postgres.adminUrl, 'keyward');

@@ -12,6 +12,7 @@ import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
 import {
+  applyAccessPolicy,
   condition,
   eventually,
   KeywardObjects,
@@ -39,6 +40,13 @@ let storeUrl: string;
 beforeAll(async () => {
   kc = testKubeConfig();
   ns = await createTestNamespace(kc, 'operator');
+  // What these suites create (unprefixed usernames, shared scopes) needs the cluster admin's grant.
+  await applyAccessPolicy(kc, ns, {
+    namespaces: [ns],
+    usernames: ['*'],
+    scopes: ['projects:*'],
+    groups: ['deployers'],
+  });
   objects = new KeywardObjects(kc, ns);
   core = kc.makeApiClient(CoreV1Api);
   storeUrl = await testDatabase();

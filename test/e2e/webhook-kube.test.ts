@@ -1,14 +1,16 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../../webhook/test-support.js';
 import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
 import { testDatabase } from '../harness/database.js';
+import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
+import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
 
 const run = promisify(execFile);
 
@@ -18,17 +20,38 @@ let cp: ControlPlane;
 let dir: string;
 /** A kubeconfig with the cluster and no credentials: every call passes --token. */
 let anonymousKubeconfig: string;
+/** The webhook's own PKI: its serving certificate and the client certificate kube-apiserver presents. */
+let ca: KeyPairFiles;
+let apiserverClient: KeyPairFiles;
 
 beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'keyward-kube-e2e-'));
+  ca = await createCa(dir, 'keyward-webhook-ca');
+  const [serving, client] = await Promise.all([
+    issueCertificate(dir, ca, {
+      name: 'webhook',
+      commonName: 'keyward-webhook',
+      usage: 'server',
+      subjectAltNames: ['IP:127.0.0.1'],
+    }),
+    issueCertificate(dir, ca, { name: 'kube-apiserver', commonName: 'kube-apiserver', usage: 'client' }),
+  ]);
+  apiserverClient = client;
   fx = await storeFixture(await testDatabase());
   webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TOKEN_HEADER: 'none' }),
+    config: testConfig(fx.url, {
+      KEYWARD_TOKEN_HEADER: 'none',
+      KEYWARD_TLS_CERT_FILE: serving.cert,
+      KEYWARD_TLS_KEY_FILE: serving.key,
+      KEYWARD_TLS_CLIENT_CA_FILE: ca.cert,
+    }),
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
-  cp = await startControlPlane({ authnWebhook: { url: `${webhook.url}/tokenreview` } });
-  dir = await mkdtemp(join(tmpdir(), 'keyward-kube-e2e-'));
+  await waitFor(async () => (await tokenReview('kw_ready', client)).status === 200, 10_000, 'webhook ready');
+  cp = await startControlPlane({
+    authnWebhook: { url: `${webhook.url}/tokenreview`, caFile: ca.cert, clientCertificate: client },
+  });
   anonymousKubeconfig = join(dir, 'token.kubeconfig');
   await writeFile(
     anonymousKubeconfig,
@@ -49,6 +72,37 @@ afterAll(async () => {
   await fx?.close();
   if (dir) await rm(dir, { recursive: true, force: true });
 });
+
+/** POST /tokenreview over TLS, as kube-apiserver does it (with its client certificate) or without. */
+async function tokenReview(token: string, client?: KeyPairFiles): Promise<{ status: number; body: string }> {
+  const url = new URL(webhook.url);
+  const tls = {
+    ca: await readFile(ca.cert),
+    ...(client ? { cert: await readFile(client.cert), key: await readFile(client.key) } : {}),
+  };
+  return await new Promise((resolve, reject) => {
+    const req = request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path: '/tokenreview',
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        agent: false,
+        ...tls,
+      },
+      (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => {
+          body += chunk.toString();
+        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+    req.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } }));
+  });
+}
 
 interface Result {
   code: number;
@@ -71,8 +125,17 @@ async function kubectl(args: string[], token?: string): Promise<Result> {
 }
 
 describe('kube-apiserver authenticating API keys through /tokenreview', () => {
-  it('kubectl auth whoami prints keyward:<username> with its groups', async () => {
-    const user = await fx.createUser({ groups: ['platform', 'viewers'] });
+  it('is the only caller /tokenreview answers: no client certificate, no answer', async () => {
+    const key = await fx.issueKey(await fx.createUser({ kubernetesAuthentication: true }));
+    const anonymous = await tokenReview(key.token);
+    expect(anonymous.status).toBe(401);
+    expect(anonymous.body).not.toContain(key.keyId);
+    // Through the API server, over TLS with its client certificate, the same key authenticates.
+    expect((await kubectl(['auth', 'whoami'], key.token)).code).toBe(0);
+  });
+
+  it('kubectl auth whoami prints keyward:<username> with its groups, keyward:-prefixed', async () => {
+    const user = await fx.createUser({ groups: ['platform', 'viewers'], kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     const whoami = await kubectl(['auth', 'whoami', '-o', 'json'], key.token);
     expect(whoami.stderr).toBe('');
@@ -84,15 +147,27 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
     expect(review.status.userInfo.username).toBe(`keyward:${user.username}`);
     expect(review.status.userInfo.uid).toBe(user.id);
     expect(review.status.userInfo.groups).toEqual(
-      expect.arrayContaining(['platform', 'viewers', 'system:authenticated']),
+      expect.arrayContaining(['keyward:platform', 'keyward:viewers', 'system:authenticated']),
     );
+    expect(review.status.userInfo.groups).not.toContain('platform');
     expect(review.status.userInfo.extra['keyward.dev/key-id']).toEqual([key.keyId]);
     const table = await kubectl(['auth', 'whoami'], key.token);
     expect(table.stdout).toContain(`keyward:${user.username}`);
   });
 
+  it('refuses a valid key whose AccessPolicy does not allow Kubernetes authentication', async () => {
+    const key = await fx.issueKey(await fx.createUser({ groups: ['platform'] }));
+    expect(
+      (await fetch(`${webhook.url}/verify`, { headers: { authorization: `Bearer ${key.token}` } })).status,
+    ).toBe(200);
+    const whoami = await kubectl(['auth', 'whoami'], key.token);
+    expect(whoami.code).not.toBe(0);
+    expect(whoami.stderr).toMatch(/Unauthorized/);
+    expect((await kubectl(['auth', 'can-i', '*', '*'], key.token)).stdout.trim()).not.toBe('yes');
+  });
+
   it('applies RBAC bound to that user, and refuses a bad key', async () => {
-    const user = await fx.createUser();
+    const user = await fx.createUser({ kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     const ns = `kw-e2e-${Date.now().toString(36)}`;
     expect((await kubectl(['create', 'namespace', ns])).code).toBe(0);
@@ -130,21 +205,13 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
   });
 
   it('refuses a suspended user (after the API server forgets its cached success) and accepts it again when resumed', async () => {
-    const user = await fx.createUser();
+    const user = await fx.createUser({ kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     expect((await kubectl(['auth', 'whoami'], key.token)).code).toBe(0);
     await fx.store.setSuspended(user.uid, true);
     // The webhook itself refuses at once...
-    const direct = await fetch(`${webhook.url}/tokenreview`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({
-        apiVersion: 'authentication.k8s.io/v1',
-        kind: 'TokenReview',
-        spec: { token: key.token },
-      }),
-    });
-    expect(await direct.json()).toMatchObject({
+    const direct = await tokenReview(key.token, apiserverClient);
+    expect(JSON.parse(direct.body)).toMatchObject({
       status: { authenticated: false, error: 'The service user of this API key is suspended.' },
     });
     // ...but kube-apiserver caches every successful token authentication for 10 s, whatever

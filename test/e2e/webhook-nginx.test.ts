@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../../webhook/test-support.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
+import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
 
 const IDENTITY = ['X-Keyward-User', 'X-Keyward-Key-Id', 'X-Keyward-Scopes', 'X-Keyward-Groups'];
 
@@ -16,7 +16,7 @@ let nginx: TestNginx;
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
   webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_CLIENT_IP_HEADER: 'x-real-ip' }),
+    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
     handleSignals: false,
     defaultMetrics: false,
   });

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
 import {
   readyApp,
   type StoreFixture,
@@ -8,8 +9,7 @@ import {
   testConfig,
   verify,
   waitFor,
-} from '../../webhook/test-support.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+} from '../support/webhook.js';
 
 /**
  * The store goes away under a serving webhook. A private Postgres, so stopping it does not disturb
@@ -38,7 +38,10 @@ afterAll(async () => {
  * Sends the token in a loop until stopped. Returns the sequence of distinct answers in order
  * (runs collapsed: 200, 200, 401 → [200, 401]) and how many requests were made.
  */
-function load(token: string): { stop(): Promise<{ statuses: number[]; requests: number }> } {
+function load(token: string): {
+  readonly requests: number;
+  stop(): Promise<{ statuses: number[]; requests: number }>;
+} {
   const statuses: number[] = [];
   let requests = 0;
   let running = true;
@@ -52,6 +55,9 @@ function load(token: string): { stop(): Promise<{ statuses: number[]; requests: 
     }
   })();
   return {
+    get requests() {
+      return requests;
+    },
     async stop() {
       running = false;
       await loop;
@@ -81,6 +87,9 @@ describe('webhook while the store is down', () => {
     // Garbage never needs the store, so it is still a plain 401.
     expect((await verify(app, 'kw_garbage')).statusCode).toBe(401);
     expect((await verify(app, generateToken().token.slice(0, -1))).statusCode).toBe(401);
+    // Load while the store is down, not just around it: a hundred more answers before it is back.
+    const duringOutage = background.requests + 100;
+    await waitFor(() => background.requests >= duringOutage, 20_000, 'requests during the outage');
 
     await postgres.resume();
     await waitFor(async () => (await app.keyward.readiness()).ready, 20_000, 'readiness to return');
@@ -108,5 +117,32 @@ describe('webhook while the store is down', () => {
     // Allowed before the revoke committed, refused after: never flapping back to 200.
     const { statuses } = await background.stop();
     expect(statuses).toEqual([200, 401]);
+  });
+
+  it('never serves an entry confirmed before a listener gap, even when the store then fails', async () => {
+    const user = await fx.createUser();
+    const key = await fx.issueKey(user);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect((await verify(app, key.token)).statusCode).toBe(200);
+
+    await fx.pool.query(
+      `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'keyward-webhook-listener'`,
+    );
+    await waitFor(async () => (await app.keyward.readiness()).listener === 'detached', 10_000, 'gap');
+    // Revoked during the gap: nobody hears the NOTIFY.
+    await fx.store.revokeKey(key.uid);
+    await waitFor(async () => (await app.keyward.readiness()).listener === 'attached', 10_000, 'listener');
+    // Now the store goes away before the key is asked for again. Its cached row predates the gap
+    // and is well within stale-if-error, but it may be (and is) a revoked key.
+    await postgres.pause();
+    try {
+      await waitFor(async () => !(await app.keyward.readiness()).ready, 10_000, 'store down');
+      const res = await verify(app, key.token);
+      expect(res.statusCode).toBe(503);
+    } finally {
+      await postgres.resume();
+    }
+    await waitFor(async () => (await app.keyward.readiness()).ready, 20_000, 'readiness to return');
+    expect((await verify(app, key.token)).statusCode).toBe(401);
   });
 });

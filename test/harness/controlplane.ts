@@ -15,7 +15,13 @@ export interface ControlPlaneOptions {
    * Makes kube-apiserver authenticate bearer tokens it does not know through this TokenReview
    * webhook (`authentication.k8s.io/v1`, no caching), as a cluster using keyward's webhook would.
    */
-  authnWebhook?: { url: string; caFile?: string };
+  authnWebhook?: {
+    url: string;
+    /** CA that signed the webhook's serving certificate (an https url). */
+    caFile?: string;
+    /** The client certificate kube-apiserver presents to the webhook. */
+    clientCertificate?: KeyPairFiles;
+  };
   /** Where the component logs go; kept after stop(). Default: inside the temp dir, removed on stop(). */
   logDir?: string;
   /**
@@ -254,7 +260,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     }
     if (opts.authnWebhook) {
       const webhookConfig = join(dir, 'authn-webhook.kubeconfig');
-      await writeFile(webhookConfig, webhookKubeconfig(opts.authnWebhook.url, opts.authnWebhook.caFile));
+      await writeFile(webhookConfig, webhookKubeconfig(opts.authnWebhook));
       apiArgs.push(
         `--authentication-token-webhook-config-file=${webhookConfig}`,
         '--authentication-token-webhook-version=v1',
@@ -404,7 +410,8 @@ function clientKubeconfig(server: string, caFile: string, user: string, client: 
 }
 
 /** The kubeconfig-format file kube-apiserver reads to find its TokenReview webhook. */
-function webhookKubeconfig(url: string, caFile: string | undefined): string {
+function webhookKubeconfig(webhook: NonNullable<ControlPlaneOptions['authnWebhook']>): string {
+  const { url, caFile, clientCertificate } = webhook;
   return stringify({
     apiVersion: 'v1',
     kind: 'Config',
@@ -414,7 +421,14 @@ function webhookKubeconfig(url: string, caFile: string | undefined): string {
         cluster: { server: url, ...(caFile ? { 'certificate-authority': caFile } : {}) },
       },
     ],
-    users: [{ name: 'kube-apiserver', user: {} }],
+    users: [
+      {
+        name: 'kube-apiserver',
+        user: clientCertificate
+          ? { 'client-certificate': clientCertificate.cert, 'client-key': clientCertificate.key }
+          : {},
+      },
+    ],
     contexts: [{ name: 'authn-webhook', context: { cluster: 'authn-webhook', user: 'kube-apiserver' } }],
     'current-context': 'authn-webhook',
   });

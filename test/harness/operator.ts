@@ -6,6 +6,8 @@ import {
   CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
+  PatchStrategy,
+  setHeaderOptions,
   type V1CustomResourceDefinition,
   type V1PolicyRule,
 } from '@kubernetes/client-node';
@@ -44,7 +46,11 @@ export async function operatorKubeconfig(
   const kc = await restrictedKubeConfig(admin, {
     namespace,
     name,
-    clusterRules: chartRules('operator-clusterrole-rules.yaml'),
+    // Cluster mode, as the chart renders it: the namespace rules and the cluster rules in one ClusterRole.
+    clusterRules: [
+      ...chartRules('operator-namespace-rules.yaml'),
+      ...chartRules('operator-cluster-rules.yaml'),
+    ],
     rules: chartRules('operator-leader-election-rules.yaml'),
   });
   const dir = mkdtempSync(join(tmpdir(), 'keyward-operator-'));
@@ -126,12 +132,17 @@ export async function startOperatorCluster(options: {
   storeUrl: string;
   crds?: V1CustomResourceDefinition[];
   env?: Record<string, string>;
+  /** Spec of an AccessPolicy (named after the namespace) selecting the namespace, applied first. */
+  accessPolicy?: Record<string, unknown>;
 }): Promise<OperatorCluster> {
   const controlPlane = await startControlPlane();
   try {
     const kc = controlPlane.kubeConfig();
     await installCrds(kc, options.crds ?? committedCrds());
     const namespace = await createTestNamespace(kc, options.name);
+    if (options.accessPolicy) {
+      await applyAccessPolicy(kc, namespace, { ...options.accessPolicy, namespaces: [namespace] });
+    }
     await migrate(options.storeUrl);
     const operator = await startOperator({
       kubeconfigPath: await operatorKubeconfig(kc, namespace),
@@ -219,6 +230,14 @@ export class KeywardObjects {
     });
   }
 
+  /** JSON merge patch of the object (spec fields, labels, annotations). */
+  async patch(plural: Kind, name: string, body: object): Promise<void> {
+    await this.#api.patchNamespacedCustomObject(
+      { group: 'keyward.dev', version: 'v1alpha1', namespace: this.namespace, plural, name, body },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch, requestTimeout(10_000)),
+    );
+  }
+
   async delete(plural: Kind, name: string): Promise<void> {
     await this.#api.deleteNamespacedCustomObject({
       group: 'keyward.dev',
@@ -228,6 +247,34 @@ export class KeywardObjects {
       name,
     });
   }
+}
+
+/**
+ * Creates or replaces the cluster-scoped AccessPolicy `name` (server-side apply, as an admin's
+ * GitOps tool would). Test files share one API server: name policies after the test namespace.
+ */
+export async function applyAccessPolicy(kc: KubeConfig, name: string, spec: object): Promise<void> {
+  await kc.makeApiClient(CustomObjectsApi).patchClusterCustomObject(
+    {
+      group: 'keyward.dev',
+      version: 'v1alpha1',
+      plural: 'accesspolicies',
+      name,
+      body: { apiVersion: 'keyward.dev/v1alpha1', kind: 'AccessPolicy', metadata: { name }, spec },
+      fieldManager: 'keyward-tests',
+      force: true,
+    },
+    setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply, requestTimeout(10_000)),
+  );
+}
+
+export async function deleteAccessPolicy(kc: KubeConfig, name: string): Promise<void> {
+  await kc
+    .makeApiClient(CustomObjectsApi)
+    .deleteClusterCustomObject(
+      { group: 'keyward.dev', version: 'v1alpha1', plural: 'accesspolicies', name },
+      requestTimeout(10_000),
+    );
 }
 
 /** The condition of the given type, if present. */
@@ -263,7 +310,8 @@ export function kstatus(
 
 /**
  * Whether the store would let this token through right now, applying the validity rules of
- * DESIGN.md §5 to the store's own lookup (secret current or in grace, key live, user active).
+ * DESIGN.md §5 to the store's own lookup (secret current or in grace, key live, user active, both
+ * within their AccessPolicies).
  */
 export async function tokenVerifies(
   pool: pg.Pool,
@@ -273,7 +321,8 @@ export async function tokenVerifies(
   const found = await lookupByHash(pool, tokenHash(token));
   if (!found) return undefined;
   const secretValid = found.secret.current || found.secret.notAfter > now;
-  const live = !found.revokedAt && !found.disabled && !found.suspended && !found.userDeleted;
+  const live =
+    !found.revokedAt && !found.disabled && !found.suspended && !found.userDeleted && !found.notPermitted;
   const unexpired = !found.expiresAt || found.expiresAt > now;
   return secretValid && live && unexpired ? found : undefined;
 }

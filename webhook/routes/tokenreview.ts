@@ -1,97 +1,101 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { anyScopeCovers } from '../../api/scopes.js';
-import { decide, denyMessage, GENERIC_MESSAGE } from '../decision.js';
+import { requireCaller } from '../callers.js';
+import { denyMessage, GENERIC_MESSAGE, kubernetesGroups } from '../decision.js';
+import {
+  type TokenReviewRequest,
+  type TokenReviewStatus,
+  tokenReviewRequest,
+} from '../schemas/tokenreview.js';
+import type { Outcome } from '../verification.js';
 
-const API_VERSIONS = new Set(['authentication.k8s.io/v1', 'authentication.k8s.io/v1beta1']);
-
-interface TokenReviewStatus {
-  authenticated: boolean;
-  user?: { username: string; uid: string; groups: string[]; extra: Record<string, string[]> };
-  error?: string;
-}
+const CALLER = requireCaller({
+  route: 'tokenreview',
+  accepts: (callers, request) => callers.tokenReview(request),
+  challenge: 'Bearer realm="keyward-tokenreview"',
+  error: { error: 'unauthorized', error_description: 'The caller is not authenticated.' },
+});
 
 /**
- * `POST /tokenreview` for kube-apiserver's `--authentication-token-webhook-config-file`. The
- * answer is always a TokenReview of the version asked (v1, and v1beta1 which has the same
- * shape), so the API server can read it; a token that fails is `authenticated: false` with
- * the reason, never an HTTP error. Only an unreadable review gets 400, and only a store outage
- * for an uncached token 503, which the API server retries and otherwise treats as a failure.
- * status.audiences stays empty: keys are not audience-bound, and an empty list tells the API
- * server the token is valid for the audiences it asked about.
+ * `POST /tokenreview` for kube-apiserver's `--authentication-token-webhook-config-file`. Only an
+ * authenticated caller is answered (a client certificate from the configured CA, or a configured
+ * bearer credential); anyone else gets 401, and with nothing configured that is everyone: an
+ * open TokenReview endpoint would be an oracle for every key. Caller failures count as failed
+ * attempts of the caller's address; the tokens under review do not (the API server relays all
+ * its clients' tokens, and limiting it would lock them all out).
+ *
+ * The answer is always a TokenReview of the version asked, so the API server can read it; a
+ * token that fails is `authenticated: false` with the reason, never an HTTP error. Only an
+ * unreadable review gets 400, and only a store outage for an uncached token 503, which the API
+ * server retries and otherwise treats as a failure.
  */
 export async function tokenReviewRoutes(app: FastifyInstance): Promise<void> {
-  app.post('/tokenreview', { bodyLimit: 64 * 1024 }, tokenReview);
+  app.post('/tokenreview', { bodyLimit: 64 * 1024, onRequest: CALLER }, tokenReview);
 }
 
-async function tokenReview(
+function tokenReview(
   this: FastifyInstance,
   request: FastifyRequest,
   reply: FastifyReply,
-): Promise<FastifyReply> {
+): FastifyReply | Promise<FastifyReply> {
   const k = this.keyward;
-  const body = request.body as { apiVersion?: unknown; kind?: unknown; spec?: { token?: unknown } } | null;
-  const apiVersion = body?.apiVersion;
-  if (
-    typeof apiVersion !== 'string' ||
-    !API_VERSIONS.has(apiVersion) ||
-    body?.kind !== 'TokenReview' ||
-    typeof body.spec !== 'object' ||
-    body.spec === null ||
-    typeof body.spec.token !== 'string'
-  ) {
+  const parsed = tokenReviewRequest.safeParse(request.body);
+  if (!parsed.success) {
     k.metrics.decision('tokenreview', 'invalid_request', 'bad_review');
     return reply.code(400).send({
       error: 'invalid_request',
       error_description: 'Expected an authentication.k8s.io/v1 TokenReview with spec.token.',
     });
   }
-  const respond = (status: TokenReviewStatus): FastifyReply => {
-    k.metrics.observe('tokenreview', reply.elapsedTime / 1000);
-    return reply.code(200).send({ apiVersion, kind: 'TokenReview', status });
-  };
-  const resolution = await k.verifier.resolve(body.spec.token.trim());
-  if (resolution.kind === 'unavailable') {
-    k.metrics.decision('tokenreview', 'unavailable', 'store_unavailable');
-    return reply
-      .code(503)
-      .header('retry-after', '1')
-      .send({
-        apiVersion,
-        kind: 'TokenReview',
-        status: { authenticated: false, error: 'Verification is temporarily unavailable.' },
-      });
-  }
-  if (resolution.kind === 'invalid') {
-    k.metrics.decision('tokenreview', 'deny', resolution.reason);
-    return respond({ authenticated: false, error: GENERIC_MESSAGE });
-  }
-  const { entry } = resolution;
-  const key = entry.key;
-  const decision = decide(entry, k.now());
-  if (decision.result !== 'allow') {
-    const reason = decision.result === 'deny' ? decision.reason : 'insufficient_scope';
-    k.usage.record(key.apiKeyId, 'denied');
-    k.metrics.decision('tokenreview', 'deny', reason);
-    return respond({
-      authenticated: false,
-      error: decision.result === 'deny' ? denyMessage(decision.reason) : GENERIC_MESSAGE,
-    });
-  }
+  const review = parsed.data;
   const scope = k.config.tokenReviewScope;
-  if (scope !== undefined && !anyScopeCovers(entry.scopes, scope)) {
-    k.usage.record(key.apiKeyId, 'denied');
-    k.metrics.decision('tokenreview', 'forbidden', 'insufficient_scope');
-    return respond({ authenticated: false, error: `The API key does not grant the scope ${scope}.` });
-  }
-  k.usage.record(key.apiKeyId, 'allowed');
-  k.metrics.decision('tokenreview', 'allow', 'ok');
-  return respond({
-    authenticated: true,
-    user: {
-      username: `keyward:${key.username}`,
-      uid: key.userId,
-      groups: [...key.groups],
-      extra: { 'keyward.dev/key-id': [key.keyId], 'keyward.dev/scopes': [...entry.scopes] },
+  const outcome = k.verification.run(
+    {
+      route: 'tokenreview',
+      token: review.spec.token.trim(),
+      requiredScopes: scope === undefined ? [] : [scope],
+      kubernetes: true,
+      client: undefined,
     },
-  });
+    reply,
+  );
+  return outcome instanceof Promise
+    ? outcome.then((o) => answer(reply, review, o, k.config.tokenReviewGroupsPrefix))
+    : answer(reply, review, outcome, k.config.tokenReviewGroupsPrefix);
+}
+
+function answer(
+  reply: FastifyReply,
+  review: TokenReviewRequest,
+  outcome: Outcome,
+  groupsPrefix: string,
+): FastifyReply {
+  const respond = (status: TokenReviewStatus, code = 200): FastifyReply =>
+    reply.code(code).send({ apiVersion: review.apiVersion, kind: 'TokenReview', status });
+  switch (outcome.kind) {
+    case 'allow': {
+      const { key } = outcome.entry;
+      return respond({
+        authenticated: true,
+        user: {
+          username: `keyward:${key.username}`,
+          uid: key.userId,
+          groups: kubernetesGroups(key.groups, groupsPrefix),
+          extra: { 'keyward.dev/key-id': [key.keyId], 'keyward.dev/scopes': [...outcome.entry.scopes] },
+        },
+      });
+    }
+    case 'denied':
+      return respond({ authenticated: false, error: denyMessage(outcome.reason) });
+    case 'forbidden':
+      return respond({
+        authenticated: false,
+        error: `The API key does not grant the scope ${outcome.requiredScope}.`,
+      });
+    case 'unavailable':
+      reply.header('retry-after', '1');
+      return respond({ authenticated: false, error: 'Verification is temporarily unavailable.' }, 503);
+    default:
+      // Token failures are not limited here (client undefined), so this is an invalid token.
+      return respond({ authenticated: false, error: GENERIC_MESSAGE });
+  }
 }

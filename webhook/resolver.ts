@@ -1,9 +1,12 @@
 import { hash as digest } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import { displayPrefixOfValid, MAX_TOKEN_LENGTH, parseToken } from '../credentials/token.js';
+import { isPoolAcquireTimeout } from '../store/errors.js';
 import type { KeyLookup } from '../store/lookup.js';
 import type { CacheEntry, VerifyCache } from './cache.js';
 import type { DenyReason } from './decision.js';
+import { safeError } from './logger.js';
+import type { LookupPriority, LookupQueue } from './lookup-queue.js';
 import type { WebhookMetrics } from './metrics.js';
 
 /** What a token resolves to before any per-request check (scope, time) is applied. */
@@ -15,19 +18,32 @@ export type Resolution =
       /** Only for well-formed tokens; a malformed string may be anything, even a password. */
       readonly displayPrefix?: string;
     }
-  /** The store could not answer and nothing usable was cached. */
-  | { readonly kind: 'unavailable'; readonly displayPrefix: string };
+  /**
+   * Nothing usable was cached and the store could not answer: it failed, or the lookup was shed
+   * (queue full, pool exhausted), which is overload and says nothing about the store's health.
+   */
+  | {
+      readonly kind: 'unavailable';
+      readonly reason: UnavailableReason;
+      readonly displayPrefix: string;
+    };
+
+export type UnavailableReason = 'store_unavailable' | 'overloaded';
 
 /** A token that passed the checksum but needs the store; finish it with Verifier.complete(). */
 export interface PendingLookup {
   readonly kind: 'pending';
   readonly hash: string;
   readonly displayPrefix: string;
+  /** The cached row, if it may be served when the store cannot answer. */
   readonly stale: CacheEntry | undefined;
+  /** The cache holds this hash as a real key: its re-read is not shed for unknown hashes. */
+  readonly priority: LookupPriority;
 }
 
-export interface VerifierOptions {
+export interface ResolverOptions {
   readonly cache: VerifyCache;
+  readonly queue: LookupQueue;
   readonly lookup: (hash: Buffer) => Promise<KeyLookup | null>;
   readonly metrics: WebhookMetrics;
   readonly logger: FastifyBaseLogger;
@@ -35,20 +51,26 @@ export interface VerifierOptions {
   readonly tokenPrefix: string | undefined;
 }
 
-type LookupOutcome = { readonly ok: true; readonly entry: CacheEntry | null } | { readonly ok: false };
+type LookupOutcome =
+  | { readonly ok: true; readonly entry: CacheEntry | null }
+  | { readonly ok: false; readonly reason: UnavailableReason };
+
+const SHED: LookupOutcome = { ok: false, reason: 'overloaded' };
+const FAILED: LookupOutcome = { ok: false, reason: 'store_unavailable' };
 
 /**
  * Token → key, in DESIGN.md §5's order: parse and checksum (no I/O), cache by SHA-256, store on a
- * miss. Split in a synchronous first half and an asynchronous second so that a cache hit never
- * allocates a promise: that path is the one the throughput target is about.
+ * miss through the bounded lookup queue. Split in a synchronous first half and an asynchronous
+ * second so that a cache hit never allocates a promise: that path is the one the throughput
+ * target is about.
  */
-export class Verifier {
-  readonly #options: VerifierOptions;
+export class Resolver {
+  readonly #options: ResolverOptions;
   /** Concurrent misses for one hash share a single store round trip. */
   readonly #inFlight = new Map<string, Promise<LookupOutcome>>();
   #storeFailing = false;
 
-  constructor(options: VerifierOptions) {
+  constructor(options: ResolverOptions) {
     this.#options = options;
   }
 
@@ -86,17 +108,19 @@ export class Verifier {
           hash,
           displayPrefix,
           stale: cached.usableOnError ? cached.entry : undefined,
+          priority: 'known',
         };
       default:
         metrics.cacheOutcome.miss.inc();
-        return { kind: 'pending', hash, displayPrefix, stale: undefined };
+        return { kind: 'pending', hash, displayPrefix, stale: undefined, priority: 'unknown' };
     }
   }
 
   async complete(pending: PendingLookup): Promise<Resolution> {
+    // Bounded by the queue: every entry holds a slot or a place in it, or is settled already.
     let shared = this.#inFlight.get(pending.hash);
     if (!shared) {
-      shared = this.#lookup(pending.hash);
+      shared = this.#lookup(pending.hash, pending.priority);
       this.#inFlight.set(pending.hash, shared);
       void shared.finally(() => this.#inFlight.delete(pending.hash));
     }
@@ -110,16 +134,13 @@ export class Verifier {
       this.#options.metrics.cacheOutcome.staleServed.inc();
       return { kind: 'key', entry: pending.stale, displayPrefix: pending.displayPrefix };
     }
-    return { kind: 'unavailable', displayPrefix: pending.displayPrefix };
+    return { kind: 'unavailable', reason: outcome.reason, displayPrefix: pending.displayPrefix };
   }
 
-  async resolve(token: string): Promise<Resolution> {
-    const first = this.resolveCached(token);
-    return first.kind === 'pending' ? await this.complete(first) : first;
-  }
-
-  async #lookup(hash: string): Promise<LookupOutcome> {
-    const { cache, metrics, logger } = this.#options;
+  async #lookup(hash: string, priority: LookupPriority): Promise<LookupOutcome> {
+    const { cache, metrics, logger, queue } = this.#options;
+    const release = await queue.acquire(priority);
+    if (!release) return SHED;
     const generation = cache.beginFill();
     try {
       const key = await this.#options.lookup(Buffer.from(hash, 'latin1'));
@@ -130,13 +151,20 @@ export class Verifier {
       }
       return { ok: true, entry: cache.fill(hash, key, generation) };
     } catch (err) {
+      // Every pooled connection busy: this replica is overloaded, the store may be fine.
+      if (isPoolAcquireTimeout(err)) {
+        metrics.storeLookups.labels('shed').inc();
+        return SHED;
+      }
       metrics.storeLookups.labels('error').inc();
       // Once per outage, not once per request: under load that would be thousands of lines a second.
       if (!this.#storeFailing) {
         this.#storeFailing = true;
         logger.error({ err: safeError(err) }, 'credential store lookup failed; serving cached keys only');
       }
-      return { ok: false };
+      return FAILED;
+    } finally {
+      release();
     }
   }
 }
@@ -146,13 +174,4 @@ function invalidWellFormed(reason: 'bad_checksum' | 'wrong_prefix', token: strin
   // which, and are as public as a real token's display prefix.
   const separator = token.length - 50;
   return { kind: 'invalid', reason, displayPrefix: token.slice(0, separator + 5) };
-}
-
-/** Errors reach logs as name, code and message only: a driver error's other fields may quote values. */
-export function safeError(err: unknown): { name: string; message: string; code?: string } {
-  if (err instanceof Error) {
-    const code = (err as { code?: unknown }).code;
-    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
-  }
-  return { name: 'Error', message: String(err) };
 }

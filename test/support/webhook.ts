@@ -1,16 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
-import { generateToken } from '../credentials/token.js';
-import { migrate } from '../store/migrate.js';
-import { OperatorStore } from '../store/operator-store.js';
-import { type AppOptions, buildApp } from './app.js';
-import { loadConfig, type WebhookConfig } from './config.js';
-import { createLogger } from './logger.js';
+import { generateToken } from '../../credentials/token.js';
+import { migrate } from '../../store/migrate.js';
+import { OperatorStore } from '../../store/operator-store.js';
+import { type AppOptions, buildApp } from '../../webhook/app.js';
+import { loadConfig, type WebhookConfig } from '../../webhook/config.js';
+import { createLogger } from '../../webhook/logger.js';
 
 /**
- * Test and benchmark support: a real store (migrated), the operator's store API to create users
- * and keys exactly as the operator would, and apps built against it. Not used by the product.
+ * Webhook test support: a real store (migrated), the operator's store API to create users and
+ * keys exactly as the operator would, and apps built against it. Product code never imports it.
  */
 export interface StoreFixture {
   readonly url: string;
@@ -27,6 +27,8 @@ export interface UserOptions {
   scopes?: string[];
   suspended?: boolean;
   namespace?: string;
+  /** What an AccessPolicy would grant: the user's keys authenticate on /tokenreview. Default false. */
+  kubernetesAuthentication?: boolean;
 }
 
 export interface TestUser {
@@ -53,9 +55,13 @@ export interface TestKey {
 
 let counter = 0;
 
-export async function storeFixture(url: string, poolSize = 5): Promise<StoreFixture> {
+/**
+ * Migrates the store at `url` (as that URL's role) and opens the operator's store API on it, or
+ * on `operatorUrl` when the operator runs as another role.
+ */
+export async function storeFixture(url: string, poolSize = 5, operatorUrl = url): Promise<StoreFixture> {
   await migrate(url);
-  const pool = new pg.Pool({ connectionString: url, max: poolSize });
+  const pool = new pg.Pool({ connectionString: operatorUrl, max: poolSize });
   pool.on('error', () => undefined);
   const store = new OperatorStore(pool, { actor: 'webhook-tests' });
   return {
@@ -78,6 +84,7 @@ export async function storeFixture(url: string, poolSize = 5): Promise<StoreFixt
         groups: options.groups ?? ['team-a'],
         scopes: options.scopes ?? ['projects:*'],
         suspended: options.suspended ?? false,
+        kubernetesAuthentication: options.kubernetesAuthentication ?? false,
       });
       if (result.kind !== 'ok') throw new Error(`upsertServiceUser: ${result.kind}`);
       return { id: result.user.id, uid: ref.uid, namespace: ref.namespace, name: ref.name, username };
@@ -113,6 +120,7 @@ export function testConfig(storeUrl: string, env: Record<string, string> = {}): 
   return loadConfig({
     KEYWARD_STORE_URL: storeUrl,
     KEYWARD_WEBHOOK_LISTEN: '127.0.0.1:0',
+    KEYWARD_METRICS_LISTEN: '127.0.0.1:0',
     KEYWARD_FAILED_ATTEMPTS_LIMIT: '0',
     KEYWARD_STORE_TIMEOUT: '2s',
     KEYWARD_LOG_LEVEL: 'silent',
@@ -163,4 +171,9 @@ export function verify(
     url: options.scope === undefined ? path : `${path}?scope=${encodeURIComponent(options.scope)}`,
     headers,
   });
+}
+
+/** What the metrics port would serve for this app. */
+export function metricsText(app: FastifyInstance): Promise<string> {
+  return app.keyward.renderMetrics();
 }

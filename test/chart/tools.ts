@@ -1,0 +1,43 @@
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { repoRoot } from '../harness/repo.js';
+
+/**
+ * Paths of the chart-check tools and peer CRD directories, from test/tools/build.sh (which builds
+ * what is missing into ~/.cache/keyward/tools and prints `name=path` lines).
+ */
+export function chartTools(): {
+  helm: string;
+  kubeconform: string;
+  certManagerCrds: string;
+  prometheusOperatorCrds: string;
+} {
+  const out = execFileSync(
+    'bash',
+    [
+      join(repoRoot(), 'test', 'tools', 'build.sh'),
+      'helm',
+      'kubeconform',
+      'cert-manager-crds',
+      'prometheus-operator-crds',
+    ],
+    { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], timeout: 900_000 },
+  );
+  const paths = new Map(
+    out
+      .trim()
+      .split('\n')
+      .map((line) => line.split('=', 2) as [string, string]),
+  );
+  const get = (name: string): string => {
+    const path = paths.get(name);
+    if (!path) throw new Error(`test/tools/build.sh printed no ${name}=… line:\n${out}`);
+    return path;
+  };
+  return {
+    helm: get('helm'),
+    kubeconform: get('kubeconform'),
+    certManagerCrds: get('cert-manager-crds'),
+    prometheusOperatorCrds: get('prometheus-operator-crds'),
+  };
+}
