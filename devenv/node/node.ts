@@ -6,7 +6,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
-import { type ControlPlane, startControlPlane } from '../../test/harness/controlplane.js';
+import {
+  type ControlPlane,
+  type ControlPlaneOptions,
+  startControlPlane,
+} from '../../test/harness/controlplane.js';
 import { issueCertificate } from '../../test/harness/pki.js';
 import {
   freePort,
@@ -43,6 +47,8 @@ export interface NodeClusterOptions {
   logDir?: string;
   /** Pod subnet; its first address becomes the bridge gateway and the host address. */
   podSubnet?: string;
+  /** Passed to the control plane: kube-apiserver authenticates unknown bearer tokens through it. */
+  authnWebhook?: ControlPlaneOptions['authnWebhook'];
 }
 
 export interface NodeCluster {
@@ -145,7 +151,11 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
     await writeFile(join(paths.cniConfDir, '10-keyward.conflist'), cniConfig(paths, net));
 
     const [cp, containerd] = await Promise.all([
-      startControlPlane({ node: { address: net.hostAddress }, logDir }),
+      startControlPlane({
+        node: { address: net.hostAddress },
+        logDir,
+        ...(opts.authnWebhook ? { authnWebhook: opts.authnWebhook } : {}),
+      }),
       startContainerd(bins, paths, logDir),
     ]);
     controlPlane = cp;
