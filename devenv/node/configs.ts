@@ -23,6 +23,8 @@ export interface NodeNetwork {
   hostAddress: string;
 }
 
+/** The CNI bridge; its address is the host as pods see it. */
+export const NODE_BRIDGE = 'keyward0';
 /** The sandbox (pause) image; our own build carries this name and is pinned so it is never pulled. */
 const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.1';
 /** Low eviction thresholds: a CI disk at 90% must not evict the pods under test. */

@@ -1,9 +1,7 @@
-import { execFile, execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import {
@@ -26,17 +24,13 @@ import {
   containerdConfig,
   kubeletConfig,
   kubeProxyConfig,
+  NODE_BRIDGE,
   type NodeNetwork,
   type NodePaths,
 } from './configs.js';
-import {
-  captureHostState,
-  type HostState,
-  mountsUnder,
-  restoreHostState,
-  unmountUnder,
-  writeSysctl,
-} from './host.js';
+import { captureHostState, writeSysctl } from './host.js';
+import { acquireLock } from './lock.js';
+import { emergencyCleanup, nodeMemory, teardown } from './teardown.js';
 
 const run = promisify(execFile);
 
@@ -78,12 +72,8 @@ export interface NodeCluster {
 }
 
 const NODE_NAME = 'keyward-node';
-const BRIDGE = 'keyward0';
 const DEFAULT_POD_SUBNET = '10.244.0.0/24';
 const READY_TIMEOUT_MS = 120_000;
-const LOCK_TIMEOUT_MS = 20 * 60_000;
-/** kube-proxy's iptables chains and the kubelet's are host-global: one node per machine at a time. */
-const LOCK_FILE = join(tmpdir(), 'keyward-node.lock');
 const DIR_PREFIX = 'keyward-node-';
 
 /**
@@ -103,7 +93,7 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
   const dir = await mkdtemp(join(tmpdir(), DIR_PREFIX));
   const logDir = opts.logDir ?? join(dir, 'logs');
   const podSubnet = opts.podSubnet ?? DEFAULT_POD_SUBNET;
-  const net: NodeNetwork = { bridge: BRIDGE, podSubnet, hostAddress: firstHost(podSubnet) };
+  const net: NodeNetwork = { bridge: NODE_BRIDGE, podSubnet, hostAddress: firstHost(podSubnet) };
   const paths: NodePaths = {
     dir,
     containerdSocket: join(dir, 'containerd.sock'),
@@ -336,178 +326,6 @@ async function createBridge(net: NodeNetwork): Promise<void> {
   await run('ip', ['link', 'add', net.bridge, 'type', 'bridge']);
   await run('ip', ['addr', 'add', `${net.hostAddress}/${prefix}`, 'dev', net.bridge]);
   await run('ip', ['link', 'set', net.bridge, 'up']);
-}
-
-interface TeardownInput {
-  bins: NodeBinaries;
-  paths: NodePaths;
-  before: HostState;
-  processes: ManagedProcess[];
-  controlPlane: ControlPlane | undefined;
-}
-
-/** REAL-NODE.md's order: proxy, kubelet, sandboxes (CNI DEL), containerd, control plane, host. */
-async function teardown(t: TeardownInput): Promise<string[]> {
-  const problems: string[] = [];
-  const byName = (name: string): ManagedProcess | undefined => t.processes.find((p) => p.name === name);
-  await byName('kube-proxy')?.stop();
-  await run(t.bins.kubeProxy, ['--cleanup'], { timeout: 30_000 }).catch(() => undefined);
-  await byName('kube-scheduler')?.stop();
-  await byName('kubelet')?.stop();
-  const containerd = byName('containerd');
-  if (containerd && !containerd.hasExited) {
-    // Stops every sandbox and runs CNI DEL; a PID 1 ignoring SIGTERM would otherwise hold its grace period.
-    await run(
-      t.bins.crictl,
-      [
-        '--runtime-endpoint',
-        `unix://${t.paths.containerdSocket}`,
-        '--timeout',
-        '60s',
-        'rmp',
-        '--force',
-        '--all',
-      ],
-      { timeout: 90_000 },
-    ).catch((err: Error) => problems.push(`crictl rmp: ${err.message}`));
-  }
-  for (const pid of shimPids(t.paths)) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await containerd?.stop();
-  await t.controlPlane?.stop();
-  await unmountUnder([t.paths.dir]);
-  problems.push(...(await restoreHostState(t.before, [BRIDGE])));
-  return problems;
-}
-
-/** containerd-shim-runc-v2 processes of this node (they daemonize out of containerd's process group). */
-function shimPids(paths: NodePaths): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8');
-      if (cmdline.includes('containerd-shim') && cmdline.includes(paths.containerdSocket))
-        pids.push(Number(entry));
-    } catch {
-      // exited meanwhile
-    }
-  }
-  return pids;
-}
-
-function rssBytes(pid: number): number {
-  try {
-    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-function nodeMemory(processes: ManagedProcess[], paths: NodePaths): Record<string, number> {
-  const memory: Record<string, number> = {};
-  for (const p of processes) if (!p.hasExited) memory[p.name] = rssBytes(p.pid);
-  for (const pid of shimPids(paths)) memory[`containerd-shim-runc-v2[${pid}]`] = rssBytes(pid);
-  return memory;
-}
-
-/**
- * Synchronous best effort when the process is leaving without stop(): the exit hook SIGKILLs the
- * node's own processes, but pods run under daemonized shims, so kill those and the pods' processes,
- * then undo what a later start would trip over.
- */
-function emergencyCleanup(paths: NodePaths, before: HostState, releaseLock: () => void): void {
-  const quiet = { stdio: 'ignore' as const };
-  const kill = (pid: number): void => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  };
-  shimPids(paths).forEach(kill);
-  // Only when the pod cgroups are ours: another kubelet's pods are not this node's to kill.
-  if (before.cgroups.length === 0) podPids().forEach(kill);
-  try {
-    execFileSync('ip', ['link', 'delete', BRIDGE], quiet);
-  } catch {
-    // not there
-  }
-  for (const [name, value] of Object.entries(before.sysctls)) {
-    try {
-      writeFileSync(join('/proc/sys', name), value);
-    } catch {
-      // best effort
-    }
-  }
-  for (const point of mountsUnder(paths.dir)) {
-    try {
-      execFileSync('umount', ['-l', point], quiet);
-    } catch {
-      // best effort
-    }
-  }
-  rmSync(paths.dir, { recursive: true, force: true });
-  releaseLock();
-}
-
-/** Processes in the kubelet's pod cgroups (the pids hierarchy lists every task). */
-function podPids(): number[] {
-  const pids: number[] = [];
-  const walk = (dir: string): void => {
-    try {
-      pids.push(...readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number));
-      for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) walk(join(dir, e.name));
-    } catch {
-      // gone
-    }
-  };
-  walk('/sys/fs/cgroup/pids/kubepods');
-  return pids;
-}
-
-async function acquireLock(): Promise<() => void> {
-  const deadline = Date.now() + LOCK_TIMEOUT_MS;
-  for (;;) {
-    try {
-      mkdirSync(tmpdir(), { recursive: true });
-      writeFileSync(LOCK_FILE, String(process.pid), { flag: 'wx' });
-      let released = false;
-      return () => {
-        if (released) return;
-        released = true;
-        rmSync(LOCK_FILE, { force: true });
-      };
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const owner = Number.parseInt(readFileSync(LOCK_FILE, 'utf8').trim() || '0', 10);
-    if (!owner || !isAlive(owner)) {
-      rmSync(LOCK_FILE, { force: true });
-      continue;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `another local node (pid ${owner}) has been running for ${LOCK_TIMEOUT_MS / 60_000} min`,
-      );
-    }
-    await sleep(1000);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 function firstHost(cidr: string): string {
