@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test control plane into a cache directory outside the repository, keyed by version,
 # and skips the build when every binary is already there. Prints the bin directory on stdout.
+# Arguments name other commands of the same module to build into the same directory instead
+# (devenv/node/build.sh asks for kubelet, kube-scheduler and kube-proxy this way).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 k8s=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$here/go.mod")
@@ -8,6 +10,7 @@ etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$here/go.mod"
 cache=${KEYWARD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward}
 bin="$cache/controlplane/$k8s-etcd$etcd/bin"
 tools=(kube-apiserver kube-controller-manager kubectl etcd)
+if [ $# -gt 0 ]; then tools=("$@"); fi
 
 find_missing() {
   missing=()

@@ -24,6 +24,14 @@ export interface ControlPlaneOptions {
   };
   /** Where the component logs go; kept after stop(). Default: inside the temp dir, removed on stop(). */
   logDir?: string;
+  /**
+   * Runs the control plane for a real node (devenv/node.ts) instead of for API-only tests.
+   * kube-apiserver binds and advertises `address` (one pods can reach, so the `kubernetes` Service
+   * gets an endpoint), authorizes kubelets (Node,RBAC, NodeRestriction), admits ServiceAccounts,
+   * reaches kubelets by InternalIP with its own client certificate; kube-controller-manager runs
+   * every controller with per-controller ServiceAccount credentials.
+   */
+  node?: { address: string };
 }
 
 export interface ControlPlane {
@@ -33,6 +41,10 @@ export interface ControlPlane {
   server: string;
   /** The CA that signed the serving and client certificates. */
   caFile: string;
+  /** The CA's certificate and key, for issuing more certificates (kubelet, scheduler…). */
+  ca: KeyPairFiles;
+  /** The temp dir holding the PKI, logs and etcd data; removed by stop(). */
+  dir: string;
   /** Directory holding etcd, kube-apiserver, kube-controller-manager and kubectl. */
   binDir: string;
   /** A fresh admin KubeConfig loaded from `kubeconfigPath`. */
@@ -119,7 +131,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
   try {
     const [etcdClientPort, etcdPeerPort, apiPort, cmPort] = await distinctFreePorts(4);
-    const server = `https://127.0.0.1:${apiPort}`;
+    const address = opts.node?.address ?? '127.0.0.1';
+    const server = `https://${address}:${apiPort}`;
 
     const ca = await createCa(pkiDir, 'keyward-test-ca');
     const [apiServing, admin, cmClient, cmServing, serviceAccount] = await Promise.all([
@@ -130,6 +143,7 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         // The in-cluster names too, so the same cert serves a client that resolves them.
         subjectAltNames: [
           'IP:127.0.0.1',
+          ...(opts.node ? [`IP:${opts.node.address}`] : []),
           'IP:10.0.0.1',
           'DNS:localhost',
           'DNS:kubernetes',
@@ -201,29 +215,49 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
 
     const apiArgs = [
       `--etcd-servers=http://127.0.0.1:${etcdClientPort}`,
-      '--bind-address=127.0.0.1',
-      '--advertise-address=127.0.0.1',
+      `--bind-address=${address}`,
+      `--advertise-address=${address}`,
       `--secure-port=${apiPort}`,
       `--cert-dir=${join(dir, 'kube-apiserver')}`,
       `--tls-cert-file=${apiServing.cert}`,
       `--tls-private-key-file=${apiServing.key}`,
       `--client-ca-file=${ca.cert}`,
-      '--authorization-mode=RBAC',
       '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
       `--service-account-key-file=${serviceAccount.publicKey}`,
       `--service-account-signing-key-file=${serviceAccount.privateKey}`,
       '--service-cluster-ip-range=10.0.0.0/24',
-      // Nothing runs the service-account controller, so no namespace has a `default` account
-      // for this plugin to insist on; tests create the accounts they use.
-      '--disable-admission-plugins=ServiceAccount',
-      // No kubelets can reach 127.0.0.1 endpoints, and Endpoints validation rejects loopback
-      // addresses, which would only fill the log with reconcile errors.
-      '--endpoint-reconciler-type=none',
       '--profiling=false',
       // Graceful termination otherwise waits up to 60 s for open watches (the controller-manager
       // holds dozens); this mode answers 429 while draining, then gives connections 2 s.
       '--shutdown-send-retry-after=true',
     ];
+    if (opts.node) {
+      const kubeletClient = await issueCertificate(pkiDir, ca, {
+        name: 'kube-apiserver-kubelet-client',
+        commonName: 'kube-apiserver-kubelet-client',
+        organizations: ['system:masters'],
+        usage: 'client',
+      });
+      apiArgs.push(
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins=NodeRestriction',
+        `--kubelet-client-certificate=${kubeletClient.cert}`,
+        `--kubelet-client-key=${kubeletClient.key}`,
+        `--kubelet-certificate-authority=${ca.cert}`,
+        // The node's hostname resolves to 127.0.0.1 on these machines, which breaks logs and exec.
+        '--kubelet-preferred-address-types=InternalIP,Hostname',
+      );
+    } else {
+      apiArgs.push(
+        '--authorization-mode=RBAC',
+        // Nothing runs the service-account controller, so no namespace has a `default` account
+        // for this plugin to insist on; tests create the accounts they use.
+        '--disable-admission-plugins=ServiceAccount',
+        // No kubelets can reach 127.0.0.1 endpoints, and Endpoints validation rejects loopback
+        // addresses, which would only fill the log with reconcile errors.
+        '--endpoint-reconciler-type=none',
+      );
+    }
     if (opts.authnWebhook) {
       const webhookConfig = join(dir, 'authn-webhook.kubeconfig');
       await writeFile(webhookConfig, webhookKubeconfig(opts.authnWebhook));
@@ -265,8 +299,21 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
         `--kubeconfig=${cmKubeconfig}`,
         `--authentication-kubeconfig=${cmKubeconfig}`,
         `--authorization-kubeconfig=${cmKubeconfig}`,
-        '--controllers=garbage-collector-controller,namespace-controller',
-        '--use-service-account-credentials=false',
+        ...(opts.node
+          ? [
+              // Everything a cluster with pods needs: ServiceAccounts and their tokens, the
+              // kube-root-ca.crt ConfigMaps, Deployments, Jobs, EndpointSlices, CSR signing.
+              '--controllers=*',
+              '--use-service-account-credentials=true',
+              `--service-account-private-key-file=${serviceAccount.privateKey}`,
+              `--root-ca-file=${ca.cert}`,
+              `--cluster-signing-cert-file=${ca.cert}`,
+              `--cluster-signing-key-file=${ca.key}`,
+            ]
+          : [
+              '--controllers=garbage-collector-controller,namespace-controller',
+              '--use-service-account-credentials=false',
+            ]),
         '--leader-elect=false',
         '--bind-address=127.0.0.1',
         `--secure-port=${cmPort}`,
@@ -295,6 +342,8 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
       kubeconfigPath,
       server,
       caFile: ca.cert,
+      ca,
+      dir,
       binDir,
       kubeConfig(): KubeConfig {
         const kc = new KubeConfig();

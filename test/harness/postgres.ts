@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { appendFileSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -88,7 +88,17 @@ async function servesDataDir(url: string, dataDir: string): Promise<boolean> {
  * let it outlive a test runner that is killed. `binDir` pins the PostgreSQL binaries; by default
  * they are taken from PATH or the newest /usr/lib/postgresql/<version>/bin.
  */
-export async function startPostgres(opts: { port?: number; binDir?: string } = {}): Promise<TestPostgres> {
+export interface PostgresOptions {
+  port?: number;
+  binDir?: string;
+  /**
+   * Also listen on `address` and accept password (SCRAM) logins from `cidr`, e.g. the local node's
+   * CNI bridge gateway and pod subnet, so pods reach this server. Loopback stays trust-only.
+   */
+  network?: { address: string; cidr: string };
+}
+
+export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   const tool = (name: string): string =>
     opts.binDir
       ? requireTool(join(opts.binDir, name), INSTALL_HINT)
@@ -126,6 +136,9 @@ export async function startPostgres(opts: { port?: number; binDir?: string } = {
       '--no-sync',
     ]);
     await execFileAsync(cmd, args, { cwd: root });
+    if (opts.network) {
+      appendFileSync(join(dataDir, 'pg_hba.conf'), `host all all ${opts.network.cidr} scram-sha-256\n`);
+    }
   } catch (err) {
     const output = err && typeof err === 'object' && 'stderr' in err ? String(err.stderr) : String(err);
     cleanupRoot();
@@ -145,7 +158,7 @@ export async function startPostgres(opts: { port?: number; binDir?: string } = {
       '-p',
       String(port),
       '-c',
-      'listen_addresses=127.0.0.1',
+      `listen_addresses=${['127.0.0.1', ...(opts.network ? [opts.network.address] : [])].join(',')}`,
       '-c',
       `unix_socket_directories=${root}`,
       '-c',

@@ -41,6 +41,9 @@ export function requireTool(name: string, install: string, extraDirs: string[] =
 
 const running = new Set<ManagedProcess>();
 const exitCleanups = new Set<() => void>();
+const signalStops = new Set<() => Promise<unknown>>();
+/** How long a graceful stop on Ctrl+C may take before the process exits anyway. */
+const SIGNAL_STOP_TIMEOUT_MS = 60_000;
 let exitHookInstalled = false;
 
 const signalExitCodes = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129 } as const;
@@ -60,7 +63,11 @@ function installExitHook(): void {
     }
   });
   for (const [signal, code] of Object.entries(signalExitCodes)) {
-    process.once(signal, () => process.exit(code));
+    process.once(signal, () => {
+      if (signalStops.size === 0) process.exit(code);
+      setTimeout(() => process.exit(code), SIGNAL_STOP_TIMEOUT_MS).unref();
+      void Promise.allSettled([...signalStops].map((stop) => stop())).then(() => process.exit(code));
+    });
   }
   // A forked worker (vitest's `forks` pool) whose parent was interrupted gets no signal and would
   // run its current test to the end; once the parent is gone nothing waits for that work.
@@ -80,6 +87,18 @@ export function onExitCleanup(cleanup: () => void): () => void {
   exitCleanups.add(cleanup);
   return () => {
     exitCleanups.delete(cleanup);
+  };
+}
+
+/**
+ * Runs `stop` (asynchronous, e.g. a local node's teardown) when this process gets SIGINT, SIGTERM
+ * or SIGHUP, before it exits; the synchronous exit cleanups still run after it.
+ */
+export function onSignalStop(stop: () => Promise<unknown>): () => void {
+  installExitHook();
+  signalStops.add(stop);
+  return () => {
+    signalStops.delete(stop);
   };
 }
 
