@@ -1,0 +1,570 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  ApiextensionsV1Api,
+  AppsV1Api,
+  CoreV1Api,
+  type KubeConfig,
+  PolicyV1Api,
+  RbacAuthorizationV1Api,
+  type V1Pod,
+} from '@kubernetes/client-node';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
+import { captureHostState, diffHostState, type HostState } from '../../devenv/node/host.js';
+import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
+import { helmBinary } from '../chart/tools.js';
+import { eventually, KeywardObjects } from '../harness/operator.js';
+import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { repoRoot } from '../harness/repo.js';
+import {
+  cli,
+  megabytes,
+  podRssBytes,
+  RESTRICTED_CONTAINER,
+  RESTRICTED_NAMESPACE_LABELS,
+  skipWithoutNode,
+  uncompressedImageBytes,
+} from '../support/node.js';
+
+/**
+ * The Helm chart installed the way a user installs it (docs/install.md): the real `helm` CLI and
+ * kubectl against a real node that runs the keyward image, Postgres on the host with the roles of
+ * docs/store-roles.md, then a tenant's ServiceUser and ApiKey used from a pod through the webhook
+ * Service, a suspension, an upgrade and an uninstall.
+ */
+const skip = skipWithoutNode('test/e2e/chart-install.test.ts');
+
+const ROOT = repoRoot();
+const CHART = join(ROOT, 'charts', 'keyward');
+const RELEASE = 'keyward';
+const NS = 'keyward';
+/** The docs' tenant namespace; examples/accesspolicy.yaml selects namespaces with this label. */
+const TENANT = 'demo';
+const TENANT_LABEL = 'keyward.dev/tenant=platform';
+const DATABASE = 'keyward';
+const START_TIMEOUT_MS = 600_000;
+const STEP_TIMEOUT_MS = 300_000;
+/** A suspension reaches the webhook through the store's change notifications, not a cache expiry. */
+const SUSPENSION_TIMEOUT_MS = 30_000;
+const TOKEN_DIR = '/var/run/keyward';
+
+/** Component → the Secret holding its Postgres URL (names as in docs/install.md). */
+const SECRETS = {
+  migrate: 'keyward-postgres-owner',
+  operator: 'keyward-postgres-operator',
+  webhook: 'keyward-postgres-webhook',
+} as const;
+/** Component → its login role, as docs/store-roles.md names them. */
+const LOGINS = {
+  migrate: 'keyward_migrator',
+  operator: 'keyward_operator_login',
+  webhook: 'keyward_webhook_login',
+} as const;
+
+let before: HostState;
+let image: ImageArchive;
+let node: NodeCluster;
+let pgServer: TestPostgres;
+let helmHome: string;
+let kc: KubeConfig;
+let core: CoreV1Api;
+let apps: AppsV1Api;
+let helmEnv: NodeJS.ProcessEnv;
+let helm: (args: string[]) => Promise<string>;
+let kubectl: (args: string[]) => Promise<string>;
+/** `--set` flags naming the image and the three Postgres Secrets, as the docs pass them. */
+let installValues: string[];
+
+describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
+  beforeAll(async () => {
+    before = await captureHostState();
+    const helmPath = helmBinary();
+    image = await buildKeywardImage();
+    node = await startNodeCluster({ images: [image.archive] });
+    pgServer = await startPostgres({ network: { address: node.hostAddress, cidr: node.podSubnet } });
+    // Helm keeps its caches and repository config away from the machine's home directory.
+    helmHome = await mkdtemp(join(tmpdir(), 'keyward-helm-'));
+    helmEnv = {
+      KUBECONFIG: node.kubeconfigPath,
+      HELM_CACHE_HOME: join(helmHome, 'cache'),
+      HELM_CONFIG_HOME: join(helmHome, 'config'),
+      HELM_DATA_HOME: join(helmHome, 'data'),
+    };
+    helm = (args) => cli(helmPath, args, helmEnv);
+    kubectl = (args) => cli(join(node.binDir, 'kubectl'), args, helmEnv);
+    kc = node.kubeConfig();
+    core = kc.makeApiClient(CoreV1Api);
+    apps = kc.makeApiClient(AppsV1Api);
+    const colon = image.image.lastIndexOf(':');
+    installValues = [
+      '--set-string',
+      `image.repository=${image.image.slice(0, colon)}`,
+      '--set-string',
+      `image.tag=${image.image.slice(colon + 1)}`,
+      '--set',
+      'image.pullPolicy=Never',
+      ...Object.entries(SECRETS).flatMap(([component, secret]) => [
+        '--set',
+        `postgres.${component}.existingSecret=${secret}`,
+      ]),
+    ];
+  }, START_TIMEOUT_MS);
+
+  afterAll(async () => {
+    // Normally already stopped by the last test; after a failure, still leave nothing behind.
+    await node?.stop();
+    await pgServer?.stop();
+    if (helmHome) await rm(helmHome, { recursive: true, force: true });
+  }, 180_000);
+
+  it('creates the store roles with the SQL of docs/store-roles.md, and a Secret per component', async () => {
+    const passwords = await createStoreRoles(pgServer.adminUrl);
+    expect(Object.keys(passwords).sort()).toEqual(Object.values(LOGINS).sort());
+
+    await kubectl(['create', 'namespace', NS]);
+    await kubectl([
+      'label',
+      'namespace',
+      NS,
+      ...Object.entries(RESTRICTED_NAMESPACE_LABELS).map(([k, v]) => `${k}=${v}`),
+    ]);
+    for (const [component, secret] of Object.entries(SECRETS)) {
+      const login = LOGINS[component as keyof typeof LOGINS];
+      const url = `postgres://${login}:${passwords[login]}@${node.hostAddress}:${pgServer.port}/${DATABASE}`;
+      await kubectl(['-n', NS, 'create', 'secret', 'generic', secret, `--from-literal=url=${url}`]);
+    }
+    // The namespace really enforces the profile: a pod without the restricted settings is refused.
+    const refused = await core
+      .createNamespacedPod({
+        namespace: NS,
+        dryRun: 'All',
+        body: {
+          metadata: { name: 'unrestricted' },
+          spec: { containers: [{ name: 'c', image: image.image, imagePullPolicy: 'Never' }] },
+        },
+      })
+      .then(
+        () => 'admitted',
+        (err: Error & { body?: string }) => (JSON.parse(err.body ?? '{}') as { message?: string }).message,
+      );
+    expect(refused).toContain('violates PodSecurity "restricted:latest"');
+  });
+
+  it('refuses a value of the wrong type with the schema message and installs nothing', async () => {
+    const failure = await helm([
+      'install',
+      RELEASE,
+      CHART,
+      '-n',
+      NS,
+      ...installValues,
+      '--set',
+      'webhook.replicas=two',
+    ]).then(
+      () => 'installed',
+      (err: Error & { stderr?: string }) => err.stderr ?? err.message,
+    );
+    expect(failure).toContain("at '/webhook/replicas': got string, want integer");
+    expect((await helm(['list', '-n', NS, '--all', '-q'])).trim()).toBe('');
+  });
+
+  it(
+    'helm install --wait: the migrate hook succeeds, then operator and webhook are Ready under the restricted profile',
+    async () => {
+      const t0 = performance.now();
+      await helm([
+        'install',
+        RELEASE,
+        CHART,
+        '-n',
+        NS,
+        '--create-namespace',
+        ...installValues,
+        '--wait',
+        '--timeout',
+        '5m',
+      ]);
+      const installMs = performance.now() - t0;
+
+      const status = JSON.parse(await helm(['status', RELEASE, '-n', NS, '-o', 'json'])) as HelmStatus;
+      expect(status.info.status).toBe('deployed');
+      expect(migrateHook(status)?.last_run?.phase).toBe('Succeeded');
+      // The Job migrated as the owner role: the schema belongs to keyward_migrator, not to a component.
+      expect(await tableOwners()).toEqual({ api_keys: LOGINS.migrate, service_users: LOGINS.migrate });
+
+      const operator = await apps.readNamespacedDeployment({ name: 'keyward-operator', namespace: NS });
+      const webhook = await apps.readNamespacedDeployment({ name: 'keyward-webhook', namespace: NS });
+      expect(operator.status?.readyReplicas).toBe(1);
+      expect(webhook.spec?.replicas).toBe(2);
+      expect(webhook.status?.readyReplicas).toBe(2);
+
+      const pods = await releasePods();
+      expect(pods.map(component).sort()).toEqual(['operator', 'webhook', 'webhook']);
+      for (const pod of pods) expectRestricted(pod);
+      for (const pod of pods.filter((p) => component(p) === 'webhook')) {
+        // The webhook never calls the Kubernetes API: no token is mounted.
+        expect(pod.spec?.automountServiceAccountToken).toBe(false);
+        expect(pod.spec?.volumes?.map((v) => v.name)).not.toContainEqual(
+          expect.stringMatching(/^kube-api-access/),
+        );
+      }
+
+      const pdb = await kc
+        .makeApiClient(PolicyV1Api)
+        .readNamespacedPodDisruptionBudget({ name: 'keyward-webhook', namespace: NS });
+      expect(pdb.spec?.minAvailable).toBe(1);
+      await eventually('the PodDisruptionBudget to count both webhooks healthy', async () => {
+        const s = (
+          await kc
+            .makeApiClient(PolicyV1Api)
+            .readNamespacedPodDisruptionBudget({ name: 'keyward-webhook', namespace: NS })
+        ).status;
+        return s?.currentHealthy === 2 && s.disruptionsAllowed === 1 ? true : undefined;
+      });
+
+      const rss = pods.map((p) => [p.metadata?.name ?? '', podRssBytes(p.metadata?.uid ?? '')] as const);
+      for (const [, bytes] of rss) expect(bytes).toBeGreaterThan(0);
+      process.stderr.write(
+        `chart-install figures: helm install --wait ${(installMs / 1000).toFixed(1)}s; node Ready after ` +
+          `${(node.readyAfterMs / 1000).toFixed(1)}s; image ${image.image} archive ${megabytes(statSync(image.archive).size)} ` +
+          `(uncompressed ${megabytes(uncompressedImageBytes(image.archive))}); pod RSS ` +
+          `${rss.map(([name, bytes]) => `${name} ${megabytes(bytes)}`).join(', ')}; node ` +
+          `${Object.entries(node.memory())
+            .map(([name, bytes]) => `${name} ${megabytes(bytes)}`)
+            .join(', ')}\n` +
+          `kubectl get pods -A -o wide:\n${await kubectl(['get', 'pods', '-A', '-o', 'wide'])}`,
+      );
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  it(
+    "a tenant's ServiceUser and ApiKey give a Secret; a pod mounting it gets 200 from the webhook Service, 401 once suspended",
+    async () => {
+      // docs/install.md §3, as written.
+      await kubectl(['create', 'namespace', TENANT]);
+      await kubectl(['label', 'namespace', TENANT, TENANT_LABEL]);
+      await kubectl(['-n', TENANT, 'apply', '-f', join(ROOT, 'examples')]);
+      await kubectl(['-n', TENANT, 'wait', '--for=condition=Ready', 'apikey/ci-beta', '--timeout', '60s']);
+      const secret = await core.readNamespacedSecret({ name: 'ci-beta', namespace: TENANT });
+      expect(Buffer.from(secret.data?.token ?? '', 'base64').toString()).toMatch(/^kw_/);
+
+      await startClientPod();
+      expect(await verifyFromPod()).toEqual({ status: 200, user: 'ci-deployer' });
+      expect(await verifyFromPod({ token: 'kw_not_a_real_token' })).toEqual({ status: 401, user: null });
+
+      await kubectl([
+        '-n',
+        TENANT,
+        'patch',
+        'serviceuser',
+        'ci-deployer',
+        '--type',
+        'merge',
+        '-p',
+        '{"spec":{"suspended":true}}',
+      ]);
+      await eventually(
+        'the suspended user to get 401',
+        async () => ((await verifyFromPod()).status === 401 ? true : undefined),
+        SUSPENSION_TIMEOUT_MS,
+      );
+      await kubectl([
+        '-n',
+        TENANT,
+        'patch',
+        'serviceuser',
+        'ci-deployer',
+        '--type',
+        'merge',
+        '-p',
+        '{"spec":{"suspended":false}}',
+      ]);
+      await eventually(
+        'the reinstated user to get 200 again',
+        async () => ((await verifyFromPod()).status === 200 ? true : undefined),
+        SUSPENSION_TIMEOUT_MS,
+      );
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  it(
+    'helm upgrade --reuse-values rolls the webhook out with the new values, and keys still verify',
+    async () => {
+      const oldPods = new Set(
+        (await releasePods()).filter((p) => component(p) === 'webhook').map((p) => p.metadata?.name),
+      );
+      // Verification keeps answering through the rollout (maxUnavailable 0, the shutdown delay).
+      let rolling = true;
+      const during: Array<number | string> = [];
+      const probing = (async () => {
+        while (rolling)
+          during.push(
+            await verifyFromPod().then(
+              (r) => r.status,
+              (err: Error) => err.message,
+            ),
+          );
+      })();
+      try {
+        await helm([
+          'upgrade',
+          RELEASE,
+          CHART,
+          '-n',
+          NS,
+          '--reuse-values',
+          '--set',
+          'webhook.replicas=3',
+          '--set',
+          'webhook.resources.requests.memory=96Mi',
+          '--wait',
+          '--timeout',
+          '5m',
+        ]);
+      } finally {
+        rolling = false;
+        await probing;
+      }
+      expect(during.length).toBeGreaterThan(0);
+      expect(during.filter((s) => s !== 200)).toEqual([]);
+      const status = JSON.parse(await helm(['status', RELEASE, '-n', NS, '-o', 'json'])) as HelmStatus;
+      expect(status.version).toBe(2);
+      expect(status.info.status).toBe('deployed');
+      // The pre-upgrade hook ran again (the image and the Secrets came from --reuse-values).
+      expect(migrateHook(status)?.last_run?.phase).toBe('Succeeded');
+
+      const webhook = await apps.readNamespacedDeployment({ name: 'keyward-webhook', namespace: NS });
+      expect(webhook.status).toMatchObject({ replicas: 3, readyReplicas: 3, updatedReplicas: 3 });
+      const webhooks = await eventually('the old webhook pods to be gone', async () => {
+        const current = (await releasePods()).filter((p) => component(p) === 'webhook');
+        return current.length === 3 ? current : undefined;
+      });
+      for (const pod of webhooks) {
+        expect(oldPods.has(pod.metadata?.name)).toBe(false);
+        expect(pod.spec?.containers[0]?.resources?.requests?.memory).toBe('96Mi');
+        expect(pod.spec?.containers[0]?.image).toBe(image.image);
+        expectRestricted(pod);
+      }
+      expect(await verifyFromPod()).toEqual({ status: 200, user: 'ci-deployer' });
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  it(
+    'helm uninstall removes the workloads and RBAC, and keeps the CRDs, ServiceUsers, ApiKeys and Secrets',
+    async () => {
+      await helm(['uninstall', RELEASE, '-n', NS, '--wait', '--timeout', '2m']);
+      expect((await helm(['list', '-n', NS, '--all', '-q'])).trim()).toBe('');
+      await eventually(
+        'the release pods to be gone',
+        async () => ((await releasePods({ includeTerminating: true })).length === 0 ? true : undefined),
+        60_000,
+      );
+      const selector = `app.kubernetes.io/instance=${RELEASE}`;
+      expect((await apps.listNamespacedDeployment({ namespace: NS })).items).toEqual([]);
+      expect((await core.listNamespacedService({ namespace: NS })).items).toEqual([]);
+      const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+      expect((await rbac.listClusterRole({ labelSelector: selector })).items).toEqual([]);
+      expect((await rbac.listClusterRoleBinding({ labelSelector: selector })).items).toEqual([]);
+
+      const crds = kc.makeApiClient(ApiextensionsV1Api);
+      for (const name of ['serviceusers.keyward.dev', 'apikeys.keyward.dev', 'accesspolicies.keyward.dev']) {
+        const crd = await crds.readCustomResourceDefinition({ name });
+        expect(crd.metadata?.annotations?.['helm.sh/resource-policy']).toBe('keep');
+        expect(crd.metadata?.deletionTimestamp).toBeUndefined();
+      }
+      const objects = new KeywardObjects(kc, TENANT);
+      expect((await objects.get('serviceusers', 'ci-deployer')).metadata?.name).toBe('ci-deployer');
+      expect((await objects.get('apikeys', 'ci-beta')).metadata?.name).toBe('ci-beta');
+      await core.readNamespacedSecret({ name: 'ci-beta', namespace: TENANT });
+    },
+    STEP_TIMEOUT_MS,
+  );
+
+  it('stops without leaving mounts, interfaces, iptables chains, cgroups or sysctl changes behind', async () => {
+    const problems = await node.stop();
+    await pgServer.stop();
+    await rm(helmHome, { recursive: true, force: true });
+    expect(problems).toEqual([]);
+    const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter((line) => line.includes('/keyward-node-'));
+    expect(mounts).toEqual([]);
+    expect(diffHostState(before, await captureHostState())).toEqual([]);
+  }, 180_000);
+});
+
+interface HelmStatus {
+  version: number;
+  info: { status: string };
+  hooks?: Array<{ name: string; kind: string; last_run?: { phase?: string } }>;
+}
+
+function migrateHook(status: HelmStatus): NonNullable<HelmStatus['hooks']>[number] | undefined {
+  return status.hooks?.find((h) => h.kind === 'Job' && h.name === `${RELEASE}-migrate`);
+}
+
+/**
+ * Runs the SQL blocks of docs/store-roles.md as the superuser, each `'change-me'` password
+ * replaced by a fresh one; resolves with login role → password.
+ */
+async function createStoreRoles(adminUrl: string): Promise<Record<string, string>> {
+  const doc = readFileSync(join(ROOT, 'docs', 'store-roles.md'), 'utf8');
+  const passwords: Record<string, string> = {};
+  const blocks = [...doc.matchAll(/```sql\n([\s\S]*?)```/g)].map((m) =>
+    (m[1] ?? '').replace(
+      /CREATE ROLE (\w+)(\s+)LOGIN PASSWORD 'change-me'/g,
+      (_, role: string, space: string) => {
+        passwords[role] = randomBytes(18).toString('base64url');
+        return `CREATE ROLE ${role}${space}LOGIN PASSWORD '${passwords[role]}'`;
+      },
+    ),
+  );
+  expect(blocks.join('\n')).not.toContain('change-me');
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  try {
+    // One statement at a time: CREATE DATABASE cannot run in the implicit transaction of a batch.
+    for (const statement of blocks.flatMap(sqlStatements)) await admin.query(statement);
+  } finally {
+    await admin.end();
+  }
+  return passwords;
+}
+
+function sqlStatements(block: string): string[] {
+  return block
+    .split('\n')
+    .map((line) => line.replace(/--.*$/, ''))
+    .join('\n')
+    .split(';')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
+async function tableOwners(): Promise<Record<string, string>> {
+  const url = new URL(pgServer.adminUrl);
+  url.pathname = `/${DATABASE}`;
+  const client = new pg.Client({ connectionString: url.toString() });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ tablename: string; tableowner: string }>(
+      `SELECT tablename, tableowner FROM pg_tables WHERE tablename IN ('service_users', 'api_keys') ORDER BY 1`,
+    );
+    return Object.fromEntries(rows.map((r) => [r.tablename, r.tableowner]));
+  } finally {
+    await client.end();
+  }
+}
+
+function component(pod: V1Pod): string {
+  return pod.metadata?.labels?.['app.kubernetes.io/component'] ?? '';
+}
+
+/** The release's operator and webhook pods (not the finished migrate Job's), running or not. */
+async function releasePods(opts: { includeTerminating?: boolean } = {}): Promise<V1Pod[]> {
+  const pods = await core.listNamespacedPod({
+    namespace: NS,
+    labelSelector: `app.kubernetes.io/instance=${RELEASE},app.kubernetes.io/component in (operator,webhook)`,
+  });
+  return pods.items.filter((p) => opts.includeTerminating || !p.metadata?.deletionTimestamp);
+}
+
+/** The pod, as the API server admitted and runs it, meets the restricted profile and is Ready. */
+function expectRestricted(pod: V1Pod): void {
+  const name = pod.metadata?.name;
+  expect(pod.spec?.securityContext, name).toMatchObject({
+    runAsNonRoot: true,
+    seccompProfile: { type: 'RuntimeDefault' },
+  });
+  expect(pod.spec?.enableServiceLinks, name).toBe(false);
+  const containers = [...(pod.spec?.initContainers ?? []), ...(pod.spec?.containers ?? [])];
+  expect(containers.length, name).toBeGreaterThan(0);
+  for (const c of containers) {
+    const { seccompProfile: _fromPod, ...restricted } = RESTRICTED_CONTAINER;
+    expect(c.securityContext, `${name}/${c.name}`).toMatchObject(restricted);
+  }
+  for (const s of pod.status?.containerStatuses ?? []) {
+    expect(s.ready, `${name}/${s.name} ready`).toBe(true);
+    expect(s.restartCount, `${name}/${s.name} restarts`).toBe(0);
+  }
+}
+
+/** A long-running client in the tenant namespace: the keyward image's node, the key's Secret mounted. */
+async function startClientPod(): Promise<void> {
+  await core.createNamespacedPod({
+    namespace: TENANT,
+    body: {
+      metadata: { name: 'client' },
+      spec: {
+        automountServiceAccountToken: false,
+        enableServiceLinks: false,
+        securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+        containers: [
+          {
+            name: 'client',
+            image: image.image,
+            imagePullPolicy: 'Never',
+            // As PID 1, node has no default SIGTERM action: exit on it, not after the grace period.
+            command: [
+              'node',
+              '-e',
+              "process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1 << 30);",
+            ],
+            volumeMounts: [{ name: 'key', mountPath: TOKEN_DIR, readOnly: true }],
+            securityContext: RESTRICTED_CONTAINER,
+          },
+        ],
+        volumes: [{ name: 'key', secret: { secretName: 'ci-beta' } }],
+      },
+    },
+  });
+  await eventually(
+    'the client pod to run',
+    async () => {
+      const pod = await core.readNamespacedPod({ name: 'client', namespace: TENANT });
+      return pod.status?.containerStatuses?.[0]?.ready ? true : undefined;
+    },
+    60_000,
+  );
+}
+
+// The client (static busybox wget segfaults in these containers): GET /verify with the mounted
+// token, or with the token given as the second argument; prints the status and X-Keyward-User.
+const VERIFY_SCRIPT = `
+import { readFileSync } from 'node:fs';
+const [url, token] = process.argv.slice(1);
+const bearer = token || readFileSync('${TOKEN_DIR}/token', 'utf8').trim();
+const res = await fetch(url, { headers: { authorization: 'Bearer ' + bearer } });
+console.log(JSON.stringify({ status: res.status, user: res.headers.get('x-keyward-user') }));
+`;
+
+/** GET /verify?scope=projects:beta on the webhook Service, from inside the client pod (kubectl exec). */
+async function verifyFromPod(
+  opts: { token?: string } = {},
+): Promise<{ status: number; user: string | null }> {
+  const service = await core.readNamespacedService({ name: 'keyward-webhook', namespace: NS });
+  const port = service.spec?.ports?.find((p) => p.name === 'http')?.port;
+  const url = `http://${service.spec?.clusterIP}:${port}/verify?scope=projects:beta`;
+  const out = await kubectl([
+    '-n',
+    TENANT,
+    'exec',
+    'client',
+    '--',
+    'node',
+    '--input-type=module',
+    '-e',
+    VERIFY_SCRIPT,
+    url,
+    ...(opts.token ? [opts.token] : []),
+  ]);
+  return JSON.parse(out.trim().split('\n').pop() ?? '{}');
+}
