@@ -15,7 +15,7 @@ import {
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
-import { captureHostState, diffHostState, type HostState } from '../../devenv/node/host.js';
+import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
 import { helmBinary } from '../chart/tools.js';
 import { eventually, KeywardObjects } from '../harness/operator.js';
@@ -66,7 +66,6 @@ const LOGINS = {
   webhook: 'keyward_webhook_login',
 } as const;
 
-let before: HostState;
 let image: ImageArchive;
 let node: NodeCluster;
 let pgServer: TestPostgres;
@@ -82,7 +81,6 @@ let installValues: string[];
 
 describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
   beforeAll(async () => {
-    before = await captureHostState();
     const helmPath = helmBinary();
     image = await buildKeywardImage();
     node = await startNodeCluster({ images: [image.archive] });
@@ -188,7 +186,9 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
         '--wait',
         '--timeout',
         '5m',
-      ]);
+      ]).catch(async (err: Error) => {
+        throw new Error(`${err.message}\n${await clusterDiagnostics()}`);
+      });
       const installMs = performance.now() - t0;
 
       const status = JSON.parse(await helm(['status', RELEASE, '-n', NS, '-o', 'json'])) as HelmStatus;
@@ -332,6 +332,9 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
         rolling = false;
         await probing;
       }
+      process.stderr.write(
+        `chart-install figures: ${during.length} verifications during the upgrade's rollout\n`,
+      );
       expect(during.length).toBeGreaterThan(0);
       expect(during.filter((s) => s !== 200)).toEqual([]);
       const status = JSON.parse(await helm(['status', RELEASE, '-n', NS, '-o', 'json'])) as HelmStatus;
@@ -397,7 +400,9 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
       .split('\n')
       .filter((line) => line.includes('/keyward-node-'));
     expect(mounts).toEqual([]);
-    expect(diffHostState(before, await captureHostState())).toEqual([]);
+    // Against the host as the node found it under the machine-wide lock: a capture taken here
+    // before startNodeCluster() could see another suite's node still running.
+    expect(diffHostState(node.hostBefore, await captureHostState())).toEqual([]);
   }, 180_000);
 });
 
@@ -462,6 +467,24 @@ async function tableOwners(): Promise<Record<string, string>> {
   } finally {
     await client.end();
   }
+}
+
+/** What a failed install leaves to look at: every pod, and the last log lines of the release's. */
+async function clusterDiagnostics(): Promise<string> {
+  const show = (args: string[]): Promise<string> => kubectl(args).catch((err: Error) => err.message);
+  return [
+    await show(['get', 'pods,jobs', '-A', '-o', 'wide']),
+    await show([
+      '-n',
+      NS,
+      'logs',
+      '-l',
+      `app.kubernetes.io/instance=${RELEASE}`,
+      '--all-containers',
+      '--prefix',
+      '--tail=20',
+    ]),
+  ].join('\n');
 }
 
 function component(pod: V1Pod): string {

@@ -4,7 +4,7 @@ import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
-import { captureHostState, diffHostState, type HostState } from '../../devenv/node/host.js';
+import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
 import {
@@ -25,7 +25,6 @@ const WEBHOOK_PORT = 8080;
 const WEBHOOK_LOGIN = `kw_webhook_node_${process.pid}`;
 const START_TIMEOUT_MS = 600_000;
 
-let before: HostState;
 let node: NodeCluster;
 let pgServer: TestPostgres;
 let fx: StoreFixture;
@@ -35,7 +34,6 @@ let apps: AppsV1Api;
 
 describe.skipIf(skip)('a real node runs the keyward image', () => {
   beforeAll(async () => {
-    before = await captureHostState();
     image = await buildKeywardImage();
     node = await startNodeCluster({ images: [image.archive] });
     pgServer = await startPostgres({ network: { address: node.hostAddress, cidr: node.podSubnet } });
@@ -228,7 +226,9 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
       .split('\n')
       .filter((line) => line.includes('/keyward-node-'));
     expect(mounts).toEqual([]);
-    expect(diffHostState(before, await captureHostState())).toEqual([]);
+    // Against the host as the node found it under the machine-wide lock: a capture taken here
+    // before startNodeCluster() could see another suite's node still running.
+    expect(diffHostState(node.hostBefore, await captureHostState())).toEqual([]);
   }, 180_000);
 });
 
