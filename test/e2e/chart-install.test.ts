@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,7 +11,6 @@ import {
   RbacAuthorizationV1Api,
   type V1Pod,
 } from '@kubernetes/client-node';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
 import { captureHostState, diffHostState } from '../../devenv/node/host.js';
@@ -30,6 +28,8 @@ import {
   skipWithoutNode,
   uncompressedImageBytes,
 } from '../support/node.js';
+import { runDocumentedRoleSql, tableOwners } from '../support/store-roles.js';
+import { startVerifyClient, type VerifyClient } from '../support/verify-client.js';
 
 /**
  * The Helm chart installed the way a user installs it (docs/install.md): the real `helm` CLI and
@@ -49,9 +49,10 @@ const TENANT_LABEL = 'keyward.dev/tenant=platform';
 const DATABASE = 'keyward';
 const START_TIMEOUT_MS = 600_000;
 const STEP_TIMEOUT_MS = 300_000;
+/** Below STEP_TIMEOUT_MS, so a stuck `--wait` fails with helm's message and the diagnostics. */
+const HELM_TIMEOUT = '4m';
 /** A suspension reaches the webhook through the store's change notifications, not a cache expiry. */
 const SUSPENSION_TIMEOUT_MS = 30_000;
-const TOKEN_DIR = '/var/run/keyward';
 
 /** Component → the Secret holding its Postgres URL (names as in docs/install.md). */
 const SECRETS = {
@@ -78,6 +79,7 @@ let helm: (args: string[]) => Promise<string>;
 let kubectl: (args: string[]) => Promise<string>;
 /** `--set` flags naming the image and the three Postgres Secrets, as the docs pass them. */
 let installValues: string[];
+let client: VerifyClient;
 
 describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
   beforeAll(async () => {
@@ -121,7 +123,7 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
   }, 180_000);
 
   it('creates the store roles with the SQL of docs/store-roles.md, and a Secret per component', async () => {
-    const passwords = await createStoreRoles(pgServer.adminUrl);
+    const passwords = await runDocumentedRoleSql(pgServer.adminUrl, join(ROOT, 'docs', 'store-roles.md'));
     expect(Object.keys(passwords).sort()).toEqual(Object.values(LOGINS).sort());
 
     await kubectl(['create', 'namespace', NS]);
@@ -185,17 +187,18 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
         ...installValues,
         '--wait',
         '--timeout',
-        '5m',
-      ]).catch(async (err: Error) => {
-        throw new Error(`${err.message}\n${await clusterDiagnostics()}`);
-      });
+        HELM_TIMEOUT,
+      ]).catch(withDiagnostics);
       const installMs = performance.now() - t0;
 
       const status = JSON.parse(await helm(['status', RELEASE, '-n', NS, '-o', 'json'])) as HelmStatus;
       expect(status.info.status).toBe('deployed');
       expect(migrateHook(status)?.last_run?.phase).toBe('Succeeded');
       // The Job migrated as the owner role: the schema belongs to keyward_migrator, not to a component.
-      expect(await tableOwners()).toEqual({ api_keys: LOGINS.migrate, service_users: LOGINS.migrate });
+      expect(await tableOwners(pgServer.adminUrl, DATABASE, ['api_keys', 'service_users'])).toEqual({
+        api_keys: LOGINS.migrate,
+        service_users: LOGINS.migrate,
+      });
 
       const operator = await apps.readNamespacedDeployment({ name: 'keyward-operator', namespace: NS });
       const webhook = await apps.readNamespacedDeployment({ name: 'keyward-webhook', namespace: NS });
@@ -254,7 +257,13 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
       const secret = await core.readNamespacedSecret({ name: 'ci-beta', namespace: TENANT });
       expect(Buffer.from(secret.data?.token ?? '', 'base64').toString()).toMatch(/^kw_/);
 
-      await startClientPod();
+      client = await startVerifyClient({
+        core,
+        kubectl,
+        namespace: TENANT,
+        image: image.image,
+        secretName: 'ci-beta',
+      });
       expect(await verifyFromPod()).toEqual({ status: 200, user: 'ci-deployer' });
       expect(await verifyFromPod({ token: 'kw_not_a_real_token' })).toEqual({ status: 401, user: null });
 
@@ -326,8 +335,8 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
           'webhook.resources.requests.memory=96Mi',
           '--wait',
           '--timeout',
-          '5m',
-        ]);
+          HELM_TIMEOUT,
+        ]).catch(withDiagnostics);
       } finally {
         rolling = false;
         await probing;
@@ -416,63 +425,10 @@ function migrateHook(status: HelmStatus): NonNullable<HelmStatus['hooks']>[numbe
   return status.hooks?.find((h) => h.kind === 'Job' && h.name === `${RELEASE}-migrate`);
 }
 
-/**
- * Runs the SQL blocks of docs/store-roles.md as the superuser, each `'change-me'` password
- * replaced by a fresh one; resolves with login role → password.
- */
-async function createStoreRoles(adminUrl: string): Promise<Record<string, string>> {
-  const doc = readFileSync(join(ROOT, 'docs', 'store-roles.md'), 'utf8');
-  const passwords: Record<string, string> = {};
-  const blocks = [...doc.matchAll(/```sql\n([\s\S]*?)```/g)].map((m) =>
-    (m[1] ?? '').replace(
-      /CREATE ROLE (\w+)(\s+)LOGIN PASSWORD 'change-me'/g,
-      (_, role: string, space: string) => {
-        passwords[role] = randomBytes(18).toString('base64url');
-        return `CREATE ROLE ${role}${space}LOGIN PASSWORD '${passwords[role]}'`;
-      },
-    ),
-  );
-  expect(blocks.join('\n')).not.toContain('change-me');
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    // One statement at a time: CREATE DATABASE cannot run in the implicit transaction of a batch.
-    for (const statement of blocks.flatMap(sqlStatements)) await admin.query(statement);
-  } finally {
-    await admin.end();
-  }
-  return passwords;
-}
-
-function sqlStatements(block: string): string[] {
-  return block
-    .split('\n')
-    .map((line) => line.replace(/--.*$/, ''))
-    .join('\n')
-    .split(';')
-    .map((s) => s.trim())
-    .filter(Boolean);
-}
-
-async function tableOwners(): Promise<Record<string, string>> {
-  const url = new URL(pgServer.adminUrl);
-  url.pathname = `/${DATABASE}`;
-  const client = new pg.Client({ connectionString: url.toString() });
-  await client.connect();
-  try {
-    const { rows } = await client.query<{ tablename: string; tableowner: string }>(
-      `SELECT tablename, tableowner FROM pg_tables WHERE tablename IN ('service_users', 'api_keys') ORDER BY 1`,
-    );
-    return Object.fromEntries(rows.map((r) => [r.tablename, r.tableowner]));
-  } finally {
-    await client.end();
-  }
-}
-
-/** What a failed install leaves to look at: every pod, and the last log lines of the release's. */
-async function clusterDiagnostics(): Promise<string> {
-  const show = (args: string[]): Promise<string> => kubectl(args).catch((err: Error) => err.message);
-  return [
+/** Rethrows a failed helm command with what it left to look at: every pod, and the release's logs. */
+async function withDiagnostics(err: Error): Promise<never> {
+  const show = (args: string[]): Promise<string> => kubectl(args).catch((e: Error) => e.message);
+  const diagnostics = [
     await show(['get', 'pods,jobs', '-A', '-o', 'wide']),
     await show([
       '-n',
@@ -485,6 +441,7 @@ async function clusterDiagnostics(): Promise<string> {
       '--tail=20',
     ]),
   ].join('\n');
+  throw new Error(`${err.message}\n${diagnostics}`);
 }
 
 function component(pod: V1Pod): string {
@@ -520,74 +477,14 @@ function expectRestricted(pod: V1Pod): void {
   }
 }
 
-/** A long-running client in the tenant namespace: the keyward image's node, the key's Secret mounted. */
-async function startClientPod(): Promise<void> {
-  await core.createNamespacedPod({
-    namespace: TENANT,
-    body: {
-      metadata: { name: 'client' },
-      spec: {
-        automountServiceAccountToken: false,
-        enableServiceLinks: false,
-        securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
-        containers: [
-          {
-            name: 'client',
-            image: image.image,
-            imagePullPolicy: 'Never',
-            // As PID 1, node has no default SIGTERM action: exit on it, not after the grace period.
-            command: [
-              'node',
-              '-e',
-              "process.on('SIGTERM', () => process.exit(0)); setInterval(() => {}, 1 << 30);",
-            ],
-            volumeMounts: [{ name: 'key', mountPath: TOKEN_DIR, readOnly: true }],
-            securityContext: RESTRICTED_CONTAINER,
-          },
-        ],
-        volumes: [{ name: 'key', secret: { secretName: 'ci-beta' } }],
-      },
-    },
-  });
-  await eventually(
-    'the client pod to run',
-    async () => {
-      const pod = await core.readNamespacedPod({ name: 'client', namespace: TENANT });
-      return pod.status?.containerStatuses?.[0]?.ready ? true : undefined;
-    },
-    60_000,
-  );
-}
-
-// The client (static busybox wget segfaults in these containers): GET /verify with the mounted
-// token, or with the token given as the second argument; prints the status and X-Keyward-User.
-const VERIFY_SCRIPT = `
-import { readFileSync } from 'node:fs';
-const [url, token] = process.argv.slice(1);
-const bearer = token || readFileSync('${TOKEN_DIR}/token', 'utf8').trim();
-const res = await fetch(url, { headers: { authorization: 'Bearer ' + bearer } });
-console.log(JSON.stringify({ status: res.status, user: res.headers.get('x-keyward-user') }));
-`;
-
-/** GET /verify?scope=projects:beta on the webhook Service, from inside the client pod (kubectl exec). */
+/** GET /verify?scope=projects:beta on the webhook Service, from inside the client pod. */
 async function verifyFromPod(
   opts: { token?: string } = {},
 ): Promise<{ status: number; user: string | null }> {
   const service = await core.readNamespacedService({ name: 'keyward-webhook', namespace: NS });
   const port = service.spec?.ports?.find((p) => p.name === 'http')?.port;
-  const url = `http://${service.spec?.clusterIP}:${port}/verify?scope=projects:beta`;
-  const out = await kubectl([
-    '-n',
-    TENANT,
-    'exec',
-    'client',
-    '--',
-    'node',
-    '--input-type=module',
-    '-e',
-    VERIFY_SCRIPT,
-    url,
-    ...(opts.token ? [opts.token] : []),
-  ]);
-  return JSON.parse(out.trim().split('\n').pop() ?? '{}');
+  return await client.verify(
+    `http://${service.spec?.clusterIP}:${port}/verify?scope=projects:beta`,
+    opts.token,
+  );
 }
