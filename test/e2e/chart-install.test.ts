@@ -372,6 +372,11 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
   it(
     'helm uninstall removes the workloads and RBAC, and keeps the CRDs, ServiceUsers, ApiKeys and Secrets',
     async () => {
+      const selector = `app.kubernetes.io/instance=${RELEASE}`;
+      const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+      // The operator's ClusterRole and the tenant roles aggregated into admin/edit/view.
+      const installedRoles = (await rbac.listClusterRole({ labelSelector: selector })).items;
+      expect(installedRoles.map((r) => r.metadata?.name)).toContain('keyward-edit');
       await helm(['uninstall', RELEASE, '-n', NS, '--wait', '--timeout', '2m']);
       expect((await helm(['list', '-n', NS, '--all', '-q'])).trim()).toBe('');
       await eventually(
@@ -379,10 +384,8 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
         async () => ((await releasePods({ includeTerminating: true })).length === 0 ? true : undefined),
         60_000,
       );
-      const selector = `app.kubernetes.io/instance=${RELEASE}`;
       expect((await apps.listNamespacedDeployment({ namespace: NS })).items).toEqual([]);
       expect((await core.listNamespacedService({ namespace: NS })).items).toEqual([]);
-      const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
       expect((await rbac.listClusterRole({ labelSelector: selector })).items).toEqual([]);
       expect((await rbac.listClusterRoleBinding({ labelSelector: selector })).items).toEqual([]);
 
