@@ -28,7 +28,7 @@ import {
   type NodeNetwork,
   type NodePaths,
 } from './configs.js';
-import { captureHostState, writeSysctl } from './host.js';
+import { captureHostState, type HostState, writeSysctl } from './host.js';
 import { acquireLock } from './lock.js';
 import { emergencyCleanup, nodeMemory, teardown } from './teardown.js';
 
@@ -62,6 +62,11 @@ export interface NodeCluster {
    * exist; loading `images` may take a few seconds more before startNodeCluster() resolves.
    */
   readyAfterMs: number;
+  /**
+   * The host as this node found it, captured once it held the machine-wide lock (so not while
+   * another node ran): what stop() restores and what a caller compares the host with afterwards.
+   */
+  hostBefore: HostState;
   kubeConfig(): KubeConfig;
   /** Imports an image archive into containerd's `k8s.io` namespace (the kubelet's). */
   loadImage(archive: string): Promise<void>;
@@ -270,6 +275,7 @@ export async function startNodeCluster(opts: NodeClusterOptions = {}): Promise<N
       hostAddress: net.hostAddress,
       podSubnet,
       readyAfterMs,
+      hostBefore: before,
       kubeConfig: () => cp.kubeConfig(),
       loadImage: (archive) => importImage(bins, paths, archive),
       memory: () => nodeMemory(processes, paths),

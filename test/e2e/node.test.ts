@@ -1,22 +1,23 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, statSync } from 'node:fs';
 import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
-import { nodeUnsupportedReason } from '../../devenv/node/binaries.js';
-import { captureHostState, diffHostState, type HostState } from '../../devenv/node/host.js';
+import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+import {
+  megabytes,
+  podRssBytes,
+  RESTRICTED_CONTAINER,
+  RESTRICTED_NAMESPACE_LABELS,
+  skipWithoutNode,
+  uncompressedImageBytes,
+} from '../support/node.js';
 import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
 
-// CI installs and builds everything a node needs (.ci/run), so there a missing piece fails the
-// suite; elsewhere (not root, not Linux) the suite is skipped with the reason.
-const unsupported = nodeUnsupportedReason();
-const required = process.env.CI === 'true' || process.env.KEYWARD_TEST_NODE === '1';
-const skip = unsupported !== undefined && !required;
-if (skip) process.stderr.write(`test/e2e/node.test.ts skipped: ${unsupported}\n`);
+const skip = skipWithoutNode('test/e2e/node.test.ts');
 
 const NS = 'keyward-node-e2e';
 const WEBHOOK_PORT = 8080;
@@ -24,16 +25,6 @@ const WEBHOOK_PORT = 8080;
 const WEBHOOK_LOGIN = `kw_webhook_node_${process.pid}`;
 const START_TIMEOUT_MS = 600_000;
 
-/** The restricted Pod Security profile, as a container must declare it. */
-const restrictedContainer = {
-  allowPrivilegeEscalation: false,
-  capabilities: { drop: ['ALL'] },
-  readOnlyRootFilesystem: true,
-  runAsNonRoot: true,
-  seccompProfile: { type: 'RuntimeDefault' },
-};
-
-let before: HostState;
 let node: NodeCluster;
 let pgServer: TestPostgres;
 let fx: StoreFixture;
@@ -43,7 +34,6 @@ let apps: AppsV1Api;
 
 describe.skipIf(skip)('a real node runs the keyward image', () => {
   beforeAll(async () => {
-    before = await captureHostState();
     image = await buildKeywardImage();
     node = await startNodeCluster({ images: [image.archive] });
     pgServer = await startPostgres({ network: { address: node.hostAddress, cidr: node.podSubnet } });
@@ -88,10 +78,7 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
       body: {
         metadata: {
           name: NS,
-          labels: {
-            'pod-security.kubernetes.io/enforce': 'restricted',
-            'pod-security.kubernetes.io/enforce-version': 'latest',
-          },
+          labels: RESTRICTED_NAMESPACE_LABELS,
         },
       },
     });
@@ -124,7 +111,7 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
                   readinessProbe: { httpGet: { path: '/readyz', port: 'http' }, periodSeconds: 1 },
                   livenessProbe: { httpGet: { path: '/healthz', port: 'http' }, periodSeconds: 5 },
                   resources: { requests: { cpu: '50m', memory: '64Mi' }, limits: { memory: '256Mi' } },
-                  securityContext: restrictedContainer,
+                  securityContext: RESTRICTED_CONTAINER,
                 },
               ],
             },
@@ -190,7 +177,7 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
                 { name: 'NODE_EXTRA_CA_CERTS', value: '/ca/ca.crt' },
               ],
               volumeMounts: [{ name: 'ca', mountPath: '/ca', readOnly: true }],
-              securityContext: restrictedContainer,
+              securityContext: RESTRICTED_CONTAINER,
             },
           ],
           volumes: [{ name: 'ca', configMap: { name: 'kube-root-ca.crt' } }],
@@ -219,7 +206,7 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
 
     const memory = node.memory();
     const podRss = podRssBytes(webhookPod.metadata?.uid ?? '');
-    const mb = (b: number): string => `${(b / 1024 / 1024).toFixed(0)} MB`;
+    const mb = megabytes;
     process.stderr.write(
       `node figures: Ready after ${(node.readyAfterMs / 1000).toFixed(1)}s; image ${image.image} archive ` +
         `${mb(statSync(image.archive).size)} (uncompressed ${mb(uncompressedImageBytes(image.archive))}); webhook pod RSS ` +
@@ -239,7 +226,9 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
       .split('\n')
       .filter((line) => line.includes('/keyward-node-'));
     expect(mounts).toEqual([]);
-    expect(diffHostState(before, await captureHostState())).toEqual([]);
+    // Against the host as the node found it under the machine-wide lock: a capture taken here
+    // before startNodeCluster() could see another suite's node still running.
+    expect(diffHostState(node.hostBefore, await captureHostState())).toEqual([]);
   }, 180_000);
 });
 
@@ -248,55 +237,4 @@ async function closeStore(): Promise<void> {
   if (storeClosed || !fx) return;
   storeClosed = true;
   await fx.close();
-}
-
-/** Resident memory of the pod's processes (VmRSS), found through its memory cgroup (cgroup v1, cgroupfs). */
-function podRssBytes(uid: string): number {
-  for (const qos of ['', 'burstable/', 'besteffort/']) {
-    const dir = `/sys/fs/cgroup/memory/kubepods/${qos}pod${uid}`;
-    if (!existsSync(dir)) continue;
-    return cgroupPids(dir).reduce((sum, pid) => sum + vmRss(pid), 0);
-  }
-  return 0;
-}
-
-function cgroupPids(dir: string): number[] {
-  const own = readFileSync(join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
-  const children = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory());
-  return [...own, ...children.flatMap((e) => cgroupPids(join(dir, e.name)))];
-}
-
-function vmRss(pid: number): number {
-  try {
-    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return match ? Number(match[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
-/** Sum of the image's uncompressed layer sizes, from the archive's gzip trailers (ISIZE). */
-function uncompressedImageBytes(archive: string): number {
-  const data = readFileSync(archive);
-  let total = 0;
-  let offset = 0;
-  while (offset + 512 <= data.length) {
-    const name = data
-      .subarray(offset, offset + 100)
-      .toString('utf8')
-      .replace(/\0.*$/s, '');
-    if (!name) break;
-    const size =
-      Number.parseInt(
-        data
-          .subarray(offset + 124, offset + 136)
-          .toString('utf8')
-          .trim(),
-        8,
-      ) || 0;
-    const body = offset + 512;
-    if (name.endsWith('.tar.gz') && size >= 4) total += data.readUInt32LE(body + size - 4);
-    offset = body + Math.ceil(size / 512) * 512;
-  }
-  return total;
 }
