@@ -1,12 +1,11 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
 import { tokenHash } from '../../credentials/token.js';
 import { lookupByHash } from '../../store/lookup.js';
 import { migrate } from '../../store/migrate.js';
@@ -26,7 +25,11 @@ import {
   poolFor,
   startOperator,
 } from '../harness/operator.js';
-import { startTokenReviewWebhook, type TokenReviewWebhook } from '../support/tokenreview-webhook.js';
+import {
+  startTokenReviewWebhook,
+  type TokenReviewWebhook,
+  tokenOnlyKubeconfig,
+} from '../support/tokenreview-webhook.js';
 import { testConfig, waitFor } from '../support/webhook.js';
 
 /**
@@ -70,18 +73,7 @@ beforeAll(async () => {
     // Every namespace: tenants in several namespaces compete for usernames.
     watchNamespace: '',
   });
-  anonymousKubeconfig = join(dir, 'token.kubeconfig');
-  await writeFile(
-    anonymousKubeconfig,
-    stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'c', cluster: { server: cp.server, 'certificate-authority': cp.caFile } }],
-      users: [{ name: 'u', user: {} }],
-      contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
-      'current-context': 'c',
-    }),
-  );
+  anonymousKubeconfig = await tokenOnlyKubeconfig(cp, join(dir, 'token.kubeconfig'));
 });
 
 afterAll(async () => {

@@ -1,16 +1,15 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { stringify } from 'yaml';
 import type { RunningWebhook } from '../../webhook/server.js';
 import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
 import { testDatabase } from '../harness/database.js';
 import type { KeyPairFiles } from '../harness/pki.js';
-import { startTokenReviewWebhook } from '../support/tokenreview-webhook.js';
+import { startTokenReviewWebhook, tokenOnlyKubeconfig } from '../support/tokenreview-webhook.js';
 import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
 
 const run = promisify(execFile);
@@ -31,18 +30,7 @@ beforeAll(async () => {
   const started = await startTokenReviewWebhook(fx.url, dir);
   ({ webhook, ca, apiserverClient } = started);
   cp = await startControlPlane({ authnWebhook: started.authnWebhook });
-  anonymousKubeconfig = join(dir, 'token.kubeconfig');
-  await writeFile(
-    anonymousKubeconfig,
-    stringify({
-      apiVersion: 'v1',
-      kind: 'Config',
-      clusters: [{ name: 'c', cluster: { server: cp.server, 'certificate-authority': cp.caFile } }],
-      users: [{ name: 'u', user: {} }],
-      contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
-      'current-context': 'c',
-    }),
-  );
+  anonymousKubeconfig = await tokenOnlyKubeconfig(cp, join(dir, 'token.kubeconfig'));
 });
 
 afterAll(async () => {

@@ -1,5 +1,7 @@
+import { writeFile } from 'node:fs/promises';
+import { stringify } from 'yaml';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import type { ControlPlaneOptions } from '../harness/controlplane.js';
+import type { ControlPlane, ControlPlaneOptions } from '../harness/controlplane.js';
 import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
 import { testConfig, waitFor } from './webhook.js';
 
@@ -56,4 +58,23 @@ export async function startTokenReviewWebhook(
     ca,
     apiserverClient,
   };
+}
+
+/**
+ * A kubeconfig with the control plane's cluster and no credentials, so that every kubectl call
+ * authenticates with the `--token` it passes: the API key under test, through TokenReview.
+ */
+export async function tokenOnlyKubeconfig(cp: ControlPlane, path: string): Promise<string> {
+  await writeFile(
+    path,
+    stringify({
+      apiVersion: 'v1',
+      kind: 'Config',
+      clusters: [{ name: 'c', cluster: { server: cp.server, 'certificate-authority': cp.caFile } }],
+      users: [{ name: 'u', user: {} }],
+      contexts: [{ name: 'c', context: { cluster: 'c', user: 'u' } }],
+      'current-context': 'c',
+    }),
+  );
+  return path;
 }
