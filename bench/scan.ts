@@ -15,7 +15,9 @@ const { values } = parseArgs({
 const MIB = 1024 * 1024;
 const BASE62 = Buffer.from('0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz');
 /** Mostly base62 (long runs, so the shape matches often), some separators and lower-case prefixes. */
-const CORPUS_ALPHABET = Buffer.from(`${BASE62.toString()}${'abcdefghijklmnopqrstuvwxyz'.repeat(2)}___ \n"=:,.-`);
+const CORPUS_ALPHABET = Buffer.from(
+  `${BASE62.toString()}${'abcdefghijklmnopqrstuvwxyz'.repeat(2)}___ \n"=:,.-`,
+);
 
 function randomChunk(size: number): Buffer {
   const out = randomBytes(size);

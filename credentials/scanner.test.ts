@@ -34,7 +34,16 @@ describe('TokenScanner', () => {
 
   it('ignores near misses: a wrong checksum, a cut-off or longer run, a glued prefix, non-ASCII', () => {
     const wrong = `${a.slice(0, -1)}${a.endsWith('A') ? 'B' : 'A'}`;
-    const text = [wrong, a.slice(0, -1), `${a}x`, `x${a}`, `9${a}`, `${a}_`, a.toUpperCase(), `${a.slice(0, 10)}é${a.slice(11)}`].join('\n');
+    const text = [
+      wrong,
+      a.slice(0, -1),
+      `${a}x`,
+      `x${a}`,
+      `9${a}`,
+      `${a}_`,
+      a.toUpperCase(),
+      `${a.slice(0, 10)}é${a.slice(11)}`,
+    ].join('\n');
     expect(scan(text)).toEqual([]);
   });
 
