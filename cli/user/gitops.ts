@@ -13,7 +13,7 @@ const MANAGERS: Record<string, string> = {
  * CD: `argocd.argoproj.io/*`, or `app.kubernetes.io/instance` with its label tracking; Flux:
  * `kustomize.toolkit.fluxcd.io/*`, `helm.toolkit.fluxcd.io/*`) and from managedFields.
  */
-export function gitOpsManager(obj: KubernetesObject): 'Argo CD' | 'Flux' | undefined {
+function gitOpsManager(obj: KubernetesObject): 'Argo CD' | 'Flux' | undefined {
   const labels = Object.keys(obj.metadata?.labels ?? {});
   const annotations = Object.keys(obj.metadata?.annotations ?? {});
   const keys = [...labels, ...annotations];
