@@ -812,11 +812,14 @@ export class OperatorStore {
         [namespaces, limit],
       );
       const revoked: Array<{ namespace: string; name: string; keyId: string; source: string | null }> = [];
+      const revokedNow = new Set<string>();
       for (const row of rows) {
         let outcome: 'revoked' | 'already_revoked' | 'unknown' = 'unknown';
         if (row.key !== null) {
-          outcome = row.revoked_at ? 'already_revoked' : 'revoked';
+          // The rows were read before this batch revoked anything: the same token twice in it is one revocation.
+          outcome = row.revoked_at || revokedNow.has(row.key) ? 'already_revoked' : 'revoked';
           if (outcome === 'revoked') {
+            revokedNow.add(row.key);
             await this.revokeLocked(client, row.key, 'leaked');
             revoked.push({
               namespace: row.namespace!,
