@@ -1,5 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { parseToken, tokenHash } from '../../credentials/token.js';
+import { parseToken, TOKEN_SHAPE, tokenHash } from '../../credentials/token.js';
 import { type LeakReportRow, recordLeakReports } from '../../store/leak-reports.js';
 import { requireCaller } from '../callers.js';
 import { safeError } from '../logger.js';
@@ -19,7 +19,7 @@ const REPORTS_PER_MINUTE = 60;
 const SOURCE = /^[a-z0-9_]{1,64}$/;
 const TOKEN_TYPE = /^[A-Za-z0-9_.:-]{1,128}$/;
 /** A token-like or hash-like run: a URL carrying one is not kept (audit rows are forever). */
-const SECRET_LIKE = /[a-z]{1,8}_[0-9A-Za-z]{49}|[0-9a-fA-F]{64}/;
+const SECRET_LIKE = new RegExp(`${TOKEN_SHAPE}|[0-9a-fA-F]{64}`);
 
 function keptUrl(url: string | undefined): string | null {
   if (url === undefined || SECRET_LIKE.test(url)) return null;
