@@ -8,6 +8,8 @@ export interface WhoamiOptions {
   readonly webhookUrl?: string;
 }
 
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
 /** More than any token; a longer stdin is not a key and is not read further. */
 const MAX_STDIN_BYTES = 4096;
 
@@ -28,6 +30,12 @@ async function readKey(): Promise<string> {
 export async function whoamiCommand(options: WhoamiOptions): Promise<number> {
   const url = webhookUrl(options.webhookUrl);
   if (url === undefined) throw new UsageError('whoami needs --webhook-url or $KEYWARD_WEBHOOK_URL');
+  const target = new URL(url);
+  if (target.protocol === 'http:' && !LOOPBACK.has(target.hostname)) {
+    process.stderr.write(
+      `warning: sending the key to ${target.host} over plain HTTP; use https:// outside a port-forward\n`,
+    );
+  }
   const key = await readKey();
   const parsed = parseToken(key);
   if (!parsed.ok) return fail(`stdin is not a keyward key (${parsed.reason.replace('_', ' ')})`);
