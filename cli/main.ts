@@ -1,11 +1,17 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, CommanderError } from 'commander';
+import { userCommands } from './user/commands.js';
+import { apiErrorMessage, UsageError } from './user/kube.js';
+import { EXIT_USAGE } from './user/output.js';
 import { packageVersion } from './version.js';
 
 const program = new Command()
   .name('keyward')
   .description('Declarative service users and API keys for Kubernetes.')
-  .version(packageVersion(), '-v, --version');
+  .version(packageVersion(), '-v, --version')
+  // Usage errors exit 2 (documented in README.md), not commander's default 1.
+  .exitOverride()
+  .configureOutput({ outputError: (text, write) => write(text) });
 
 program
   .command('operator')
@@ -65,10 +71,20 @@ program
     await sandboxCommand(options);
   });
 
+userCommands(program);
+
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  // Configuration and start-up errors: the message says what to fix; a stack trace would not.
-  process.stderr.write(`keyward: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
+  if (err instanceof CommanderError) {
+    // --help and --version come through here too, with exit code 0.
+    process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
+  } else if (err instanceof UsageError) {
+    process.stderr.write(`keyward: ${err.message}\n`);
+    process.exitCode = EXIT_USAGE;
+  } else {
+    // Configuration, start-up and API errors: the message says what to fix; a stack trace would not.
+    process.stderr.write(`keyward: ${apiErrorMessage(err)}\n`);
+    process.exitCode = 1;
+  }
 }

@@ -23,6 +23,17 @@ const MIN_TOKEN_LENGTH = 1 + 1 + BODY_LENGTH + CHECKSUM_LENGTH;
 /** Body characters shown in logs and status; ~24 of 256 bits, useless for guessing. */
 const DISPLAY_BODY_CHARS = 4;
 
+/** The shape of a token, unanchored, as regex source: what scanners and redaction look for. */
+export const TOKEN_SHAPE = '[a-z]{1,8}_[0-9A-Za-z]{49}';
+
+/**
+ * A token anywhere in text: the prefix must start a word and the checksum must end one, so a
+ * longer base62 run is not cut into a candidate. Candidates still need parseToken() (the
+ * checksum) before they count as tokens. `keyward scan` uses it; docs/secret-scanning.md gives
+ * its RE2 form (the lookarounds as explicit boundary groups), which its test checks against this.
+ */
+export const TOKEN_CANDIDATE = new RegExp(`(?<![0-9A-Za-z_])${TOKEN_SHAPE}(?![0-9A-Za-z_])`, 'g');
+
 const ALPHABET = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
 
 /** 0–61 for a base62 character code, -1 otherwise. */

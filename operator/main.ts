@@ -6,6 +6,7 @@ import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom
 import { GROUP, VERSION } from '../api/common.js';
 import { OperatorStore } from '../store/operator-store.js';
 import { AccessPolicyWatch } from './accesspolicy/watch.js';
+import { LeakWatcher } from './apikey/leaks.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './kube/events.js';
@@ -261,11 +262,20 @@ function startControllers(
     ]),
   );
   running.catch((err: unknown) => logger.error({ err }, 'controllers stopped'));
+  const leaks = new LeakWatcher({
+    store,
+    apiKeys,
+    events,
+    logger,
+    namespaces: config.watchNamespaces ?? null,
+    enqueue: (key) => keyQueue.add(key),
+  });
+  void synced.then(() => leaks.start());
   return {
     synced: () =>
       apiKeys.hasSynced() && serviceUsers.hasSynced() && secrets.hasSynced() && policies.hasSynced(),
     async stop(): Promise<void> {
-      await Promise.all([keyQueue.shutDown(), userQueue.shutDown()]);
+      await Promise.all([keyQueue.shutDown(), userQueue.shutDown(), leaks.stop()]);
       await Promise.all([apiKeys.stop(), serviceUsers.stop(), secrets.stop(), policies.stop()]);
       await running.catch(() => undefined);
       await events.flush();

@@ -34,6 +34,7 @@ describe('migrate', () => {
       'api_keys',
       'audit_events',
       'keyward_schema_migrations',
+      'leak_reports',
       'service_users',
     ]);
     expect(await migrate(url)).toEqual({ applied: [], version: latest });

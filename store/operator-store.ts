@@ -86,6 +86,8 @@ export interface ApiKeyState {
   readonly issuedAt: Date;
   readonly rotatedAt: Date | null;
   readonly revokedAt: Date | null;
+  /** Why it was revoked (`leaked`, `deleted`…); null when not revoked or not recorded. */
+  readonly revokedReason: string | null;
   readonly lastUsedAt: Date | null;
   /** Display prefix of the current secret (status.tokenPrefix); null if it has none. */
   readonly tokenPrefix: string | null;
@@ -212,6 +214,7 @@ interface KeyRow {
   issued_at: Date;
   rotated_at: Date | null;
   revoked_at: Date | null;
+  revoked_reason: string | null;
   last_used_at: Date | null;
   token_prefix: string | null;
   previous_valid_until: Date | null;
@@ -219,7 +222,8 @@ interface KeyRow {
 
 const KEY_STATE_SQL = `
   SELECT k.id, k.key_id, k.namespace, k.name, k.uid, k.service_user_id, u.username, k.description, k.scopes,
-         k.disabled, k.not_permitted, k.expires_at, k.issued_at, k.rotated_at, k.revoked_at, k.last_used_at,
+         k.disabled, k.not_permitted, k.expires_at, k.issued_at, k.rotated_at, k.revoked_at, k.revoked_reason,
+         k.last_used_at,
          (SELECT s.display_prefix FROM api_key_secrets s WHERE s.api_key_id = k.id AND s.not_after IS NULL)
            AS token_prefix,
          (SELECT s.not_after FROM api_key_secrets s WHERE s.api_key_id = k.id AND s.not_after IS NOT NULL)
@@ -259,6 +263,7 @@ function toKey(row: KeyRow): ApiKeyState {
     issuedAt: row.issued_at,
     rotatedAt: row.rotated_at,
     revokedAt: row.revoked_at,
+    revokedReason: row.revoked_reason,
     lastUsedAt: row.last_used_at,
     tokenPrefix: row.token_prefix,
     previousValidUntil: row.previous_valid_until,
@@ -773,6 +778,80 @@ export class OperatorStore {
     });
   }
 
+  /**
+   * Works through pending leak reports (POST /leaks on the webhook): revokes each reported key
+   * that is live, in `namespaces` (null: all), with reason `leaked`, and records an audit event
+   * per report, the token's hash never among its details. Returns the keys it revoked.
+   */
+  async processLeakReports(
+    namespaces: readonly string[] | null,
+    limit = 100,
+  ): Promise<Array<{ namespace: string; name: string; keyId: string; source: string | null }>> {
+    return inTransaction(this.pool, 'process leak reports', async (client) => {
+      const { rows } = await client.query<{
+        id: string;
+        token_type: string;
+        url: string | null;
+        source: string | null;
+        reported_by: string;
+        key: string | null;
+        key_id: string | null;
+        namespace: string | null;
+        name: string | null;
+        service_user_id: string | null;
+        revoked_at: Date | null;
+      }>(
+        `SELECT r.id, r.token_type, r.url, r.source, r.reported_by,
+                k.id AS key, k.key_id, k.namespace, k.name, k.service_user_id, k.revoked_at
+           FROM leak_reports r
+           LEFT JOIN api_key_secrets s ON s.hash = r.token_hash
+           LEFT JOIN api_keys k ON k.id = s.api_key_id
+          WHERE r.processed_at IS NULL AND ($1::text[] IS NULL OR k.namespace = ANY($1) OR k.id IS NULL)
+          ORDER BY r.id LIMIT $2
+          FOR UPDATE OF r SKIP LOCKED`,
+        [namespaces, limit],
+      );
+      const revoked: Array<{ namespace: string; name: string; keyId: string; source: string | null }> = [];
+      const revokedNow = new Set<string>();
+      for (const row of rows) {
+        let outcome: 'revoked' | 'already_revoked' | 'unknown' = 'unknown';
+        if (row.key !== null) {
+          // The rows were read before this batch revoked anything: the same token twice in it is one revocation.
+          outcome = row.revoked_at || revokedNow.has(row.key) ? 'already_revoked' : 'revoked';
+          if (outcome === 'revoked') {
+            revokedNow.add(row.key);
+            await this.revokeLocked(client, row.key, 'leaked');
+            revoked.push({
+              namespace: row.namespace!,
+              name: row.name!,
+              keyId: row.key_id!,
+              source: row.source,
+            });
+          }
+        }
+        await this.audit(client, {
+          action: 'key.leak_reported',
+          namespace: row.namespace,
+          name: row.name,
+          serviceUserId: row.service_user_id,
+          keyId: row.key_id,
+          detail: {
+            outcome,
+            tokenType: row.token_type,
+            url: row.url,
+            source: row.source,
+            reportedBy: row.reported_by,
+          },
+        });
+        await client.query('UPDATE leak_reports SET processed_at = now(), outcome = $2 WHERE id = $1', [
+          row.id,
+          outcome,
+        ]);
+      }
+      return revoked;
+    });
+  }
+
   private async revokeLocked(client: pg.PoolClient, id: string, reason: string): Promise<void> {
     const { rows } = await client.query<{
       key_id: string;
@@ -780,9 +859,9 @@ export class OperatorStore {
       name: string;
       service_user_id: string;
     }>(
-      `UPDATE api_keys SET revoked_at = now(), updated_at = now() WHERE id = $1
+      `UPDATE api_keys SET revoked_at = now(), revoked_reason = $2, updated_at = now() WHERE id = $1
         RETURNING key_id, namespace, name, service_user_id`,
-      [id],
+      [id, reason],
     );
     const key = rows[0]!;
     await this.audit(client, {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { TOKEN_SHAPE } from '../credentials/token.js';
 import { CHANGES_CHANNEL, encodeChange, type StoreChange } from './changes.js';
 import { StoreError } from './errors.js';
 
@@ -84,7 +85,7 @@ export interface AuditEvent {
 
 // A token anywhere in the text, or 64 hex digits (a SHA-256 in hex). Audit rows are kept forever
 // and shown to humans: a bug that put either there must fail loudly instead.
-const TOKEN_LIKE = /[a-z]{1,8}_[0-9A-Za-z]{49}|\b[0-9a-fA-F]{64}\b/;
+const TOKEN_LIKE = new RegExp(`${TOKEN_SHAPE}|\\b[0-9a-fA-F]{64}\\b`);
 
 function rejectBytes(_key: string, value: unknown): unknown {
   // Buffers serialise as {type: 'Buffer', data: [...]}: raw bytes (a hash) have no place in audit.

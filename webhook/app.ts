@@ -19,6 +19,7 @@ import usagePlugin from './plugins/usage.js';
 import { FailureLimiter } from './ratelimit.js';
 import { healthRoutes } from './routes/health.js';
 import { introspectRoutes } from './routes/introspect.js';
+import { leakRoutes } from './routes/leaks.js';
 import { tokenReviewRoutes } from './routes/tokenreview.js';
 import { verifyRoutes } from './routes/verify.js';
 import { Verification } from './verification.js';
@@ -148,6 +149,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     callers: new Callers({
       introspect: config.introspectCredentials,
       tokenReview: config.tokenReviewCredentials,
+      leakReport: config.leakReportCredentials,
     }),
     now,
     clientAddress: (request) => addresses.of(request.socket.remoteAddress, request.headers),
@@ -206,6 +208,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   await app.register(verifyRoutes);
   await app.register(tokenReviewRoutes);
   await app.register(introspectRoutes);
+  await app.register(leakRoutes);
   await app.register(healthRoutes);
   return app;
 }

@@ -23,18 +23,21 @@ function matchesAny(presented: string, digests: readonly Buffer[]): boolean {
  * configured `client:secret` (client_secret_basic, as OAuth gateways do by default). /tokenreview:
  * a client certificate verified against KEYWARD_TLS_CLIENT_CA_FILE (kube-apiserver's
  * `client-certificate` in its webhook kubeconfig), or a configured bearer credential (its
- * `token`). Nothing configured: everyone is refused. Only digests are kept in memory.
+ * `token`). /leaks: a configured bearer credential. Nothing configured: everyone is refused. Only digests are kept in memory.
  */
 export class Callers {
   readonly #introspect: readonly Buffer[];
   readonly #tokenReview: readonly Buffer[];
+  readonly #leakReport: readonly Buffer[];
 
   constructor(options: {
     readonly introspect: ReadonlyArray<{ readonly clientId: string; readonly secret: string }>;
     readonly tokenReview: readonly string[];
+    readonly leakReport?: readonly string[];
   }) {
     this.#introspect = options.introspect.map((c) => digest(`${c.clientId}:${c.secret}`));
     this.#tokenReview = options.tokenReview.map(digest);
+    this.#leakReport = (options.leakReport ?? []).map(digest);
   }
 
   introspection(request: FastifyRequest): boolean {
@@ -49,10 +52,20 @@ export class Callers {
     // Set only on a TLS socket whose client certificate the configured CA verified.
     if ((request.raw.socket as Partial<TLSSocket>).authorized === true) return true;
     const header = request.headers.authorization;
-    if (typeof header !== 'string' || this.#tokenReview.length === 0) return false;
-    const match = BEARER.exec(header);
-    return match?.[1] !== undefined && matchesAny(match[1], this.#tokenReview);
+    return typeof header === 'string' && bearerMatches(header, this.#tokenReview);
   }
+
+  /** /leaks: a configured bearer credential (a relay that has checked GitHub's signature). */
+  leakReport(request: FastifyRequest): boolean {
+    const header = request.headers.authorization;
+    return typeof header === 'string' && bearerMatches(header, this.#leakReport);
+  }
+}
+
+function bearerMatches(header: string, digests: readonly Buffer[]): boolean {
+  if (digests.length === 0) return false;
+  const match = BEARER.exec(header);
+  return match?.[1] !== undefined && matchesAny(match[1], digests);
 }
 
 export interface CallerGate {

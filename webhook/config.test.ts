@@ -20,6 +20,7 @@ describe('loadConfig', () => {
     expect(c.trustedProxies).toEqual([]);
     expect(c.clientIpHeader).toBe('x-forwarded-for');
     expect(c.tokenReviewCredentials).toEqual([]);
+    expect(c.leakReportCredentials).toEqual([]);
     expect(c.failedAttempts).toEqual({ limit: 30, windowMs: 60_000 });
     expect(c.lookups).toEqual({ maxConcurrent: 8, maxQueued: 256 });
     expect(c.http).toEqual({
@@ -46,6 +47,7 @@ describe('loadConfig', () => {
     const dir = mkdtempSync(join(tmpdir(), 'kw-config-'));
     writeFileSync(join(dir, 'creds'), 'gw2:s3cret2\n\n');
     writeFileSync(join(dir, 'tokenreview'), 'second-credential-0123\n');
+    writeFileSync(join(dir, 'leaks'), '\nrelay-credential-0123456\n');
     const c = loadConfig({
       KEYWARD_STORE_URL: 'postgres://x@db/keyward',
       KEYWARD_WEBHOOK_LISTEN: '[::1]:9000',
@@ -61,6 +63,8 @@ describe('loadConfig', () => {
       KEYWARD_CLIENT_IP_HEADER: 'X-Real-IP',
       KEYWARD_TOKENREVIEW_CREDENTIALS: 'first-credential-01234',
       KEYWARD_TOKENREVIEW_CREDENTIALS_FILE: join(dir, 'tokenreview'),
+      KEYWARD_LEAK_REPORT_CREDENTIALS: 'github-relay-0123456789',
+      KEYWARD_LEAK_REPORT_CREDENTIALS_FILE: join(dir, 'leaks'),
       KEYWARD_STORE_POOL_SIZE: '4',
       KEYWARD_STORE_LOOKUP_QUEUE: '10',
       KEYWARD_HTTP_HEADERS_TIMEOUT: '2s',
@@ -85,6 +89,7 @@ describe('loadConfig', () => {
     expect(c.trustedProxies).toEqual(['10.0.0.0/8', '192.0.2.1', 'fd00::/8']);
     expect(c.clientIpHeader).toBe('x-real-ip');
     expect(c.tokenReviewCredentials).toEqual(['first-credential-01234', 'second-credential-0123']);
+    expect(c.leakReportCredentials).toEqual(['github-relay-0123456789', 'relay-credential-0123456']);
     expect(c.lookups).toEqual({ maxConcurrent: 2, maxQueued: 10 });
     expect(c.http.headersTimeoutMs).toBe(2_000);
     expect(c.http.maxConnections).toBe(100);
@@ -139,6 +144,9 @@ describe('loadConfig', () => {
     const weak = problems({ KEYWARD_TOKENREVIEW_CREDENTIALS: 'short-secret' });
     expect(weak).toMatch(/KEYWARD_TOKENREVIEW_CREDENTIALS/);
     expect(weak).not.toMatch(/short-secret/);
+    const weakLeaks = problems({ KEYWARD_LEAK_REPORT_CREDENTIALS: 'tiny-secret' });
+    expect(weakLeaks).toMatch(/KEYWARD_LEAK_REPORT_CREDENTIALS/);
+    expect(weakLeaks).not.toMatch(/tiny-secret/);
     expect(problems({ KEYWARD_TLS_CERT_FILE: '/a' })).toMatch(/set both or neither/);
     expect(problems({ KEYWARD_TLS_CLIENT_CA_FILE: '/ca' })).toMatch(/need TLS/);
     expect(problems({ KEYWARD_STORE_POOL_SIZE: '2', KEYWARD_STORE_MAX_CONCURRENT_LOOKUPS: '3' })).toMatch(

@@ -25,6 +25,8 @@ export interface WebhookConfig {
   readonly introspectCredentials: ReadonlyArray<{ readonly clientId: string; readonly secret: string }>;
   /** Bearer credentials accepted from callers of /tokenreview. */
   readonly tokenReviewCredentials: readonly string[];
+  /** Bearer credentials accepted from callers of /leaks. */
+  readonly leakReportCredentials: readonly string[];
   /** Proxies whose client-address header is believed; CIDR text as configured. */
   readonly trustedProxies: readonly string[];
   /** Lower-case header name a trusted proxy sets to the client address. */
@@ -166,6 +168,16 @@ export const webhookEnvSchema = z.object({
     .default([])
     .describe(
       'Comma-separated bearer credentials (16+ characters each) that may call /tokenreview. `KEYWARD_TOKENREVIEW_CREDENTIALS_FILE`: one per line. With neither and no client CA, /tokenreview refuses everyone.',
+    ),
+  KEYWARD_LEAK_REPORT_CREDENTIALS: z
+    .array(
+      z
+        .string()
+        .regex(BEARER_CREDENTIAL, 'each /leaks credential is 16+ characters of A-Z a-z 0-9 . _ ~ + / = -'),
+    )
+    .default([])
+    .describe(
+      'Comma-separated bearer credentials (16+ characters each) that may report leaked tokens to `POST /leaks` (GitHub secret-scanning partner payloads, see docs/secret-scanning.md). `KEYWARD_LEAK_REPORT_CREDENTIALS_FILE`: one per line. Unset: /leaks refuses everyone.',
     ),
   KEYWARD_TRUSTED_PROXIES: z
     .string()
@@ -348,6 +360,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
   }
   raw.KEYWARD_INTROSPECT_CREDENTIALS = pairs.map((p) => p.trim()).filter((p) => p !== '');
   raw.KEYWARD_TOKENREVIEW_CREDENTIALS = listWithFile(raw, 'KEYWARD_TOKENREVIEW_CREDENTIALS');
+  raw.KEYWARD_LEAK_REPORT_CREDENTIALS = listWithFile(raw, 'KEYWARD_LEAK_REPORT_CREDENTIALS');
 
   const parsed = webhookEnvSchema.safeParse(raw);
   if (!parsed.success) {
@@ -388,6 +401,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
     },
     introspectCredentials: c.KEYWARD_INTROSPECT_CREDENTIALS,
     tokenReviewCredentials: c.KEYWARD_TOKENREVIEW_CREDENTIALS,
+    leakReportCredentials: c.KEYWARD_LEAK_REPORT_CREDENTIALS,
     trustedProxies: c.KEYWARD_TRUSTED_PROXIES,
     clientIpHeader: c.KEYWARD_CLIENT_IP_HEADER,
     failedAttempts: { limit: c.KEYWARD_FAILED_ATTEMPTS_LIMIT, windowMs: c.KEYWARD_FAILED_ATTEMPTS_WINDOW },

@@ -1,6 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 
-export type Route = 'verify' | 'tokenreview' | 'introspect';
+export type Route = 'verify' | 'tokenreview' | 'introspect' | 'leaks';
 
 /**
  * The webhook's metrics, on a registry the app owns: two apps in one process (tests, two

@@ -12,7 +12,12 @@ export interface StoredKey {
   expiresAt: Date | null;
   disabled: boolean;
   revokedAt: Date | null;
+  /** `leaked`: revoked on a leak report (docs/secret-scanning.md). */
+  revokedReason?: string | null;
 }
+
+/** Ready reason of a key revoked because a secret scanner reported its token in public. */
+export const LEAKED = 'Leaked';
 
 /** The key's Secret as a decision may see it: never the token, only where it stands in the store. */
 export interface SecretView {
@@ -69,6 +74,13 @@ export function decideCredentials(input: CredentialInput): CredentialDecision {
       reason: 'Issuing',
       message: adopt ? 'storing the hash of the token already written to the Secret' : 'issuing a new key',
       action: { kind: 'issue', adopt, request: rotateRequest },
+    };
+  }
+  if (stored.revokedAt && stored.revokedReason === 'leaked') {
+    return {
+      reason: LEAKED,
+      message: `key ${stored.keyId} was revoked at ${stored.revokedAt.toISOString()} because its token was reported leaked; re-create the ApiKey to issue a new one`,
+      action: { kind: 'revoked' },
     };
   }
   if (stored.revokedAt) {

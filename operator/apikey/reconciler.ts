@@ -100,6 +100,7 @@ function storedKey(state: ApiKeyState): StoredKey {
     expiresAt: state.expiresAt,
     disabled: state.disabled,
     revokedAt: state.revokedAt,
+    revokedReason: state.revokedReason,
   };
 }
 

@@ -149,13 +149,15 @@ describe('webhook TLS', () => {
     );
   });
 
-  it('credentials for /tokenreview and /introspect and the trusted proxies reach the webhook', () => {
+  it('credentials for /tokenreview, /introspect and /leaks and the trusted proxies reach the webhook', () => {
     const r = render(
       ...[
         '--set',
         'webhook.tokenReview.credentialsSecret=tr',
         '--set',
         'webhook.introspect.credentialsSecret=intro',
+        '--set',
+        'webhook.leakReport.credentialsSecret=leaks',
       ],
       ...[
         '--set-json',
@@ -168,6 +170,7 @@ describe('webhook TLS', () => {
     expect(env(c)).toMatchObject({
       KEYWARD_TOKENREVIEW_CREDENTIALS_FILE: '/etc/keyward/tokenreview/credentials',
       KEYWARD_INTROSPECT_CREDENTIALS_FILE: '/etc/keyward/introspect/credentials',
+      KEYWARD_LEAK_REPORT_CREDENTIALS_FILE: '/etc/keyward/leak-report/credentials',
       KEYWARD_TRUSTED_PROXIES: '10.0.0.0/8,fd00::/8',
       KEYWARD_CACHE_TTL: '30s',
       KEYWARD_SHUTDOWN_DELAY: '5s',
