@@ -34,12 +34,7 @@ import {
   secretOwnership,
   tokenVersion,
 } from '../secret.js';
-import {
-  fromStore,
-  reportStoreUnavailable,
-  StoreUnavailableError,
-  statusChanged,
-} from '../status.js';
+import { fromStore, reportStoreUnavailable, StoreUnavailableError, statusChanged } from '../status.js';
 import type { WorkloadRestarter } from '../workloads.js';
 import { reconcileConsumers } from './consumers.js';
 import {
