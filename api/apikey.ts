@@ -38,10 +38,10 @@ const secretKeyName = z
   .max(253)
   .regex(/^[-._a-zA-Z0-9]+$/);
 
-export const RESTART_KINDS = ['Deployment', 'StatefulSet', 'DaemonSet'] as const;
+const RESTART_KINDS = ['Deployment', 'StatefulSet', 'DaemonSet'] as const;
 export type RestartKind = (typeof RESTART_KINDS)[number];
 /** Bounded so one ApiKey cannot make a reconcile patch an unbounded number of workloads. */
-export const MAX_RESTART_TARGETS = 16;
+const MAX_RESTART_TARGETS = 16;
 
 const TARGET_NAME_OR_SELECTOR = {
   rule: 'has(self.name) != has(self.selector)',
@@ -55,7 +55,7 @@ const TARGET_SELECTOR_NOT_EMPTY = {
   fieldPath: '.selector',
 };
 
-export const restartTargetSchema = z
+const restartTargetSchema = z
   .strictObject({
     kind: z.enum(RESTART_KINDS).describe('Deployment, StatefulSet or DaemonSet (group apps).'),
     name: z

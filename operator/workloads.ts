@@ -23,7 +23,7 @@ export interface ResolvedWorkload {
   restartedAt?: string;
 }
 
-export interface TargetProblem {
+interface TargetProblem {
   kind: 'NotFound' | 'Paused';
   /** Names the target. */
   message: string;

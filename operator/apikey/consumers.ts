@@ -6,12 +6,12 @@ import type { EventRecorder } from '../kube/events.js';
 import { type Resolution, type WorkloadRestarter, workloadName } from '../workloads.js';
 import { decideRestart, gracePeriodWarning, type RestartRecord, restartedAtValue } from './restarts.js';
 
-export const RESTART_TARGETS_READY = 'RestartTargetsReady';
-export const GRACE_PERIOD_SUFFICIENT = 'GracePeriodSufficient';
+const RESTART_TARGETS_READY = 'RestartTargetsReady';
+const GRACE_PERIOD_SUFFICIENT = 'GracePeriodSufficient';
 const TARGET_NOT_FOUND = 'RestartTargetNotFound';
 const TARGET_PAUSED = 'RestartTargetPaused';
 /** How often a key with a missing restart target looks for it again (workloads are not watched). */
-export const RESTART_TARGET_RECHECK_MS = 60_000;
+const RESTART_TARGET_RECHECK_MS = 60_000;
 
 export interface ConsumersDeps {
   restarter: WorkloadRestarter;

@@ -7,9 +7,9 @@ export const RESTARTED_AT_ANNOTATION = 'kubectl.kubernetes.io/restartedAt';
  * How long the kubelet may take to put a changed Secret into a mounted volume: its sync period
  * (1 min by default) plus the Secret cache's propagation delay. A previous token must outlive it.
  */
-export const KUBELET_SECRET_REFRESH_MS = 90_000;
+const KUBELET_SECRET_REFRESH_MS = 90_000;
 /** Time allowed for a restarted workload to replace its pods; rollouts of large workloads take longer. */
-export const ROLLOUT_ALLOWANCE_MS = 300_000;
+const ROLLOUT_ALLOWANCE_MS = 300_000;
 
 /** status.lastRestart: the token version the restart targets were last restarted for. */
 export interface RestartRecord {
