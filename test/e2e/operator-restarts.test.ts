@@ -2,8 +2,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AppsV1Api,
   CoreV1Api,
+  CustomObjectsApi,
   EventsV1Api,
   type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
   type V1Deployment,
 } from '@kubernetes/client-node';
 import type pg from 'pg';
@@ -351,6 +354,56 @@ describe('restart targets', () => {
     await restartRecorded('lost-key', 'lost-key');
     await quiet();
     expect((await restartState('lost-web')).generation).toBe(before.generation + 1);
+  });
+});
+
+describe('restarts across crashes', () => {
+  it('restarts once for a token written just before the operator was killed', async () => {
+    await user('crash');
+    await deployment('crash-web', { app: 'crash-web' }, 'crash-key');
+    await apiKey('crash-key', 'crash', { restartTargets: [{ kind: 'Deployment', name: 'crash-web' }] });
+    await settledKey('crash-key', (k) => lastRestart(k) !== undefined, 'records its first token');
+    const first = await secretOf('crash-key');
+    const before = await restartState('crash-web');
+    await objects.patch('apikeys', 'crash-key', {
+      metadata: { annotations: { 'keyward.dev/rotate': 'c1' } },
+    });
+    // Killed inside the debounce window: the restart is pending and only the Secret knows it.
+    await eventually('the rotated token in the Secret', async () =>
+      (await secretOf('crash-key')).version !== first.version ? true : undefined,
+    );
+    operator.process.killGroup('SIGKILL');
+    await operator.process.exited;
+    expect(await restartState('crash-web')).toEqual(before);
+    operator = await start();
+    await restartRecorded('crash-key', 'crash-key');
+    await quiet();
+    expect((await restartState('crash-web')).generation).toBe(before.generation + 1);
+    expect(await restartEvents('crash-key')).toHaveLength(1);
+  });
+
+  it('does not roll a workload again when a restart is retried after its record was lost', async () => {
+    const done = await restartRecorded('crash-key', 'crash-key');
+    const before = await restartState('crash-web');
+    const previous = lastRestart(done);
+    // As if the operator died after patching the workloads and before writing status: the record
+    // goes back to the token before.
+    await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObjectStatus(
+      {
+        group: 'keyward.dev',
+        version: 'v1alpha1',
+        namespace: ns,
+        plural: 'apikeys',
+        name: 'crash-key',
+        body: { status: { lastRestart: { tokenVersion: 'lost-record' } } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+    const again = await restartRecorded('crash-key', 'crash-key');
+    expect(lastRestart(again)?.tokenVersion).toBe(previous?.tokenVersion);
+    await quiet();
+    expect(await restartState('crash-web')).toEqual(before);
+    expect(await restartEvents('crash-key')).toHaveLength(1);
   });
 });
 
