@@ -426,15 +426,11 @@ export class ApiKeyReconciler {
       const token = adoptable?.ok
         ? { token: adoptable.value.token, displayPrefix: adoptable.value.displayPrefix }
         : generateToken({ prefix: this.#d.tokenPrefix, random: this.#d.random });
-      const version = adoptable?.ok ? contents.tokenVersion : tokenVersion(uid, now);
+      const fresh = tokenVersion(uid, now);
       if (!adoptable?.ok)
         await this.#writeSecret(
           apiKey,
-          desiredSecret(apiKey, {
-            token: token.token,
-            rotationRequest: action.request,
-            tokenVersion: version ?? '',
-          }),
+          desiredSecret(apiKey, { token: token.token, rotationRequest: action.request, tokenVersion: fresh }),
           secret,
         );
       const result = await fromStore(() =>
@@ -461,7 +457,7 @@ export class ApiKeyReconciler {
       });
       return {
         rotationRequest: adoptable?.ok ? contents.rotationRequest : action.request,
-        tokenVersion: version,
+        tokenVersion: adoptable?.ok ? contents.tokenVersion : fresh,
       };
     }
     if (action.kind === 'rotate' && state) {
