@@ -52,17 +52,17 @@ const labelSelectorRequirementSchema = z
   .describe('A label requirement: a key, an operator and, for In and NotIn, values.');
 
 /** A standard Kubernetes LabelSelector; all of its requirements must hold. */
-const labelSelectorSchema = z
+export const labelSelectorSchema = z
   .strictObject({
     matchLabels: z
       .record(labelKey, labelValue)
       .optional()
-      .describe('Labels a namespace must carry with exactly these values.'),
+      .describe('Labels that must be present with exactly these values.'),
     matchExpressions: z
       .array(labelSelectorRequirementSchema)
       .max(32)
       .optional()
-      .describe('Requirements a namespace must meet, all of them.'),
+      .describe('Requirements that must all hold.'),
   })
   .describe(
     'Selects namespaces by label, as a Deployment selects Pods. An empty selector ({}) selects every namespace.',

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { labelSelectorSchema } from './accesspolicy.js';
 import {
   API_VERSION,
   conditionsSchema,
@@ -36,6 +37,56 @@ const secretKeyName = z
   .min(1)
   .max(253)
   .regex(/^[-._a-zA-Z0-9]+$/);
+
+const RESTART_KINDS = ['Deployment', 'StatefulSet', 'DaemonSet'] as const;
+export type RestartKind = (typeof RESTART_KINDS)[number];
+/** Bounded so one ApiKey cannot make a reconcile patch an unbounded number of workloads. */
+const MAX_RESTART_TARGETS = 16;
+
+const TARGET_NAME_OR_SELECTOR = {
+  rule: 'has(self.name) != has(self.selector)',
+  message: 'a restart target names exactly one of name or selector',
+};
+const TARGET_SELECTOR_NOT_EMPTY = {
+  rule:
+    '!has(self.selector) || (has(self.selector.matchLabels) && size(self.selector.matchLabels) > 0) || ' +
+    '(has(self.selector.matchExpressions) && size(self.selector.matchExpressions) > 0)',
+  message: 'a restart target selector must not be empty (it would select every workload of the kind)',
+  fieldPath: '.selector',
+};
+
+const restartTargetSchema = z
+  .strictObject({
+    kind: z.enum(RESTART_KINDS).describe('Deployment, StatefulSet or DaemonSet (group apps).'),
+    name: z
+      .string()
+      .min(1)
+      .max(253)
+      .regex(DNS_SUBDOMAIN)
+      .optional()
+      .describe("Name of the workload in the ApiKey's namespace. Exclusive with selector."),
+    selector: labelSelectorSchema
+      .optional()
+      .describe(
+        "Every workload of the kind in the ApiKey's namespace whose labels match (not empty). Exclusive with name.",
+      ),
+  })
+  .meta({ 'x-kubernetes-validations': [TARGET_NAME_OR_SELECTOR, TARGET_SELECTOR_NOT_EMPTY] })
+  .superRefine((t, ctx) => {
+    if ((t.name === undefined) === (t.selector === undefined))
+      ctx.addIssue({ code: 'custom', message: TARGET_NAME_OR_SELECTOR.message });
+    const s = t.selector;
+    if (s && Object.keys(s.matchLabels ?? {}).length === 0 && (s.matchExpressions ?? []).length === 0)
+      ctx.addIssue({ code: 'custom', path: ['selector'], message: TARGET_SELECTOR_NOT_EMPTY.message });
+  })
+  .describe('A workload restarted (as kubectl rollout restart does) after the token in the Secret changes.');
+export type RestartTarget = z.infer<typeof restartTargetSchema>;
+
+const PREVIOUS_KEY_DIFFERS = {
+  rule: "!has(self.previousTokenKey) || self.previousTokenKey != (has(self.tokenKey) ? self.tokenKey : 'token')",
+  message: 'spec.secret.previousTokenKey must differ from spec.secret.tokenKey',
+  fieldPath: '.previousTokenKey',
+};
 
 export const apiKeySpecSchema = z
   .strictObject({
@@ -90,6 +141,13 @@ export const apiKeySpecSchema = z
           .optional()
           .describe("Name of the Secret that receives the token (default: the ApiKey's name). Immutable."),
         tokenKey: secretKeyName.optional().describe('Data key of the token in the Secret (default: token).'),
+        previousTokenKey: secretKeyName
+          .optional()
+          .describe(
+            'If set, during the grace period after a rotation the Secret also holds the previous token under ' +
+              'this data key, for consumers that must accept both; removed when the grace period ends. Must ' +
+              'differ from tokenKey. A Secret re-created after loss never holds a previous token.',
+          ),
         labels: secretLabelsSchema
           .optional()
           .describe(
@@ -102,8 +160,25 @@ export const apiKeySpecSchema = z
             'Extra annotations for the Secret: Kubernetes annotation key syntax, no keyward.dev/ keys.',
           ),
       })
+      .meta({ 'x-kubernetes-validations': [PREVIOUS_KEY_DIFFERS] })
+      .superRefine((secret, ctx) => {
+        if (
+          secret.previousTokenKey !== undefined &&
+          secret.previousTokenKey === (secret.tokenKey ?? DEFAULT_TOKEN_KEY)
+        )
+          ctx.addIssue({ code: 'custom', path: ['previousTokenKey'], message: PREVIOUS_KEY_DIFFERS.message });
+      })
       .optional()
       .describe('Where the operator writes the token.'),
+    restartTargets: z
+      .array(restartTargetSchema)
+      .max(MAX_RESTART_TARGETS)
+      .optional()
+      .describe(
+        'Workloads in this namespace that read the token from environment variables or subPath mounts and ' +
+          'need a rolling restart when it changes (volume mounts are refreshed by the kubelet). Each gets ' +
+          'one restart per token change, after a short debounce; see docs/rotation.md.',
+      ),
   })
   .meta({
     'x-kubernetes-validations': [
@@ -163,6 +238,28 @@ export const apiKeyStatusSchema = z
       .max(1024)
       .optional()
       .describe('The keyward.dev/rotate annotation value last acted upon.'),
+    lastRestart: z
+      .strictObject({
+        tokenVersion: z
+          .string()
+          .max(64)
+          .describe(
+            'The keyward.dev/token-version of the Secret this record answers. A later token restarts the targets again.',
+          ),
+        at: dateTime
+          .optional()
+          .describe('When the targets were restarted; unset when nothing needed a restart.'),
+        targets: z
+          .array(z.string().max(512))
+          .max(256)
+          .optional()
+          .describe('The workloads restarted, as Kind/name.'),
+      })
+      .optional()
+      .describe(
+        'The token version restartTargets were last restarted for. A token issued first, or present before ' +
+          'restartTargets was set, is recorded without a restart.',
+      ),
     lastRotationReason: z
       .string()
       .max(64)

@@ -257,6 +257,45 @@ const cases: InvalidCase[] = [
     field: 'spec.secret.annotations',
   },
   {
+    name: 'previousTokenKey equal to tokenKey',
+    manifest: apiKey('k31', { secret: { tokenKey: 'API_KEY', previousTokenKey: 'API_KEY' } }),
+    field: 'spec.secret.previousTokenKey',
+  },
+  {
+    name: 'previousTokenKey equal to the default tokenKey',
+    manifest: apiKey('k32', { secret: { previousTokenKey: 'token' } }),
+    field: 'spec.secret.previousTokenKey',
+  },
+  {
+    name: 'restart target with both name and selector',
+    manifest: apiKey('k33', {
+      restartTargets: [{ kind: 'Deployment', name: 'web', selector: { matchLabels: { app: 'web' } } }],
+    }),
+    field: 'spec.restartTargets[0]',
+  },
+  {
+    name: 'restart target with neither name nor selector',
+    manifest: apiKey('k34', { restartTargets: [{ kind: 'Deployment', name: 'web' }, { kind: 'DaemonSet' }] }),
+    field: 'spec.restartTargets[1]',
+  },
+  {
+    name: 'restart target with an empty selector (every workload)',
+    manifest: apiKey('k35', { restartTargets: [{ kind: 'StatefulSet', selector: {} }] }),
+    field: 'spec.restartTargets[0].selector',
+  },
+  {
+    name: 'restart target of a kind keyward does not restart',
+    manifest: apiKey('k36', { restartTargets: [{ kind: 'CronJob', name: 'nightly' }] }),
+    field: 'spec.restartTargets[0].kind',
+  },
+  {
+    name: 'restart targets beyond the bound',
+    manifest: apiKey('k37', {
+      restartTargets: Array.from({ length: 17 }, (_, i) => ({ kind: 'Deployment', name: `web-${i}` })),
+    }),
+    field: 'spec.restartTargets',
+  },
+  {
     name: 'changed serviceUserRef',
     before: apiKey('k15'),
     manifest: apiKey('k15', { serviceUserRef: { name: 'other' } }),

@@ -72,6 +72,15 @@ export const operatorEnvSchema = z.object({
     .max(86_400)
     .default(600)
     .describe('Every object is reconciled again at least this often, even without a change.'),
+  KEYWARD_RESTART_DEBOUNCE_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(3_600)
+    .default(10)
+    .describe(
+      'Token changes of one ApiKey this close together give one restart of its spec.restartTargets, after the last change.',
+    ),
   KEYWARD_LOG_LEVEL: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
     .default('info')
@@ -91,6 +100,7 @@ export interface OperatorConfig {
   metricsPort: number;
   workers: number;
   resyncMs: number;
+  restartDebounceMs: number;
   logLevel: string;
 }
 
@@ -115,6 +125,7 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     metricsPort: Number(metricsPort),
     workers: c.KEYWARD_WORKERS,
     resyncMs: c.KEYWARD_RESYNC_SECONDS * 1000,
+    restartDebounceMs: c.KEYWARD_RESTART_DEBOUNCE_SECONDS * 1000,
     logLevel: c.KEYWARD_LOG_LEVEL,
   };
 }

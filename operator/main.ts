@@ -19,6 +19,7 @@ import { type HandlerResult, WorkQueue } from './kube/workqueue.js';
 import { KubeWriter } from './objects.js';
 import { API_KEY_LABEL, keysNamingSecret, MANAGED_SECRET_SELECTOR } from './secret.js';
 import { ServiceUserReconciler } from './serviceuser/reconciler.js';
+import { WorkloadRestarter } from './workloads.js';
 
 interface OperatorMetrics {
   registry: Registry;
@@ -168,6 +169,8 @@ function startControllers(
     logger,
     tokenPrefix: config.tokenPrefix,
     grants,
+    restarter: new WorkloadRestarter(kc),
+    restartDebounceMs: config.restartDebounceMs,
   });
   const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, events, logger, grants });
 

@@ -2,11 +2,15 @@ import type { V1ManagedFieldsEntry, V1Secret } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import type { ApiKey } from '../api/apikey.js';
 import {
+  desiredSecret,
+  inspectSecret,
   keysNamingSecret,
   managedFieldsMigration,
   secretFieldManager,
   secretMetadataDiffers,
   secretOwnership,
+  TOKEN_VERSION_ANNOTATION,
+  tokenVersion,
   unionFields,
 } from './secret.js';
 
@@ -175,5 +179,59 @@ describe('secretMetadataDiffers', () => {
   it('is true when a label is missing or different', () => {
     expect(secretMetadataDiffers(desired, actual({ 'f:team': {} }, { team: 'b' }), manager)).toBe(true);
     expect(secretMetadataDiffers(desired, actual({}, {}), manager)).toBe(true);
+  });
+});
+
+describe('token data and version', () => {
+  const overlap: ApiKey = {
+    ...key,
+    spec: {
+      ...key.spec,
+      secret: { name: 'web-token', tokenKey: 'API_KEY', previousTokenKey: 'API_KEY_PREVIOUS' },
+    },
+  };
+  const decode = (s: V1Secret, k: string): string | undefined => {
+    const v = s.data?.[k];
+    return v === undefined ? undefined : Buffer.from(v, 'base64').toString('utf8');
+  };
+
+  it('writes the previous token under previousTokenKey, in the same object as the new one', () => {
+    const written = desiredSecret(overlap, {
+      token: 'kw_new',
+      rotationRequest: 'r1',
+      tokenVersion: 'abc',
+      previousToken: 'kw_old',
+    });
+    expect(decode(written, 'API_KEY')).toBe('kw_new');
+    expect(decode(written, 'API_KEY_PREVIOUS')).toBe('kw_old');
+    expect(written.metadata?.annotations?.[TOKEN_VERSION_ANNOTATION]).toBe('abc');
+    const read = inspectSecret(overlap, written);
+    expect(read).toMatchObject({ token: 'kw_new', previousToken: 'kw_old', tokenVersion: 'abc' });
+  });
+
+  it('writes no previous token without previousTokenKey, or when there is none (grace over)', () => {
+    const without = desiredSecret(key, {
+      token: 'kw_new',
+      rotationRequest: null,
+      tokenVersion: 'a',
+      previousToken: 'kw_old',
+    });
+    expect(Object.keys(without.data ?? {})).toEqual(['token']);
+    const over = desiredSecret(overlap, {
+      token: 'kw_new',
+      rotationRequest: null,
+      tokenVersion: 'a',
+      previousToken: null,
+    });
+    expect(Object.keys(over.data ?? {})).toEqual(['API_KEY']);
+    expect(inspectSecret(overlap, over).previousToken).toBeNull();
+  });
+
+  it('versions a token by the key and its creation time, never by the token', () => {
+    const t = new Date('2026-06-01T12:00:00.123Z');
+    expect(tokenVersion('uid-web', t)).toMatch(/^[0-9a-f]{16}$/);
+    expect(tokenVersion('uid-web', t)).toBe(tokenVersion('uid-web', new Date(t.getTime())));
+    expect(tokenVersion('uid-web', new Date(t.getTime() + 1))).not.toBe(tokenVersion('uid-web', t));
+    expect(tokenVersion('uid-other', t)).not.toBe(tokenVersion('uid-web', t));
   });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { KubernetesObject, V1ManagedFieldsEntry, V1Secret } from '@kubernetes/client-node';
 import { type ApiKey, DEFAULT_TOKEN_KEY, secretNameOf } from '../api/apikey.js';
 import { API_VERSION } from '../api/common.js';
@@ -8,6 +9,15 @@ export const MANAGED_BY_VALUE = 'keyward';
 export const API_KEY_LABEL = 'keyward.dev/api-key';
 /** The keyward.dev/rotate value that produced the token: written with the token, in one request. */
 export const ROTATION_REQUEST_ANNOTATION = 'keyward.dev/rotation-request';
+/**
+ * Changes exactly when the token changes, written with the token in one request: what restarts
+ * (and tools that roll pods on a checksum, as Helm's `checksum/secret` pattern does) key on. A hash
+ * of the ApiKey's uid and the instant the token was created, not of the token: it tells a reader
+ * nothing about the token, not even whether a candidate token is the one in the Secret.
+ */
+export const TOKEN_VERSION_ANNOTATION = 'keyward.dev/token-version';
+/** Hex characters of the version: 64 bits, collision-free for the tokens one key ever has. */
+const TOKEN_VERSION_LENGTH = 16;
 /** Selects every Secret the operator writes; its Secret informer watches only these. */
 export const MANAGED_SECRET_SELECTOR = `${MANAGED_BY_LABEL}=${MANAGED_BY_VALUE}`;
 /** Ready reason of an ApiKey whose Secret exists and is not controlled by it. */
@@ -24,14 +34,37 @@ export function secretFieldManager(apiKeyUid: string): string {
   return `${LEGACY_FIELD_MANAGER}/${apiKeyUid}`;
 }
 
+export function tokenVersion(apiKeyUid: string, tokenCreatedAt: Date): string {
+  return createHash('sha256')
+    .update(`${apiKeyUid}\n${tokenCreatedAt.toISOString()}`)
+    .digest('hex')
+    .slice(0, TOKEN_VERSION_LENGTH);
+}
+
+export interface SecretData {
+  token: string;
+  /** The keyward.dev/rotate value that produced the token. */
+  rotationRequest: string | null;
+  tokenVersion: string;
+  /** The token the last rotation replaced, written under spec.secret.previousTokenKey during grace. */
+  previousToken?: string | null;
+}
+
 /**
  * The Secret as the operator server-side applies it. Everything the operator owns is in here, so
- * fields it no longer sets (a renamed tokenKey, a removed label) are dropped by the apply.
+ * fields it no longer sets (a renamed tokenKey, a removed label, a previous token after grace) are
+ * dropped by the apply.
  */
-export function desiredSecret(key: ApiKey, token: string, rotationRequest: string | null): V1Secret {
+export function desiredSecret(key: ApiKey, content: SecretData): V1Secret {
   const tokenKey = key.spec.secret?.tokenKey ?? DEFAULT_TOKEN_KEY;
-  const annotations: Record<string, string> = { ...key.spec.secret?.annotations };
-  if (rotationRequest !== null) annotations[ROTATION_REQUEST_ANNOTATION] = rotationRequest;
+  const previousKey = key.spec.secret?.previousTokenKey;
+  const annotations: Record<string, string> = {
+    ...key.spec.secret?.annotations,
+    [TOKEN_VERSION_ANNOTATION]: content.tokenVersion,
+  };
+  if (content.rotationRequest !== null) annotations[ROTATION_REQUEST_ANNOTATION] = content.rotationRequest;
+  const data: Record<string, string> = { [tokenKey]: base64(content.token) };
+  if (previousKey && content.previousToken) data[previousKey] = base64(content.previousToken);
   return {
     apiVersion: 'v1',
     kind: 'Secret',
@@ -55,8 +88,12 @@ export function desiredSecret(key: ApiKey, token: string, rotationRequest: strin
         },
       ],
     },
-    data: { [tokenKey]: Buffer.from(token, 'utf8').toString('base64') },
+    data,
   };
+}
+
+function base64(value: string): string {
+  return Buffer.from(value, 'utf8').toString('base64');
 }
 
 export interface SecretContents {
@@ -65,18 +102,31 @@ export interface SecretContents {
   hash: Buffer | null;
   ownedByKey: boolean;
   rotationRequest: string | null;
+  /** keyward.dev/token-version, or null on a Secret written before it existed. */
+  tokenVersion: string | null;
+  /** The token at spec.secret.previousTokenKey, if that is set and present. */
+  previousToken: string | null;
 }
 
 export function inspectSecret(key: ApiKey, secret: V1Secret | undefined): SecretContents {
-  if (!secret) return { token: null, hash: null, ownedByKey: false, rotationRequest: null };
+  const empty = { token: null, hash: null, previousToken: null };
+  if (!secret) return { ...empty, ownedByKey: false, rotationRequest: null, tokenVersion: null };
   const ownedByKey = (secret.metadata?.ownerReferences ?? []).some(
     (ref) => ref.controller && ref.uid === key.metadata.uid,
   );
-  const rotationRequest = secret.metadata?.annotations?.[ROTATION_REQUEST_ANNOTATION] ?? null;
-  const encoded = secret.data?.[key.spec.secret?.tokenKey ?? DEFAULT_TOKEN_KEY];
-  if (!encoded) return { token: null, hash: null, ownedByKey, rotationRequest };
-  const token = Buffer.from(encoded, 'base64').toString('utf8');
-  return { token, hash: tokenHash(token), ownedByKey, rotationRequest };
+  const annotations = secret.metadata?.annotations;
+  const meta = {
+    ownedByKey,
+    rotationRequest: annotations?.[ROTATION_REQUEST_ANNOTATION] ?? null,
+    tokenVersion: annotations?.[TOKEN_VERSION_ANNOTATION] ?? null,
+  };
+  const decode = (dataKey: string | undefined): string | null => {
+    const encoded = dataKey === undefined ? undefined : secret.data?.[dataKey];
+    return encoded ? Buffer.from(encoded, 'base64').toString('utf8') : null;
+  };
+  const token = decode(key.spec.secret?.tokenKey ?? DEFAULT_TOKEN_KEY);
+  if (token === null) return { ...empty, ...meta };
+  return { token, hash: tokenHash(token), previousToken: decode(key.spec.secret?.previousTokenKey), ...meta };
 }
 
 /**

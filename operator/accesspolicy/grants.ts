@@ -73,7 +73,7 @@ function requirementHolds(
 }
 
 /** Kubernetes LabelSelector semantics: every matchLabels entry and every expression must hold. */
-function selectorMatches(selector: LabelSelector, labels: Readonly<Record<string, string>>): boolean {
+export function selectorMatches(selector: LabelSelector, labels: Readonly<Record<string, string>>): boolean {
   for (const [key, value] of Object.entries(selector.matchLabels ?? {})) {
     if (labels[key] !== value) return false;
   }

@@ -32,14 +32,11 @@ import {
   secretFieldManager,
   secretMetadataDiffers,
   secretOwnership,
+  tokenVersion,
 } from '../secret.js';
-import {
-  fromStore,
-  reportStoreUnavailable,
-  StoreUnavailableError,
-  statusChanged,
-  withoutCondition,
-} from '../status.js';
+import { fromStore, reportStoreUnavailable, StoreUnavailableError, statusChanged } from '../status.js';
+import type { WorkloadRestarter } from '../workloads.js';
+import { reconcileConsumers } from './consumers.js';
 import {
   type CredentialDecision,
   decideCredentials,
@@ -61,6 +58,9 @@ export interface ApiKeyReconcilerDeps {
   tokenPrefix: string;
   /** What the namespace's AccessPolicies grant now. */
   grants: (namespace: string) => Grants;
+  restarter: WorkloadRestarter;
+  /** Token changes this close together give one restart of the restart targets. */
+  restartDebounceMs: number;
   now?: () => Date;
   random?: RandomSource;
 }
@@ -89,6 +89,17 @@ interface StatusInput {
   extra?: ConditionInput[];
   /** The rotate request the Secret's token answers; unset keeps what status had. */
   rotationRequest?: string | null;
+  /** Unset keeps what status had. */
+  lastRestart?: ApiKeyStatus['lastRestart'];
+  /** Condition types to remove. */
+  drop?: string[];
+}
+
+/** What the credential step left in the Secret. */
+interface Written {
+  rotationRequest: string | null;
+  /** keyward.dev/token-version of the Secret's token. */
+  tokenVersion: string | null;
 }
 
 function storedKey(state: ApiKeyState): StoredKey {
@@ -186,9 +197,9 @@ export class ApiKeyReconciler {
       });
       return undefined;
     }
-    let rotationRequest: string | null;
+    let written: Written;
     try {
-      rotationRequest = await this.#act(raw, apiKey, decision, state, contents, secret, now);
+      written = await this.#act(raw, apiKey, decision, state, contents, secret, now);
     } catch (err) {
       if (!(err instanceof SecretTakenError)) throw err;
       await this.#reportSecretConflict(raw, state, err.message);
@@ -203,18 +214,32 @@ export class ApiKeyReconciler {
     );
     if (ready.expired && !wasExpired)
       this.#d.events.record(raw, { type: 'Warning', reason: 'Expired', message: ready.message });
+    const consumers = await reconcileConsumers(
+      {
+        restarter: this.#d.restarter,
+        events: this.#d.events,
+        logger: this.#d.logger,
+        debounceMs: this.#d.restartDebounceMs,
+      },
+      { raw, apiKey, tokenVersion: written.tokenVersion, tokenCreatedAt: stored.rotatedAt, now },
+    );
     await this.#writeStatus(raw, current, {
       ready: { status: ready.ready ? 'True' : 'False', reason: ready.reason, message: ready.message },
       stalled: false,
-      rotationRequest,
+      rotationRequest: written.rotationRequest,
+      ...(consumers.lastRestart && { lastRestart: consumers.lastRestart }),
+      drop: consumers.drop,
       extra: [
         flag('Expired', ready.expired, 'Expired', 'NotExpired'),
         flag('Disabled', stored.disabled, 'Disabled', 'Enabled'),
         flag('Suspended', suspended, 'UserSuspended', 'UserActive'),
+        ...consumers.conditions,
       ],
     });
-    const wake = nextWakeup(apiKey.spec, stored, now);
-    // A little past the instant, so the reconcile sees the expiry or grace end as already passed.
+    const wake = [nextWakeup(apiKey.spec, stored, now), consumers.wakeAt ?? null]
+      .filter((d): d is Date => d !== null)
+      .sort((a, b) => a.getTime() - b.getTime())[0];
+    // A little past the instant, so the reconcile sees the expiry, grace end or debounce as passed.
     return wake ? { requeueAfterMs: Math.max(wake.getTime() - now.getTime(), 0) + 100 } : undefined;
   }
 
@@ -390,7 +415,7 @@ export class ApiKeyReconciler {
     contents: SecretContents,
     secret: V1Secret | undefined,
     now: Date,
-  ): Promise<string | null> {
+  ): Promise<Written> {
     const action = decision.action;
     const uid = apiKey.metadata.uid ?? '';
     const secretName = secretNameOf(apiKey);
@@ -402,8 +427,13 @@ export class ApiKeyReconciler {
       const token = adoptable?.ok
         ? { token: adoptable.value.token, displayPrefix: adoptable.value.displayPrefix }
         : generateToken({ prefix: this.#d.tokenPrefix, random: this.#d.random });
+      const fresh = tokenVersion(uid, now);
       if (!adoptable?.ok)
-        await this.#writeSecret(apiKey, desiredSecret(apiKey, token.token, action.request), secret);
+        await this.#writeSecret(
+          apiKey,
+          desiredSecret(apiKey, { token: token.token, rotationRequest: action.request, tokenVersion: fresh }),
+          secret,
+        );
       const result = await fromStore(() =>
         this.#d.store.issueKey({
           ref: { namespace: apiKey.metadata.namespace ?? '', name: apiKey.metadata.name, uid },
@@ -426,7 +456,10 @@ export class ApiKeyReconciler {
         reason: 'Issued',
         message: `issued key ${result.key.keyId} (${token.displayPrefix}…) into Secret ${secretName}`,
       });
-      return adoptable?.ok ? contents.rotationRequest : action.request;
+      return {
+        rotationRequest: adoptable?.ok ? contents.rotationRequest : action.request,
+        tokenVersion: adoptable?.ok ? contents.tokenVersion : fresh,
+      };
     }
     if (action.kind === 'rotate' && state) {
       // New hash first (the token the Secret holds stays valid for the grace period), Secret
@@ -449,7 +482,19 @@ export class ApiKeyReconciler {
         throw new Error(
           `rotation of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
         );
-      await this.#writeSecret(apiKey, desiredSecret(apiKey, generated.token, action.request), secret);
+      // New and previous token in one write: the previous one is known only now (the store has
+      // its hash alone), and a crash before this write resumes the rotation with the same held token.
+      const version = tokenVersion(uid, now);
+      await this.#writeSecret(
+        apiKey,
+        desiredSecret(apiKey, {
+          token: generated.token,
+          rotationRequest: action.request,
+          tokenVersion: version,
+          previousToken: graceMs > 0 ? contents.token : null,
+        }),
+        secret,
+      );
       log.info(
         { keyId: state.keyId, tokenPrefix: generated.displayPrefix, reason: action.reason },
         'rotated key',
@@ -461,15 +506,39 @@ export class ApiKeyReconciler {
         reason: action.reason === 'SecretLost' ? 'SecretLost' : 'Rotated',
         message: `${decision.message}; key ${state.keyId} now uses ${generated.displayPrefix}…${grace}`,
       });
-      return action.request;
+      return { rotationRequest: action.request, tokenVersion: version };
     }
-    if (action.kind === 'none' && contents.token !== null) {
-      // Same token; labels, annotations or the data key may still have changed in the spec.
-      const desired = desiredSecret(apiKey, contents.token, contents.rotationRequest);
+    if (action.kind === 'none' && contents.token !== null && state) {
+      // Same token; labels, annotations or the data keys may still have changed in the spec, the
+      // grace period may have ended, or a Secret from before token versions needs one.
+      const version = contents.tokenVersion ?? tokenVersion(uid, state.rotatedAt ?? state.issuedAt);
+      const desired = desiredSecret(apiKey, {
+        token: contents.token,
+        rotationRequest: contents.rotationRequest,
+        tokenVersion: version,
+        previousToken: await this.#keptPreviousToken(uid, state, contents, now),
+      });
       if (secretMetadataDiffers(desired, secret, secretFieldManager(uid)))
         await this.#writeSecret(apiKey, desired, secret);
+      return { rotationRequest: contents.rotationRequest, tokenVersion: version };
     }
-    return contents.rotationRequest;
+    return { rotationRequest: contents.rotationRequest, tokenVersion: contents.tokenVersion };
+  }
+
+  /**
+   * The previous token the Secret may go on holding: only within the grace period, and only if the
+   * store still accepts it as this key's previous secret (an edited value is dropped, never kept).
+   */
+  async #keptPreviousToken(
+    uid: string,
+    state: ApiKeyState,
+    contents: SecretContents,
+    now: Date,
+  ): Promise<string | null> {
+    const previous = contents.previousToken;
+    if (previous === null || !state.previousValidUntil || state.previousValidUntil <= now) return null;
+    const match = await fromStore(() => this.#d.store.secretMatch(uid, tokenHash(previous)));
+    return match.role === 'previous' ? previous : null;
   }
 
   /** Brings the store's mutable fields in line with the spec; returns the key as stored now. */
@@ -539,12 +608,10 @@ export class ApiKeyReconciler {
         : { type: 'Stalled', status: 'False', reason: 'Progressing', message: '' },
       ...(input.extra ?? []),
     ];
-    const conditions = setConditions(
-      withoutCondition(existing?.conditions, 'StoreAvailable'),
-      updates,
-      generation,
-      this.#now(),
+    const kept = (existing?.conditions ?? []).filter(
+      (c) => c.type !== 'StoreAvailable' && !(input.drop ?? []).includes(c.type),
     );
+    const conditions = setConditions(kept, updates, generation, this.#now());
     const issued = state && !state.revokedAt;
     const status: ApiKeyStatus = {
       observedGeneration: generation,
@@ -561,6 +628,7 @@ export class ApiKeyReconciler {
         input.rotationRequest === undefined
           ? existing?.lastRotationRequest
           : (input.rotationRequest ?? undefined),
+      lastRestart: input.lastRestart ?? existing?.lastRestart,
     };
     if (!statusChanged(existing, status)) return;
     // Merge patch: explicit nulls clear fields that no longer apply (e.g. previousValidUntil).
