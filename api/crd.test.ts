@@ -6,7 +6,7 @@ import { CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
-import { createTestNamespace, testKubeConfig } from '../test/harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../devenv/kube.js';
 import { GROUP, VERSION } from './common.js';
 import { crdFiles, structuralSchema } from './crd.js';
 import { parseAccessPolicy, parseApiKey, parseServiceUser } from './validate.js';

@@ -1,14 +1,14 @@
 // Operator benchmark (bench/README.md): time from applying 1,000 ApiKeys across 10 ServiceUsers to
 // all Ready=True with their Secrets written, then operator RSS once 10,000 ApiKeys are Ready.
 // Usage: npx tsc -p tsconfig.json && node dist/bench/operator.js [--keys 1000] [--total 10000]
-// Starts a private Postgres and control plane (test/harness) and the operator as a child process
+// Starts a private Postgres and control plane (devenv/) and the operator as a child process
 // with its least-privilege RBAC, exactly as the end-to-end tests run it.
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import { startOperatorCluster } from '../test/harness/operator.js';
-import { createDatabase, startPostgres } from '../test/harness/postgres.js';
+import { startOperatorCluster } from '../devenv/operator.js';
+import { createDatabase, startPostgres } from '../devenv/postgres.js';
 
 const { values } = parseArgs({
   options: { keys: { type: 'string', default: '1000' }, total: { type: 'string', default: '10000' } },

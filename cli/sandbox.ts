@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, KubeConfig, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
+import { type ControlPlane, startControlPlane } from '../devenv/controlplane/controlplane.js';
+import { installCrds } from '../devenv/crds.js';
+import { eventually, type OperatorProcess, startOperator } from '../devenv/operator.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../devenv/postgres.js';
+import { repoRoot } from '../devenv/repo.js';
 import { migrate } from '../store/migrate.js';
-import { type ControlPlane, startControlPlane } from '../test/harness/controlplane.js';
-import { installCrds } from '../test/harness/crds.js';
-import { eventually, type OperatorProcess, startOperator } from '../test/harness/operator.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../test/harness/postgres.js';
-import { repoRoot } from '../test/harness/repo.js';
 import { loadConfig } from '../webhook/config.js';
 import { type RunningWebhook, runWebhook } from '../webhook/server.js';
 

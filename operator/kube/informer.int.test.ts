@@ -1,7 +1,7 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startControlPlane } from '../../test/harness/controlplane.js';
-import { createTestNamespace, testKubeConfig } from '../../test/harness/kube.js';
+import { startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import { type EventHandler, Informer, type InformerOptions, type RestartReason } from './informer.js';
 import { kubeListWatch, type ListWatch } from './listwatch.js';
 import type { KubeObject } from './object.js';

@@ -1,7 +1,7 @@
 import { CoordinationV1Api, type KubeConfig, V1MicroTime } from '@kubernetes/client-node';
 import pino from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestNamespace, testKubeConfig } from '../../test/harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import { LeaderElector, type LeaderElectorOptions, leaseRecordOf } from './leader.js';
 
 // Integration tests against the run's real kube-apiserver (test/harness/global-setup.ts). Timings

@@ -8,13 +8,9 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { tokenHash } from '../../credentials/token.js';
-import { lookupByHash } from '../../store/lookup.js';
-import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
-import { installCrds } from '../harness/crds.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, restrictedKubeConfig } from '../harness/kube.js';
+import { type ControlPlane, startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import { installCrds } from '../../devenv/crds.js';
+import { createTestNamespace, restrictedKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
   condition,
@@ -25,7 +21,11 @@ import {
   operatorKubeconfig,
   poolFor,
   startOperator,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { lookupByHash } from '../../store/lookup.js';
+import { migrate } from '../../store/migrate.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import { testDatabase } from '../harness/database.js';
 import { startTokenReviewWebhook, type TokenReviewWebhook } from '../support/tokenreview-webhook.js';
 import { testConfig, waitFor } from '../support/webhook.js';
 

@@ -8,7 +8,7 @@ import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.j
 import { nodeUnsupportedReason } from '../../devenv/node/binaries.js';
 import { captureHostState, diffHostState, type HostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
 import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
 
 // CI installs and builds everything a node needs (.ci/run), so there a missing piece fails the

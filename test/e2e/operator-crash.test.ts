@@ -9,9 +9,7 @@ import fc from 'fast-check';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../credentials/token.js';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
   condition,
@@ -22,7 +20,9 @@ import {
   poolFor,
   startOperator,
   tokenVerifies,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
 
 /**
  * Crash safety (DESIGN.md §6): the operator is SIGKILLed at arbitrary points during bursts of

@@ -2,9 +2,7 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { CoordinationV1Api } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
   condition,
@@ -14,7 +12,9 @@ import {
   operatorKubeconfig,
   poolFor,
   startOperator,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
 
 /** Two replicas: only the Lease holder reconciles; killing it hands over within the lease duration. */
 let kc: KubeConfig;

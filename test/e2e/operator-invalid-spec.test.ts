@@ -1,7 +1,6 @@
 import type { V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { committedCrds } from '../harness/crds.js';
-import { testDatabase } from '../harness/database.js';
+import { committedCrds } from '../../devenv/crds.js';
 import {
   condition,
   eventually,
@@ -9,7 +8,8 @@ import {
   type OperatorCluster,
   type OperatorProcess,
   startOperatorCluster,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { testDatabase } from '../harness/database.js';
 
 /**
  * Objects the operator's schema rejects although the API server stored them: what an older or

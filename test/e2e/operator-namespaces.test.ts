@@ -7,9 +7,7 @@ import {
 } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
   condition,
@@ -20,7 +18,9 @@ import {
   poolFor,
   startOperator,
   tokenVerifies,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
 
 /**
  * Namespace-list mode (KEYWARD_WATCH_NAMESPACES): the operator runs with the chart's namespace

@@ -10,9 +10,7 @@ import {
 } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
   condition,
@@ -23,7 +21,9 @@ import {
   poolFor,
   startOperator,
   tokenVerifies,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
 
 /**
  * Secret ownership (DESIGN.md §2, §6): keyward writes and deletes only Secrets whose controller

@@ -8,9 +8,7 @@ import {
 } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace, testKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
   condition,
@@ -22,7 +20,9 @@ import {
   poolFor,
   startOperator,
   tokenVerifies,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
 
 /**
  * The operator as users meet it: a real kube-apiserver, a real Postgres, `keyward operator` as a

@@ -6,10 +6,10 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
+import { type ControlPlane, startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import type { KeyPairFiles } from '../../devenv/pki.js';
 import type { RunningWebhook } from '../../webhook/server.js';
-import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
 import { testDatabase } from '../harness/database.js';
-import type { KeyPairFiles } from '../harness/pki.js';
 import { startTokenReviewWebhook } from '../support/tokenreview-webhook.js';
 import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
 

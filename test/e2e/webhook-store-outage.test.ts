@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
 import {
   readyApp,
   type StoreFixture,

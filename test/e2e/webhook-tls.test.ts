@@ -5,9 +5,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCa, issueCertificate, type KeyPairFiles } from '../../devenv/pki.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
-import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
 import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
 
 /**

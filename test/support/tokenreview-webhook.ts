@@ -1,6 +1,6 @@
+import type { ControlPlaneOptions } from '../../devenv/controlplane/controlplane.js';
+import { createCa, issueCertificate, type KeyPairFiles } from '../../devenv/pki.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import type { ControlPlaneOptions } from '../harness/controlplane.js';
-import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
 import { testConfig, waitFor } from './webhook.js';
 
 /** A webhook kube-apiserver can use for TokenReview, and what a test needs to call it itself. */

@@ -16,14 +16,14 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { createTestNamespace, restrictedKubeConfig, testKubeConfig } from '../kube.js';
 import { controlPlaneBinDir, startControlPlane } from './controlplane.js';
-import { createTestNamespace, restrictedKubeConfig, testKubeConfig } from './kube.js';
 
 const run = promisify(execFile);
 
-/** The release test/controlplane/go.mod builds, so this test follows a version bump. */
+/** The release devenv/controlplane/tools/go.mod builds, so this test follows a version bump. */
 const kubernetesVersion = /^\s*k8s\.io\/kubernetes\s+(v\S+)/m.exec(
-  readFileSync(new URL('../controlplane/go.mod', import.meta.url), 'utf8'),
+  readFileSync(new URL('./tools/go.mod', import.meta.url), 'utf8'),
 )?.[1];
 
 /** Status code and message of a rejected API call. */

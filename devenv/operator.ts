@@ -13,11 +13,11 @@ import {
 } from '@kubernetes/client-node';
 import pg from 'pg';
 import { parse } from 'yaml';
-import { tokenHash } from '../../credentials/token.js';
-import { requestTimeout } from '../../operator/objects.js';
-import { type KeyLookup, lookupByHash } from '../../store/lookup.js';
-import { migrate } from '../../store/migrate.js';
-import { type ControlPlane, startControlPlane } from './controlplane.js';
+import { tokenHash } from '../credentials/token.js';
+import { requestTimeout } from '../operator/objects.js';
+import { type KeyLookup, lookupByHash } from '../store/lookup.js';
+import { migrate } from '../store/migrate.js';
+import { type ControlPlane, startControlPlane } from './controlplane/controlplane.js';
 import { committedCrds, installCrds } from './crds.js';
 import { createTestNamespace, restrictedKubeConfig } from './kube.js';
 import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from './process.js';

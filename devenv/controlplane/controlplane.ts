@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { createCa, createSigningKeyPair, issueCertificate, type KeyPairFiles } from './pki.js';
-import { freePort, ManagedProcess, onExitCleanup, requireTool, waitUntilReady } from './process.js';
-import { repoRoot } from './repo.js';
+import { createCa, createSigningKeyPair, issueCertificate, type KeyPairFiles } from '../pki.js';
+import { freePort, ManagedProcess, onExitCleanup, requireTool, waitUntilReady } from '../process.js';
+import { repoRoot } from '../repo.js';
 
 export interface ControlPlaneOptions {
   /**
@@ -63,7 +63,7 @@ const ownerFile = 'owner.pid';
 
 /**
  * The directory with the control-plane binaries: `$KEYWARD_CONTROLPLANE_BIN`, or whatever
- * test/controlplane/build.sh prints (it builds once into a cache dir and is a no-op afterwards).
+ * devenv/controlplane/build.sh prints (it builds once into a cache dir and is a no-op afterwards).
  */
 export async function controlPlaneBinDir(): Promise<string> {
   const fromEnv = process.env.KEYWARD_CONTROLPLANE_BIN;
@@ -71,7 +71,7 @@ export async function controlPlaneBinDir(): Promise<string> {
     for (const tool of tools) {
       requireTool(
         join(fromEnv, tool),
-        'unset KEYWARD_CONTROLPLANE_BIN to build it with test/controlplane/build.sh',
+        'unset KEYWARD_CONTROLPLANE_BIN to build it with devenv/controlplane/build.sh',
       );
     }
     return fromEnv;
@@ -103,14 +103,14 @@ export async function controlPlaneBinDir(): Promise<string> {
 }
 
 function findBuildScript(): string {
-  return join(repoRoot(), 'test', 'controlplane', 'build.sh');
+  return join(repoRoot(), 'devenv', 'controlplane', 'build.sh');
 }
 
 /** Starts etcd, kube-apiserver and kube-controller-manager on free loopback ports. */
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const binDir = await controlPlaneBinDir();
   const bin = (tool: (typeof tools)[number]): string =>
-    requireTool(join(binDir, tool), 'rebuild with test/controlplane/build.sh');
+    requireTool(join(binDir, tool), 'rebuild with devenv/controlplane/build.sh');
 
   await removeOrphanedWorkDirs();
   const t0 = performance.now();
