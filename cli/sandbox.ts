@@ -5,7 +5,8 @@ import { CoreV1Api, KubeConfig, type KubernetesObject, KubernetesObjectApi } fro
 import { parseAllDocuments } from 'yaml';
 import { type ControlPlane, startControlPlane } from '../devenv/controlplane/controlplane.js';
 import { installCrds } from '../devenv/crds.js';
-import { eventually, type OperatorProcess, startOperator } from '../devenv/operator.js';
+import { type OperatorProcess, startOperator } from '../devenv/operator.js';
+import { eventually } from '../devenv/poll.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../devenv/postgres.js';
 import { repoRoot } from '../devenv/repo.js';
 import { migrate } from '../store/migrate.js';

@@ -7,23 +7,13 @@ import {
   type V1PolicyRule,
   type V1SubjectAccessReviewSpec,
 } from '@kubernetes/client-node';
-import { inject } from 'vitest';
+import { eventually } from './poll.js';
+
+/** How long the API server's authorization cache may take to see new RBAC grants. */
+const RBAC_PROPAGATION_TIMEOUT_MS = 10_000;
 
 /** Label on every namespace the tests create, so a run's leftovers can be found and listed. */
 const testNamespaceLabel = 'keyward.dev/test';
-
-/** Admin KubeConfig of the run's control plane (started by test/harness/global-setup.ts). */
-export function testKubeConfig(): KubeConfig {
-  const path = inject('kubeconfigPath');
-  if (!path) {
-    throw new Error(
-      'no test control plane in this run: KEYWARD_TEST_KUBE=0 skips it; unset KEYWARD_TEST_KUBE to run suites that need Kubernetes',
-    );
-  }
-  const kc = new KubeConfig();
-  kc.loadFromFile(path);
-  return kc;
-}
 
 /** Creates a namespace `<prefix>-<random>` labelled as a test namespace; returns its name. */
 export async function createTestNamespace(kc: KubeConfig, prefix: string): Promise<string> {
@@ -115,11 +105,12 @@ export async function restrictedKubeConfig(
   const authz = kc.makeApiClient(AuthorizationV1Api);
   for (const spec of probes) {
     await eventually(
+      `RBAC to grant ${username} ${JSON.stringify(spec.resourceAttributes ?? spec.nonResourceAttributes)}`,
       async () => {
         const review = await authz.createSubjectAccessReview({ body: { spec } });
         return review.status?.allowed === true;
       },
-      `RBAC to grant ${username} ${JSON.stringify(spec.resourceAttributes ?? spec.nonResourceAttributes)}`,
+      RBAC_PROPAGATION_TIMEOUT_MS,
     );
   }
 
@@ -156,13 +147,4 @@ function accessProbe(
       name: rule.resourceNames?.[0],
     },
   };
-}
-
-async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }

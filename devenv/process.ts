@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, createWriteStream, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from './poll.js';
 
 /** A free TCP port on loopback, as the kernel hands it out. */
 export async function freePort(): Promise<number> {
@@ -215,16 +215,15 @@ export async function waitUntilReady(
   timeoutMs: number,
   what = 'ready',
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError = '';
-  while (Date.now() < deadline) {
-    if (proc.hasExited) throw proc.failure(`exited before it was ${what}`);
-    try {
-      if (await ready()) return;
-    } catch (err) {
-      lastError = err instanceof Error ? err.message : String(err);
-    }
-    await sleep(100);
+  let outcome: 'ready' | 'exited';
+  try {
+    outcome = await eventually(
+      what,
+      async () => (proc.hasExited ? 'exited' : (await ready()) && 'ready'),
+      timeoutMs,
+    );
+  } catch (err) {
+    throw proc.failure((err as Error).message);
   }
-  throw proc.failure(`not ${what} after ${timeoutMs} ms${lastError ? ` (last error: ${lastError})` : ''}`);
+  if (outcome === 'exited') throw proc.failure(`exited before it was ${what}`);
 }

@@ -2,12 +2,12 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ControlPlane } from '../../devenv/controlplane/controlplane.js';
 import {
-  eventually,
   type KeywardObjects,
   type OperatorCluster,
   type OperatorProcess,
   startOperatorCluster,
 } from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
 import { testDatabase } from '../harness/database.js';
 
 /**
