@@ -82,13 +82,15 @@ export interface StartOperatorOptions {
   watchNamespace: string | readonly string[];
   identity?: string;
   env?: Record<string, string>;
+  /** Where operator.log goes (the caller removes it). Default: a temp dir kept for post-mortems. */
+  logDir?: string;
 }
 
 /** Runs `keyward operator` from dist/ as a child process, the way the container runs it. */
 export async function startOperator(opts: StartOperatorOptions): Promise<OperatorProcess> {
   const port = await freePort();
   const identity = opts.identity ?? `operator-${port}`;
-  const logDir = mkdtempSync(join(tmpdir(), 'keyward-operator-log-'));
+  const logDir = opts.logDir ?? mkdtempSync(join(tmpdir(), 'keyward-operator-log-'));
   const proc = new ManagedProcess({
     name: `keyward operator ${identity}`,
     command: process.execPath,

@@ -41,7 +41,8 @@ export function requireTool(name: string, install: string, extraDirs: string[] =
 
 const running = new Set<ManagedProcess>();
 const exitCleanups = new Set<() => void>();
-const signalStops = new Set<() => Promise<unknown>>();
+/** Stops to run on a signal; a defined exit code makes the signal the process's normal end. */
+const signalStops = new Map<() => Promise<unknown>, number | undefined>();
 /** How long a graceful stop on Ctrl+C may take before the process exits anyway. */
 const SIGNAL_STOP_TIMEOUT_MS = 60_000;
 let exitHookInstalled = false;
@@ -66,7 +67,12 @@ function installExitHook(): void {
     process.once(signal, () => {
       if (signalStops.size === 0) process.exit(code);
       setTimeout(() => process.exit(code), SIGNAL_STOP_TIMEOUT_MS).unref();
-      void Promise.allSettled([...signalStops].map((stop) => stop())).then(() => process.exit(code));
+      const stops = [...signalStops];
+      void Promise.allSettled(stops.map(([stop]) => stop())).then((results) => {
+        const owner = stops.findIndex(([, exitCode]) => exitCode !== undefined);
+        if (owner < 0) process.exit(code);
+        process.exit(results[owner]?.status === 'fulfilled' ? stops[owner]![1] : 1);
+      });
     });
   }
   // A forked worker (vitest's `forks` pool) whose parent was interrupted gets no signal and would
@@ -92,11 +98,13 @@ export function onExitCleanup(cleanup: () => void): () => void {
 
 /**
  * Runs `stop` (asynchronous, e.g. a local node's teardown) when this process gets SIGINT, SIGTERM
- * or SIGHUP, before it exits; the synchronous exit cleanups still run after it.
+ * or SIGHUP, before it exits; the synchronous exit cleanups still run after it. The process exits
+ * with the signal's code, or with `exitCode` for a command whose normal end is Ctrl+C (1 if its
+ * stop fails).
  */
-export function onSignalStop(stop: () => Promise<unknown>): () => void {
+export function onSignalStop(stop: () => Promise<unknown>, options: { exitCode?: number } = {}): () => void {
   installExitHook();
-  signalStops.add(stop);
+  signalStops.set(stop, options.exitCode);
   return () => {
     signalStops.delete(stop);
   };

@@ -1,5 +1,5 @@
 /**
- * Starts a test control plane outside vitest and keeps it up until Ctrl+C, for poking at it with
+ * Starts a local control plane outside vitest and keeps it up until Ctrl+C, for poking at it with
  * kubectl or running a component against it by hand:
  *
  *   npm run build && node dist/devenv/controlplane/start.js [log-dir]
