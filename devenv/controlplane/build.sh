@@ -29,7 +29,7 @@ if command -v flock >/dev/null; then
   if [ ${#missing[@]} -eq 0 ]; then echo "$bin"; exit 0; fi
 fi
 
-command -v go >/dev/null || { echo "build.sh: Go is required to build the test control plane; install it with: apt-get install -y golang-go (1.26+)" >&2; exit 1; }
+command -v go >/dev/null || { echo "build.sh: Go is required to build the local control plane; install it with: apt-get install -y golang-go (1.26+)" >&2; exit 1; }
 
 minor=${k8s#v1.}; minor=${minor%%.*}
 pkg=k8s.io/component-base/version
