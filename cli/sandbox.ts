@@ -45,7 +45,13 @@ export async function sandboxCommand(options: SandboxOptions): Promise<void> {
     say(`[${((performance.now() - started) / 1000).toFixed(1).padStart(4)}s] ${line}`);
   };
   const cleanups: Array<() => Promise<void>> = [];
-  const stopAll = async (): Promise<void> => {
+  let stopping: Promise<void> | undefined;
+  // Once only: a signal may arrive while a failed start is being cleaned up.
+  const stopAll = (): Promise<void> => {
+    stopping ??= stopEverything();
+    return stopping;
+  };
+  const stopEverything = async (): Promise<void> => {
     step('stopping ...');
     const problems: string[] = [];
     for (const stop of cleanups.reverse()) {
@@ -86,7 +92,8 @@ async function startAndServe(
   cleanups: Array<() => Promise<void>>,
 ): Promise<never> {
   step('starting Postgres and the control plane ...');
-  const [postgres, kube] = await Promise.all([
+  // allSettled: when one start fails, the other still finishes, so its stop is registered too.
+  const [pgResult, kubeResult] = await Promise.allSettled([
     startPostgres().then((p: TestPostgres) => {
       cleanups.push(() => p.stop());
       step(`Postgres ready (port ${p.port})`);
@@ -94,10 +101,14 @@ async function startAndServe(
     }),
     clusterFor(options.context, dir, step).then((c) => {
       if (c.controlPlane) cleanups.push(() => c.controlPlane!.stop());
-      if (!c.controlPlane) step(`using context ${options.context}`);
+      else step(`using context ${options.context}`);
       return c;
     }),
   ]);
+  if (pgResult.status === 'rejected') throw pgResult.reason;
+  if (kubeResult.status === 'rejected') throw kubeResult.reason;
+  const postgres = pgResult.value;
+  const kube = kubeResult.value;
   const storeUrl = await createDatabase(postgres.adminUrl, 'keyward');
   await migrate(storeUrl);
   step('store migrated');
