@@ -177,7 +177,7 @@ export async function startOperatorCluster(options: {
 
 export type Kind = 'serviceusers' | 'apikeys';
 
-/** Thin typed access to keyward objects for tests. */
+/** Thin typed access to keyward objects, for tests and benchmarks. */
 export class KeywardObjects {
   readonly #api: CustomObjectsApi;
   constructor(
