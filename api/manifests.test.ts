@@ -1,7 +1,8 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import { CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createTestNamespace, testKubeConfig } from '../test/harness/kube.js';
+import { createTestNamespace } from '../devenv/kube.js';
+import { testKubeConfig } from '../test/harness/kube.js';
 import { GROUP, VERSION } from './common.js';
 import { immutableFieldChanges, parseAccessPolicy, parseApiKey, parseServiceUser } from './validate.js';
 

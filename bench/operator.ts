@@ -1,14 +1,18 @@
 // Operator benchmark (bench/README.md): time from applying 1,000 ApiKeys across 10 ServiceUsers to
 // all Ready=True with their Secrets written, then operator RSS once 10,000 ApiKeys are Ready.
 // Usage: npx tsc -p tsconfig.json && node dist/bench/operator.js [--keys 1000] [--total 10000]
-// Starts a private Postgres and control plane (test/harness) and the operator as a child process
+// Starts a private Postgres and control plane (devenv/) and the operator as a child process
 // with its least-privilege RBAC, exactly as the end-to-end tests run it.
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
-import { startOperatorCluster } from '../test/harness/operator.js';
-import { createDatabase, startPostgres } from '../test/harness/postgres.js';
+import { startOperatorCluster } from '../devenv/operator.js';
+import { eventually } from '../devenv/poll.js';
+import { createDatabase, startPostgres } from '../devenv/postgres.js';
+
+/** Far beyond what the largest run takes; only stops a benchmark whose operator is stuck. */
+const ALL_READY_TIMEOUT_MS = 15 * 60_000;
 
 const { values } = parseArgs({
   options: { keys: { type: 'string', default: '1000' }, total: { type: 'string', default: '10000' } },
@@ -74,11 +78,14 @@ try {
     await Promise.all(Array.from({ length: 16 }, worker));
   };
   const waitAll = async (n: number): Promise<void> => {
-    for (;;) {
-      const { ready, secrets } = await readyCount();
-      if (ready >= n && secrets >= n) return;
-      await sleep(250);
-    }
+    await eventually(
+      `${n} ApiKeys Ready with their Secrets`,
+      async () => {
+        const { ready, secrets } = await readyCount();
+        return ready >= n && secrets >= n;
+      },
+      ALL_READY_TIMEOUT_MS,
+    );
   };
 
   const baseline = await rssMiB();

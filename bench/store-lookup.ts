@@ -1,13 +1,13 @@
 // Micro-benchmark: lookup-by-hash on a store holding 10^6 keys, against a bare `SELECT 1` on
 // the same connection in the same run, so the figure reads as "cost above a round trip".
 // Usage: node dist/bench/store-lookup.js [--keys N] [--lookups N] [--database-url URL]
-// Without --database-url it starts a private Postgres (test/harness/postgres.ts) and removes it.
+// Without --database-url it starts a private Postgres (devenv/postgres.ts) and removes it.
 import { createHash, randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { createDatabase, startPostgres } from '../devenv/postgres.js';
 import { lookupByHash } from '../store/lookup.js';
 import { migrate } from '../store/migrate.js';
-import { createDatabase, startPostgres } from '../test/harness/postgres.js';
 
 const USERS = 1_000;
 

@@ -14,11 +14,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs, promisify } from 'node:util';
 import pg from 'pg';
 import { generateToken } from '../credentials/token.js';
+import { createDatabase, startPostgres } from '../devenv/postgres.js';
+import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../devenv/process.js';
+import { repoRoot } from '../devenv/repo.js';
 import { migrate } from '../store/migrate.js';
 import { OperatorStore } from '../store/operator-store.js';
-import { createDatabase, startPostgres } from '../test/harness/postgres.js';
-import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../test/harness/process.js';
-import { repoRoot } from '../test/harness/repo.js';
 
 const run = promisify(execFile);
 const { values } = parseArgs({

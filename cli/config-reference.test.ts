@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { repoRoot } from '../test/harness/repo.js';
+import { repoRoot } from '../devenv/repo.js';
 import { configurationReference, configuredComponents } from './config-reference.js';
 
 describe('docs/configuration.md', () => {

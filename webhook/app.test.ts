@@ -2,6 +2,7 @@ import { Writable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
+import { eventually } from '../devenv/poll.js';
 import { testDatabase } from '../test/harness/database.js';
 import {
   metricsText,
@@ -10,7 +11,6 @@ import {
   storeFixture,
   testConfig,
   verify,
-  waitFor,
 } from '../test/support/webhook.js';
 import { createLogger } from './logger.js';
 
@@ -47,11 +47,11 @@ afterAll(async () => {
 });
 
 /** Waits until a key's answer changes: NOTIFY is asynchronous, so allow it a moment. */
-async function eventually(token: string, status: number, scope?: string): Promise<void> {
-  await waitFor(
+async function eventuallyStatus(token: string, status: number, scope?: string): Promise<void> {
+  await eventually(
+    `status ${status}`,
     async () => (await verify(app, token, scope === undefined ? {} : { scope })).statusCode === status,
     2000,
-    `status ${status}`,
   );
 }
 
@@ -154,22 +154,22 @@ describe('/verify', () => {
     expect((await verify(app, other.token)).statusCode).toBe(200);
 
     await fx.store.setSuspended(user.uid, true);
-    await eventually(key.token, 401);
+    await eventuallyStatus(key.token, 401);
     expect((await verify(app, key.token)).headers['www-authenticate']).toMatch(
       /service user of this API key is suspended/,
     );
     expect((await verify(app, other.token)).statusCode).toBe(200);
     await fx.store.setSuspended(user.uid, false);
-    await eventually(key.token, 200);
+    await eventuallyStatus(key.token, 200);
 
     await fx.store.updateKey(key.uid, { disabled: true });
-    await eventually(key.token, 401);
+    await eventuallyStatus(key.token, 401);
     expect((await verify(app, key.token)).json().error_description).toBe('The API key is disabled.');
     await fx.store.updateKey(key.uid, { disabled: false });
-    await eventually(key.token, 200);
+    await eventuallyStatus(key.token, 200);
 
     await fx.store.revokeKey(key.uid);
-    await eventually(key.token, 401);
+    await eventuallyStatus(key.token, 401);
     expect((await verify(app, key.token)).json().error_description).toBe('The API key has been revoked.');
   });
 
@@ -187,7 +187,7 @@ describe('/verify', () => {
       reason: 'test',
     });
     expect(rotated.kind).toBe('ok');
-    await eventually(next.token, 200);
+    await eventuallyStatus(next.token, 200);
     expect((await verify(app, rotating.token)).statusCode).toBe(200);
     const lookupsBefore = await storeLookups();
 
@@ -225,7 +225,7 @@ describe('/verify', () => {
       hash: generated.hash,
       displayPrefix: generated.displayPrefix,
     });
-    await eventually(generated.token, 200);
+    await eventuallyStatus(generated.token, 200);
   });
 
   it('counts usage per key and writes it in a batch', async () => {
@@ -355,10 +355,10 @@ describe('/tokenreview', () => {
       kubernetesAuthentication: false,
     });
     expect(withdrawn.kind).toBe('ok');
-    await waitFor(
+    await eventually(
+      'withdrawal',
       async () => (await review(key.token)).json().status.authenticated === false,
       2000,
-      'withdrawal',
     );
   });
 
@@ -468,7 +468,7 @@ describe('/introspect', () => {
     });
     expect(typeof body.iat).toBe('number');
     await fx.store.revokeKey(key.uid);
-    await eventually(key.token, 401);
+    await eventuallyStatus(key.token, 401);
     for (const token of [key.token, 'garbage', generateToken().token]) {
       const inactive = await introspect(token, basic('gateway:gw-secret-123'));
       expect(inactive.statusCode).toBe(200);
@@ -584,7 +584,11 @@ describe('failed-attempt limit', () => {
       // Over its limit, the address still gets every answer about real keys: cached or not, valid or not.
       expect((await via(key.token, '198.51.100.7')).statusCode).toBe(200);
       const fresh = await fx.issueKey(user);
-      await waitFor(async () => (await via(fresh.token, '198.51.100.7')).statusCode === 200, 2000, 'new key');
+      await eventually(
+        'new key',
+        async () => (await via(fresh.token, '198.51.100.7')).statusCode === 200,
+        2000,
+      );
       expect((await via(expired.token, '198.51.100.7')).json().error_description).toBe(
         'The API key has expired.',
       );

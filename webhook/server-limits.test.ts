@@ -1,7 +1,8 @@
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../devenv/poll.js';
 import { testDatabase } from '../test/harness/database.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../test/support/webhook.js';
+import { type StoreFixture, storeFixture, testConfig } from '../test/support/webhook.js';
 import { type RunningWebhook, runWebhook } from './server.js';
 
 /**
@@ -31,7 +32,7 @@ beforeAll(async () => {
     defaultMetrics: false,
   });
   port = Number(new URL(webhook.url).port);
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'ready');
+  await eventually('ready', async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000);
 });
 
 afterAll(async () => {
@@ -135,7 +136,7 @@ describe('server limits', () => {
   it('closes an idle keep-alive connection', async () => {
     const c = await open();
     c.socket.write('GET /healthz HTTP/1.1\r\nHost: webhook\r\n\r\n');
-    await waitFor(() => c.received().includes('\r\n\r\n'), 5000, 'the response');
+    await eventually('the response', () => c.received().includes('\r\n\r\n'), 5000);
     expect(c.received()).toMatch(/^HTTP\/1\.1 200 /);
     expect(c.received()).toMatch(/keep-alive/i);
     expect(await c.closed()).toBe(true);
@@ -151,14 +152,14 @@ describe('server limits', () => {
     } finally {
       for (const c of held) c.socket.destroy();
     }
-    await waitFor(
+    await eventually(
+      'room again',
       () =>
         fetch(`${webhook.url}/healthz`).then(
           (res) => res.status === 200,
           () => false,
         ),
       5000,
-      'room again',
     );
   });
 

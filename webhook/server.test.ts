@@ -1,7 +1,8 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../devenv/poll.js';
 import { testDatabase } from '../test/harness/database.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../test/support/webhook.js';
+import { type StoreFixture, storeFixture, testConfig } from '../test/support/webhook.js';
 import { type RunningWebhook, runWebhook } from './server.js';
 
 let fx: StoreFixture;
@@ -18,7 +19,7 @@ beforeAll(async () => {
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'ready');
+  await eventually('ready', async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000);
 });
 
 afterAll(async () => {

@@ -27,11 +27,11 @@ revision=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 context_files() {
   (cd "$repo" && find package.json package-lock.json tsconfig.json vitest.config.ts Dockerfile \
     api credentials store operator webhook cli devenv test bench \
-    -path test/controlplane -prune -o -path devenv/node/tools -prune -o -type f -print | LC_ALL=C sort)
+    -path devenv/controlplane/tools -prune -o -path devenv/node/tools -prune -o -type f -print | LC_ALL=C sort)
 }
 # The name hashes what ends up in the image: the product's sources (not its tests: the build stage
-# compiles test/ and devenv/ only because cli/sandbox.ts imports them, and they never reach the
-# runtime stage), the lock file, the Dockerfile, the Node version and this script.
+# compiles devenv/, which cli/sandbox.ts imports, and test/ and bench/, which tsconfig includes, but
+# none of them reach the runtime stage), the lock file, the Dockerfile, the Node version and this script.
 image_inputs() {
   (cd "$repo" && find package.json package-lock.json tsconfig.json Dockerfile \
     api credentials store operator webhook cli -type f ! -name '*.test.ts' -print | LC_ALL=C sort)

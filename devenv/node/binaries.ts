@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { requireTool } from '../../test/harness/process.js';
+import { requireTool } from '../process.js';
 
 /** Directories of the node's binaries, as devenv/node/build.sh prints them. */
 export interface NodeBinaries {

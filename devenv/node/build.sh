@@ -90,5 +90,5 @@ if wants tools; then
 fi
 if wants kube; then
   # The control plane's wrapper module: one k8s.io/kubernetes version for every component.
-  echo "kube=$(bash "$repo/test/controlplane/build.sh" kubelet kube-scheduler kube-proxy)"
+  echo "kube=$(bash "$repo/devenv/controlplane/build.sh" kubelet kube-scheduler kube-proxy)"
 fi

@@ -2,8 +2,8 @@ import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, realpathSync, rmdirSync, statSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
+import { eventually } from '../poll.js';
 
 const run = promisify(execFile);
 
@@ -230,17 +230,19 @@ function kubepodsCgroups(): string[] {
   return [...found].sort();
 }
 
+/** How long the tasks of a stopped node's cgroups may take to leave them. */
+const CGROUP_DRAIN_TIMEOUT_MS = 5_000;
+
 /** cgroup directories go away with rmdir once empty, children first; tasks may take a moment to leave. */
 async function removeCgroupTree(dir: string): Promise<void> {
-  for (let attempt = 0; ; attempt++) {
-    try {
+  await eventually(
+    `cgroup ${dir} to empty`,
+    () => {
       removeCgroupDirs(dir);
-      return;
-    } catch (err) {
-      if (attempt >= 50) throw err;
-      await sleep(100);
-    }
-  }
+      return true;
+    },
+    CGROUP_DRAIN_TIMEOUT_MS,
+  );
 }
 
 function removeCgroupDirs(dir: string): void {

@@ -8,15 +8,9 @@ import {
   type ControlPlane,
   type ControlPlaneOptions,
   startControlPlane,
-} from '../../test/harness/controlplane.js';
-import { issueCertificate } from '../../test/harness/pki.js';
-import {
-  freePort,
-  ManagedProcess,
-  onExitCleanup,
-  onSignalStop,
-  waitUntilReady,
-} from '../../test/harness/process.js';
+} from '../controlplane/controlplane.js';
+import { issueCertificate } from '../pki.js';
+import { freePort, ManagedProcess, onExitCleanup, onSignalStop, waitUntilReady } from '../process.js';
 import { type NodeBinaries, nodeBinaries, nodeUnsupportedReason } from './binaries.js';
 import {
   certKubeconfig,
@@ -82,7 +76,7 @@ const READY_TIMEOUT_MS = 120_000;
 const DIR_PREFIX = 'keyward-node-';
 
 /**
- * Starts a single-node cluster: the control plane in node mode (test/harness/controlplane.ts)
+ * Starts a single-node cluster: the control plane in node mode (devenv/controlplane/controlplane.ts)
  * plus containerd (with Debian's runc and the CNI bridge), kubelet, kube-scheduler and kube-proxy,
  * loads `images` and resolves once the node is Ready and the `default` ServiceAccount exists.
  * Needs root on Linux. stop() removes every process, mount, interface, iptables chain, cgroup and

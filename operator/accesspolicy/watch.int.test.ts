@@ -1,8 +1,10 @@
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestNamespace, testKubeConfig } from '../../test/harness/kube.js';
-import { applyAccessPolicy, deleteAccessPolicy, eventually } from '../../test/harness/operator.js';
+import { createTestNamespace } from '../../devenv/kube.js';
+import { applyAccessPolicy, deleteAccessPolicy } from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { testKubeConfig } from '../../test/harness/kube.js';
 import { AccessPolicyWatch } from './watch.js';
 
 // Against the run's real kube-apiserver: which namespaces a policy or label change reports.

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { FakeClock, realClock } from './clock.js';
+import { FakeClock } from '../../test/support/fake-clock.js';
+import { realClock } from './clock.js';
 
 describe('FakeClock', () => {
   it('fires due timers in deadline order, ties in creation order, and skips cancelled ones', async () => {

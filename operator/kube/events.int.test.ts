@@ -7,7 +7,8 @@ import {
 } from '@kubernetes/client-node';
 import pino from 'pino';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestNamespace, testKubeConfig } from '../../test/harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
+import { testKubeConfig } from '../../test/harness/kube.js';
 import { EventRecorder, type EventRecorderOptions } from './events.js';
 
 // Integration tests against the run's real kube-apiserver (test/harness/global-setup.ts).

@@ -1,7 +1,9 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { startControlPlane } from '../../test/harness/controlplane.js';
-import { createTestNamespace, testKubeConfig } from '../../test/harness/kube.js';
+import { startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import { createTestNamespace } from '../../devenv/kube.js';
+import { eventually } from '../../devenv/poll.js';
+import { testKubeConfig } from '../../test/harness/kube.js';
 import { type EventHandler, Informer, type InformerOptions, type RestartReason } from './informer.js';
 import { kubeListWatch, type ListWatch } from './listwatch.js';
 import type { KubeObject } from './object.js';
@@ -31,14 +33,6 @@ class Seen<T extends KubeObject> implements EventHandler<T> {
   }
   onDelete(obj: T): void {
     this.events.push(`delete ${obj.metadata?.name}`);
-  }
-}
-
-async function eventually(check: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
 
@@ -102,16 +96,16 @@ describe('Informer against the API server', () => {
     expect(seen.events).toContain('add before');
 
     await createCm('a');
-    await eventually(() => seen.events.includes('add a'), 'add a');
+    await eventually('add a', () => seen.events.includes('add a'));
     await core.replaceNamespacedConfigMap({
       namespace: ns,
       name: 'a',
       body: { metadata: { name: 'a' }, data: { v: '2' } },
     });
-    await eventually(() => informer.get(`${ns}/a`)?.data?.v === '2', 'a updated in the cache');
+    await eventually('a updated in the cache', () => informer.get(`${ns}/a`)?.data?.v === '2');
     expect(seen.events).toContain('update a');
     await deleteCm('a');
-    await eventually(() => seen.events.includes('delete a'), 'delete a');
+    await eventually('delete a', () => seen.events.includes('delete a'));
     expect(informer.get(`${ns}/a`)).toBeUndefined();
     expect(informer.list().map((o) => o.metadata?.name)).toContain('before');
   });
@@ -131,20 +125,20 @@ describe('Informer against the API server', () => {
     await informer.waitForSync();
     await createCm('picked', { 'keyward.dev/test-pick': 'yes' });
     await createCm('ignored', { 'keyward.dev/test-pick': 'no' });
-    await eventually(() => seen.events.includes('add picked'), 'add picked');
+    await eventually('add picked', () => seen.events.includes('add picked'));
     // Relabelling into the selector shows up as an add, out of it as a delete.
     await core.patchNamespacedConfigMap({
       namespace: ns,
       name: 'ignored',
       body: [{ op: 'replace', path: '/metadata/labels/keyward.dev~1test-pick', value: 'yes' }],
     });
-    await eventually(() => seen.events.includes('add ignored'), 'relabelled object added');
+    await eventually('relabelled object added', () => seen.events.includes('add ignored'));
     await core.patchNamespacedConfigMap({
       namespace: ns,
       name: 'picked',
       body: [{ op: 'replace', path: '/metadata/labels/keyward.dev~1test-pick', value: 'no' }],
     });
-    await eventually(() => seen.events.includes('delete picked'), 'relabelled object deleted');
+    await eventually('relabelled object deleted', () => seen.events.includes('delete picked'));
     expect(informer.list().map((o) => o.metadata?.name)).toEqual(['ignored']);
   });
 
@@ -154,11 +148,11 @@ describe('Informer against the API server', () => {
     const informer = started(configMapInformer(kc, ns, seen, { watchdogMs: 700 }));
     await informer.waitForSync();
     await eventually(
-      () => seen.restarts.filter((r) => r === 'watchdog').length >= 2,
       'two watchdog restarts',
+      () => seen.restarts.filter((r) => r === 'watchdog').length >= 2,
     );
     await createCm('still-seen');
-    await eventually(() => seen.events.includes('add still-seen'), 'add after watchdog restarts');
+    await eventually('add after watchdog restarts', () => seen.events.includes('add still-seen'));
   });
 
   it('resyncs: re-emits update for every cached object periodically', async () => {
@@ -167,8 +161,8 @@ describe('Informer against the API server', () => {
     const informer = started(configMapInformer(kc, ns, seen, { resyncMs: 200 }));
     await informer.waitForSync();
     await eventually(
-      () => seen.events.filter((e) => e === 'update steady (resync)').length >= 3,
       'three resyncs of an unchanged object',
+      () => seen.events.filter((e) => e === 'update steady (resync)').length >= 3,
     );
   });
 
@@ -195,7 +189,7 @@ describe('Informer against the API server', () => {
         spec: { description: 'informer integration test', scopes: ['projects:alpha'] },
       },
     });
-    await eventually(() => informer.get(`${ns}/informer-probe`) !== undefined, 'ServiceUser in the cache');
+    await eventually('ServiceUser in the cache', () => informer.get(`${ns}/informer-probe`) !== undefined);
     expect(informer.get(`${ns}/informer-probe`)?.kind).toBe('ServiceUser');
   });
 
@@ -233,7 +227,7 @@ describe('Informer against the API server', () => {
     );
     const impatient = new AbortController();
     const gaveUp = informer.waitForSync(impatient.signal).catch((err: Error) => err.message);
-    await eventually(() => seen.restarts.length >= 5, 'five failed attempts');
+    await eventually('five failed attempts', () => seen.restarts.length >= 5);
     expect(seen.restarts.every((r) => r === 'error')).toBe(true);
     // Each delay is drawn from the upper half of a ceiling doubling from 100 ms up to 400 ms.
     const gaps = seen.restartedAt.slice(1, 5).map((t, i) => t - seen.restartedAt[i]!);
@@ -273,8 +267,8 @@ describe('Informer across an API server restart', () => {
       await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'new' } } });
       await core.deleteNamespacedConfigMap({ namespace: ns, name: 'old' });
       await eventually(
-        () => seen.events.includes('add new') && seen.events.includes('delete old'),
         'changes after the restart',
+        () => seen.events.includes('add new') && seen.events.includes('delete old'),
         30_000,
       );
       expect(seen.restarts.length).toBeGreaterThan(0);
@@ -314,11 +308,11 @@ describe('Informer across an API server restart', () => {
       await cp.restartApiServer();
       await core.deleteNamespacedConfigMap({ namespace: ns, name: 'vanishes' });
       openGate();
-      await eventually(() => seen.events.includes('delete vanishes'), 'delete found by the relist', 30_000);
+      await eventually('delete found by the relist', () => seen.events.includes('delete vanishes'), 30_000);
       expect(seen.restarts).toContain('expired');
       expect(informer.list().map((o) => o.metadata?.name)).toEqual(['stays']);
       await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name: 'after' } } });
-      await eventually(() => seen.events.includes('add after'), 'watching again after the relist');
+      await eventually('watching again after the relist', () => seen.events.includes('add after'));
     } finally {
       openGate();
       await informer.stop();

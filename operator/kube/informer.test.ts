@@ -1,6 +1,6 @@
 import type { V1ConfigMap } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
-import { FakeClock } from './clock.js';
+import { FakeClock } from '../../test/support/fake-clock.js';
 import { KubeStatusError } from './errors.js';
 import { Store, Watchdog, watchEndOf } from './informer.js';
 import { objectKey } from './object.js';

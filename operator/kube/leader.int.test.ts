@@ -1,7 +1,9 @@
 import { CoordinationV1Api, type KubeConfig, V1MicroTime } from '@kubernetes/client-node';
 import pino from 'pino';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { createTestNamespace, testKubeConfig } from '../../test/harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
+import { eventually } from '../../devenv/poll.js';
+import { testKubeConfig } from '../../test/harness/kube.js';
 import { LeaderElector, type LeaderElectorOptions, leaseRecordOf } from './leader.js';
 
 // Integration tests against the run's real kube-apiserver (test/harness/global-setup.ts). Timings
@@ -16,18 +18,6 @@ interface Candidate {
   running: Promise<void>;
   /** What the callbacks saw. */
   log: { startedAt: number[]; termSignals: AbortSignal[]; stoppedLeading: number };
-}
-
-async function eventually(
-  check: () => boolean | Promise<boolean>,
-  what: string,
-  timeoutMs = 15_000,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
 }
 
 describe('LeaderElector against the API server', () => {
@@ -77,7 +67,7 @@ describe('LeaderElector against the API server', () => {
   it('lets exactly one of two candidates lead, and the lease names it', async () => {
     const a = candidate('a');
     const b = candidate('b');
-    await eventually(() => leaders().length === 1, 'a leader');
+    await eventually('a leader', () => leaders().length === 1);
     // Sample through several renewals: never two leaders, never a change of leader.
     const first = leaders()[0];
     const until = Date.now() + 3 * timings.leaseDurationSeconds * 1000;
@@ -97,7 +87,7 @@ describe('LeaderElector against the API server', () => {
     // A long lease, so a take-over within seconds can only come from the release.
     const long = { leaseDurationSeconds: 30 };
     const a = candidate('a', long);
-    await eventually(() => a.elector.isLeader(), 'a leads');
+    await eventually('a leads', () => a.elector.isLeader());
     const b = candidate('b', long);
     await new Promise((resolve) => setTimeout(resolve, 500));
     expect(b.elector.isLeader()).toBe(false);
@@ -106,7 +96,7 @@ describe('LeaderElector against the API server', () => {
     await a.elector.stop();
     expect(a.log.termSignals[0]?.aborted).toBe(true);
     expect(a.log.stoppedLeading).toBe(0);
-    await eventually(() => b.elector.isLeader(), 'b takes over', 5_000);
+    await eventually('b takes over', () => b.elector.isLeader(), 5_000);
     expect(b.log.startedAt[0]! - stoppedAt).toBeLessThan(5_000);
     const lease = await readLease();
     expect(lease.holder).toBe('b');
@@ -116,13 +106,13 @@ describe('LeaderElector against the API server', () => {
 
   it('hands over after expiry when the leader vanishes without releasing', async () => {
     const a = candidate('a', { releaseOnStop: false });
-    await eventually(() => a.elector.isLeader(), 'a leads');
+    await eventually('a leads', () => a.elector.isLeader());
     const b = candidate('b');
     await a.elector.stop();
     const lastRenewal = (await readLease()).renewTimeMs!;
     expect((await readLease()).holder).toBe('a');
 
-    await eventually(() => b.elector.isLeader(), 'b takes over', 10_000);
+    await eventually('b takes over', () => b.elector.isLeader(), 10_000);
     const tookOverAfter = b.log.startedAt[0]! - lastRenewal;
     expect(tookOverAfter).toBeGreaterThan(timings.leaseDurationSeconds * 1000);
     // Next standby poll after expiry; generous so a loaded machine does not fail it.
@@ -132,7 +122,7 @@ describe('LeaderElector against the API server', () => {
 
   it('steps down and calls onStoppedLeading when someone else takes the lease', async () => {
     const a = candidate('a');
-    await eventually(() => a.elector.isLeader(), 'a leads');
+    await eventually('a leads', () => a.elector.isLeader());
     const current = await leases.readNamespacedLease({ namespace: ns, name: LEASE });
     await leases.replaceNamespacedLease({
       namespace: ns,

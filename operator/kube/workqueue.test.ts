@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FakeClock, settle } from './clock.js';
+import { FakeClock, settle } from '../../test/support/fake-clock.js';
 import { type QueueMetrics, WorkQueue } from './workqueue.js';
 
 function newQueue(opts: { random?: () => number; metrics?: QueueMetrics } = {}): {

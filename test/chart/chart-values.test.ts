@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
-import { repoRoot } from '../harness/repo.js';
+import { repoRoot } from '../../devenv/repo.js';
 import { chartDir, helmTemplate, type Manifest, requiredValues, runHelm } from './render.js';
 import { chartTools } from './tools.js';
 

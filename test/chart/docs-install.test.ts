@@ -4,8 +4,8 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { CoreV1Api } from '@kubernetes/client-node';
 import { afterAll, describe, expect, inject, it } from 'vitest';
+import { repoRoot } from '../../devenv/repo.js';
 import { testKubeConfig } from '../harness/kube.js';
-import { repoRoot } from '../harness/repo.js';
 import { chartTools } from './tools.js';
 
 /**

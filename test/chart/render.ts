@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { repoRoot } from '../harness/repo.js';
+import { repoRoot } from '../../devenv/repo.js';
 
 export const chartDir = join(repoRoot(), 'charts', 'keyward');
 

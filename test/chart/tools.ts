@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { repoRoot } from '../harness/repo.js';
+import { repoRoot } from '../../devenv/repo.js';
 
 /**
  * Paths of the chart-check tools and peer CRD directories, from test/tools/build.sh (which builds

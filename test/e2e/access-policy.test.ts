@@ -7,30 +7,30 @@ import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tokenHash } from '../../credentials/token.js';
-import { lookupByHash } from '../../store/lookup.js';
-import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
-import { installCrds } from '../harness/crds.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, restrictedKubeConfig } from '../harness/kube.js';
+import { type ControlPlane, startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import { installCrds } from '../../devenv/crds.js';
+import { createTestNamespace, restrictedKubeConfig } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
   deleteAccessPolicy,
-  eventually,
   KeywardObjects,
   type OperatorProcess,
   operatorKubeconfig,
-  poolFor,
   startOperator,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { lookupByHash } from '../../store/lookup.js';
+import { migrate } from '../../store/migrate.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import { testDatabase } from '../harness/database.js';
+import { condition } from '../support/status.js';
+import { poolFor } from '../support/store.js';
 import {
   startTokenReviewWebhook,
   type TokenReviewWebhook,
   tokenOnlyKubeconfig,
 } from '../support/tokenreview-webhook.js';
-import { testConfig, waitFor } from '../support/webhook.js';
+import { testConfig } from '../support/webhook.js';
 
 /**
  * The trust model as a hostile tenant meets it: a real kube-apiserver authenticating API keys
@@ -57,7 +57,11 @@ beforeAll(async () => {
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
   dir = await mkdtemp(join(tmpdir(), 'keyward-policy-e2e-'));
   // kube-apiserver calls a second replica over TLS with its client certificate; tests call
   // /verify on the plain-HTTP one, as an ingress in the cluster would.
@@ -272,10 +276,10 @@ describe('a tenant with namespace-scoped RBAC', () => {
 
     await t.objects.patch('serviceusers', 'greedy', { spec: { scopes: ['*'], groups: ['cluster-admins'] } });
     await readyReason(t, 'serviceusers', 'greedy', 'NotPermitted');
-    await waitFor(
+    await eventually(
+      'the widened user to stop verifying',
       async () => (await verifyStatus(token)) === 401,
       10_000,
-      'the widened user to stop verifying',
     );
     expect(await verifyStatus(token, 'other-team:admin')).toBe(401);
     const body = await (await verify(token)).text();
@@ -296,10 +300,10 @@ describe('a tenant with namespace-scoped RBAC', () => {
       spec: { scopes: [`${t.namespace}:read`], groups: null },
     });
     await readyReason(t, 'serviceusers', 'greedy', 'Stored');
-    await waitFor(
+    await eventually(
+      'verifying again',
       async () => (await verifyStatus(token, `${t.namespace}:read`)) === 200,
       10_000,
-      'verifying again',
     );
   }, 120_000);
 });
@@ -343,8 +347,8 @@ describe('an AccessPolicy', () => {
     expect(condition(blocked, 'Ready')?.message).toMatch(
       new RegExp(`^spec\\.groups\\[0\\] "deployers" is not permitted in namespace ${t.namespace}`),
     );
-    await waitFor(async () => (await verifyStatus(token)) === 401, 10_000, 'the webhook to refuse');
-    await waitFor(async () => (await whoami(token)) === undefined, 20_000, 'the API server to refuse');
+    await eventually('the webhook to refuse', async () => (await verifyStatus(token)) === 401, 10_000);
+    await eventually('the API server to refuse', async () => (await whoami(token)) === undefined, 20_000);
   }, 120_000);
 
   it('withdrawing a scope, or a namespace label, stops it verifying', async () => {
@@ -369,19 +373,19 @@ describe('an AccessPolicy', () => {
     expect(condition(withdrawn, 'Ready')?.message).toBe(
       `spec.scopes[0] "shared:read" is not permitted in namespace ${t.namespace} (AccessPolicies: ${policy})`,
     );
-    await waitFor(async () => (await verifyStatus(token, 'shared:read')) === 401, 10_000, 'withdrawal');
+    await eventually('withdrawal', async () => (await verifyStatus(token, 'shared:read')) === 401, 10_000);
 
     await applyAccessPolicy(admin, policy, {
       namespaceSelector: { matchLabels: { 'keyward.dev/tenant': t.namespace } },
       scopes: ['shared:read'],
     });
     await readyReason(t, 'serviceusers', 'reader', 'Stored');
-    await waitFor(async () => (await verifyStatus(token, 'shared:read')) === 200, 10_000, 'grant again');
+    await eventually('grant again', async () => (await verifyStatus(token, 'shared:read')) === 200, 10_000);
 
     // The label is what selects the namespace: removing it withdraws the grant too.
     await relabel(t.namespace, { 'keyward.dev/tenant': null });
     await readyReason(t, 'serviceusers', 'reader', 'NotPermitted');
-    await waitFor(async () => (await verifyStatus(token, 'shared:read')) === 401, 10_000, 'label removal');
+    await eventually('label removal', async () => (await verifyStatus(token, 'shared:read')) === 401, 10_000);
     await deleteAccessPolicy(admin, policy);
   }, 120_000);
 
@@ -418,10 +422,10 @@ describe('an AccessPolicy', () => {
     // Widening the ttl later: NotPermitted, the key stops verifying, the stored expiry stays in the grant.
     await t.objects.patch('apikeys', 'short', { spec: { ttl: '90d' } });
     await readyReason(t, 'apikeys', 'short', 'NotPermitted');
-    await waitFor(
+    await eventually(
+      'the widened key to stop verifying',
       async () => (await verifyStatus(token)) === 401,
       10_000,
-      'the widened key to stop verifying',
     );
     const stored = await lookupByHash(pool, tokenHash(token));
     const issued = new Date(String(short.status?.rotatedAt)).getTime();
@@ -486,10 +490,10 @@ describe('usernames', () => {
     await t.objects.patch('serviceusers', 'mover', { spec: { username: second } });
     const renamed = await readyReason(t, 'serviceusers', 'mover', 'Stored');
     expect(renamed.status?.username).toBe(second);
-    await waitFor(
+    await eventually(
+      'rename',
       async () => (await verify(token)).headers.get('x-keyward-user') === second,
       10_000,
-      'rename',
     );
 
     await t.objects.patch('serviceusers', 'mover', { spec: { username: `${t.namespace}_held` } });

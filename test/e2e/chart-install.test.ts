@@ -15,10 +15,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
 import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
+import { KeywardObjects } from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { startPostgres, type TestPostgres } from '../../devenv/postgres.js';
+import { repoRoot } from '../../devenv/repo.js';
 import { helmBinary } from '../chart/tools.js';
-import { eventually, KeywardObjects } from '../harness/operator.js';
-import { startPostgres, type TestPostgres } from '../harness/postgres.js';
-import { repoRoot } from '../harness/repo.js';
 import {
   cli,
   megabytes,

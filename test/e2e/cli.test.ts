@@ -5,24 +5,25 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { controlPlaneBinDir } from '../harness/controlplane.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { controlPlaneBinDir } from '../../devenv/controlplane/controlplane.js';
+import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
-  eventually,
   KeywardObjects,
   type OperatorProcess,
   operatorKubeconfig,
   startOperator,
-} from '../harness/operator.js';
-import { freePort } from '../harness/process.js';
-import { repoRoot } from '../harness/repo.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { freePort } from '../../devenv/process.js';
+import { repoRoot } from '../../devenv/repo.js';
+import { migrate } from '../../store/migrate.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import { testDatabase } from '../harness/database.js';
+import { testKubeConfig } from '../harness/kube.js';
 import { type CliResult, runCli } from '../support/cli.js';
-import { testConfig, waitFor } from '../support/webhook.js';
+import { condition } from '../support/status.js';
+import { testConfig } from '../support/webhook.js';
 
 /**
  * `keyward` user commands as a platform engineer runs them: the built CLI as a child process,
@@ -58,7 +59,11 @@ beforeAll(async () => {
     watchNamespace: ns,
   });
   webhook = await runWebhook({ config: testConfig(storeUrl), handleSignals: false, defaultMetrics: false });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
   dir = mkdtempSync(join(tmpdir(), 'keyward-cli-'));
 
   await objects.create('serviceusers', {

@@ -3,20 +3,21 @@ import { CoreV1Api, EventsV1Api, type KubeConfig } from '@kubernetes/client-node
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
-import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
-  eventually,
   KeywardObjects,
   type OperatorProcess,
   operatorKubeconfig,
   startOperator,
-} from '../harness/operator.js';
-import { testConfig, waitFor } from '../support/webhook.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { migrate } from '../../store/migrate.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import { testDatabase } from '../harness/database.js';
+import { testKubeConfig } from '../harness/kube.js';
+import { condition } from '../support/status.js';
+import { testConfig } from '../support/webhook.js';
 
 /**
  * Leak reports end to end, with GitHub's secret-scanning partner payload: the webhook (running as
@@ -69,7 +70,11 @@ beforeAll(async () => {
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
   await objects.create('serviceusers', {
     kind: 'ServiceUser',
     metadata: { name: 'ci' },

@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
 import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
+import { eventually } from '../../devenv/poll.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
 import {
   megabytes,
   podRssBytes,
@@ -15,7 +16,7 @@ import {
   skipWithoutNode,
   uncompressedImageBytes,
 } from '../support/node.js';
-import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
+import { type StoreFixture, storeFixture } from '../support/webhook.js';
 
 const skip = skipWithoutNode('test/e2e/node.test.ts');
 
@@ -126,13 +127,13 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
         spec: { selector: labels, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
       },
     });
-    await waitFor(
+    await eventually(
+      'the webhook Deployment Ready',
       async () => {
         const d = await apps.readNamespacedDeployment({ name: 'keyward-webhook', namespace: NS });
         return d.status?.readyReplicas === 1;
       },
       120_000,
-      'the webhook Deployment Ready',
     );
     const webhookPod = (await core.listNamespacedPod({ namespace: NS, labelSelector: 'app=keyward-webhook' }))
       .items[0]!;
@@ -185,13 +186,13 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
       },
     });
     let client: V1Pod | undefined;
-    await waitFor(
+    await eventually(
+      'the client pod to finish',
       async () => {
         client = await core.readNamespacedPod({ name: 'client', namespace: NS });
         return client.status?.phase === 'Succeeded' || client.status?.phase === 'Failed';
       },
       60_000,
-      'the client pod to finish',
     );
     // Through the API server to the kubelet: logs work with the node's InternalIP.
     const log = await core.readNamespacedPodLog({ name: 'client', namespace: NS });

@@ -1,14 +1,14 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { ControlPlane } from '../harness/controlplane.js';
-import { testDatabase } from '../harness/database.js';
+import type { ControlPlane } from '../../devenv/controlplane/controlplane.js';
 import {
-  eventually,
   type KeywardObjects,
   type OperatorCluster,
   type OperatorProcess,
   startOperatorCluster,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { testDatabase } from '../harness/database.js';
 
 /**
  * The API server restarts in the middle of a burst of 200 changes; the operator's watches resume

@@ -2,19 +2,20 @@ import type { KubeConfig } from '@kubernetes/client-node';
 import { CoordinationV1Api } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
-  eventually,
   KeywardObjects,
   type OperatorProcess,
   operatorKubeconfig,
-  poolFor,
   startOperator,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
+import { testKubeConfig } from '../harness/kube.js';
+import { condition } from '../support/status.js';
+import { poolFor } from '../support/store.js';
 
 /** Two replicas: only the Lease holder reconciles; killing it hands over within the lease duration. */
 let kc: KubeConfig;

@@ -1,15 +1,15 @@
 import type { V1CustomResourceDefinition } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { committedCrds } from '../harness/crds.js';
-import { testDatabase } from '../harness/database.js';
+import { committedCrds } from '../../devenv/crds.js';
 import {
-  condition,
-  eventually,
   type KeywardObjects,
   type OperatorCluster,
   type OperatorProcess,
   startOperatorCluster,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { testDatabase } from '../harness/database.js';
+import { condition } from '../support/status.js';
 
 /**
  * Objects the operator's schema rejects although the API server stored them: what an older or

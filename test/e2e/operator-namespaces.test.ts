@@ -7,20 +7,20 @@ import {
 } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
-  eventually,
   KeywardObjects,
   type OperatorProcess,
   operatorKubeconfig,
-  poolFor,
   startOperator,
-  tokenVerifies,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
+import { testKubeConfig } from '../harness/kube.js';
+import { condition } from '../support/status.js';
+import { poolFor, tokenVerifies } from '../support/store.js';
 
 /**
  * Namespace-list mode (KEYWARD_WATCH_NAMESPACES): the operator runs with the chart's namespace

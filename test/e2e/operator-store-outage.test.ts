@@ -1,18 +1,19 @@
 import { CustomObjectsApi, EventsV1Api, type KubeConfig } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
-  eventually,
   KeywardObjects,
   type OperatorProcess,
   operatorKubeconfig,
   startOperator,
-} from '../harness/operator.js';
-import { startPostgres, type TestPostgres } from '../harness/postgres.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { startPostgres, type TestPostgres } from '../../devenv/postgres.js';
+import { migrate } from '../../store/migrate.js';
+import { testKubeConfig } from '../harness/kube.js';
+import { condition } from '../support/status.js';
 
 /**
  * The store goes away under a running operator: healthy keys keep Ready, work that needs the store

@@ -8,21 +8,20 @@ import {
 } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { migrate } from '../../store/migrate.js';
-import { testDatabase } from '../harness/database.js';
-import { createTestNamespace, testKubeConfig } from '../harness/kube.js';
+import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
-  condition,
-  eventually,
   KeywardObjects,
-  kstatus,
   type OperatorProcess,
   operatorKubeconfig,
-  poolFor,
   startOperator,
-  tokenVerifies,
-} from '../harness/operator.js';
+} from '../../devenv/operator.js';
+import { eventually } from '../../devenv/poll.js';
+import { migrate } from '../../store/migrate.js';
+import { testDatabase } from '../harness/database.js';
+import { testKubeConfig } from '../harness/kube.js';
+import { condition, kstatus } from '../support/status.js';
+import { poolFor, tokenVerifies } from '../support/store.js';
 
 /**
  * The operator as users meet it: a real kube-apiserver, a real Postgres, `keyward operator` as a

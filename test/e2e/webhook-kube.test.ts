@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type ControlPlane, startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import type { KeyPairFiles } from '../../devenv/pki.js';
+import { eventually } from '../../devenv/poll.js';
 import type { RunningWebhook } from '../../webhook/server.js';
-import { type ControlPlane, startControlPlane } from '../harness/controlplane.js';
 import { testDatabase } from '../harness/database.js';
-import type { KeyPairFiles } from '../harness/pki.js';
 import { startTokenReviewWebhook, tokenOnlyKubeconfig } from '../support/tokenreview-webhook.js';
-import { type StoreFixture, storeFixture, waitFor } from '../support/webhook.js';
+import { type StoreFixture, storeFixture } from '../support/webhook.js';
 
 const run = promisify(execFile);
 
@@ -159,10 +160,10 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
         ])
       ).code,
     ).toBe(0);
-    await waitFor(
+    await eventually(
+      'RBAC grant',
       async () => (await kubectl(['-n', ns, 'get', 'configmaps'], key.token)).code === 0,
       10_000,
-      'RBAC grant',
     );
     const secrets = await kubectl(['-n', ns, 'get', 'secrets'], key.token);
     expect(secrets.code).not.toBe(0);
@@ -187,14 +188,14 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
     });
     // ...but kube-apiserver caches every successful token authentication for 10 s, whatever
     // --authentication-token-webhook-cache-ttl says (TokenSuccessCacheTTL has no flag).
-    await waitFor(
+    await eventually(
+      'suspension',
       async () => (await kubectl(['auth', 'whoami'], key.token)).code !== 0,
       20_000,
-      'suspension',
     );
     expect((await kubectl(['auth', 'whoami'], key.token)).stderr).toMatch(/Unauthorized/);
     // Failures are not cached, so resuming takes effect with the next request.
     await fx.store.setSuspended(user.uid, false);
-    await waitFor(async () => (await kubectl(['auth', 'whoami'], key.token)).code === 0, 5000, 'resume');
+    await eventually('resume', async () => (await kubectl(['auth', 'whoami'], key.token)).code === 0, 5000);
   }, 60_000);
 });

@@ -2,10 +2,11 @@ import { createServer, request, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
+import { eventually } from '../../devenv/poll.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
+import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 /**
  * One client misbehaving behind real nginx (configured as ingress-nginx configures auth-url) must
@@ -34,7 +35,11 @@ async function behindNginx(
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
   const nginx = await startNginx({
     upstream: `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`,
     authResponseHeaders: ['X-Keyward-User'],
@@ -102,10 +107,10 @@ describe('behind nginx with default settings', () => {
 
   it('a garbage flood from one client does not deny a valid key, cached or not, to anyone', async () => {
     const cached = await fx.issueKey(await fx.createUser());
-    await waitFor(
+    await eventually(
+      'cached',
       async () => (await get(plain.nginx.url, VICTIM, bearer(cached.token))) === 200,
       5000,
-      'cached',
     );
     let n = 0;
     const flood = await loop(plain.nginx.url, ATTACKER, () =>

@@ -1,10 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { eventually } from '../../devenv/poll.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
+import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 const IDENTITY = ['X-Keyward-User', 'X-Keyward-Key-Id', 'X-Keyward-Scopes', 'X-Keyward-Groups'];
 
@@ -20,7 +21,11 @@ beforeAll(async () => {
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(async () => (await fetch(`${webhook.url}/readyz`)).status === 200, 10_000, 'webhook ready');
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
   // The application behind the ingress: echoes what reached it.
   upstream = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
@@ -96,10 +101,10 @@ describe('nginx auth_request configured as ingress-nginx auth-url', () => {
     }
     await fx.store.setSuspended(suspendedUser.uid, true);
     await fx.store.revokeKey(revoked.uid);
-    await waitFor(
+    await eventually(
+      'expiry',
       async () => (await get('/', { authorization: `Bearer ${expiring.token}` })).status === 401,
       5000,
-      'expiry',
     );
 
     const cases: Array<[string, Record<string, string>, RegExp]> = [

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
+import { eventually } from '../../devenv/poll.js';
 import { testDatabase } from '../harness/database.js';
 import {
   metricsText,
@@ -10,7 +11,6 @@ import {
   storeFixture,
   testConfig,
   verify,
-  waitFor,
 } from '../support/webhook.js';
 
 /**
@@ -103,7 +103,7 @@ describe('a slow store under a flood of unknown tokens', () => {
 
     // The lock is gone: unknown keys are looked up again, and a new key verifies at once.
     const fresh = await fx.issueKey(await fx.createUser());
-    await waitFor(async () => (await verify(app, fresh.token)).statusCode === 200, 5000, 'store back');
+    await eventually('store back', async () => (await verify(app, fresh.token)).statusCode === 200, 5000);
     expect(app.store.lookups.inFlight + app.store.lookups.queued).toBe(0);
   }, 120_000);
 

@@ -1,15 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../../credentials/token.js';
-import { createDatabase, startPostgres, type TestPostgres } from '../harness/postgres.js';
-import {
-  readyApp,
-  type StoreFixture,
-  storeFixture,
-  testConfig,
-  verify,
-  waitFor,
-} from '../support/webhook.js';
+import { eventually } from '../../devenv/poll.js';
+import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
+import { readyApp, type StoreFixture, storeFixture, testConfig, verify } from '../support/webhook.js';
 
 /**
  * The store goes away under a serving webhook. A private Postgres, so stopping it does not disturb
@@ -75,7 +69,7 @@ describe('webhook while the store is down', () => {
     const background = load(cached.token);
 
     await postgres.pause();
-    await waitFor(async () => !(await app.keyward.readiness()).ready, 10_000, 'readiness to turn false');
+    await eventually('readiness to turn false', async () => !(await app.keyward.readiness()).ready, 10_000);
     const readyz = await app.inject({ method: 'GET', url: '/readyz' });
     expect(readyz.statusCode).toBe(503);
     expect(readyz.json()).toMatchObject({ store: 'unreachable' });
@@ -89,10 +83,10 @@ describe('webhook while the store is down', () => {
     expect((await verify(app, generateToken().token.slice(0, -1))).statusCode).toBe(401);
     // Load while the store is down, not just around it: a hundred more answers before it is back.
     const duringOutage = background.requests + 100;
-    await waitFor(() => background.requests >= duringOutage, 20_000, 'requests during the outage');
+    await eventually('requests during the outage', () => background.requests >= duringOutage, 20_000);
 
     await postgres.resume();
-    await waitFor(async () => (await app.keyward.readiness()).ready, 20_000, 'readiness to return');
+    await eventually('readiness to return', async () => (await app.keyward.readiness()).ready, 20_000);
     expect((await verify(app, uncached.token)).statusCode).toBe(200);
     const { statuses, requests } = await background.stop();
     expect(requests).toBeGreaterThan(100);
@@ -112,7 +106,7 @@ describe('webhook while the store is down', () => {
     expect(rowCount).toBe(1);
     await fx.store.revokeKey(key.uid);
     // The NOTIFY for that revoke went to nobody. Once the listener is back, the key must be refused.
-    await waitFor(async () => (await app.keyward.readiness()).listener === 'attached', 10_000, 'listener');
+    await eventually('listener', async () => (await app.keyward.readiness()).listener === 'attached', 10_000);
     expect((await verify(app, key.token)).statusCode).toBe(401);
     // Allowed before the revoke committed, refused after: never flapping back to 200.
     const { statuses } = await background.stop();
@@ -128,21 +122,24 @@ describe('webhook while the store is down', () => {
     await fx.pool.query(
       `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'keyward-webhook-listener'`,
     );
-    await waitFor(async () => (await app.keyward.readiness()).listener === 'detached', 10_000, 'gap');
+    // The listener reconnects after 50 ms: poll faster than that or the gap goes unseen.
+    await eventually('gap', async () => (await app.keyward.readiness()).listener === 'detached', 10_000, {
+      intervalMs: 5,
+    });
     // Revoked during the gap: nobody hears the NOTIFY.
     await fx.store.revokeKey(key.uid);
-    await waitFor(async () => (await app.keyward.readiness()).listener === 'attached', 10_000, 'listener');
+    await eventually('listener', async () => (await app.keyward.readiness()).listener === 'attached', 10_000);
     // Now the store goes away before the key is asked for again. Its cached row predates the gap
     // and is well within stale-if-error, but it may be (and is) a revoked key.
     await postgres.pause();
     try {
-      await waitFor(async () => !(await app.keyward.readiness()).ready, 10_000, 'store down');
+      await eventually('store down', async () => !(await app.keyward.readiness()).ready, 10_000);
       const res = await verify(app, key.token);
       expect(res.statusCode).toBe(503);
     } finally {
       await postgres.resume();
     }
-    await waitFor(async () => (await app.keyward.readiness()).ready, 20_000, 'readiness to return');
+    await eventually('readiness to return', async () => (await app.keyward.readiness()).ready, 20_000);
     expect((await verify(app, key.token)).statusCode).toBe(401);
   });
 });

@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createCa, issueCertificate, type KeyPairFiles } from '../../devenv/pki.js';
+import { eventually } from '../../devenv/poll.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
-import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
-import { type StoreFixture, storeFixture, testConfig, waitFor } from '../support/webhook.js';
+import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 /**
  * The webhook serving HTTPS: /tokenreview answers a client certificate from the configured CA
@@ -162,10 +163,10 @@ describe('TLS', () => {
     await copyFile(next.cert, `${serving.cert}.new`);
     await rename(`${serving.key}.new`, serving.key);
     await rename(`${serving.cert}.new`, serving.cert);
-    await waitFor(
+    await eventually(
+      'the new certificate',
       async () => (await call('/healthz')).servedBy === 'webhook-2',
       10_000,
-      'the new certificate',
     );
     const res = await call('/tokenreview', { client: apiserver, body: review('kw_nope') });
     expect(res.status).toBe(200);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { inject } from 'vitest';
-import { createDatabase } from './postgres.js';
+import { createDatabase } from '../../devenv/postgres.js';
 
 /**
  * Creates a fresh, uniquely named database in the run's private Postgres and returns its URL.

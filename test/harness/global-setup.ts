@@ -1,7 +1,7 @@
 import type { TestProject } from 'vitest/node';
-import { startControlPlane } from './controlplane.js';
-import { installCrds } from './crds.js';
-import { startPostgres } from './postgres.js';
+import { startControlPlane } from '../../devenv/controlplane/controlplane.js';
+import { installCrds } from '../../devenv/crds.js';
+import { startPostgres } from '../../devenv/postgres.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {

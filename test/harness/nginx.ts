@@ -1,7 +1,7 @@
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, ManagedProcess, requireTool, waitUntilReady } from './process.js';
+import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../../devenv/process.js';
 
 export interface NginxLocation {
   /** Location prefix clients use, e.g. `/` or `/scoped/`. */

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { repoRoot } from '../harness/repo.js';
+import { repoRoot } from '../../devenv/repo.js';
 
 export interface CliResult {
   readonly code: number | null;

@@ -1,9 +1,10 @@
 import { writeFile } from 'node:fs/promises';
 import { stringify } from 'yaml';
+import type { ControlPlane, ControlPlaneOptions } from '../../devenv/controlplane/controlplane.js';
+import { createCa, issueCertificate, type KeyPairFiles } from '../../devenv/pki.js';
+import { eventually } from '../../devenv/poll.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
-import type { ControlPlane, ControlPlaneOptions } from '../harness/controlplane.js';
-import { createCa, issueCertificate, type KeyPairFiles } from '../harness/pki.js';
-import { testConfig, waitFor } from './webhook.js';
+import { testConfig } from './webhook.js';
 
 /** A webhook kube-apiserver can use for TokenReview, and what a test needs to call it itself. */
 export interface TokenReviewWebhook {
@@ -47,10 +48,10 @@ export async function startTokenReviewWebhook(
     handleSignals: false,
     defaultMetrics: false,
   });
-  await waitFor(
+  await eventually(
+    'webhook ready',
     async () => (await webhook.app.inject({ method: 'GET', url: '/readyz' })).statusCode === 200,
     10_000,
-    'webhook ready',
   );
   return {
     webhook,

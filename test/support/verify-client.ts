@@ -1,5 +1,5 @@
 import type { CoreV1Api } from '@kubernetes/client-node';
-import { eventually } from '../harness/operator.js';
+import { eventually } from '../../devenv/poll.js';
 import { RESTRICTED_CONTAINER } from './node.js';
 
 /**

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
 import { generateToken } from '../../credentials/token.js';
+import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
 import { OperatorStore } from '../../store/operator-store.js';
 import { type AppOptions, buildApp } from '../../webhook/app.js';
@@ -141,21 +142,8 @@ export async function readyApp(
     ...options,
   });
   await app.ready();
-  await waitFor(async () => (await app.keyward.readiness()).ready, 10_000, 'webhook ready');
+  await eventually('webhook ready', async () => (await app.keyward.readiness()).ready, 10_000);
   return app;
-}
-
-export async function waitFor(
-  condition: () => Promise<boolean> | boolean,
-  timeoutMs: number,
-  what: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await condition()) return;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 }
 
 export function verify(

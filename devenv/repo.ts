@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** The checkout's root, found from the sources (test/harness) and from the compiled tree (dist/test/harness). */
+/** The checkout's root, found from the sources (devenv/) and from the compiled tree (dist/devenv/). */
 export function repoRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {

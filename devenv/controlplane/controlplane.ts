@@ -6,9 +6,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
-import { createCa, createSigningKeyPair, issueCertificate, type KeyPairFiles } from './pki.js';
-import { freePort, ManagedProcess, onExitCleanup, requireTool, waitUntilReady } from './process.js';
-import { repoRoot } from './repo.js';
+import { createCa, createSigningKeyPair, issueCertificate, type KeyPairFiles } from '../pki.js';
+import { freePort, ManagedProcess, onExitCleanup, requireTool, waitUntilReady } from '../process.js';
+import { repoRoot } from '../repo.js';
 
 export interface ControlPlaneOptions {
   /**
@@ -32,6 +32,8 @@ export interface ControlPlaneOptions {
    * every controller with per-controller ServiceAccount credentials.
    */
   node?: { address: string };
+  /** Receives the one-line start-up summary (where, how long each part took). Default: stderr. */
+  report?: (line: string) => void;
 }
 
 export interface ControlPlane {
@@ -63,18 +65,23 @@ const ownerFile = 'owner.pid';
 
 /**
  * The directory with the control-plane binaries: `$KEYWARD_CONTROLPLANE_BIN`, or whatever
- * test/controlplane/build.sh prints (it builds once into a cache dir and is a no-op afterwards).
+ * devenv/controlplane/build.sh prints (it builds once into a cache dir and is a no-op afterwards).
  */
 export async function controlPlaneBinDir(): Promise<string> {
+  return (await controlPlaneBinaries()).binDir;
+}
+
+/** controlPlaneBinDir(), and which binaries this call had to build (none when the cache had them). */
+export async function controlPlaneBinaries(): Promise<{ binDir: string; built: string[] }> {
   const fromEnv = process.env.KEYWARD_CONTROLPLANE_BIN;
   if (fromEnv) {
     for (const tool of tools) {
       requireTool(
         join(fromEnv, tool),
-        'unset KEYWARD_CONTROLPLANE_BIN to build it with test/controlplane/build.sh',
+        'unset KEYWARD_CONTROLPLANE_BIN to build it with devenv/controlplane/build.sh',
       );
     }
-    return fromEnv;
+    return { binDir: fromEnv, built: [] };
   }
   const script = findBuildScript();
   const bash = requireTool('bash', 'apt-get install -y bash');
@@ -93,7 +100,8 @@ export async function controlPlaneBinDir(): Promise<string> {
     child.on('error', reject);
     child.on('close', (code) => {
       const binDir = stdout.trim().split('\n').pop() ?? '';
-      if (code === 0 && binDir) resolve(binDir);
+      const built = [...stderr.matchAll(/^build\.sh: built (\S+)/gm)].map((m) => m[1]!);
+      if (code === 0 && binDir) resolve({ binDir, built });
       else
         reject(
           new Error(`${script} failed (exit ${code}):\n${stderr.trim().split('\n').slice(-30).join('\n')}`),
@@ -103,14 +111,14 @@ export async function controlPlaneBinDir(): Promise<string> {
 }
 
 function findBuildScript(): string {
-  return join(repoRoot(), 'test', 'controlplane', 'build.sh');
+  return join(repoRoot(), 'devenv', 'controlplane', 'build.sh');
 }
 
 /** Starts etcd, kube-apiserver and kube-controller-manager on free loopback ports. */
 export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise<ControlPlane> {
   const binDir = await controlPlaneBinDir();
   const bin = (tool: (typeof tools)[number]): string =>
-    requireTool(join(binDir, tool), 'rebuild with test/controlplane/build.sh');
+    requireTool(join(binDir, tool), 'rebuild with devenv/controlplane/build.sh');
 
   await removeOrphanedWorkDirs();
   const t0 = performance.now();
@@ -331,10 +339,11 @@ export async function startControlPlane(opts: ControlPlaneOptions = {}): Promise
     const tCm = performance.now();
 
     const secs = (ms: number): string => `${(ms / 1000).toFixed(1)}s`;
-    process.stderr.write(
-      `keyward test control plane at ${server} ready in ${secs(tCm - t0)} ` +
+    const report = opts.report ?? ((line: string) => process.stderr.write(`keyward ${line}\n`));
+    report(
+      `control plane ready at ${server} in ${secs(tCm - t0)} ` +
         `(pki ${secs(tPki - t0)}, etcd ${secs(tEtcd - tPki)}, kube-apiserver ${secs(tApi - tEtcd)}, ` +
-        `kube-controller-manager ${secs(tCm - tApi)}); logs in ${logDir}\n`,
+        `kube-controller-manager ${secs(tCm - tApi)}); logs in ${logDir}`,
     );
 
     let stopped: Promise<void> | undefined;

@@ -16,14 +16,16 @@ import {
   Watch,
 } from '@kubernetes/client-node';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { testKubeConfig } from '../../test/harness/kube.js';
+import { createTestNamespace, restrictedKubeConfig } from '../kube.js';
+import { eventually } from '../poll.js';
 import { controlPlaneBinDir, startControlPlane } from './controlplane.js';
-import { createTestNamespace, restrictedKubeConfig, testKubeConfig } from './kube.js';
 
 const run = promisify(execFile);
 
-/** The release test/controlplane/go.mod builds, so this test follows a version bump. */
+/** The release devenv/controlplane/tools/go.mod builds, so this test follows a version bump. */
 const kubernetesVersion = /^\s*k8s\.io\/kubernetes\s+(v\S+)/m.exec(
-  readFileSync(new URL('../controlplane/go.mod', import.meta.url), 'utf8'),
+  readFileSync(new URL('./tools/go.mod', import.meta.url), 'utf8'),
 )?.[1];
 
 /** Status code and message of a rejected API call. */
@@ -37,14 +39,6 @@ async function rejection(call: Promise<unknown>): Promise<{ code: number; messag
     return { code: err.code, message };
   }
   throw new Error('expected the API server to reject the request');
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
 }
 
 async function isGone(read: () => Promise<unknown>): Promise<boolean> {
@@ -117,12 +111,16 @@ describe('the shared test control plane', () => {
     };
     const ext = kc.makeApiClient(ApiextensionsV1Api);
     await ext.createCustomResourceDefinition({ body: crd });
-    await eventually(async () => {
-      const current = await ext.readCustomResourceDefinition({ name: crd.metadata!.name! });
-      return (
-        current.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ?? false
-      );
-    }, 20_000);
+    await eventually(
+      'the smoke CRD to be established',
+      async () => {
+        const current = await ext.readCustomResourceDefinition({ name: crd.metadata!.name! });
+        return (
+          current.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True') ?? false
+        );
+      },
+      20_000,
+    );
 
     const objects = kc.makeApiClient(CustomObjectsApi);
     const gadget = (name: string, size: unknown): object => ({
@@ -166,7 +164,7 @@ describe('the shared test control plane', () => {
         }, reject);
     });
     try {
-      await eventually(async () => abort !== undefined, 10_000);
+      await eventually('the watch to start', () => abort !== undefined, 10_000);
       await core.createNamespacedConfigMap({ namespace, body: { metadata: { name: 'watched' } } });
       const event = await added;
       expect(event.metadata?.namespace).toBe(namespace);
@@ -190,6 +188,7 @@ describe('the shared test control plane', () => {
     });
     await core.deleteNamespacedConfigMap({ namespace, name: 'owner' });
     await eventually(
+      'the garbage collector to delete the dependent',
       () => isGone(() => core.readNamespacedConfigMap({ namespace, name: 'dependent' })),
       45_000,
     );
@@ -199,7 +198,11 @@ describe('the shared test control plane', () => {
     const doomed = await createTestNamespace(kc, 'smoke-doomed');
     await core.createNamespacedConfigMap({ namespace: doomed, body: { metadata: { name: 'inside' } } });
     await core.deleteNamespace({ name: doomed });
-    await eventually(() => isGone(() => core.readNamespace({ name: doomed })), 45_000);
+    await eventually(
+      'the namespace to be deleted',
+      () => isGone(() => core.readNamespace({ name: doomed })),
+      45_000,
+    );
   });
 
   it('confines a restricted identity to what its roles grant', async () => {

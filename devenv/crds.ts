@@ -1,6 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   ApiextensionsV1Api,
   type KubeConfig,
@@ -10,7 +9,11 @@ import {
   PatchStrategy,
   type V1CustomResourceDefinition,
 } from '@kubernetes/client-node';
+import { eventually } from './poll.js';
 import { repoRoot } from './repo.js';
+
+/** The API server establishes a CRD within a second or two; this is far beyond that. */
+const CRD_ESTABLISH_TIMEOUT_MS = 20_000;
 
 const CRD_DIR = join(repoRoot(), 'crds');
 
@@ -45,15 +48,16 @@ export async function installCrds(kc: KubeConfig, crds = committedCrds()): Promi
   }
   for (const crd of crds) {
     const name = crd.metadata?.name ?? '';
-    for (let attempt = 0; ; attempt++) {
-      const current = await extensions.readCustomResourceDefinition({ name });
-      const established = current.status?.conditions?.some(
-        (c) => c.type === 'Established' && c.status === 'True',
-      );
-      if (established) break;
-      if (attempt > 100)
-        throw new Error(`CRD ${name} not established: ${JSON.stringify(current.status?.conditions)}`);
-      await sleep(100);
-    }
+    let conditions: unknown;
+    await eventually(
+      `CRD ${name} to be established`,
+      async () => {
+        const current = await extensions.readCustomResourceDefinition({ name });
+        conditions = current.status?.conditions;
+        return current.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True');
+      },
+      CRD_ESTABLISH_TIMEOUT_MS,
+      { diagnostics: () => `last conditions: ${JSON.stringify(conditions)}` },
+    );
   }
 }

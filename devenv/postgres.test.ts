@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { testDatabase } from './database.js';
+import { testDatabase } from '../test/harness/database.js';
 import { startPostgres, type TestPostgres } from './postgres.js';
 
 describe('startPostgres', () => {

@@ -1,8 +1,8 @@
 /**
- * Starts a test control plane outside vitest and keeps it up until Ctrl+C, for poking at it with
+ * Starts a local control plane outside vitest and keeps it up until Ctrl+C, for poking at it with
  * kubectl or running a component against it by hand:
  *
- *   npm run build && node dist/test/harness/start-controlplane.js [log-dir]
+ *   npm run build && node dist/devenv/controlplane/start.js [log-dir]
  *
  * Prints shell exports for the admin kubeconfig and the built kubectl.
  */

@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { accessSync, constants, createWriteStream, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { delimiter, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from './poll.js';
 
 /** A free TCP port on loopback, as the kernel hands it out. */
 export async function freePort(): Promise<number> {
@@ -41,7 +41,8 @@ export function requireTool(name: string, install: string, extraDirs: string[] =
 
 const running = new Set<ManagedProcess>();
 const exitCleanups = new Set<() => void>();
-const signalStops = new Set<() => Promise<unknown>>();
+/** Stops to run on a signal; a defined exit code makes the signal the process's normal end. */
+const signalStops = new Map<() => Promise<unknown>, number | undefined>();
 /** How long a graceful stop on Ctrl+C may take before the process exits anyway. */
 const SIGNAL_STOP_TIMEOUT_MS = 60_000;
 let exitHookInstalled = false;
@@ -66,7 +67,12 @@ function installExitHook(): void {
     process.once(signal, () => {
       if (signalStops.size === 0) process.exit(code);
       setTimeout(() => process.exit(code), SIGNAL_STOP_TIMEOUT_MS).unref();
-      void Promise.allSettled([...signalStops].map((stop) => stop())).then(() => process.exit(code));
+      const stops = [...signalStops];
+      void Promise.allSettled(stops.map(([stop]) => stop())).then((results) => {
+        const owner = stops.findIndex(([, exitCode]) => exitCode !== undefined);
+        if (owner < 0) process.exit(code);
+        process.exit(results[owner]?.status === 'fulfilled' ? stops[owner]![1] : 1);
+      });
     });
   }
   // A forked worker (vitest's `forks` pool) whose parent was interrupted gets no signal and would
@@ -92,11 +98,13 @@ export function onExitCleanup(cleanup: () => void): () => void {
 
 /**
  * Runs `stop` (asynchronous, e.g. a local node's teardown) when this process gets SIGINT, SIGTERM
- * or SIGHUP, before it exits; the synchronous exit cleanups still run after it.
+ * or SIGHUP, before it exits; the synchronous exit cleanups still run after it. The process exits
+ * with the signal's code, or with `exitCode` for a command whose normal end is Ctrl+C (1 if its
+ * stop fails).
  */
-export function onSignalStop(stop: () => Promise<unknown>): () => void {
+export function onSignalStop(stop: () => Promise<unknown>, options: { exitCode?: number } = {}): () => void {
   installExitHook();
-  signalStops.add(stop);
+  signalStops.set(stop, options.exitCode);
   return () => {
     signalStops.delete(stop);
   };
@@ -215,16 +223,15 @@ export async function waitUntilReady(
   timeoutMs: number,
   what = 'ready',
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError = '';
-  while (Date.now() < deadline) {
-    if (proc.hasExited) throw proc.failure(`exited before it was ${what}`);
-    try {
-      if (await ready()) return;
-    } catch (err) {
-      lastError = err instanceof Error ? err.message : String(err);
-    }
-    await sleep(100);
+  let outcome: 'ready' | 'exited';
+  try {
+    outcome = await eventually(
+      what,
+      async () => (proc.hasExited ? 'exited' : (await ready()) && 'ready'),
+      timeoutMs,
+    );
+  } catch (err) {
+    throw proc.failure((err as Error).message);
   }
-  throw proc.failure(`not ${what} after ${timeoutMs} ms${lastError ? ` (last error: ${lastError})` : ''}`);
+  if (outcome === 'exited') throw proc.failure(`exited before it was ${what}`);
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Builds the test control plane into a cache directory outside the repository, keyed by version,
+# Builds the local control plane (tests, benchmarks, `keyward sandbox`) into a cache directory outside the repository, keyed by version,
 # and skips the build when every binary is already there. Prints the bin directory on stdout.
 # Arguments name other commands of the same module to build into the same directory instead
 # (devenv/node/build.sh asks for kubelet, kube-scheduler and kube-proxy this way).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-k8s=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$here/go.mod")
-etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$here/go.mod")
+module="$here/tools"
+k8s=$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$module/go.mod")
+etcd=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2; exit }' "$module/go.mod")
 cache=${KEYWARD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward}
 bin="$cache/controlplane/$k8s-etcd$etcd/bin"
 tools=(kube-apiserver kube-controller-manager kubectl etcd)
@@ -28,14 +29,14 @@ if command -v flock >/dev/null; then
   if [ ${#missing[@]} -eq 0 ]; then echo "$bin"; exit 0; fi
 fi
 
-command -v go >/dev/null || { echo "build.sh: Go is required to build the test control plane; install it with: apt-get install -y golang-go (1.26+)" >&2; exit 1; }
+command -v go >/dev/null || { echo "build.sh: Go is required to build the local control plane; install it with: apt-get install -y golang-go (1.26+)" >&2; exit 1; }
 
 minor=${k8s#v1.}; minor=${minor%%.*}
 pkg=k8s.io/component-base/version
 ldflags="-s -w -X $pkg.gitVersion=$k8s -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 ldflags="$ldflags -X k8s.io/client-go/pkg/version.gitVersion=$k8s -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$minor"
 mkdir -p "$bin.partial"
-cd "$here"
+cd "$module"
 export CGO_ENABLED=0 GOFLAGS=-mod=mod
 for t in "${missing[@]}"; do
   case "$t" in

@@ -1,7 +1,6 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import {
   CustomObjectsApi,
   type KubeConfig,
@@ -11,13 +10,10 @@ import {
   type V1CustomResourceDefinition,
   type V1PolicyRule,
 } from '@kubernetes/client-node';
-import pg from 'pg';
 import { parse } from 'yaml';
-import { tokenHash } from '../../credentials/token.js';
-import { requestTimeout } from '../../operator/objects.js';
-import { type KeyLookup, lookupByHash } from '../../store/lookup.js';
-import { migrate } from '../../store/migrate.js';
-import { type ControlPlane, startControlPlane } from './controlplane.js';
+import { requestTimeout } from '../operator/objects.js';
+import { migrate } from '../store/migrate.js';
+import { type ControlPlane, startControlPlane } from './controlplane/controlplane.js';
 import { committedCrds, installCrds } from './crds.js';
 import { createTestNamespace, restrictedKubeConfig } from './kube.js';
 import { freePort, ManagedProcess, onExitCleanup, waitUntilReady } from './process.js';
@@ -86,13 +82,15 @@ export interface StartOperatorOptions {
   watchNamespace: string | readonly string[];
   identity?: string;
   env?: Record<string, string>;
+  /** Where operator.log goes (the caller removes it). Default: a temp dir kept for post-mortems. */
+  logDir?: string;
 }
 
 /** Runs `keyward operator` from dist/ as a child process, the way the container runs it. */
 export async function startOperator(opts: StartOperatorOptions): Promise<OperatorProcess> {
   const port = await freePort();
   const identity = opts.identity ?? `operator-${port}`;
-  const logDir = mkdtempSync(join(tmpdir(), 'keyward-operator-log-'));
+  const logDir = opts.logDir ?? mkdtempSync(join(tmpdir(), 'keyward-operator-log-'));
   const proc = new ManagedProcess({
     name: `keyward operator ${identity}`,
     command: process.execPath,
@@ -177,33 +175,9 @@ export async function startOperatorCluster(options: {
   }
 }
 
-/** Polls until `check` returns a value (not undefined), or fails with the last value seen. */
-export async function eventually<T>(
-  what: string,
-  check: () => Promise<T | undefined>,
-  timeoutMs = 30_000,
-  diagnostics?: () => string,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    await sleep(100);
-  }
-  const detail = lastError instanceof Error ? ` (last error: ${lastError.message})` : '';
-  throw new Error(
-    `timed out after ${timeoutMs} ms waiting for ${what}${detail}${diagnostics ? `\n${diagnostics()}` : ''}`,
-  );
-}
-
 export type Kind = 'serviceusers' | 'apikeys';
 
-/** Thin typed access to keyward objects for tests. */
+/** Thin typed access to keyward objects, for tests and benchmarks. */
 export class KeywardObjects {
   readonly #api: CustomObjectsApi;
   constructor(
@@ -284,58 +258,4 @@ export async function deleteAccessPolicy(kc: KubeConfig, name: string): Promise<
       { group: 'keyward.dev', version: 'v1alpha1', plural: 'accesspolicies', name },
       requestTimeout(10_000),
     );
-}
-
-/** The condition of the given type, if present. */
-export function condition(
-  obj: { status?: Record<string, unknown> },
-  type: string,
-): { status: string; reason: string; message: string; observedGeneration?: number } | undefined {
-  const conditions = (obj.status?.conditions ?? []) as Array<{
-    type: string;
-    status: string;
-    reason: string;
-    message: string;
-  }>;
-  return conditions.find((c) => c.type === type);
-}
-
-/**
- * kstatus's rules for a custom resource, as Flux `wait` and Argo CD apply them: InProgress while
- * status.observedGeneration lags metadata.generation or Reconciling is True, Failed when Stalled is
- * True, otherwise Ready decides (False → InProgress), Current when nothing holds it back.
- */
-export function kstatus(
-  obj: KubernetesObject & { status?: Record<string, unknown> },
-): 'Current' | 'InProgress' | 'Failed' {
-  const observed = obj.status?.observedGeneration;
-  if (observed === undefined || observed !== obj.metadata?.generation) return 'InProgress';
-  if (condition(obj, 'Reconciling')?.status === 'True') return 'InProgress';
-  if (condition(obj, 'Stalled')?.status === 'True') return 'Failed';
-  const ready = condition(obj, 'Ready');
-  if (ready && ready.status !== 'True') return 'InProgress';
-  return 'Current';
-}
-
-/**
- * Whether the store would let this token through right now, applying the validity rules of
- * DESIGN.md §5 to the store's own lookup (secret current or in grace, key live, user active, both
- * within their AccessPolicies).
- */
-export async function tokenVerifies(
-  pool: pg.Pool,
-  token: string,
-  now = new Date(),
-): Promise<KeyLookup | undefined> {
-  const found = await lookupByHash(pool, tokenHash(token));
-  if (!found) return undefined;
-  const secretValid = found.secret.current || found.secret.notAfter > now;
-  const live =
-    !found.revokedAt && !found.disabled && !found.suspended && !found.userDeleted && !found.notPermitted;
-  const unexpired = !found.expiresAt || found.expiresAt > now;
-  return secretValid && live && unexpired ? found : undefined;
-}
-
-export function poolFor(url: string): pg.Pool {
-  return new pg.Pool({ connectionString: url, max: 4 });
 }

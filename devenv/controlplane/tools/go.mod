@@ -1,6 +1,6 @@
-// Wrapper module that builds the test control plane (kube-apiserver, kube-controller-manager,
-// kubectl, etcd) from published Go modules. Test tooling only; the product is TypeScript.
-module keyward.dev/test/controlplane
+// Wrapper module that builds the local control plane (kube-apiserver, kube-controller-manager,
+// kubectl, etcd) from published Go modules. Development tooling only; the product is TypeScript.
+module keyward.dev/devenv/controlplane
 
 go 1.26.0
 
