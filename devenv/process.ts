@@ -235,3 +235,35 @@ export async function waitUntilReady(
   }
   if (outcome === 'exited') throw proc.failure(`exited before it was ${what}`);
 }
+
+/**
+ * Runs one of devenv's build scripts (cached Go builds); resolves with its output, shows its
+ * progress on stderr, and rejects with the tail of that progress when it fails.
+ */
+export async function runBuildScript(
+  script: string,
+  args: string[] = [],
+): Promise<{ stdout: string; stderr: string }> {
+  const bash = requireTool('bash', 'apt-get install -y bash');
+  return await new Promise((resolve, reject) => {
+    const child = spawn(bash, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    // A cold build takes minutes: show its progress while keeping it for the error message.
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+      process.stderr.write(chunk);
+    });
+    child.on('error', reject);
+    child.on('close', (code) => {
+      if (code === 0) resolve({ stdout, stderr });
+      else
+        reject(
+          new Error(`${script} failed (exit ${code}):\n${stderr.trim().split('\n').slice(-30).join('\n')}`),
+        );
+    });
+  });
+}

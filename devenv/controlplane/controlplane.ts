@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { request } from 'node:https';
@@ -7,7 +6,14 @@ import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { stringify } from 'yaml';
 import { createCa, createSigningKeyPair, issueCertificate, type KeyPairFiles } from '../pki.js';
-import { freePort, ManagedProcess, onExitCleanup, requireTool, waitUntilReady } from '../process.js';
+import {
+  freePort,
+  ManagedProcess,
+  onExitCleanup,
+  requireTool,
+  runBuildScript,
+  waitUntilReady,
+} from '../process.js';
 import { repoRoot } from '../repo.js';
 
 export interface ControlPlaneOptions {
@@ -84,30 +90,11 @@ export async function controlPlaneBinaries(): Promise<{ binDir: string; built: s
     return { binDir: fromEnv, built: [] };
   }
   const script = findBuildScript();
-  const bash = requireTool('bash', 'apt-get install -y bash');
-  return await new Promise((resolve, reject) => {
-    const child = spawn(bash, [script], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-    });
-    // A cold build takes minutes: show its progress while keeping it for the error message.
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      process.stderr.write(chunk);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const binDir = stdout.trim().split('\n').pop() ?? '';
-      const built = [...stderr.matchAll(/^build\.sh: built (\S+)/gm)].map((m) => m[1]!);
-      if (code === 0 && binDir) resolve({ binDir, built });
-      else
-        reject(
-          new Error(`${script} failed (exit ${code}):\n${stderr.trim().split('\n').slice(-30).join('\n')}`),
-        );
-    });
-  });
+  const { stdout, stderr } = await runBuildScript(script);
+  const binDir = stdout.trim().split('\n').pop() ?? '';
+  if (!binDir) throw new Error(`${script} printed no binary directory`);
+  const built = [...stderr.matchAll(/^build\.sh: built (\S+)/gm)].map((m) => m[1] ?? '');
+  return { binDir, built };
 }
 
 function findBuildScript(): string {

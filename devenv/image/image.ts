@@ -1,6 +1,7 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseParts, runBuildScript } from '../node/binaries.js';
+import { parseParts } from '../node/binaries.js';
+import { runBuildScript } from '../process.js';
 
 export interface ImageArchive {
   /** docker-archive file (what `ctr images import` and `docker load` read). */
@@ -17,7 +18,7 @@ export async function buildKeywardImage(): Promise<ImageArchive> {
   let dir = dirname(fileURLToPath(import.meta.url));
   if (dir.includes('/dist/')) dir = dir.replace(/\/dist\//, '/');
   const script = join(dir, 'build.sh');
-  const parts = parseParts(await runBuildScript(script));
+  const parts = parseParts((await runBuildScript(script)).stdout);
   if (!parts.archive || !parts.image) throw new Error(`${script} printed no archive=/image= lines`);
   return { archive: parts.archive, image: parts.image };
 }

@@ -1,7 +1,6 @@
-import { spawn } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { requireTool } from '../process.js';
+import { requireTool, runBuildScript } from '../process.js';
 
 /** Directories of the node's binaries, as devenv/node/build.sh prints them. */
 export interface NodeBinaries {
@@ -29,32 +28,6 @@ function buildScript(): string {
   return join(dir, 'build.sh');
 }
 
-/** Runs a build script; resolves with its stdout, shows its progress on stderr. */
-export async function runBuildScript(script: string, args: string[] = []): Promise<string> {
-  const bash = requireTool('bash', 'apt-get install -y bash');
-  return await new Promise((resolve, reject) => {
-    const child = spawn(bash, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-    });
-    // A cold build takes minutes: show its progress while keeping it for the error message.
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-      process.stderr.write(chunk);
-    });
-    child.on('error', reject);
-    child.on('close', (code) => {
-      if (code === 0) resolve(stdout);
-      else
-        reject(
-          new Error(`${script} failed (exit ${code}):\n${stderr.trim().split('\n').slice(-30).join('\n')}`),
-        );
-    });
-  });
-}
-
 /** key=value lines of a build script's output. */
 export function parseParts(stdout: string): Record<string, string> {
   const parts: Record<string, string> = {};
@@ -74,7 +47,7 @@ export async function nodeBinaries(): Promise<NodeBinaries> {
   const iptables = requireTool('iptables', APT, ['/usr/sbin', '/sbin']);
   requireTool('conntrack', APT, ['/usr/sbin', '/sbin']);
   requireTool('ip', APT, ['/usr/sbin', '/sbin', '/bin']);
-  const parts = parseParts(await runBuildScript(buildScript()));
+  const parts = parseParts((await runBuildScript(buildScript())).stdout);
   for (const part of PARTS) {
     if (!parts[part]) throw new Error(`${buildScript()} printed no ${part}= line`);
   }
