@@ -12,8 +12,8 @@ import { repoRoot } from '../devenv/repo.js';
 const root = repoRoot();
 /** What ships in the image and runs in a cluster. */
 const PRODUCT = ['api', 'cli', 'credentials', 'lib', 'operator', 'store', 'webhook'];
-/** Not product code: the local environment, the tests, the benchmarks, CI. */
-const NON_PRODUCT = ['devenv', 'test', 'bench', '.ci'];
+/** Not product code: the local environment, the tests, the benchmarks, CI, tests of the docs. */
+const NON_PRODUCT = ['devenv', 'test', 'bench', '.ci', 'docs'];
 /** The one product file that starts the local environment: `keyward sandbox`. */
 const SANDBOX = 'cli/sandbox.ts';
 /** Not sources of ours, or Go modules. */

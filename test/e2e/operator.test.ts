@@ -327,8 +327,11 @@ describe('lifecycle', () => {
     const key = await readyKey('sus-key', 'Suspended');
     expect(condition(key, 'Suspended')?.status).toBe('True');
     expect(await tokenVerifies(pool, token)).toBeUndefined();
-    const su = await objects.get('serviceusers', 'sus');
-    expect(condition(su, 'Suspended')?.status).toBe('True');
+    // The two kinds reconcile in their own queues: the key may report its user's suspension first.
+    await eventually(
+      'ServiceUser sus reports Suspended',
+      async () => condition(await objects.get('serviceusers', 'sus'), 'Suspended')?.status === 'True',
+    );
     await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
       {
         group: 'keyward.dev',
