@@ -12,7 +12,7 @@ import { secretAnnotationsSchema, secretLabelsSchema } from './metadata.js';
 import { scopeListSchema } from './serviceuser.js';
 
 export const ROTATE_ANNOTATION = 'keyward.dev/rotate';
-export const DEFAULT_GRACE_PERIOD = '1h';
+const DEFAULT_GRACE_PERIOD = '1h';
 export const DEFAULT_TOKEN_KEY = 'token';
 
 const dateTime = z.iso.datetime({ offset: true });

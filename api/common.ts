@@ -8,7 +8,7 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** A condition as kstatus, Flux `wait` and Argo CD health read it. */
-export const conditionSchema = z
+const conditionSchema = z
   .object({
     type: z
       .string()

@@ -141,7 +141,7 @@ function customResourceDefinition(input: CrdInput): JsonSchema {
   };
 }
 
-export function serviceUserCrd(): JsonSchema {
+function serviceUserCrd(): JsonSchema {
   return customResourceDefinition({
     kind: 'ServiceUser',
     plural: 'serviceusers',
@@ -178,7 +178,7 @@ export function serviceUserCrd(): JsonSchema {
   });
 }
 
-export function apiKeyCrd(): JsonSchema {
+function apiKeyCrd(): JsonSchema {
   return customResourceDefinition({
     kind: 'ApiKey',
     plural: 'apikeys',
@@ -234,7 +234,7 @@ export function apiKeyCrd(): JsonSchema {
   });
 }
 
-export function accessPolicyCrd(): JsonSchema {
+function accessPolicyCrd(): JsonSchema {
   return customResourceDefinition({
     kind: 'AccessPolicy',
     plural: 'accesspolicies',

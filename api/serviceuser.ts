@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { API_VERSION, conditionsSchema, objectMetaSchema, observedGenerationSchema } from './common.js';
 import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
 
-export const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
+const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
 export const USERNAME_MAX_LENGTH = 63;
 
 /** Groups the API server reserves for itself; no ServiceUser or AccessPolicy may name one. */
@@ -115,7 +115,7 @@ export const serviceUserStatusSchema = z
 export type ServiceUserStatus = z.infer<typeof serviceUserStatusSchema>;
 
 /** The whole object as the operator parses it; the CRD root rule about metadata.name lives in crd.ts. */
-export const serviceUserSchema = z.object({
+const serviceUserSchema = z.object({
   apiVersion: z.literal(API_VERSION),
   kind: z.literal('ServiceUser'),
   metadata: objectMetaSchema,

@@ -4,11 +4,11 @@ import { type ApiKey, DEFAULT_TOKEN_KEY, secretNameOf } from '../api/apikey.js';
 import { API_VERSION } from '../api/common.js';
 import { tokenHash } from '../credentials/token.js';
 
-export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
-export const MANAGED_BY_VALUE = 'keyward';
+const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by';
+const MANAGED_BY_VALUE = 'keyward';
 export const API_KEY_LABEL = 'keyward.dev/api-key';
 /** The keyward.dev/rotate value that produced the token: written with the token, in one request. */
-export const ROTATION_REQUEST_ANNOTATION = 'keyward.dev/rotation-request';
+const ROTATION_REQUEST_ANNOTATION = 'keyward.dev/rotation-request';
 /**
  * Changes exactly when the token changes, written with the token in one request: what restarts
  * (and tools that roll pods on a checksum, as Helm's `checksum/secret` pattern does) key on. A hash

@@ -8,7 +8,7 @@ import type { EventRecorder } from './kube/events.js';
 import type { KubeWriter, Plural } from './objects.js';
 
 /** A status as it will be stored: undefined members dropped, so comparison sees what the API would. */
-export function normalizeStatus<T extends object>(status: T): T {
+function normalizeStatus<T extends object>(status: T): T {
   return JSON.parse(JSON.stringify(status)) as T;
 }
 

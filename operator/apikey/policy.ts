@@ -132,7 +132,7 @@ export function desiredExpiry(spec: ApiKeySpec, rotatedAt: Date): Date | null {
   return ttl === undefined ? null : new Date(rotatedAt.getTime() + ttl);
 }
 
-export function scheduledRotationAt(spec: ApiKeySpec, stored: Pick<StoredKey, 'rotatedAt'>): Date | null {
+function scheduledRotationAt(spec: ApiKeySpec, stored: Pick<StoredKey, 'rotatedAt'>): Date | null {
   const every = spec.rotation?.every ? parseDuration(spec.rotation.every) : undefined;
   return every === undefined ? null : new Date(stored.rotatedAt.getTime() + every);
 }
