@@ -112,6 +112,87 @@ describe('decideCredentials', () => {
     ['revoked key stays revoked', { stored: { ...stored, revokedAt: now } }, { kind: 'revoked' }],
   ];
 
+  describe('a scheduled rotation never revives a dead key', () => {
+    const day = 24 * hour;
+    // ttl 30d, every 90d: issued (and last rotated) 90 days ago, so the rotation is due now.
+    const issued = new Date(now.getTime() - 90 * day);
+    const old: StoredKey = { ...stored, issuedAt: issued, rotatedAt: issued };
+    const every90: ApiKeySpec = { ...spec, ttl: '30d', rotation: { every: '90d' } };
+    const dead: Array<[string, Partial<CredentialInput>, CredentialAction]> = [
+      [
+        'expired by the store (ttl 30d, every 90d, day 90)',
+        { spec: every90, stored: { ...old, expiresAt: new Date(issued.getTime() + 30 * day) } },
+        { kind: 'none' },
+      ],
+      [
+        'expired by a spec ttl the store does not have yet',
+        { spec: every90, stored: { ...old, expiresAt: null } },
+        { kind: 'none' },
+      ],
+      [
+        'expired by a fixed expiresAt',
+        {
+          spec: { ...spec, expiresAt: new Date(now.getTime() - 1).toISOString(), rotation: { every: '90d' } },
+          stored: { ...old, expiresAt: new Date(now.getTime() - 1) },
+        },
+        { kind: 'none' },
+      ],
+      [
+        'disabled in the store',
+        { spec: { ...spec, rotation: { every: '90d' } }, stored: { ...old, disabled: true } },
+        { kind: 'none' },
+      ],
+      [
+        'disabled by the spec',
+        { spec: { ...spec, disabled: true, rotation: { every: '90d' } }, stored: old },
+        { kind: 'none' },
+      ],
+      [
+        'revoked',
+        { spec: { ...spec, rotation: { every: '90d' } }, stored: { ...old, revokedAt: now } },
+        { kind: 'revoked' },
+      ],
+      [
+        'a lost Secret of an expired key is not re-issued with a fresh ttl',
+        {
+          spec: every90,
+          stored: { ...old, expiresAt: new Date(issued.getTime() + 30 * day) },
+          secret: { match: 'missing', ownedByKey: false, rotationRequest: null },
+        },
+        { kind: 'none' },
+      ],
+      [
+        'live key (ttl 120d): the rotation happens',
+        {
+          spec: { ...every90, ttl: '120d' },
+          stored: { ...old, expiresAt: new Date(issued.getTime() + 120 * day) },
+        },
+        { kind: 'rotate', reason: 'Scheduled', keepHeld: true, request: null },
+      ],
+      [
+        'manual rotation renews an expired ttl key, without reviving the expired token',
+        {
+          spec: every90,
+          stored: { ...old, expiresAt: new Date(issued.getTime() + 30 * day) },
+          rotateRequest: 'renew',
+        },
+        { kind: 'rotate', reason: 'Requested', keepHeld: false, request: 'renew' },
+      ],
+    ];
+    it.each(dead)('%s', (_name, overrides, action) => {
+      expect(decideCredentials(input(overrides)).action).toEqual(action);
+    });
+
+    it('does not wake up for a rotation that will not happen', () => {
+      const expiring = { ...old, expiresAt: new Date(now.getTime() + day) };
+      const at = new Date(now.getTime() - day);
+      expect(nextWakeup(every90, { ...expiring, rotatedAt: at }, now)).toEqual(expiring.expiresAt);
+      expect(
+        nextWakeup({ ...every90, ttl: undefined, disabled: true }, { ...old, rotatedAt: at }, now),
+      ).toBeNull();
+    });
+  });
+
   it.each(table)('%s', (_name, overrides, action) => {
     expect(decideCredentials(input(overrides)).action).toEqual(action);
   });

@@ -90,16 +90,19 @@ export function decideCredentials(input: CredentialInput): CredentialDecision {
       action: { kind: 'revoked' },
     };
   }
+  const expired = isExpired(input.spec, stored, now);
   if (secret.match === 'current') {
     if (rotateRequest !== null && rotateRequest !== secret.rotationRequest) {
+      // A manual rotation renews an expired ttl key (docs/rotation.md), but the expired token it
+      // replaces has already stopped verifying and must not come back for a grace period.
       return {
         reason: 'Requested',
         message: `rotation requested by annotation keyward.dev/rotate=${JSON.stringify(rotateRequest)}`,
-        action: { kind: 'rotate', reason: 'Requested', keepHeld: true, request: rotateRequest },
+        action: { kind: 'rotate', reason: 'Requested', keepHeld: !expired, request: rotateRequest },
       };
     }
     const due = scheduledRotationAt(input.spec, stored);
-    if (due && now.getTime() >= due.getTime()) {
+    if (due && now.getTime() >= due.getTime() && !dead(input.spec, stored, now)) {
       return {
         reason: 'Scheduled',
         message: `scheduled rotation (every ${input.spec.rotation?.every})`,
@@ -107,6 +110,14 @@ export function decideCredentials(input: CredentialInput): CredentialDecision {
       };
     }
     return { reason: 'UpToDate', message: 'the Secret holds the current token', action: { kind: 'none' } };
+  }
+  if (expired) {
+    // Repairing the Secret of an expired key would mint a token with a fresh ttl: a revival.
+    return {
+      reason: 'Expired',
+      message: `key ${stored.keyId} has expired; its Secret is not repaired`,
+      action: { kind: 'none' },
+    };
   }
   if (secret.match === 'previous' && stored.previousValidUntil !== null && stored.previousValidUntil > now) {
     return {
@@ -130,6 +141,22 @@ export function desiredExpiry(spec: ApiKeySpec, rotatedAt: Date): Date | null {
   if (spec.expiresAt) return new Date(spec.expiresAt);
   const ttl = spec.ttl ? parseDuration(spec.ttl) : undefined;
   return ttl === undefined ? null : new Date(rotatedAt.getTime() + ttl);
+}
+
+/**
+ * Expired by the store's record or by the spec as it stands now (a shortened ttl is not yet in
+ * the store when this runs; a lengthened one takes effect on the next pass, after the store update).
+ */
+function isExpired(spec: ApiKeySpec, stored: StoredKey, now: Date): boolean {
+  const bySpec = desiredExpiry(spec, stored.rotatedAt);
+  return [stored.expiresAt, bySpec].some((d) => d !== null && d.getTime() <= now.getTime());
+}
+
+/** A key a scheduled rotation must leave alone: expired, disabled or revoked. */
+function dead(spec: ApiKeySpec, stored: StoredKey, now: Date): boolean {
+  return (
+    stored.revokedAt !== null || stored.disabled || spec.disabled === true || isExpired(spec, stored, now)
+  );
 }
 
 function scheduledRotationAt(spec: ApiKeySpec, stored: Pick<StoredKey, 'rotatedAt'>): Date | null {
@@ -185,7 +212,10 @@ export function readiness(
 
 /** The next instant at which the key's state changes by itself: expiry, grace end or scheduled rotation. */
 export function nextWakeup(spec: ApiKeySpec, stored: StoredKey, now: Date): Date | null {
-  const instants = [stored.expiresAt, stored.previousValidUntil, scheduledRotationAt(spec, stored)].filter(
+  const due = scheduledRotationAt(spec, stored);
+  // A rotation due after the key expires, or of a disabled key, never happens.
+  const rotation = due && !dead(spec, stored, due) ? due : null;
+  const instants = [stored.expiresAt, stored.previousValidUntil, rotation].filter(
     (d): d is Date => d !== null && d > now,
   );
   if (instants.length === 0) return null;
