@@ -238,6 +238,13 @@ export const apiKeyStatusSchema = z
       .max(1024)
       .optional()
       .describe('The keyward.dev/rotate annotation value last acted upon.'),
+    rotationRequests: z
+      .array(z.string().regex(/^[0-9a-f]{16}$/))
+      .max(16)
+      .optional()
+      .describe(
+        'The first 16 hex digits of SHA-256 of the last 16 keyward.dev/rotate values the key answered, oldest first. A value listed here never rotates the key again (a GitOps revert to it is not a request).',
+      ),
     lastRestart: z
       .strictObject({
         tokenVersion: z

@@ -7,6 +7,8 @@ import {
   desiredExpiry,
   nextWakeup,
   readiness,
+  rememberRequest,
+  requestDigest,
   type SecretView,
   type StoredKey,
 } from './policy.js';
@@ -27,7 +29,7 @@ const holdsCurrent: SecretView = { match: 'current', ownedByKey: true, rotationR
 const inGrace = { ...stored, previousValidUntil: new Date(now.getTime() + hour) };
 
 function input(overrides: Partial<CredentialInput>): CredentialInput {
-  return { spec, stored, secret: holdsCurrent, rotateRequest: null, now, ...overrides };
+  return { spec, stored, secret: holdsCurrent, rotateRequest: null, answeredRequests: [], now, ...overrides };
 }
 
 describe('decideCredentials', () => {
@@ -236,5 +238,54 @@ describe('nextWakeup', () => {
 
   it('ignores instants already past and returns null when nothing is pending', () => {
     expect(nextWakeup(spec, { ...stored, expiresAt: new Date(now.getTime() - 1) }, now)).toBeNull();
+  });
+});
+
+describe('rotate requests already answered', () => {
+  /** Runs the decisions a sequence of annotation values gets, as the reconciler records them. */
+  function rotationsFor(values: string[]): string[] {
+    let history: string[] = [];
+    let onSecret: string | null = null;
+    const rotated: string[] = [];
+    for (const value of values) {
+      const decision = decideCredentials(
+        input({
+          rotateRequest: value,
+          answeredRequests: history,
+          secret: { ...holdsCurrent, rotationRequest: onSecret },
+        }),
+      );
+      if (decision.action.kind === 'rotate') {
+        rotated.push(value);
+        onSecret = value;
+      }
+      history = rememberRequest(history, onSecret);
+    }
+    return rotated;
+  }
+
+  it.each([
+    [
+      'v1 → v2 → v1 (GitOps self-heal reverts a manual rotation): only v2 rotates',
+      ['v1', 'v2', 'v1'],
+      ['v1', 'v2'],
+    ],
+    ['v1 → v2 → v1 → v2 → v3', ['v1', 'v2', 'v1', 'v2', 'v3'], ['v1', 'v2', 'v3']],
+    ['re-sync of one value', ['a', 'a', 'a'], ['a']],
+  ])('%s', (_name, values, rotated) => {
+    expect(rotationsFor(values)).toEqual(rotated);
+  });
+
+  it('remembers the last 16 values, by a digest that does not hold the value', () => {
+    const long = 'x'.repeat(10_000);
+    expect(requestDigest(long)).toMatch(/^[0-9a-f]{16}$/);
+    let history: string[] = [];
+    for (let i = 0; i < 20; i++) history = rememberRequest(history, `r${i}`);
+    expect(history).toHaveLength(16);
+    expect(history).not.toContain(requestDigest('r3'));
+    expect(history).toContain(requestDigest('r4'));
+    // A value far enough back is a new request again.
+    expect(rotationsFor(['old', ...Array.from({ length: 16 }, (_, i) => `n${i}`), 'old'])).toContain('old');
+    expect(rememberRequest(rememberRequest([], 'a'), 'a')).toEqual([requestDigest('a')]);
   });
 });

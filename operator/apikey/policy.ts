@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { ApiKeySpec } from '../../api/apikey.js';
 import { parseDuration } from '../../api/duration.js';
 
@@ -57,7 +58,27 @@ export interface CredentialInput {
   secret: SecretView;
   /** Value of the keyward.dev/rotate annotation, if any. */
   rotateRequest: string | null;
+  /** requestDigest() of the rotate requests the key has already answered (status.rotationRequests). */
+  answeredRequests: readonly string[];
   now: Date;
+}
+
+/** How many answered rotate requests status remembers; a revert to an older value still rotates. */
+export const ROTATION_REQUEST_HISTORY = 16;
+
+/**
+ * What status remembers of a rotate request: annotation values may be long (up to the 256 KiB of
+ * all annotations), so only the first 16 hex digits of their SHA-256.
+ */
+export function requestDigest(value: string): string {
+  return createHash('sha256').update(value).digest('hex').slice(0, 16);
+}
+
+/** `history` with `value`'s digest appended (moved to the end if present), at most the last 16. */
+export function rememberRequest(history: readonly string[], value: string | null): string[] {
+  if (value === null) return [...history];
+  const digest = requestDigest(value);
+  return [...history.filter((d) => d !== digest), digest].slice(-ROTATION_REQUEST_HISTORY);
 }
 
 /**
@@ -92,7 +113,11 @@ export function decideCredentials(input: CredentialInput): CredentialDecision {
   }
   const expired = isExpired(input.spec, stored, now);
   if (secret.match === 'current') {
-    if (rotateRequest !== null && rotateRequest !== secret.rotationRequest) {
+    // A value that rotated the key once never does again: a GitOps revert to it is not a request.
+    const answered =
+      rotateRequest === secret.rotationRequest ||
+      (rotateRequest !== null && input.answeredRequests.includes(requestDigest(rotateRequest)));
+    if (rotateRequest !== null && !answered) {
       // A manual rotation renews an expired ttl key (docs/rotation.md), but the expired token it
       // replaces has already stopped verifying and must not come back for a grace period.
       return {

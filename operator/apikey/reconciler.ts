@@ -43,6 +43,7 @@ import {
   desiredExpiry,
   nextWakeup,
   readiness,
+  rememberRequest,
   type SecretView,
   type StoredKey,
 } from './policy.js';
@@ -188,6 +189,7 @@ export class ApiKeyReconciler {
       stored: state ? storedKey(state) : null,
       secret: await this.#secretView(uid, state, contents),
       rotateRequest: apiKey.metadata.annotations?.[ROTATE_ANNOTATION] ?? null,
+      answeredRequests: answeredRequests(apiKey.status),
       now,
     });
     if (decision.action.kind === 'revoked') {
@@ -628,12 +630,27 @@ export class ApiKeyReconciler {
         input.rotationRequest === undefined
           ? existing?.lastRotationRequest
           : (input.rotationRequest ?? undefined),
+      rotationRequests: nonEmpty(
+        input.rotationRequest === undefined
+          ? existing?.rotationRequests
+          : rememberRequest(answeredRequests(existing), input.rotationRequest),
+      ),
       lastRestart: input.lastRestart ?? existing?.lastRestart,
     };
     if (!statusChanged(existing, status)) return;
     // Merge patch: explicit nulls clear fields that no longer apply (e.g. previousValidUntil).
     await this.#d.kube.patchStatus('apikeys', raw, withNulls(status, existing));
   }
+}
+
+/** The rotate requests answered so far; a key from before the history has only its last one. */
+function answeredRequests(status: ApiKeyStatus | undefined): string[] {
+  if (status?.rotationRequests) return status.rotationRequests;
+  return rememberRequest([], status?.lastRotationRequest ?? null);
+}
+
+function nonEmpty<T>(list: T[] | undefined): T[] | undefined {
+  return list && list.length > 0 ? list : undefined;
 }
 
 /** The Secret was created by someone else between keyward's read and its create. */

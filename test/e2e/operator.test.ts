@@ -249,6 +249,47 @@ describe('rotation', () => {
     expect(again.metadata?.annotations?.['keyward.dev/rotate']).toBe('v1');
   });
 
+  it('does not rotate when GitOps self-heal reverts a manual rotation (v1 → v2 → v1)', async () => {
+    await user('revert');
+    await apiKey('revert-key', 'revert', { rotation: { gracePeriod: '1h' } }, { 'keyward.dev/rotate': 'v1' });
+    await readyKey('revert-key');
+    const first = (await tokenOf('revert-key')) ?? '';
+    await patchKey('revert-key', { metadata: { annotations: { 'keyward.dev/rotate': 'v2' } } });
+    const second = await eventually(
+      'rotation v2 in the Secret',
+      async () => {
+        const t = await tokenOf('revert-key');
+        return t && t !== first ? t : undefined;
+      },
+      30_000,
+      logs,
+    );
+    await eventually('v2 recorded', async () =>
+      (await objects.get('apikeys', 'revert-key')).status?.lastRotationRequest === 'v2' ? true : undefined,
+    );
+    await patchKey('revert-key', { metadata: { annotations: { 'keyward.dev/rotate': 'v1' } } });
+    // The revert's own reconcile has run once status answers the new generation of metadata.
+    const reverted = await eventually(
+      'revert to v1 reconciled',
+      async () => {
+        const k = await objects.get('apikeys', 'revert-key');
+        return k.metadata?.annotations?.['keyward.dev/rotate'] === 'v1' ? k : undefined;
+      },
+      30_000,
+      logs,
+    );
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(await tokenOf('revert-key')).toBe(second);
+    // The token held before the manual rotation is still in its grace period.
+    expect(await tokenVerifies(pool, first)).toBeDefined();
+    expect(await tokenVerifies(pool, second)).toBeDefined();
+    const after = await objects.get('apikeys', 'revert-key');
+    expect(after.status?.lastRotationRequest).toBe('v2');
+    expect(after.status?.rotationRequests).toHaveLength(2);
+    expect(after.status?.keyId).toBe(reverted.status?.keyId);
+    expect((await eventReasons('revert-key')).filter((r) => r === 'Rotated')).toHaveLength(1);
+  });
+
   it('with gracePeriod 0s the old token stops at once', async () => {
     await user('zero');
     await apiKey('zero-key', 'zero', { rotation: { gracePeriod: '0s' } });
