@@ -87,7 +87,9 @@ export const serviceUserSpecSchema = z
       .min(0)
       .max(10_000)
       .optional()
-      .describe('Most ApiKeys this user may have; further keys get Ready=False, reason=MaxKeysExceeded.'),
+      .describe(
+        'Most live (not revoked) keys this user may have, enforced by the credential store when a key is issued; further ApiKeys get Ready=False, reason=MaxKeysExceeded, and are issued within a minute of a slot freeing (a key deleted or revoked).',
+      ),
   })
   .describe('Desired state of a service user: a non-human identity that owns ApiKeys.');
 export type ServiceUserSpec = z.infer<typeof serviceUserSpecSchema>;

@@ -610,6 +610,32 @@ describe('keys', () => {
     expect(await store.updateKey(r.uid, { disabled: true })).toEqual({ kind: 'revoked' });
   });
 
+  it('enforces maxKeys in the issuing transaction: 10 concurrent issues for maxKeys 3 give exactly 3 keys', async () => {
+    const user = await newUser();
+    const attempt = (name: string) => {
+      const t = token();
+      return store.issueKey({
+        ref: ref(user.ref.namespace, name),
+        serviceUserName: user.ref.name,
+        hash: t.hash,
+        displayPrefix: t.displayPrefix,
+        maxKeys: 3,
+      });
+    };
+    const results = await Promise.all(Array.from({ length: 10 }, (_, i) => attempt(`k${i}`)));
+    const ok = results.filter((r) => r.kind === 'ok');
+    expect(ok).toHaveLength(3);
+    expect(results.filter((r) => r.kind === 'max_keys_exceeded')).toHaveLength(7);
+    expect(await store.countKeys(user.ref.uid)).toMatchObject({ total: 3 });
+    // A revoked (deleted ApiKey's) key frees its slot; a fourth live one is still refused.
+    expect((await attempt('late-1')).kind).toBe('max_keys_exceeded');
+    const first = ok[0];
+    if (first?.kind !== 'ok') throw new Error('unreachable');
+    await store.revokeKey(first.key.ref.uid);
+    expect((await attempt('late-2')).kind).toBe('ok');
+    expect((await attempt('late-3')).kind).toBe('max_keys_exceeded');
+  });
+
   it('counts keys for the user status', async () => {
     const user = await newUser();
     const a = await newKey(user);

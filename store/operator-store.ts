@@ -106,6 +106,11 @@ export interface IssueKeyInput {
   readonly scopes?: readonly string[] | null;
   readonly disabled?: boolean;
   readonly expiresAt?: Date | null;
+  /**
+   * The user's maxKeys: the issue is refused when the user already has this many live (not
+   * revoked) keys. Checked under a lock on the user row, so concurrent issues cannot overshoot.
+   */
+  readonly maxKeys?: number;
 }
 
 export type IssueKeyResult =
@@ -118,7 +123,9 @@ export type IssueKeyResult =
   /** This ApiKey object was revoked (deleted); it cannot be issued again. */
   | { readonly kind: 'revoked' }
   /** The hash is already a secret of some other key. */
-  | { readonly kind: 'hash_in_use' };
+  | { readonly kind: 'hash_in_use' }
+  /** The user already has `maxKeys` live keys. */
+  | { readonly kind: 'max_keys_exceeded'; readonly maxKeys: number };
 
 export interface RotateKeyInput {
   readonly uid: string;
@@ -547,9 +554,11 @@ export class OperatorStore {
   async issueKey(input: IssueKeyInput): Promise<IssueKeyResult> {
     const hash = hashBuffer(input.hash);
     return inTransaction(this.pool, 'issue key', async (client) => {
-      // FOR SHARE waits out a concurrent deleteServiceUser, then sees the user gone.
+      // FOR SHARE waits out a concurrent deleteServiceUser, then sees the user gone. With a key
+      // limit, FOR UPDATE also makes concurrent issues for the user count one after the other.
       const users = await client.query<{ id: string }>(
-        `SELECT id FROM service_users WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL FOR SHARE`,
+        `SELECT id FROM service_users WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+           ${input.maxKeys === undefined ? 'FOR SHARE' : 'FOR UPDATE'}`,
         [input.ref.namespace, input.serviceUserName],
       );
       const user = users.rows[0];
@@ -572,6 +581,15 @@ export class OperatorStore {
         [input.ref.namespace, input.ref.name],
       );
       if (stale.rows[0]) await this.revokeLocked(client, stale.rows[0].id, 'replaced');
+      if (input.maxKeys !== undefined) {
+        // Revoked keys (deleted ApiKeys, leaks, replaced objects) hold no slot.
+        const live = await client.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM api_keys WHERE service_user_id = $1 AND revoked_at IS NULL',
+          [user.id],
+        );
+        if ((live.rows[0]?.n ?? 0) >= input.maxKeys)
+          return { kind: 'max_keys_exceeded', maxKeys: input.maxKeys };
+      }
 
       const inserted = await client.query<{ id: string }>(
         `INSERT INTO api_keys (key_id, service_user_id, namespace, name, uid, description, scopes, disabled, expires_at)

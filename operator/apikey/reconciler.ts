@@ -72,6 +72,15 @@ export interface ApiKeyReconcilerDeps {
  */
 const SECRET_CONFLICT_RECHECK_MS = 60_000;
 
+/** Ready reason of a key its user's maxKeys leaves no slot for. */
+const MAX_KEYS_EXCEEDED = 'MaxKeysExceeded';
+
+/**
+ * How often a key waiting for a maxKeys slot looks again: a slot frees when another key of the
+ * user is revoked (a leak report, say), which no informer event of this key announces.
+ */
+const MAX_KEYS_RECHECK_MS = 60_000;
+
 /** Why the key cannot be issued or used yet; decided before any credential work. */
 interface Blocked {
   reason: string;
@@ -82,6 +91,8 @@ interface Blocked {
   state?: ApiKeyState;
   /** Worth a Warning Event (a new NotPermitted finding). */
   event?: boolean;
+  /** Look again after this long even if nothing changes. */
+  recheckMs?: number;
 }
 
 interface StatusInput {
@@ -175,7 +186,7 @@ export class ApiKeyReconciler {
         ready: { status: 'False', reason: blocked.reason, message: blocked.message },
         stalled: blocked.stalled,
       });
-      return undefined;
+      return blocked.recheckMs === undefined ? undefined : { requeueAfterMs: blocked.recheckMs };
     }
     const secret = await this.#secretOf(apiKey);
     const ownership = secretOwnership(apiKey, secret);
@@ -203,6 +214,13 @@ export class ApiKeyReconciler {
     try {
       written = await this.#act(raw, apiKey, decision, state, contents, secret, now);
     } catch (err) {
+      if (err instanceof MaxKeysExceededError) {
+        await this.#writeStatus(raw, undefined, {
+          ready: { status: 'False', reason: MAX_KEYS_EXCEEDED, message: err.message },
+          stalled: true,
+        });
+        return { requeueAfterMs: MAX_KEYS_RECHECK_MS };
+      }
       if (!(err instanceof SecretTakenError)) throw err;
       await this.#reportSecretConflict(raw, state, err.message);
       return { requeueAfterMs: SECRET_CONFLICT_RECHECK_MS };
@@ -339,12 +357,17 @@ export class ApiKeyReconciler {
       };
     }
     const max = user.spec.maxKeys;
-    if (max !== undefined && !state && !this.#withinMaxKeys(apiKey, max)) {
-      return {
-        reason: 'MaxKeysExceeded',
-        message: `ServiceUser ${ref} allows at most ${max} ApiKeys`,
-        stalled: true,
-      };
+    // Saves writing a Secret the store would refuse; the issuing transaction decides (#act).
+    if (max !== undefined && !state) {
+      const counts = await fromStore(() => this.#d.store.countKeys(user.metadata.uid ?? ''));
+      if (counts.total >= max) {
+        return {
+          reason: MAX_KEYS_EXCEEDED,
+          message: maxKeysMessage(ref, max),
+          stalled: true,
+          recheckMs: MAX_KEYS_RECHECK_MS,
+        };
+      }
     }
     return undefined;
   }
@@ -380,26 +403,6 @@ export class ApiKeyReconciler {
     return result.kind === 'ok' ? { ...blocked, state: result.key } : blocked;
   }
 
-  /** The oldest `max` ApiKeys of a user may be issued; ties break by name so every replica agrees. */
-  #withinMaxKeys(apiKey: ApiKey, max: number): boolean {
-    const siblings = this.#d.apiKeys
-      .list()
-      .filter(
-        (k) =>
-          k.metadata?.namespace === apiKey.metadata.namespace &&
-          !k.metadata?.deletionTimestamp &&
-          (k as { spec?: { serviceUserRef?: { name?: string } } }).spec?.serviceUserRef?.name ===
-            apiKey.spec.serviceUserRef.name,
-      )
-      .sort(
-        (a, b) =>
-          String(a.metadata?.creationTimestamp ?? '').localeCompare(
-            String(b.metadata?.creationTimestamp ?? ''),
-          ) || (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''),
-      );
-    return siblings.slice(0, max).some((k) => k.metadata?.uid === apiKey.metadata.uid);
-  }
-
   async #secretView(uid: string, state: ApiKeyState | null, contents: SecretContents): Promise<SecretView> {
     const base = { ownedByKey: contents.ownedByKey, rotationRequest: contents.rotationRequest };
     if (!contents.hash) return { ...base, match: 'missing' };
@@ -430,6 +433,7 @@ export class ApiKeyReconciler {
         ? { token: adoptable.value.token, displayPrefix: adoptable.value.displayPrefix }
         : generateToken({ prefix: this.#d.tokenPrefix, random: this.#d.random });
       const fresh = tokenVersion(uid, now);
+      const maxKeys = this.#serviceUser(apiKey)?.spec.maxKeys;
       if (!adoptable?.ok)
         await this.#writeSecret(
           apiKey,
@@ -446,8 +450,15 @@ export class ApiKeyReconciler {
           scopes: apiKey.spec.scopes ?? null,
           disabled: apiKey.spec.disabled === true,
           expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, now), this.#grants(apiKey), now),
+          ...(maxKeys !== undefined && { maxKeys }),
         }),
       );
+      if (result.kind === 'max_keys_exceeded') {
+        // Another key of the user took the last slot first: the token just written is never accepted.
+        if (!adoptable?.ok && !secret)
+          await this.#d.kube.deleteSecret(apiKey.metadata.namespace ?? '', secretName, uid);
+        throw new MaxKeysExceededError(maxKeysMessage(apiKey.spec.serviceUserRef.name, result.maxKeys));
+      }
       if (result.kind !== 'ok')
         throw new Error(
           `issue of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
@@ -651,6 +662,15 @@ function answeredRequests(status: ApiKeyStatus | undefined): string[] {
 
 function nonEmpty<T>(list: T[] | undefined): T[] | undefined {
   return list && list.length > 0 ? list : undefined;
+}
+
+function maxKeysMessage(userName: string, max: number): string {
+  return `ServiceUser ${userName} allows at most ${max} ApiKeys`;
+}
+
+/** The store refused the issue: the user has maxKeys live keys already. */
+class MaxKeysExceededError extends Error {
+  override readonly name = 'MaxKeysExceededError';
 }
 
 /** The Secret was created by someone else between keyward's read and its create. */

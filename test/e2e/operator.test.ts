@@ -8,6 +8,7 @@ import {
 } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { tokenHash } from '../../credentials/token.js';
 import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
@@ -17,6 +18,7 @@ import {
   startOperator,
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
+import { recordLeakReports } from '../../store/leak-reports.js';
 import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
@@ -451,7 +453,56 @@ describe('lifecycle', () => {
     await apiKey('capped-2', 'capped');
     const second = await readyKey('capped-2', 'MaxKeysExceeded');
     expect(condition(second, 'Ready')?.message).toContain('at most 1');
+    expect(await tokenOf('capped-2')).toBeUndefined();
   });
+
+  it('a revoked key frees its maxKeys slot, and concurrent keys never exceed maxKeys', async () => {
+    await user('slots', { maxKeys: 2 });
+    await Promise.all(['a', 'b', 'c', 'd', 'e'].map((n) => apiKey(`slots-${n}`, 'slots')));
+    const reasons = async (): Promise<string[]> =>
+      Promise.all(
+        ['a', 'b', 'c', 'd', 'e'].map(
+          async (n) => condition(await objects.get('apikeys', `slots-${n}`), 'Ready')?.reason ?? '',
+        ),
+      );
+    const settled = await eventually(
+      'two keys issued, three waiting',
+      async () => {
+        const r = await reasons();
+        return r.filter((x) => x === 'Issued').length === 2 &&
+          r.filter((x) => x === 'MaxKeysExceeded').length === 3
+          ? r
+          : undefined;
+      },
+      30_000,
+      logs,
+    );
+    const { rows } = await pool.query(
+      `SELECT count(*)::int AS n FROM api_keys WHERE namespace = $1 AND name LIKE 'slots-%' AND revoked_at IS NULL`,
+      [ns],
+    );
+    expect(rows[0].n).toBe(2);
+    // A leak report revokes one; the ApiKey object stays (Leaked), but its slot goes to a waiting key.
+    const holder = `slots-${'abcde'[settled.indexOf('Issued')]}`;
+    await recordLeakReports(pool, [
+      {
+        hash: tokenHash((await tokenOf(holder)) ?? ''),
+        tokenType: 'keyward',
+        url: null,
+        source: 'test',
+        reportedBy: 'test',
+      },
+    ]);
+    await eventually(
+      'a waiting key issued into the freed slot',
+      async () => {
+        const r = await reasons();
+        return r.filter((x) => x === 'Issued').length === 2 && r.includes('Leaked') ? r : undefined;
+      },
+      90_000,
+      logs,
+    );
+  }, 120_000);
 });
 
 describe('metrics', () => {
