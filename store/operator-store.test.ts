@@ -750,8 +750,11 @@ describe('constraints hold even against hand-written SQL', () => {
       store.recordAuditEvent({ action: 'key.expired', detail: { oops: t.token } }),
     ).rejects.toThrow(/looks like it holds a token/);
     await expect(
-      store.recordAuditEvent({ action: 'key.expired', detail: { oops: t.hash.toString('hex') } }),
+      store.recordAuditEvent({ action: 'key.expired', detail: { oops: `see ${t.token}.` } }),
     ).rejects.toThrow(/looks like it holds a token/);
+    await expect(
+      store.recordAuditEvent({ action: 'key.expired', detail: { oops: t.hash.toString('hex') } }),
+    ).rejects.toThrow(/looks like it holds a hash/);
     await expect(store.recordAuditEvent({ action: 'key.expired', detail: { oops: t.hash } })).rejects.toThrow(
       /raw bytes/,
     );
@@ -764,6 +767,20 @@ describe('constraints hold even against hand-written SQL', () => {
     expect(await auditRows(`key_id = 'key_0000000000000000'`, [])).toEqual([
       { action: 'key.expired', detail: {} },
     ]);
+  });
+});
+
+describe('the audit guard', () => {
+  it('stores long scopes and group names that are not tokens or hashes', async () => {
+    const r = ref(`ns-${randomUUID().slice(0, 8)}`, 'long');
+    // Token-shaped (prefix, underscore, 49+ base62) and hex-bearing names, as a tenant may pick them.
+    const scopes = [`projects:team_${'A1b2C3d4E5'.repeat(6)}`, `commits:${'ab12'.repeat(16)}`];
+    const groups = [`org_${'x'.repeat(60)}`, 'cd34'.repeat(16)];
+    const result = await store.upsertServiceUser(userSpec(r, { scopes, groups }));
+    expect(result.kind).toBe('ok');
+    const rows = await auditRows(`namespace = $1 AND action = 'user.created'`, [r.namespace]);
+    expect(rows).toHaveLength(1);
+    expect(JSON.stringify(rows[0]?.detail)).toContain(scopes[0]);
   });
 });
 

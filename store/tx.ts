@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { TOKEN_SHAPE } from '../credentials/token.js';
+import { parseToken, TOKEN_CANDIDATE } from '../credentials/token.js';
 import { CHANGES_CHANNEL, encodeChange, type StoreChange } from './changes.js';
 import { StoreError } from './errors.js';
 
@@ -83,11 +83,26 @@ export interface AuditEvent {
   readonly detail?: Record<string, unknown>;
 }
 
-// A token anywhere in the text, or 64 hex digits (a SHA-256 in hex). Audit rows are kept forever
-// and shown to humans: a bug that put either there must fail loudly instead.
-const TOKEN_LIKE = new RegExp(`${TOKEN_SHAPE}|\\b[0-9a-fA-F]{64}\\b`);
+// Audit rows are kept forever and shown to humans: a bug that put a token or a hash there must
+// fail loudly instead. A token is a candidate with a valid checksum (so a long scope or group name
+// of the same shape passes); a hash is a scalar that is exactly 64 hex digits, what
+// `hash.toString('hex')` gives. Lists in audit details hold user-given names (scopes, groups),
+// which may be anything the schema allows, so they get only the token check.
+const HEX_SHA256 = /^[0-9a-fA-F]{64}$/;
 
-function rejectBytes(_key: string, value: unknown): unknown {
+function holdsToken(text: string): boolean {
+  return [...text.matchAll(TOKEN_CANDIDATE)].some((m) => parseToken(m[0]).ok);
+}
+
+function refuse(what: string): never {
+  throw new AuditRefused(`audit detail looks like it holds ${what}; refusing to store it`);
+}
+
+class AuditRefused extends Error {
+  override readonly name = 'AuditRefused';
+}
+
+function guard(this: unknown, key: string, value: unknown): unknown {
   // Buffers serialise as {type: 'Buffer', data: [...]}: raw bytes (a hash) have no place in audit.
   if (
     value instanceof Uint8Array ||
@@ -95,15 +110,21 @@ function rejectBytes(_key: string, value: unknown): unknown {
   ) {
     throw new Error('audit detail holds raw bytes; refusing to store it');
   }
+  if (holdsToken(key)) refuse('a token');
+  if (typeof value === 'string') {
+    if (holdsToken(value)) refuse('a token');
+    if (!Array.isArray(this) && HEX_SHA256.test(value)) refuse('a hash');
+  }
   return value;
 }
 
 export async function recordAudit(client: Queryable, actor: string, event: AuditEvent): Promise<void> {
-  const detail = JSON.stringify(event.detail ?? {}, rejectBytes);
-  if (TOKEN_LIKE.test(detail)) {
-    throw new Error(
-      `audit detail for ${event.action} looks like it holds a token or hash; refusing to store it`,
-    );
+  let detail: string;
+  try {
+    detail = JSON.stringify(event.detail ?? {}, guard);
+  } catch (err) {
+    if (err instanceof AuditRefused) throw new Error(`${event.action}: ${err.message}`);
+    throw err;
   }
   await client.query(
     `INSERT INTO audit_events (actor, action, namespace, name, service_user_id, key_id, detail)
