@@ -81,6 +81,15 @@ export const operatorEnvSchema = z.object({
     .describe(
       'Token changes of one ApiKey this close together give one restart of its spec.restartTargets, after the last change.',
     ),
+  KEYWARD_LAST_USED_REFRESH_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(3_600)
+    .default(60)
+    .describe(
+      "A Ready ApiKey's status (lastUsedAt above all) is refreshed from the store at least this often; status.lastUsedAt lags a verification by at most this plus the webhook's KEYWARD_USAGE_FLUSH_INTERVAL.",
+    ),
   KEYWARD_LOG_LEVEL: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
     .default('info')
@@ -101,6 +110,7 @@ export interface OperatorConfig {
   workers: number;
   resyncMs: number;
   restartDebounceMs: number;
+  lastUsedRefreshMs: number;
   logLevel: string;
 }
 
@@ -126,6 +136,7 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     workers: c.KEYWARD_WORKERS,
     resyncMs: c.KEYWARD_RESYNC_SECONDS * 1000,
     restartDebounceMs: c.KEYWARD_RESTART_DEBOUNCE_SECONDS * 1000,
+    lastUsedRefreshMs: c.KEYWARD_LAST_USED_REFRESH_SECONDS * 1000,
     logLevel: c.KEYWARD_LOG_LEVEL,
   };
 }

@@ -171,6 +171,7 @@ function startControllers(
     grants,
     restarter: new WorkloadRestarter(kc),
     restartDebounceMs: config.restartDebounceMs,
+    lastUsedRefreshMs: config.lastUsedRefreshMs,
   });
   const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, events, logger, grants });
 

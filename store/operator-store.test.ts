@@ -636,6 +636,24 @@ describe('keys', () => {
     expect((await attempt('late-3')).kind).toBe('max_keys_exceeded');
   });
 
+  it('records key.expired once per expiry', async () => {
+    const user = await newUser();
+    const { ref: r, key } = await newKey(user);
+    expect(await store.recordExpiry(r.uid)).toBe(false); // no expiry at all
+    const first = new Date(Date.now() - 1_000);
+    await store.updateKey(r.uid, { expiresAt: first });
+    expect(await store.recordExpiry(r.uid)).toBe(true);
+    expect(await store.recordExpiry(r.uid)).toBe(false);
+    // Renewed (a rotation with a fresh ttl) and expired again: a second row.
+    await store.updateKey(r.uid, { expiresAt: new Date(first.getTime() + 500) });
+    expect(await store.recordExpiry(r.uid)).toBe(true);
+    const rows = await auditRows(`key_id = $1 AND action = 'key.expired'`, [key.keyId]);
+    expect(rows.map((row) => row.detail)).toEqual([
+      { expiresAt: first.toISOString() },
+      { expiresAt: new Date(first.getTime() + 500).toISOString() },
+    ]);
+  });
+
   it('counts keys for the user status', async () => {
     const user = await newUser();
     const a = await newKey(user);

@@ -106,6 +106,8 @@ export interface IssueKeyInput {
   readonly scopes?: readonly string[] | null;
   readonly disabled?: boolean;
   readonly expiresAt?: Date | null;
+  /** Lifetime counted from the issue, by the database clock; the earlier of this and expiresAt applies. */
+  readonly lifetimeSeconds?: number | null;
   /**
    * The user's maxKeys: the issue is refused when the user already has this many live (not
    * revoked) keys. Checked under a lock on the user row, so concurrent issues cannot overshoot.
@@ -142,8 +144,13 @@ export interface RotateKeyInput {
    * and drops the one nobody received. A hash that matches none (a lost Secret) keeps nothing.
    */
   readonly heldHash?: Uint8Array;
-  /** New expiry (a TTL counts from rotation); undefined keeps the current one. */
+  /** New fixed expiry; with both this and lifetimeSeconds undefined the current one stays. */
   readonly expiresAt?: Date | null;
+  /**
+   * Lifetime counted from the rotation by the database clock (the earlier of this and expiresAt
+   * applies), so the expiry agrees to the millisecond with one derived from `rotatedAt` later.
+   */
+  readonly lifetimeSeconds?: number | null;
 }
 
 export type RotateKeyResult =
@@ -593,7 +600,8 @@ export class OperatorStore {
 
       const inserted = await client.query<{ id: string }>(
         `INSERT INTO api_keys (key_id, service_user_id, namespace, name, uid, description, scopes, disabled, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+                 LEAST($9::timestamptz, now() + make_interval(secs => $10::float8)))
          ON CONFLICT DO NOTHING RETURNING id`,
         [
           this.newKeyId(),
@@ -605,6 +613,7 @@ export class OperatorStore {
           input.scopes ?? null,
           input.disabled ?? false,
           input.expiresAt ?? null,
+          input.lifetimeSeconds ?? null,
         ],
       );
       // A concurrent issue of the same object, or (rarely) a key id collision: start over.
@@ -689,12 +698,14 @@ export class OperatorStore {
         'INSERT INTO api_key_secrets (hash, api_key_id, display_prefix) VALUES ($1, $2, $3)',
         [newHash, key.id, input.displayPrefix],
       );
-      const setExpiry = input.expiresAt !== undefined;
+      const setExpiry = input.expiresAt !== undefined || input.lifetimeSeconds !== undefined;
       await client.query(
         `UPDATE api_keys SET rotated_at = now(), updated_at = now(),
-                expires_at = CASE WHEN $2 THEN $3::timestamptz ELSE expires_at END
+                expires_at = CASE WHEN $2
+                  THEN LEAST($3::timestamptz, now() + make_interval(secs => $4::float8))
+                  ELSE expires_at END
           WHERE id = $1`,
-        [key.id, setExpiry, input.expiresAt ?? null],
+        [key.id, setExpiry, input.expiresAt ?? null, input.lifetimeSeconds ?? null],
       );
       const state = (await this.keyState(client, key.id))!;
       await this.audit(client, {
@@ -895,6 +906,33 @@ export class OperatorStore {
       op: 'revoked',
       keyId: key.key_id,
       userId: key.service_user_id,
+    });
+  }
+
+  /**
+   * Records `key.expired` for the key's current expiry, once: a repeat for the same expiresAt
+   * writes nothing (a key renewed by a rotation and expired again gets a second row). The caller
+   * decides that the key has expired; the store does not compare clocks. Returns whether it wrote.
+   */
+  async recordExpiry(uid: string): Promise<boolean> {
+    return inTransaction(this.pool, 'record expiry', async (client) => {
+      const key = await this.lockKey(client, uid);
+      if (!key?.expires_at) return false;
+      const expiresAt = key.expires_at.toISOString();
+      const seen = await client.query(
+        `SELECT 1 FROM audit_events WHERE key_id = $1 AND action = 'key.expired' AND detail->>'expiresAt' = $2`,
+        [key.key_id, expiresAt],
+      );
+      if (seen.rowCount) return false;
+      await this.audit(client, {
+        action: 'key.expired',
+        namespace: key.namespace,
+        name: key.name,
+        serviceUserId: key.service_user_id,
+        keyId: key.key_id,
+        detail: { expiresAt },
+      });
+      return true;
     });
   }
 

@@ -7,6 +7,7 @@ import {
   ROTATE_ANNOTATION,
   secretNameOf,
 } from '../../api/apikey.js';
+import { parseDuration } from '../../api/duration.js';
 import { uncoveredScopes } from '../../api/scopes.js';
 import type { ServiceUser } from '../../api/serviceuser.js';
 import { parseApiKey, parseServiceUser } from '../../api/validate.js';
@@ -62,6 +63,8 @@ export interface ApiKeyReconcilerDeps {
   restarter: WorkloadRestarter;
   /** Token changes this close together give one restart of the restart targets. */
   restartDebounceMs: number;
+  /** A Ready key is reconciled again at least this often, so status.lastUsedAt follows the store. */
+  lastUsedRefreshMs?: number;
   now?: () => Date;
   random?: RandomSource;
 }
@@ -71,6 +74,9 @@ export interface ApiKeyReconcilerDeps {
  * the informer sees neither it nor its deletion; without this the key would wait for the resync.
  */
 const SECRET_CONFLICT_RECHECK_MS = 60_000;
+
+/** Default of KEYWARD_LAST_USED_REFRESH_SECONDS: the bound on how far status.lastUsedAt lags the store. */
+const LAST_USED_REFRESH_MS = 60_000;
 
 /** Ready reason of a key its user's maxKeys leaves no slot for. */
 const MAX_KEYS_EXCEEDED = 'MaxKeysExceeded';
@@ -232,8 +238,12 @@ export class ApiKeyReconciler {
     const wasExpired = (raw as { status?: ApiKeyStatus }).status?.conditions?.some(
       (c) => c.type === 'Expired' && c.status === 'True',
     );
-    if (ready.expired && !wasExpired)
+    if (ready.expired && !wasExpired) {
+      // Before the status that records Expired=True: a crash in between repeats this, and the
+      // store writes the audit row once per expiry.
+      await fromStore(() => this.#d.store.recordExpiry(uid));
       this.#d.events.record(raw, { type: 'Warning', reason: 'Expired', message: ready.message });
+    }
     const consumers = await reconcileConsumers(
       {
         restarter: this.#d.restarter,
@@ -256,7 +266,11 @@ export class ApiKeyReconciler {
         ...consumers.conditions,
       ],
     });
-    const wake = [nextWakeup(apiKey.spec, stored, now), consumers.wakeAt ?? null]
+    // The webhook records use in the store; only a reconcile brings it to status.lastUsedAt.
+    const refresh = ready.ready
+      ? new Date(now.getTime() + (this.#d.lastUsedRefreshMs ?? LAST_USED_REFRESH_MS))
+      : null;
+    const wake = [nextWakeup(apiKey.spec, stored, now), consumers.wakeAt ?? null, refresh]
       .filter((d): d is Date => d !== null)
       .sort((a, b) => a.getTime() - b.getTime())[0];
     // A little past the instant, so the reconcile sees the expiry, grace end or debounce as passed.
@@ -449,7 +463,7 @@ export class ApiKeyReconciler {
           description: apiKey.spec.description ?? '',
           scopes: apiKey.spec.scopes ?? null,
           disabled: apiKey.spec.disabled === true,
-          expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, now), this.#grants(apiKey), now),
+          ...this.#expiry(apiKey),
           ...(maxKeys !== undefined && { maxKeys }),
         }),
       );
@@ -488,7 +502,7 @@ export class ApiKeyReconciler {
           graceSeconds: graceMs / 1000,
           reason: action.reason,
           ...(contents.hash ? { heldHash: contents.hash } : {}),
-          expiresAt: grantedExpiry(desiredExpiry(apiKey.spec, now), this.#grants(apiKey), now),
+          ...this.#expiry(apiKey),
         }),
       );
       if (result.kind !== 'ok')
@@ -583,6 +597,21 @@ export class ApiKeyReconciler {
       });
     }
     return result.key;
+  }
+
+  /**
+   * The expiry of a secret created now, for the store to count from its own clock: the same
+   * instant #syncFields derives from the stored rotatedAt, so no spurious key.updated follows.
+   */
+  #expiry(apiKey: ApiKey): { expiresAt: Date | null; lifetimeSeconds: number | null } {
+    const lifetimes = [
+      apiKey.spec.ttl ? parseDuration(apiKey.spec.ttl) : undefined,
+      this.#grants(apiKey).maxKeyLifetimeMs ?? undefined,
+    ].filter((ms): ms is number => ms !== undefined);
+    return {
+      expiresAt: apiKey.spec.expiresAt ? new Date(apiKey.spec.expiresAt) : null,
+      lifetimeSeconds: lifetimes.length > 0 ? Math.min(...lifetimes) / 1000 : null,
+    };
   }
 
   #grants(apiKey: ApiKey): Grants {

@@ -20,6 +20,7 @@ import {
 import { eventually } from '../../devenv/poll.js';
 import { recordLeakReports } from '../../store/leak-reports.js';
 import { migrate } from '../../store/migrate.js';
+import { UsageBatcher } from '../../store/usage.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import { condition, kstatus } from '../support/status.js';
@@ -54,7 +55,14 @@ beforeAll(async () => {
   await migrate(storeUrl);
   pool = poolFor(storeUrl);
   const kubeconfigPath = await operatorKubeconfig(kc, ns);
-  operator = await startOperator({ kubeconfigPath, storeUrl, namespace: ns, watchNamespace: ns });
+  operator = await startOperator({
+    kubeconfigPath,
+    storeUrl,
+    namespace: ns,
+    watchNamespace: ns,
+    // A short bound, so the lastUsedAt test need not wait the default minute.
+    env: { KEYWARD_LAST_USED_REFRESH_SECONDS: '2' },
+  });
 });
 
 afterAll(async () => {
@@ -503,6 +511,69 @@ describe('lifecycle', () => {
       logs,
     );
   }, 120_000);
+});
+
+describe('audit trail and usage', () => {
+  async function auditActions(keyId: unknown): Promise<string[]> {
+    const { rows } = await pool.query<{ action: string }>(
+      'SELECT action FROM audit_events WHERE key_id = $1 ORDER BY id',
+      [keyId],
+    );
+    return rows.map((r) => r.action);
+  }
+
+  it('an issue and a rotation of a ttl key write no key.updated', async () => {
+    await user('audited');
+    await apiKey('audited-key', 'audited', { ttl: '30d' });
+    const key = await readyKey('audited-key');
+    await patchKey('audited-key', { metadata: { annotations: { 'keyward.dev/rotate': 'r1' } } });
+    await eventually('rotation r1 recorded', async () =>
+      (await objects.get('apikeys', 'audited-key')).status?.lastRotationRequest === 'r1' ? true : undefined,
+    );
+    await patchKey('audited-key', { spec: { description: 'touched' } });
+    await eventually('description synced', async () =>
+      (await auditActions(key.status?.keyId)).length >= 3 ? true : undefined,
+    );
+    // The description change is the only key.updated: none after the issue or the rotation.
+    expect(await auditActions(key.status?.keyId)).toEqual(['key.issued', 'key.rotated', 'key.updated']);
+  });
+
+  it('writes key.expired once when a key expires, however often it is reconciled afterwards', async () => {
+    await user('expiring');
+    await apiKey('expiring-key', 'expiring', { ttl: '3s' });
+    const key = await readyKey('expiring-key');
+    await readyKey('expiring-key', 'Expired');
+    for (const description of ['one', 'two']) {
+      await patchKey('expiring-key', { spec: { description } });
+      await readyKey('expiring-key', 'Expired');
+    }
+    // Readiness reconciles every 2 s here; give the operator a few.
+    await new Promise((r) => setTimeout(r, 3_000));
+    expect((await auditActions(key.status?.keyId)).filter((a) => a === 'key.expired')).toHaveLength(1);
+  });
+
+  it('brings a use the webhook recorded to status.lastUsedAt without any change to the object', async () => {
+    await user('used');
+    await apiKey('used-key', 'used');
+    const key = await readyKey('used-key');
+    expect(key.status?.lastUsedAt).toBeUndefined();
+    // Let the reconciles the issue itself causes (the user's key counts, say) pass first.
+    await new Promise((r) => setTimeout(r, 4_000));
+    const found = await tokenVerifies(pool, (await tokenOf('used-key')) ?? '');
+    const usage = new UsageBatcher(pool, { flushIntervalMs: 3_600_000 });
+    usage.record(found?.apiKeyId ?? '', 'allowed');
+    await usage.close();
+    const used = await eventually(
+      'lastUsedAt in status',
+      async () => {
+        const k = await objects.get('apikeys', 'used-key');
+        return k.status?.lastUsedAt ? k : undefined;
+      },
+      15_000,
+      logs,
+    );
+    expect(used.metadata?.generation).toBe(key.metadata?.generation);
+  });
 });
 
 describe('metrics', () => {
