@@ -300,6 +300,22 @@ describe('rotation', () => {
     expect((await eventReasons('revert-key')).filter((r) => r === 'Rotated')).toHaveLength(1);
   });
 
+  it('a scheduled rotation does not revive an expired key (ttl 2s, every 5s)', async () => {
+    await user('lapsed');
+    await apiKey('lapsed-key', 'lapsed', { ttl: '2s', rotation: { every: '5s' } });
+    const key = await readyKey('lapsed-key');
+    const token = (await tokenOf('lapsed-key')) ?? '';
+    await readyKey('lapsed-key', 'Expired');
+    // Past the instant the scheduled rotation was due, with reconciles in between (every 2 s here).
+    const issuedAt = Date.parse(String(key.status?.issuedAt ?? ''));
+    await new Promise((r) => setTimeout(r, Math.max(issuedAt + 7_000 - Date.now(), 0)));
+    const after = await readyKey('lapsed-key', 'Expired');
+    expect(await tokenOf('lapsed-key')).toBe(token);
+    expect(await tokenVerifies(pool, token)).toBeUndefined();
+    expect(after.status?.rotatedAt).toBe(key.status?.rotatedAt);
+    expect(await eventReasons('lapsed-key')).not.toContain('Rotated');
+  });
+
   it('with gracePeriod 0s the old token stops at once', async () => {
     await user('zero');
     await apiKey('zero-key', 'zero', { rotation: { gracePeriod: '0s' } });
