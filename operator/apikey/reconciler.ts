@@ -232,7 +232,12 @@ export class ApiKeyReconciler {
       return { requeueAfterMs: SECRET_CONFLICT_RECHECK_MS };
     }
     const current = await this.#syncFields(raw, apiKey);
-    const suspended = user?.spec.suspended === true;
+    // What verification sees: the store's record of the user, not a spec its reconciler may not
+    // have stored yet (that reconciler's status write brings this key back once it has).
+    const storedUser = user
+      ? await fromStore(() => this.#d.store.getServiceUser(user.metadata.uid ?? ''))
+      : null;
+    const suspended = storedUser?.suspended === true;
     const stored = storedKey(current);
     const ready = readiness(stored, suspended, secretNameOf(apiKey), now);
     const wasExpired = (raw as { status?: ApiKeyStatus }).status?.conditions?.some(
