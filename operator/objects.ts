@@ -74,7 +74,8 @@ export class KubeWriter {
       });
   }
 
-  async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {
+  /** Returns the object as the API server stored it (its new resourceVersion for a status write). */
+  async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<KubernetesObject> {
     const finalizers = obj.metadata?.finalizers;
     const ops = [
       { op: 'test', path: '/metadata/resourceVersion', value: obj.metadata?.resourceVersion },
@@ -82,7 +83,7 @@ export class KubeWriter {
         ? { op: 'add', path: '/metadata/finalizers/-', value: FINALIZER }
         : { op: 'add', path: '/metadata/finalizers', value: [FINALIZER] },
     ];
-    await this.#patchObject(plural, obj, ops);
+    return await this.#patchObject(plural, obj, ops);
   }
 
   async removeFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {
@@ -97,8 +98,8 @@ export class KubeWriter {
     });
   }
 
-  async #patchObject(plural: Plural, obj: KubernetesObject, ops: object[]): Promise<void> {
-    await this.#custom.patchNamespacedCustomObject(
+  async #patchObject(plural: Plural, obj: KubernetesObject, ops: object[]): Promise<KubernetesObject> {
+    return await this.#custom.patchNamespacedCustomObject(
       {
         group: GROUP,
         version: VERSION,

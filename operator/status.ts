@@ -3,7 +3,13 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Condition } from '../api/common.js';
 import { StoreError } from '../store/errors.js';
-import { setConditions } from './conditions.js';
+import {
+  type ConditionInput,
+  findCondition,
+  PROGRESSING,
+  RECONCILING_MESSAGE,
+  setConditions,
+} from './conditions.js';
 import type { EventRecorder } from './kube/events.js';
 import type { KubeWriter, Plural } from './objects.js';
 
@@ -92,5 +98,33 @@ export async function reportStoreUnavailable(
   deps.events.record(raw, { type: 'Warning', reason: STORE_UNAVAILABLE, message: STORE_UNAVAILABLE_MESSAGE });
   await deps.kube.patchStatus(plural, raw, { conditions }).catch((patchErr: unknown) => {
     deps.logger.warn({ err: patchErr }, 'could not report StoreUnavailable');
+  });
+}
+
+/**
+ * The first pass: adds the finalizer and, in the same pass, says the object is being worked on
+ * (`Reconciling=True`, and `Ready=False` unless an earlier pass already decided Ready), so kstatus
+ * and Argo CD never read a brand-new object, which has no status yet, as done.
+ */
+export async function addFinalizerInProgress(
+  deps: { kube: KubeWriter; now: Date },
+  plural: Plural,
+  raw: KubernetesObject,
+): Promise<void> {
+  const updated = await deps.kube.addFinalizer(plural, raw);
+  const existing = (raw as { status?: { conditions?: Condition[] } }).status?.conditions;
+  const generation = updated.metadata?.generation ?? raw.metadata?.generation ?? 0;
+  const reconciling: ConditionInput = {
+    type: 'Reconciling',
+    status: 'True',
+    reason: PROGRESSING,
+    message: RECONCILING_MESSAGE,
+  };
+  const updates: ConditionInput[] = findCondition(existing, 'Ready')
+    ? [reconciling]
+    : [{ type: 'Ready', status: 'False', reason: PROGRESSING, message: RECONCILING_MESSAGE }, reconciling];
+  await deps.kube.patchStatus(plural, updated, {
+    observedGeneration: generation,
+    conditions: setConditions(existing, updates, generation, deps.now),
   });
 }
