@@ -20,7 +20,14 @@ import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
-import { condition, kstatus } from '../support/status.js';
+import {
+  argoHealth,
+  argoHealthAll,
+  condition,
+  kstatus,
+  kstatusAll,
+  watchVersions,
+} from '../support/status.js';
 import { poolFor, tokenVerifies } from '../support/store.js';
 
 /**
@@ -140,7 +147,8 @@ describe('issue', () => {
     expect(found?.groups).toEqual(['deployers']);
     expect(token?.startsWith(String(key.status?.tokenPrefix))).toBe(true);
     expect(key.status?.secretName).toBe('alpha-ci');
-    expect(kstatus(key)).toBe('Current');
+    expect(await kstatus(key)).toBe('Current');
+    expect((await argoHealth('ApiKey', key)).status).toBe('Healthy');
 
     const secret = await core.readNamespacedSecret({ namespace: ns, name: 'alpha-ci' });
     expect(secret.metadata?.labels).toMatchObject({
@@ -161,7 +169,8 @@ describe('issue', () => {
     });
     expect(su.status?.username).toBe('alpha');
     expect(su.status?.activeKeys).toBe(1);
-    expect(kstatus(su)).toBe('Current');
+    expect(await kstatus(su)).toBe('Current');
+    expect((await argoHealth('ServiceUser', su)).status).toBe('Healthy');
     expect(await eventReasons('alpha-ci')).toContain('Issued');
   });
 
@@ -170,16 +179,87 @@ describe('issue', () => {
     await apiKey('narrow-wide', 'narrow', { scopes: ['projects:beta'] });
     const key = await readyKey('narrow-wide', 'ScopeNotGranted');
     expect(condition(key, 'Ready')?.message).toContain('projects:beta');
-    expect(kstatus(key)).toBe('Failed');
+    expect(await kstatus(key)).toBe('Failed');
+    expect(await argoHealth('ApiKey', key)).toEqual({
+      status: 'Degraded',
+      message: condition(key, 'Ready')?.message,
+    });
     expect(await tokenOf('narrow-wide')).toBeUndefined();
   });
 
   it('waits for a missing ServiceUser and issues once it appears', async () => {
     await apiKey('early', 'late-user');
-    await readyKey('early', 'ServiceUserNotFound');
+    const waiting = await readyKey('early', 'ServiceUserNotFound');
+    // Work in flight, not done: Flux `wait` and Argo CD keep waiting, and there is no Secret yet.
+    expect(condition(waiting, 'Reconciling')).toMatchObject({ status: 'True', reason: 'Progressing' });
+    expect(await kstatus(waiting)).toBe('InProgress');
+    expect((await argoHealth('ApiKey', waiting)).status).toBe('Progressing');
+    expect(await tokenOf('early')).toBeUndefined();
     await user('late-user');
-    await readyKey('early');
+    const ready = await readyKey('early');
+    expect(condition(ready, 'Reconciling')).toBeUndefined();
+    expect(await kstatus(ready)).toBe('Current');
     expect(await tokenVerifies(pool, (await tokenOf('early')) ?? '')).toBeDefined();
+  });
+});
+
+describe('status from the first pass', () => {
+  const ready = (obj: { status?: Record<string, unknown> }): boolean =>
+    condition(obj, 'Ready')?.status === 'True';
+
+  it('a brand-new ApiKey is Ready=False/Reconciling=True, InProgress and Progressing, until its Secret holds a token', async () => {
+    await user('first-pass');
+    const watch = await watchVersions(kc, ns, 'apikeys', 'first-pass-key', ready);
+    await apiKey('first-pass-key', 'first-pass');
+    const versions = (await watch.versions).filter((v) => v.status?.conditions);
+    const first = versions[0];
+    // The finalizer pass writes status too: the first status anyone can read says "not yet".
+    expect(first?.metadata?.finalizers).toContain('keyward.dev/revoke');
+    expect(condition(first ?? {}, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    expect(condition(first ?? {}, 'Reconciling')).toMatchObject({
+      status: 'True',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    expect(first?.status?.observedGeneration).toBe(1);
+    const before = versions.slice(0, -1);
+    expect(before.length).toBeGreaterThan(0);
+    const verdicts = await kstatusAll(versions);
+    const health = await argoHealthAll('ApiKey', versions);
+    // Every version before Ready=True keeps a waiter waiting; only the Ready one lets it pass.
+    expect(verdicts.map((v) => v.status)).toEqual([...before.map(() => 'InProgress'), 'Current']);
+    expect(health.map((h) => h.status)).toEqual([...before.map(() => 'Progressing'), 'Healthy']);
+    const last = versions.at(-1) ?? {};
+    expect(condition(last, 'Reconciling')).toBeUndefined();
+    expect(await tokenVerifies(pool, (await tokenOf('first-pass-key')) ?? '')).toBeDefined();
+  });
+
+  it('a brand-new ServiceUser is Ready=False/Reconciling=True and InProgress before it is stored', async () => {
+    const watch = await watchVersions(kc, ns, 'serviceusers', 'first-pass-user', ready);
+    await user('first-pass-user');
+    const versions = (await watch.versions).filter((v) => v.status?.conditions);
+    const first = versions[0] ?? {};
+    expect(condition(first, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    expect(condition(first, 'Reconciling')).toMatchObject({
+      status: 'True',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    const verdicts = await kstatusAll(versions);
+    const health = await argoHealthAll('ServiceUser', versions);
+    const before = versions.slice(0, -1);
+    expect(before.length).toBeGreaterThan(0);
+    expect(verdicts.map((v) => v.status)).toEqual([...before.map(() => 'InProgress'), 'Current']);
+    expect(health.map((h) => h.status)).toEqual([...before.map(() => 'Progressing'), 'Healthy']);
+    expect(condition(versions.at(-1) ?? {}, 'Reconciling')).toBeUndefined();
   });
 });
 

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import type { KubernetesObject } from '@kubernetes/client-node';
+import { CustomObjectsApi, type KubeConfig, type KubernetesObject, Watch } from '@kubernetes/client-node';
 import { runBuildScript } from '../../devenv/process.js';
 import { repoRoot } from '../../devenv/repo.js';
 
@@ -93,4 +93,61 @@ export async function argoHealth(kind: 'ApiKey' | 'ServiceUser', obj: unknown): 
   const [verdict] = await argoHealthAll(kind, [obj]);
   if (!verdict) throw new Error('luahealth returned no verdict');
   return verdict;
+}
+
+type Observed = KubernetesObject & { status?: Record<string, unknown> };
+
+/**
+ * Every version of one keyward object the API server stores from now until `done` says stop, seen
+ * through a watch from the list's resourceVersion, so no write in between is missed (what a GitOps
+ * tool polling at an unlucky moment could see). Call it before creating the object.
+ */
+export async function watchVersions(
+  kc: KubeConfig,
+  namespace: string,
+  plural: 'apikeys' | 'serviceusers',
+  name: string,
+  done: (obj: Observed) => boolean,
+  timeoutMs = 30_000,
+): Promise<{ versions: Promise<Observed[]> }> {
+  const list = await kc
+    .makeApiClient(CustomObjectsApi)
+    .listNamespacedCustomObject({ group: 'keyward.dev', version: 'v1alpha1', namespace, plural });
+  const resourceVersion = (list as { metadata?: { resourceVersion?: string } }).metadata?.resourceVersion;
+  const seen: Observed[] = [];
+  let finish: (versions: Observed[]) => void = () => {};
+  let fail: (err: unknown) => void = () => {};
+  const versions = new Promise<Observed[]>((resolve, reject) => {
+    finish = resolve;
+    fail = reject;
+  });
+  let finished = false;
+  const timer = setTimeout(() => {
+    finished = true;
+    controller.abort();
+    const last = JSON.stringify(seen.at(-1)?.status ?? null);
+    fail(
+      new Error(
+        `${plural}/${name}: not done after ${timeoutMs} ms (${seen.length} versions; last status ${last})`,
+      ),
+    );
+  }, timeoutMs);
+  const controller = await new Watch(kc).watch(
+    `/apis/keyward.dev/v1alpha1/namespaces/${namespace}/${plural}`,
+    { fieldSelector: `metadata.name=${name}`, resourceVersion },
+    (type: string, obj: Observed) => {
+      if (finished || (type !== 'ADDED' && type !== 'MODIFIED')) return;
+      seen.push(obj);
+      if (done(obj)) {
+        finished = true;
+        clearTimeout(timer);
+        controller.abort();
+        finish(seen);
+      }
+    },
+    (err: unknown) => {
+      if (!finished) fail(err ?? new Error(`the watch on ${plural}/${name} ended early`));
+    },
+  );
+  return { versions };
 }
