@@ -50,8 +50,13 @@ export class KubeWriter {
     this.#core = kc.makeApiClient(CoreV1Api);
   }
 
-  async patchStatus(plural: Plural, obj: KubernetesObject, status: object): Promise<void> {
-    await this.#custom
+  /** Returns the object as stored, or undefined when the write was stale (409). */
+  async patchStatus(
+    plural: Plural,
+    obj: KubernetesObject,
+    status: object,
+  ): Promise<KubernetesObject | undefined> {
+    return await this.#custom
       .patchNamespacedCustomObjectStatus(
         {
           group: GROUP,
@@ -71,11 +76,11 @@ export class KubeWriter {
         // Stale: the newer version is on its way to the informer and brings the object back to the
         // queue, so this is not a failure to retry or to log.
         if (statusCodeOf(err) !== 409) throw err;
+        return undefined;
       });
   }
 
-  /** Returns the object as the API server stored it (its new resourceVersion for a status write). */
-  async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<KubernetesObject> {
+  async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {
     const finalizers = obj.metadata?.finalizers;
     const ops = [
       { op: 'test', path: '/metadata/resourceVersion', value: obj.metadata?.resourceVersion },
@@ -83,7 +88,7 @@ export class KubeWriter {
         ? { op: 'add', path: '/metadata/finalizers/-', value: FINALIZER }
         : { op: 'add', path: '/metadata/finalizers', value: [FINALIZER] },
     ];
-    return await this.#patchObject(plural, obj, ops);
+    await this.#patchObject(plural, obj, ops);
   }
 
   async removeFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {
@@ -98,8 +103,8 @@ export class KubeWriter {
     });
   }
 
-  async #patchObject(plural: Plural, obj: KubernetesObject, ops: object[]): Promise<KubernetesObject> {
-    return await this.#custom.patchNamespacedCustomObject(
+  async #patchObject(plural: Plural, obj: KubernetesObject, ops: object[]): Promise<void> {
+    await this.#custom.patchNamespacedCustomObject(
       {
         group: GROUP,
         version: VERSION,

@@ -102,18 +102,18 @@ export async function reportStoreUnavailable(
 }
 
 /**
- * The first pass: adds the finalizer and, in the same pass, says the object is being worked on
- * (`Reconciling=True`, and `Ready=False` unless an earlier pass already decided Ready), so kstatus
- * and Argo CD never read a brand-new object, which has no status yet, as done.
+ * The first pass: says the object is being worked on (`Reconciling=True`, and `Ready=False` unless
+ * an earlier pass already decided Ready), then adds the finalizer. Status goes first so that no
+ * stored version of a brand-new object that the operator has touched lacks status: kstatus reads
+ * an object without status as Current, and Flux `wait` would pass it.
  */
 export async function addFinalizerInProgress(
   deps: { kube: KubeWriter; now: Date },
   plural: Plural,
   raw: KubernetesObject,
 ): Promise<void> {
-  const updated = await deps.kube.addFinalizer(plural, raw);
   const existing = (raw as { status?: { conditions?: Condition[] } }).status?.conditions;
-  const generation = updated.metadata?.generation ?? raw.metadata?.generation ?? 0;
+  const generation = raw.metadata?.generation ?? 0;
   const reconciling: ConditionInput = {
     type: 'Reconciling',
     status: 'True',
@@ -123,8 +123,11 @@ export async function addFinalizerInProgress(
   const updates: ConditionInput[] = findCondition(existing, 'Ready')
     ? [reconciling]
     : [{ type: 'Ready', status: 'False', reason: PROGRESSING, message: RECONCILING_MESSAGE }, reconciling];
-  await deps.kube.patchStatus(plural, updated, {
+  const updated = await deps.kube.patchStatus(plural, raw, {
     observedGeneration: generation,
     conditions: setConditions(existing, updates, generation, deps.now),
   });
+  // Stale: the newer version brings the object back to the queue.
+  if (!updated) return;
+  await deps.kube.addFinalizer(plural, updated);
 }
