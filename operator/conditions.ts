@@ -1,5 +1,15 @@
 import type { Condition } from '../api/common.js';
 
+/**
+ * The reason of `Reconciling=True` (work in flight) and of `Stalled=False`, the same for every kind:
+ * kstatus, Flux `wait` and the shipped Argo CD health check key on these conditions' status, and one
+ * reason keeps both kinds readable alike. `Stalled=True` carries the failure's own reason.
+ */
+export const PROGRESSING = 'Progressing';
+
+/** Ready=False until the first full reconcile has run (the pass that only adds the finalizer). */
+export const RECONCILING_MESSAGE = 'the operator has started reconciling this object';
+
 export interface ConditionInput {
   type: string;
   status: 'True' | 'False' | 'Unknown';

@@ -50,8 +50,13 @@ export class KubeWriter {
     this.#core = kc.makeApiClient(CoreV1Api);
   }
 
-  async patchStatus(plural: Plural, obj: KubernetesObject, status: object): Promise<void> {
-    await this.#custom
+  /** Returns the object as stored, or undefined when the write was stale (409). */
+  async patchStatus(
+    plural: Plural,
+    obj: KubernetesObject,
+    status: object,
+  ): Promise<KubernetesObject | undefined> {
+    return await this.#custom
       .patchNamespacedCustomObjectStatus(
         {
           group: GROUP,
@@ -71,6 +76,7 @@ export class KubeWriter {
         // Stale: the newer version is on its way to the informer and brings the object back to the
         // queue, so this is not a failure to retry or to log.
         if (statusCodeOf(err) !== 409) throw err;
+        return undefined;
       });
   }
 

@@ -3,7 +3,13 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { Condition } from '../api/common.js';
 import { StoreError } from '../store/errors.js';
-import { setConditions } from './conditions.js';
+import {
+  type ConditionInput,
+  findCondition,
+  PROGRESSING,
+  RECONCILING_MESSAGE,
+  setConditions,
+} from './conditions.js';
 import type { EventRecorder } from './kube/events.js';
 import type { KubeWriter, Plural } from './objects.js';
 
@@ -93,4 +99,35 @@ export async function reportStoreUnavailable(
   await deps.kube.patchStatus(plural, raw, { conditions }).catch((patchErr: unknown) => {
     deps.logger.warn({ err: patchErr }, 'could not report StoreUnavailable');
   });
+}
+
+/**
+ * The first pass: says the object is being worked on (`Reconciling=True`, and `Ready=False` unless
+ * an earlier pass already decided Ready), then adds the finalizer. Status goes first so that no
+ * stored version of a brand-new object that the operator has touched lacks status: kstatus reads
+ * an object without status as Current, and Flux `wait` would pass it.
+ */
+export async function addFinalizerInProgress(
+  deps: { kube: KubeWriter; now: Date },
+  plural: Plural,
+  raw: KubernetesObject,
+): Promise<void> {
+  const existing = (raw as { status?: { conditions?: Condition[] } }).status?.conditions;
+  const generation = raw.metadata?.generation ?? 0;
+  const reconciling: ConditionInput = {
+    type: 'Reconciling',
+    status: 'True',
+    reason: PROGRESSING,
+    message: RECONCILING_MESSAGE,
+  };
+  const updates: ConditionInput[] = findCondition(existing, 'Ready')
+    ? [reconciling]
+    : [{ type: 'Ready', status: 'False', reason: PROGRESSING, message: RECONCILING_MESSAGE }, reconciling];
+  const updated = await deps.kube.patchStatus(plural, raw, {
+    observedGeneration: generation,
+    conditions: setConditions(existing, updates, generation, deps.now),
+  });
+  // Stale: the newer version brings the object back to the queue.
+  if (!updated) return;
+  await deps.kube.addFinalizer(plural, updated);
 }

@@ -20,7 +20,7 @@ import {
   NOT_PERMITTED,
   permittedScopes,
 } from '../accesspolicy/grants.js';
-import { type ConditionInput, setConditions } from '../conditions.js';
+import { type ConditionInput, PROGRESSING, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { SharedInformer } from '../kube/informer.js';
 import type { HandlerResult } from '../kube/workqueue.js';
@@ -35,7 +35,13 @@ import {
   secretOwnership,
   tokenVersion,
 } from '../secret.js';
-import { fromStore, reportStoreUnavailable, StoreUnavailableError, statusChanged } from '../status.js';
+import {
+  addFinalizerInProgress,
+  fromStore,
+  reportStoreUnavailable,
+  StoreUnavailableError,
+  statusChanged,
+} from '../status.js';
 import type { WorkloadRestarter } from '../workloads.js';
 import { reconcileConsumers } from './consumers.js';
 import {
@@ -111,6 +117,8 @@ interface StatusInput {
   lastRestart?: ApiKeyStatus['lastRestart'];
   /** Condition types to remove. */
   drop?: string[];
+  /** Work still in flight (Reconciling=True with this message); unset removes Reconciling. */
+  reconciling?: string;
 }
 
 /** What the credential step left in the Secret. */
@@ -176,7 +184,7 @@ export class ApiKeyReconciler {
     const apiKey = parsed.value;
     if (!apiKey.metadata.finalizers?.includes(FINALIZER)) {
       // The update event this causes brings the key back, finalizer in place, before anything is issued.
-      await this.#d.kube.addFinalizer('apikeys', raw);
+      await addFinalizerInProgress({ kube: this.#d.kube, now: this.#now() }, 'apikeys', raw);
       return undefined;
     }
     const uid = apiKey.metadata.uid ?? '';
@@ -191,6 +199,8 @@ export class ApiKeyReconciler {
       await this.#writeStatus(raw, blocked.state ?? state ?? undefined, {
         ready: { status: 'False', reason: blocked.reason, message: blocked.message },
         stalled: blocked.stalled,
+        // Waiting for another object (its ServiceUser): the key is not issued yet.
+        ...(!blocked.stalled && { reconciling: blocked.message }),
       });
       return blocked.recheckMs === undefined ? undefined : { requeueAfterMs: blocked.recheckMs };
     }
@@ -652,11 +662,17 @@ export class ApiKeyReconciler {
       { type: 'Ready', ...input.ready },
       input.stalled
         ? { type: 'Stalled', status: 'True', reason: input.ready.reason, message: input.ready.message }
-        : { type: 'Stalled', status: 'False', reason: 'Progressing', message: '' },
+        : { type: 'Stalled', status: 'False', reason: PROGRESSING, message: '' },
+      ...(input.reconciling === undefined
+        ? []
+        : [
+            { type: 'Reconciling', status: 'True' as const, reason: PROGRESSING, message: input.reconciling },
+          ]),
       ...(input.extra ?? []),
     ];
+    const drop = [...(input.drop ?? []), ...(input.reconciling === undefined ? ['Reconciling'] : [])];
     const kept = (existing?.conditions ?? []).filter(
-      (c) => c.type !== 'StoreAvailable' && !(input.drop ?? []).includes(c.type),
+      (c) => c.type !== 'StoreAvailable' && !drop.includes(c.type),
     );
     const conditions = setConditions(kept, updates, generation, this.#now());
     const issued = state && !state.revokedAt;

@@ -10,11 +10,12 @@ import {
   permittedGroups,
   permittedScopes,
 } from '../accesspolicy/grants.js';
-import { type ConditionInput, setConditions } from '../conditions.js';
+import { type ConditionInput, PROGRESSING, setConditions } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { SharedInformer } from '../kube/informer.js';
 import { FINALIZER, type KubeWriter } from '../objects.js';
 import {
+  addFinalizerInProgress,
   fromStore,
   reportStoreUnavailable,
   StoreUnavailableError,
@@ -83,7 +84,7 @@ export class ServiceUserReconciler {
     }
     const user = parsed.value;
     if (!user.metadata.finalizers?.includes(FINALIZER)) {
-      await this.#d.kube.addFinalizer('serviceusers', raw);
+      await addFinalizerInProgress({ kube: this.#d.kube, now: this.#now() }, 'serviceusers', raw);
       return;
     }
     const username = effectiveUsername(user);
@@ -154,7 +155,7 @@ export class ServiceUserReconciler {
         this.#d.events.record(raw, { type: 'Warning', reason: 'UsernameConflict', message });
       await this.#writeStatus(raw, result.user, [
         { type: 'Ready', status: 'False', reason: 'UsernameConflict', message },
-        { type: 'Stalled', status: 'False', reason: 'WaitingForUsername', message: '' },
+        { type: 'Stalled', status: 'False', reason: PROGRESSING, message: '' },
       ]);
       return;
     }
@@ -186,7 +187,7 @@ export class ServiceUserReconciler {
         reason: 'Stored',
         message: `service user ${username} is in the credential store`,
       },
-      { type: 'Stalled', status: 'False', reason: 'Stored', message: '' },
+      { type: 'Stalled', status: 'False', reason: PROGRESSING, message: '' },
       {
         type: 'Suspended',
         status: stored.suspended ? 'True' : 'False',
@@ -206,8 +207,9 @@ export class ServiceUserReconciler {
     const counts = stored ? await fromStore(() => this.#d.store.countKeys(stored.ref.uid)) : undefined;
     const status: ServiceUserStatus = {
       observedGeneration: generation,
+      // Every pass past the finalizer decides Ready: nothing is left in flight.
       conditions: setConditions(
-        withoutCondition(existing?.conditions, 'StoreAvailable'),
+        withoutCondition(withoutCondition(existing?.conditions, 'StoreAvailable'), 'Reconciling'),
         updates,
         generation,
         this.#now(),

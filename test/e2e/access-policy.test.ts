@@ -23,7 +23,7 @@ import { lookupByHash } from '../../store/lookup.js';
 import { migrate } from '../../store/migrate.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
-import { condition } from '../support/status.js';
+import { argoHealth, condition, kstatusAll } from '../support/status.js';
 import { poolFor } from '../support/store.js';
 import {
   startTokenReviewWebhook,
@@ -260,7 +260,14 @@ describe('a tenant with namespace-scoped RBAC', () => {
     const { rows } = await pool.query('SELECT 1 FROM service_users WHERE namespace = $1', [t.namespace]);
     expect(rows).toHaveLength(0);
     await createKey(t, 'wide-key', 'wide');
-    await readyReason(t, 'apikeys', 'wide-key', 'ServiceUserNotPermitted');
+    const wideKey = await readyReason(t, 'apikeys', 'wide-key', 'ServiceUserNotPermitted');
+    // The user is Stalled (Failed to kstatus); its key waits for it (InProgress), Degraded in Argo CD.
+    expect((await kstatusAll([wide, wideKey])).map((v) => v.status)).toEqual(['Failed', 'InProgress']);
+    expect(await argoHealth('ServiceUser', wide)).toEqual({
+      status: 'Degraded',
+      message: condition(wide, 'Ready')?.message,
+    });
+    expect((await argoHealth('ApiKey', wideKey)).status).toBe('Degraded');
 
     // A user that starts inside the grants and then widens itself: its keys stop verifying at once.
     await createUser(t, 'greedy', { username: `${t.namespace}_greedy`, scopes: [`${t.namespace}:read`] });
@@ -406,6 +413,9 @@ describe('an AccessPolicy', () => {
     expect(condition(long, 'Ready')?.message).toMatch(
       /^spec\.ttl "30d" is not permitted: keys live at most 1d/,
     );
+    // A key its policy does not permit is Stalled: Failed to kstatus, Degraded to Argo CD.
+    expect((await kstatusAll([forever, long])).map((v) => v.status)).toEqual(['Failed', 'Failed']);
+    expect((await argoHealth('ApiKey', long)).status).toBe('Degraded');
     await createKey(t, 'foreign', 'svc', { ttl: '1h', scopes: ['other-team:admin'] });
     const foreign = await readyReason(t, 'apikeys', 'foreign', 'NotPermitted');
     expect(condition(foreign, 'Ready')?.message).toMatch(

@@ -9,7 +9,7 @@ import {
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
 import { testDatabase } from '../harness/database.js';
-import { condition } from '../support/status.js';
+import { argoHealth, condition, kstatusAll } from '../support/status.js';
 
 /**
  * Objects the operator's schema rejects although the API server stored them: what an older or
@@ -81,6 +81,17 @@ describe('objects that fail the operator schema', () => {
     expect(badKey?.message).toMatch(/spec\.scopes\[0\]/);
     expect(badKey?.message).toMatch(/spec\.ttl/);
     expect(condition(await objects.get('apikeys', 'bad-key'), 'Stalled')).toMatchObject({ status: 'True' });
+    // Stalled: kstatus says Failed (Flux `wait` gives up), Argo CD says Degraded with the reason.
+    const [badUserObj, badKeyObj] = [
+      await objects.get('serviceusers', 'bad-user'),
+      await objects.get('apikeys', 'bad-key'),
+    ];
+    expect((await kstatusAll([badUserObj, badKeyObj])).map((v) => v.status)).toEqual(['Failed', 'Failed']);
+    expect(await argoHealth('ServiceUser', badUserObj)).toEqual({
+      status: 'Degraded',
+      message: badUser?.message,
+    });
+    expect(await argoHealth('ApiKey', badKeyObj)).toEqual({ status: 'Degraded', message: badKey?.message });
 
     await eventually('good-key to be Ready', async () => {
       const ready = condition(await objects.get('apikeys', 'good-key'), 'Ready');

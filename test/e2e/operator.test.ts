@@ -23,7 +23,14 @@ import { migrate } from '../../store/migrate.js';
 import { UsageBatcher } from '../../store/usage.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
-import { condition, kstatus } from '../support/status.js';
+import {
+  argoHealth,
+  argoHealthAll,
+  condition,
+  kstatus,
+  kstatusAll,
+  watchVersions,
+} from '../support/status.js';
 import { poolFor, tokenVerifies } from '../support/store.js';
 
 /**
@@ -150,7 +157,8 @@ describe('issue', () => {
     expect(found?.groups).toEqual(['deployers']);
     expect(token?.startsWith(String(key.status?.tokenPrefix))).toBe(true);
     expect(key.status?.secretName).toBe('alpha-ci');
-    expect(kstatus(key)).toBe('Current');
+    expect(await kstatus(key)).toBe('Current');
+    expect((await argoHealth('ApiKey', key)).status).toBe('Healthy');
 
     const secret = await core.readNamespacedSecret({ namespace: ns, name: 'alpha-ci' });
     expect(secret.metadata?.labels).toMatchObject({
@@ -171,7 +179,8 @@ describe('issue', () => {
     });
     expect(su.status?.username).toBe('alpha');
     expect(su.status?.activeKeys).toBe(1);
-    expect(kstatus(su)).toBe('Current');
+    expect(await kstatus(su)).toBe('Current');
+    expect((await argoHealth('ServiceUser', su)).status).toBe('Healthy');
     expect(await eventReasons('alpha-ci')).toContain('Issued');
   });
 
@@ -180,16 +189,94 @@ describe('issue', () => {
     await apiKey('narrow-wide', 'narrow', { scopes: ['projects:beta'] });
     const key = await readyKey('narrow-wide', 'ScopeNotGranted');
     expect(condition(key, 'Ready')?.message).toContain('projects:beta');
-    expect(kstatus(key)).toBe('Failed');
+    expect(await kstatus(key)).toBe('Failed');
+    expect(await argoHealth('ApiKey', key)).toEqual({
+      status: 'Degraded',
+      message: condition(key, 'Ready')?.message,
+    });
     expect(await tokenOf('narrow-wide')).toBeUndefined();
   });
 
   it('waits for a missing ServiceUser and issues once it appears', async () => {
     await apiKey('early', 'late-user');
-    await readyKey('early', 'ServiceUserNotFound');
+    const waiting = await readyKey('early', 'ServiceUserNotFound');
+    // Work in flight, not done: Flux `wait` and Argo CD keep waiting, and there is no Secret yet.
+    expect(condition(waiting, 'Reconciling')).toMatchObject({ status: 'True', reason: 'Progressing' });
+    expect(await kstatus(waiting)).toBe('InProgress');
+    expect((await argoHealth('ApiKey', waiting)).status).toBe('Progressing');
+    expect(await tokenOf('early')).toBeUndefined();
     await user('late-user');
-    await readyKey('early');
+    const ready = await readyKey('early');
+    expect(condition(ready, 'Reconciling')).toBeUndefined();
+    expect(await kstatus(ready)).toBe('Current');
     expect(await tokenVerifies(pool, (await tokenOf('early')) ?? '')).toBeDefined();
+  });
+});
+
+describe('status from the first pass', () => {
+  const ready = (obj: { status?: Record<string, unknown> }): boolean =>
+    condition(obj, 'Ready')?.status === 'True';
+
+  it('a brand-new ApiKey is Ready=False/Reconciling=True, InProgress and Progressing, until its Secret holds a token', async () => {
+    await user('first-pass');
+    const watch = await watchVersions(kc, ns, 'apikeys', 'first-pass-key', ready);
+    await apiKey('first-pass-key', 'first-pass');
+    const all = await watch.versions;
+    // Only the object as created (no finalizer yet) lacks status, and kstatus cannot help calling
+    // that Current; from the operator's first write on, every version says what is going on.
+    expect(all[0]?.status).toBeUndefined();
+    const versions = all.slice(1);
+    const first = versions[0];
+    // The first pass writes status before the finalizer: the first version anyone can read after
+    // the object as created already says "not yet".
+    expect(versions.at(-1)?.metadata?.finalizers).toContain('keyward.dev/revoke');
+    expect(condition(first ?? {}, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    expect(condition(first ?? {}, 'Reconciling')).toMatchObject({
+      status: 'True',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    expect(first?.status?.observedGeneration).toBe(1);
+    const before = versions.slice(0, -1);
+    expect(before.length).toBeGreaterThan(0);
+    const verdicts = await kstatusAll(versions);
+    const health = await argoHealthAll('ApiKey', versions);
+    // Every version before Ready=True keeps a waiter waiting; only the Ready one lets it pass.
+    expect(verdicts.map((v) => v.status)).toEqual([...before.map(() => 'InProgress'), 'Current']);
+    expect(health.map((h) => h.status)).toEqual([...before.map(() => 'Progressing'), 'Healthy']);
+    const last = versions.at(-1) ?? {};
+    expect(condition(last, 'Reconciling')).toBeUndefined();
+    expect(await tokenVerifies(pool, (await tokenOf('first-pass-key')) ?? '')).toBeDefined();
+  });
+
+  it('a brand-new ServiceUser is Ready=False/Reconciling=True and InProgress before it is stored', async () => {
+    const watch = await watchVersions(kc, ns, 'serviceusers', 'first-pass-user', ready);
+    await user('first-pass-user');
+    const all = await watch.versions;
+    expect(all[0]?.status).toBeUndefined();
+    const versions = all.slice(1);
+    const first = versions[0] ?? {};
+    expect(condition(first, 'Ready')).toMatchObject({
+      status: 'False',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    expect(condition(first, 'Reconciling')).toMatchObject({
+      status: 'True',
+      reason: 'Progressing',
+      observedGeneration: 1,
+    });
+    const verdicts = await kstatusAll(versions);
+    const health = await argoHealthAll('ServiceUser', versions);
+    const before = versions.slice(0, -1);
+    expect(before.length).toBeGreaterThan(0);
+    expect(verdicts.map((v) => v.status)).toEqual([...before.map(() => 'InProgress'), 'Current']);
+    expect(health.map((h) => h.status)).toEqual([...before.map(() => 'Progressing'), 'Healthy']);
+    expect(condition(versions.at(-1) ?? {}, 'Reconciling')).toBeUndefined();
   });
 });
 
@@ -394,11 +481,14 @@ describe('lifecycle', () => {
     const key = await readyKey('sus-key', 'Suspended');
     expect(condition(key, 'Suspended')?.status).toBe('True');
     expect(await tokenVerifies(pool, token)).toBeUndefined();
+    expect((await argoHealth('ApiKey', key)).status).toBe('Suspended');
     // The two kinds reconcile in their own queues: the key may report its user's suspension first.
-    await eventually(
-      'ServiceUser sus reports Suspended',
-      async () => condition(await objects.get('serviceusers', 'sus'), 'Suspended')?.status === 'True',
-    );
+    const suspendedUser = await eventually('ServiceUser sus reports Suspended', async () => {
+      const u = await objects.get('serviceusers', 'sus');
+      return condition(u, 'Suspended')?.status === 'True' ? u : undefined;
+    });
+    expect((await argoHealth('ServiceUser', suspendedUser)).status).toBe('Suspended');
+    expect(await kstatus(suspendedUser)).toBe('Current');
     await kc.makeApiClient(CustomObjectsApi).patchNamespacedCustomObject(
       {
         group: 'keyward.dev',
@@ -421,8 +511,9 @@ describe('lifecycle', () => {
     await readyKey('dis-key');
     const token = (await tokenOf('dis-key')) ?? '';
     await patchKey('dis-key', { spec: { disabled: true } });
-    await readyKey('dis-key', 'Disabled');
+    const disabled = await readyKey('dis-key', 'Disabled');
     expect(await tokenVerifies(pool, token)).toBeUndefined();
+    expect((await argoHealth('ApiKey', disabled)).status).toBe('Suspended');
     await patchKey('dis-key', { spec: { disabled: false } });
     await readyKey('dis-key');
     expect(await tokenVerifies(pool, token)).toBeDefined();
@@ -436,6 +527,7 @@ describe('lifecycle', () => {
     expect(Date.parse(String(key.status?.expiresAt)) - Date.parse(String(key.status?.issuedAt))).toBe(4_000);
     const expired = await readyKey('exp-key', 'Expired');
     expect(condition(expired, 'Expired')?.status).toBe('True');
+    expect((await argoHealth('ApiKey', expired)).status).toBe('Degraded');
     expect(await tokenVerifies(pool, token)).toBeUndefined();
     expect(await eventReasons('exp-key')).toContain('Expired');
   });
