@@ -51,3 +51,10 @@ function conditionOrder(type: string): number {
   const index = ORDER.indexOf(type);
   return index === -1 ? ORDER.length : index;
 }
+
+export function findCondition(
+  conditions: readonly Condition[] | undefined,
+  type: string,
+): Condition | undefined {
+  return conditions?.find((c) => c.type === type);
+}

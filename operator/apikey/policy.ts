@@ -64,7 +64,7 @@ export interface CredentialInput {
 }
 
 /** How many answered rotate requests status remembers; a revert to an older value still rotates. */
-export const ROTATION_REQUEST_HISTORY = 16;
+const ROTATION_REQUEST_HISTORY = 16;
 
 /**
  * What status remembers of a rotate request: annotation values may be long (up to the 256 KiB of
