@@ -311,9 +311,16 @@ export class ApiKeyReconciler {
       return;
     }
     if (!(await this.#d.kube.createSecret(desired, manager))) {
+      // Name the holder, as a conflict found by reading does: usually another ApiKey that won a race.
+      const taken = secretOwnership(
+        apiKey,
+        await this.#d.kube.readSecret(apiKey.metadata.namespace ?? '', secretNameOf(apiKey)),
+      );
       throw new SecretTakenError(
-        `Secret ${secretNameOf(apiKey)} was created by someone else just before keyward could create it; ` +
-          'keyward leaves it unchanged',
+        taken.kind === 'foreign'
+          ? taken.message
+          : `Secret ${secretNameOf(apiKey)} was created by someone else just before keyward could create it; ` +
+              'keyward leaves it unchanged',
       );
     }
   }
