@@ -1,4 +1,4 @@
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,6 @@ import {
 } from '@kubernetes/client-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
-import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
 import { KeywardObjects } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
@@ -23,6 +22,7 @@ import { helmBinary } from '../chart/tools.js';
 import {
   cli,
   megabytes,
+  nodeLeftovers,
   podRssBytes,
   RESTRICTED_CONTAINER,
   RESTRICTED_NAMESPACE_LABELS,
@@ -81,6 +81,20 @@ let kubectl: (args: string[]) => Promise<string>;
 /** `--set` flags naming the image and the three Postgres Secrets, as the docs pass them. */
 let installValues: string[];
 let client: VerifyClient;
+
+/** `spec.suspended` of the tenant's ServiceUser, set as a user would with kubectl. */
+const setSuspended = (suspended: boolean): Promise<string> =>
+  kubectl([
+    '-n',
+    TENANT,
+    'patch',
+    'serviceuser',
+    'ci-deployer',
+    '--type',
+    'merge',
+    '-p',
+    JSON.stringify({ spec: { suspended } }),
+  ]);
 
 describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
   beforeAll(async () => {
@@ -268,33 +282,13 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
       expect(await verifyFromPod()).toEqual({ status: 200, user: 'ci-deployer' });
       expect(await verifyFromPod({ token: 'kw_not_a_real_token' })).toEqual({ status: 401, user: null });
 
-      await kubectl([
-        '-n',
-        TENANT,
-        'patch',
-        'serviceuser',
-        'ci-deployer',
-        '--type',
-        'merge',
-        '-p',
-        '{"spec":{"suspended":true}}',
-      ]);
+      await setSuspended(true);
       await eventually(
         'the suspended user to get 401',
         async () => ((await verifyFromPod()).status === 401 ? true : undefined),
         SUSPENSION_TIMEOUT_MS,
       );
-      await kubectl([
-        '-n',
-        TENANT,
-        'patch',
-        'serviceuser',
-        'ci-deployer',
-        '--type',
-        'merge',
-        '-p',
-        '{"spec":{"suspended":false}}',
-      ]);
+      await setSuspended(false);
       await eventually(
         'the reinstated user to get 200 again',
         async () => ((await verifyFromPod()).status === 200 ? true : undefined),
@@ -408,14 +402,7 @@ describe.skipIf(skip)('helm install of charts/keyward on a real node', () => {
     const problems = await node.stop();
     await pgServer.stop();
     await rm(helmHome, { recursive: true, force: true });
-    expect(problems).toEqual([]);
-    const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .filter((line) => line.includes('/keyward-node-'));
-    expect(mounts).toEqual([]);
-    // Against the host as the node found it under the machine-wide lock: a capture taken here
-    // before startNodeCluster() could see another suite's node still running.
-    expect(diffHostState(node.hostBefore, await captureHostState())).toEqual([]);
+    expect(await nodeLeftovers(node, problems)).toEqual([]);
   }, 180_000);
 });
 

@@ -1,15 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { AppsV1Api, CoreV1Api, type V1Pod } from '@kubernetes/client-node';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildKeywardImage, type ImageArchive } from '../../devenv/image/image.js';
-import { captureHostState, diffHostState } from '../../devenv/node/host.js';
 import { type NodeCluster, startNodeCluster } from '../../devenv/node/node.js';
 import { eventually } from '../../devenv/poll.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
 import {
   megabytes,
+  nodeLeftovers,
   podRssBytes,
   RESTRICTED_CONTAINER,
   RESTRICTED_NAMESPACE_LABELS,
@@ -222,14 +222,7 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
     await closeStore();
     const problems = await node.stop();
     await pgServer.stop();
-    expect(problems).toEqual([]);
-    const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .filter((line) => line.includes('/keyward-node-'));
-    expect(mounts).toEqual([]);
-    // Against the host as the node found it under the machine-wide lock: a capture taken here
-    // before startNodeCluster() could see another suite's node still running.
-    expect(diffHostState(node.hostBefore, await captureHostState())).toEqual([]);
+    expect(await nodeLeftovers(node, problems)).toEqual([]);
   }, 180_000);
 });
 

@@ -3,6 +3,8 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { nodeUnsupportedReason } from '../../devenv/node/binaries.js';
+import { captureHostState, diffHostState } from '../../devenv/node/host.js';
+import type { NodeCluster } from '../../devenv/node/node.js';
 
 /**
  * Pieces shared by the suites that run on a real node (devenv/node): whether they run, the
@@ -116,4 +118,17 @@ export function uncompressedImageBytes(archive: string): number {
     offset = body + Math.ceil(size / 512) * 512;
   }
   return total;
+}
+
+/**
+ * What a stopped node left behind: its own teardown problems, mounts under its directories, and
+ * every difference from the host as the node found it under the machine-wide lock (a capture taken
+ * by the test before startNodeCluster() could see another suite's node still running). Empty when
+ * the host is as it was.
+ */
+export async function nodeLeftovers(node: NodeCluster, stopProblems: string[]): Promise<unknown[]> {
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .filter((line) => line.includes('/keyward-node-'));
+  return [...stopProblems, ...mounts, ...diffHostState(node.hostBefore, await captureHostState())];
 }
