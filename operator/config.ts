@@ -90,6 +90,12 @@ export const operatorEnvSchema = z.object({
     .describe(
       "A Ready ApiKey's status (lastUsedAt above all) is refreshed from the store at least this often; status.lastUsedAt lags a verification by at most this plus the webhook's KEYWARD_USAGE_FLUSH_INTERVAL.",
     ),
+  KEYWARD_FAILPOINTS: z
+    .string()
+    .default('')
+    .describe(
+      'Comma-separated failpoints (operator/failpoints.ts) at which the operator kills itself; for crash-point tests only. Empty: none.',
+    ),
   KEYWARD_LOG_LEVEL: z
     .enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal'])
     .default('info')
@@ -112,6 +118,7 @@ export interface OperatorConfig {
   restartDebounceMs: number;
   lastUsedRefreshMs: number;
   logLevel: string;
+  failpoints: string[];
 }
 
 export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): OperatorConfig {
@@ -138,6 +145,9 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     restartDebounceMs: c.KEYWARD_RESTART_DEBOUNCE_SECONDS * 1000,
     lastUsedRefreshMs: c.KEYWARD_LAST_USED_REFRESH_SECONDS * 1000,
     logLevel: c.KEYWARD_LOG_LEVEL,
+    failpoints: c.KEYWARD_FAILPOINTS.split(',')
+      .map((n) => n.trim())
+      .filter((n) => n !== ''),
   };
 }
 

@@ -9,6 +9,7 @@ import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { LeakWatcher } from './apikey/leaks.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
 import type { OperatorConfig } from './config.js';
+import { armFailpoints } from './failpoints.js';
 import { EventRecorder } from './kube/events.js';
 import { Informer, type SharedInformer } from './kube/informer.js';
 import { LeaderElector } from './kube/leader.js';
@@ -298,6 +299,7 @@ function loadKubeConfig(): KubeConfig {
  * /metrics and wait for the lease; only the leader runs informers and workers.
  */
 export async function runOperator(config: OperatorConfig, kc: KubeConfig = loadKubeConfig()): Promise<void> {
+  armFailpoints(config.failpoints);
   const logger = pino({ level: config.logLevel, base: { component: 'operator', identity: config.identity } });
   const metrics = createMetrics();
   const pool = new pg.Pool({

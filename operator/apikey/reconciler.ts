@@ -21,6 +21,7 @@ import {
   permittedScopes,
 } from '../accesspolicy/grants.js';
 import { type ConditionInput, PROGRESSING, setConditions } from '../conditions.js';
+import { FAILPOINTS, failpoint } from '../failpoints.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { SharedInformer } from '../kube/informer.js';
 import type { HandlerResult } from '../kube/workqueue.js';
@@ -476,6 +477,7 @@ export class ApiKeyReconciler {
           desiredSecret(apiKey, { token: token.token, rotationRequest: action.request, tokenVersion: fresh }),
           secret,
         );
+      failpoint(FAILPOINTS.issueAfterSecret);
       const result = await fromStore(() =>
         this.#d.store.issueKey({
           ref: { namespace: apiKey.metadata.namespace ?? '', name: apiKey.metadata.name, uid },
@@ -499,6 +501,7 @@ export class ApiKeyReconciler {
         throw new Error(
           `issue of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
         );
+      failpoint(FAILPOINTS.issueAfterStore);
       log.info({ keyId: result.key.keyId, tokenPrefix: token.displayPrefix }, 'issued key');
       this.#d.events.record(raw, {
         type: 'Normal',
@@ -531,6 +534,7 @@ export class ApiKeyReconciler {
         throw new Error(
           `rotation of ${apiKey.metadata.namespace}/${apiKey.metadata.name} refused by the store: ${result.kind}`,
         );
+      failpoint(FAILPOINTS.rotateAfterStore);
       // New and previous token in one write: the previous one is known only now (the store has
       // its hash alone), and a crash before this write resumes the rotation with the same held token.
       const version = tokenVersion(uid, now);
@@ -544,6 +548,7 @@ export class ApiKeyReconciler {
         }),
         secret,
       );
+      failpoint(FAILPOINTS.rotateAfterSecret);
       log.info(
         { keyId: state.keyId, tokenPrefix: generated.displayPrefix, reason: action.reason },
         'rotated key',
@@ -645,9 +650,11 @@ export class ApiKeyReconciler {
     const uid = raw.metadata.uid ?? '';
     // Revoke before the Secret goes: from this commit on, the token is useless wherever it leaked.
     await fromStore(() => this.#d.store.revokeKey(uid));
+    failpoint(FAILPOINTS.revokeAfterStore);
     const spec = (raw as { spec?: { secret?: { name?: string } } }).spec;
     const secretName = spec?.secret?.name ?? raw.metadata.name ?? '';
     const deleted = await this.#d.kube.deleteSecret(raw.metadata.namespace ?? '', secretName, uid);
+    failpoint(FAILPOINTS.revokeAfterSecret);
     this.#d.events.record(raw, {
       type: 'Normal',
       reason: 'Revoked',

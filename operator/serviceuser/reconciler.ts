@@ -11,6 +11,7 @@ import {
   permittedScopes,
 } from '../accesspolicy/grants.js';
 import { type ConditionInput, PROGRESSING, setConditions } from '../conditions.js';
+import { FAILPOINTS, failpoint } from '../failpoints.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { SharedInformer } from '../kube/informer.js';
 import { FINALIZER, type KubeWriter } from '../objects.js';
@@ -66,6 +67,7 @@ export class ServiceUserReconciler {
     if (raw.metadata?.deletionTimestamp) {
       if (!raw.metadata.finalizers?.includes(FINALIZER)) return;
       await fromStore(() => this.#d.store.deleteServiceUser(uid));
+      failpoint(FAILPOINTS.userRevokeAfterStore);
       this.#d.events.record(raw, {
         type: 'Normal',
         reason: 'Deleted',
