@@ -7,7 +7,7 @@ import { testDatabase } from '../test/harness/database.js';
 import { CHANGES_CHANNEL, type StoreChange } from './changes.js';
 import { ChangeListener, type ChangeSubscriber } from './listener.js';
 import { migrate } from './migrate.js';
-import { OperatorStore } from './operator-store.js';
+import { OperatorStore, type ServiceUserSpec } from './operator-store.js';
 import { UsageBatcher } from './usage.js';
 
 type Event =
@@ -50,18 +50,20 @@ afterAll(async () => {
   await pool?.end();
 });
 
-async function userAndKey(s: OperatorStore): Promise<{ userUid: string; keyId: string; userId: string }> {
+async function userAndKey(
+  s: OperatorStore,
+): Promise<{ userSpec: ServiceUserSpec; keyId: string; userId: string }> {
   const namespace = `ns-${randomUUID().slice(0, 8)}`;
-  const userUid = randomUUID();
-  const user = await s.upsertServiceUser({
-    ref: { namespace, name: 'svc', uid: userUid },
+  const userSpec: ServiceUserSpec = {
+    ref: { namespace, name: 'svc', uid: randomUUID() },
     username: namespace,
     description: '',
     contact: null,
     groups: [],
     scopes: [],
     suspended: false,
-  });
+  };
+  const user = await s.upsertServiceUser(userSpec);
   if (user.kind !== 'ok') throw new Error(user.kind);
   const t = generateToken();
   const key = await s.issueKey({
@@ -71,7 +73,7 @@ async function userAndKey(s: OperatorStore): Promise<{ userUid: string; keyId: s
     displayPrefix: t.displayPrefix,
   });
   if (key.kind !== 'ok') throw new Error(key.kind);
-  return { userUid, keyId: key.key.keyId, userId: user.user.id };
+  return { userSpec, keyId: key.key.keyId, userId: user.user.id };
 }
 
 describe('ChangeListener', () => {
@@ -82,8 +84,8 @@ describe('ChangeListener', () => {
     try {
       await expect.poll(() => listener.connected).toBe(true);
       expect(recorder.events).toEqual([{ type: 'connected' }]);
-      const { userUid, keyId, userId } = await userAndKey(store);
-      await store.setSuspended(userUid, true);
+      const { userSpec, keyId, userId } = await userAndKey(store);
+      await store.upsertServiceUser({ ...userSpec, suspended: true });
       await pool.query('SELECT pg_notify($1, $2)', [CHANGES_CHANNEL, 'not json']);
       await expect.poll(() => recorder.changes().length).toBe(3);
       expect(recorder.changes()).toEqual([

@@ -153,13 +153,13 @@ describe('/verify', () => {
     expect((await verify(app, key.token)).statusCode).toBe(200);
     expect((await verify(app, other.token)).statusCode).toBe(200);
 
-    await fx.store.setSuspended(user.uid, true);
+    await fx.setSuspended(user, true);
     await eventuallyStatus(key.token, 401);
     expect((await verify(app, key.token)).headers['www-authenticate']).toMatch(
       /service user of this API key is suspended/,
     );
     expect((await verify(app, other.token)).statusCode).toBe(200);
-    await fx.store.setSuspended(user.uid, false);
+    await fx.setSuspended(user, false);
     await eventuallyStatus(key.token, 200);
 
     await fx.store.updateKey(key.uid, { disabled: true });

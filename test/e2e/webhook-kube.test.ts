@@ -180,7 +180,7 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
     const user = await fx.createUser({ kubernetesAuthentication: true });
     const key = await fx.issueKey(user);
     expect((await kubectl(['auth', 'whoami'], key.token)).code).toBe(0);
-    await fx.store.setSuspended(user.uid, true);
+    await fx.setSuspended(user, true);
     // The webhook itself refuses at once...
     const direct = await tokenReview(key.token, apiserverClient);
     expect(JSON.parse(direct.body)).toMatchObject({
@@ -195,7 +195,7 @@ describe('kube-apiserver authenticating API keys through /tokenreview', () => {
     );
     expect((await kubectl(['auth', 'whoami'], key.token)).stderr).toMatch(/Unauthorized/);
     // Failures are not cached, so resuming takes effect with the next request.
-    await fx.store.setSuspended(user.uid, false);
+    await fx.setSuspended(user, false);
     await eventually('resume', async () => (await kubectl(['auth', 'whoami'], key.token)).code === 0, 5000);
   }, 60_000);
 });

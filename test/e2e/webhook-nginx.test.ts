@@ -99,7 +99,7 @@ describe('nginx auth_request configured as ingress-nginx auth-url', () => {
     for (const key of [suspended, revoked, expiring]) {
       expect((await get('/', { authorization: `Bearer ${key.token}` })).status).toBe(200);
     }
-    await fx.store.setSuspended(suspendedUser.uid, true);
+    await fx.setSuspended(suspendedUser, true);
     await fx.store.revokeKey(revoked.uid);
     await eventually(
       'expiry',

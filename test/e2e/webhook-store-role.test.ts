@@ -82,7 +82,7 @@ describe('store roles', () => {
     );
     expect(rows[0]).toEqual({ allowed: '1', denied: '1', used: true });
     // The operator role changes state the webhook sees at once.
-    await fx.store.setSuspended(user.uid, true);
+    await fx.setSuspended(user, true);
     await expect.poll(async () => (await verify(app, key.token)).statusCode).toBe(401);
   });
 

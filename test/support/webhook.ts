@@ -4,7 +4,7 @@ import pg from 'pg';
 import { generateToken } from '../../credentials/token.js';
 import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
-import { OperatorStore } from '../../store/operator-store.js';
+import { OperatorStore, type ServiceUserSpec } from '../../store/operator-store.js';
 import { type AppOptions, buildApp } from '../../webhook/app.js';
 import { loadConfig, type WebhookConfig } from '../../webhook/config.js';
 import { createLogger } from '../../webhook/logger.js';
@@ -19,6 +19,8 @@ export interface StoreFixture {
   readonly store: OperatorStore;
   createUser(options?: UserOptions): Promise<TestUser>;
   issueKey(user: TestUser, options?: KeyOptions): Promise<TestKey>;
+  /** Suspends or resumes the user the way the operator does: the same spec, `suspended` flipped. */
+  setSuspended(user: TestUser, suspended: boolean): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,13 @@ export async function storeFixture(url: string, poolSize = 5, operatorUrl = url)
   const pool = new pg.Pool({ connectionString: operatorUrl, max: poolSize });
   pool.on('error', () => undefined);
   const store = new OperatorStore(pool, { actor: 'webhook-tests' });
+  const specs = new Map<string, ServiceUserSpec>();
+  const upsert = async (spec: ServiceUserSpec): Promise<string> => {
+    const result = await store.upsertServiceUser(spec);
+    if (result.kind !== 'ok') throw new Error(`upsertServiceUser: ${result.kind}`);
+    specs.set(spec.ref.uid, spec);
+    return result.user.id;
+  };
   return {
     url,
     pool,
@@ -77,7 +86,7 @@ export async function storeFixture(url: string, poolSize = 5, operatorUrl = url)
         name: username.toLowerCase(),
         uid: randomUUID(),
       };
-      const result = await store.upsertServiceUser({
+      const id = await upsert({
         ref,
         username,
         description: 'webhook test user',
@@ -87,8 +96,7 @@ export async function storeFixture(url: string, poolSize = 5, operatorUrl = url)
         suspended: options.suspended ?? false,
         kubernetesAuthentication: options.kubernetesAuthentication ?? false,
       });
-      if (result.kind !== 'ok') throw new Error(`upsertServiceUser: ${result.kind}`);
-      return { id: result.user.id, uid: ref.uid, namespace: ref.namespace, name: ref.name, username };
+      return { id, uid: ref.uid, namespace: ref.namespace, name: ref.name, username };
     },
     async issueKey(user: TestUser, options: KeyOptions = {}): Promise<TestKey> {
       counter += 1;
@@ -109,6 +117,11 @@ export async function storeFixture(url: string, poolSize = 5, operatorUrl = url)
       });
       if (result.kind !== 'ok') throw new Error(`issueKey: ${result.kind}`);
       return { token: generated.token, keyId: result.key.keyId, apiKeyId: result.key.id, uid: ref.uid, user };
+    },
+    async setSuspended(user: TestUser, suspended: boolean): Promise<void> {
+      const spec = specs.get(user.uid);
+      if (!spec) throw new Error(`setSuspended: ${user.username} was not created by this fixture`);
+      await upsert({ ...spec, suspended });
     },
     async close(): Promise<void> {
       await pool.end();
