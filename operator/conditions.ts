@@ -7,6 +7,27 @@ import type { Condition } from '../api/common.js';
  */
 export const PROGRESSING = 'Progressing';
 
+/** Ready=False and Stalled=True reason of a spec the operator cannot parse, the same for every kind. */
+export const INVALID_SPEC = 'InvalidSpec';
+
+/**
+ * What a failed check of a reconcile's chain says: Ready=False with this reason and message, and
+ * whether it waits for someone to change an object (`stalled`: Stalled=True with the same reason)
+ * or settles by itself once another object moves (Stalled=False).
+ */
+export interface CheckFailure {
+  readonly reason: string;
+  readonly message: string;
+  readonly stalled: boolean;
+}
+
+/** The Stalled condition after a pass that ended in `failure`, or in none. */
+export function stalledCondition(failure: CheckFailure | undefined): ConditionInput {
+  return failure?.stalled
+    ? { type: 'Stalled', status: 'True', reason: failure.reason, message: failure.message }
+    : { type: 'Stalled', status: 'False', reason: PROGRESSING, message: '' };
+}
+
 /** Ready=False until the first full reconcile has run (the pass that only adds the finalizer). */
 export const RECONCILING_MESSAGE = 'the operator has started reconciling this object';
 

@@ -34,7 +34,6 @@ export type { RotateKeyInput, RotateKeyResult } from './key-rotation.js';
 export type { IssueKeyInput, IssueKeyResult, KeyPatch, UpdateKeyResult } from './keys.js';
 export type {
   ApiKeyState,
-  Contact,
   KeyCounts,
   ObjectRef,
   SecretMatch,
