@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { recordAudit } from './audit.js';
+import { reissueLocked, revokedWithItsUser } from './key-reissue.js';
 import {
   type ApiKeyState,
   hashBuffer,
@@ -41,13 +42,22 @@ export interface IssueKeyInput {
 }
 
 export type IssueKeyResult =
-  /** Issued now (`created`), or already issued with this very hash (an idempotent retry). */
-  | { readonly kind: 'ok'; readonly key: ApiKeyState; readonly created: boolean }
+  /**
+   * Issued now (`created`), or already issued with this very hash (an idempotent retry).
+   * `reissued`: the key had been revoked only because its user was deleted, and the user exists
+   * again (a re-created ServiceUser): it lives again with this hash, none of its old secrets.
+   */
+  | {
+      readonly kind: 'ok';
+      readonly key: ApiKeyState;
+      readonly created: boolean;
+      readonly reissued?: boolean;
+    }
   /** No live ServiceUser of that name in the namespace. */
   | { readonly kind: 'user_not_found' }
   /** The key exists with another current secret or for another user: rotate, don't issue. */
   | { readonly kind: 'already_issued'; readonly key: ApiKeyState }
-  /** This ApiKey object was revoked (deleted); it cannot be issued again. */
+  /** This ApiKey object was revoked (deleted, leaked, replaced); it cannot be issued again. */
   | { readonly kind: 'revoked' }
   /** The hash is already a secret of some other key. */
   | { readonly kind: 'hash_in_use' }
@@ -85,7 +95,8 @@ export async function issueKey(ctx: StoreContext, input: IssueKeyInput): Promise
     if (!user) return { kind: 'user_not_found' };
 
     const existing = await lockKey(client, input.ref.uid);
-    if (existing) {
+    const reissue = existing ? await revokedWithItsUser(client, existing, user.id) : false;
+    if (existing && !reissue) {
       if (existing.revoked_at) return { kind: 'revoked' };
       const match = await matchSecret(client, existing.id, hash);
       if (match.role === 'current' && existing.service_user_id === user.id) {
@@ -109,6 +120,10 @@ export async function issueKey(ctx: StoreContext, input: IssueKeyInput): Promise
       );
       if ((live.rows[0]?.n ?? 0) >= input.maxKeys)
         return { kind: 'max_keys_exceeded', maxKeys: input.maxKeys };
+    }
+    if (existing && reissue) {
+      const key = await reissueLocked(ctx, client, existing, user.id, input, hash);
+      return { kind: 'ok', key, created: true, reissued: true };
     }
 
     const inserted = await client.query<{ id: string }>(

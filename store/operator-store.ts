@@ -30,6 +30,7 @@ import {
   upsertServiceUser,
 } from './users.js';
 
+export { revokedWithUser } from './key-reissue.js';
 export type { RotateKeyInput, RotateKeyResult } from './key-rotation.js';
 export type { IssueKeyInput, IssueKeyResult, KeyPatch, UpdateKeyResult } from './keys.js';
 export type {

@@ -223,9 +223,10 @@ async function retireUser(
     user.id,
   ]);
   const keys = await client.query<{ key_id: string; namespace: string; name: string }>(
-    `UPDATE api_keys SET revoked_at = now(), updated_at = now()
+    // The reason tells these keys from ones revoked on their own: a re-created user gets them back.
+    `UPDATE api_keys SET revoked_at = now(), revoked_reason = $2, updated_at = now()
       WHERE service_user_id = $1 AND revoked_at IS NULL RETURNING key_id, namespace, name`,
-    [user.id],
+    [user.id, `user_${reason}`],
   );
   const subject = { namespace: user.namespace, name: user.name, serviceUserId: user.id };
   await recordAudit(client, ctx.actor, {
