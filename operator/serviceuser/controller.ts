@@ -1,0 +1,50 @@
+import type { KubernetesObject } from '@kubernetes/client-node';
+import { serviceUserOf } from '../apikey/controller.js';
+import { findCondition } from '../conditions.js';
+import { type Controller, keysInNamespaces, self, watch } from '../kube/controller.js';
+import type { SharedInformer } from '../kube/informer.js';
+import { objectKey } from '../kube/object.js';
+import type { WorkQueue } from '../kube/workqueue.js';
+import { REASONS } from './reasons.js';
+import type { ServiceUserReconciler } from './reconciler.js';
+
+export interface ServiceUserControllerDeps {
+  serviceUsers: SharedInformer<KubernetesObject>;
+  apiKeys: SharedInformer<KubernetesObject>;
+  queue: WorkQueue;
+  reconciler: Pick<ServiceUserReconciler, 'reconcile'>;
+}
+
+/**
+ * The ServiceUser controller and what it watches: ServiceUsers themselves (a deleted one frees its
+ * username, which may settle another user's UsernameConflict); ApiKeys (a user's key counts
+ * change with its keys).
+ */
+export function serviceUserController(d: ServiceUserControllerDeps): Controller {
+  watch(d.serviceUsers, d.queue, (user, change) =>
+    change === 'deleted' ? [objectKey(user), ...usersInConflict(d.serviceUsers)] : self(user),
+  );
+  watch(d.apiKeys, d.queue, (key) => {
+    const user = serviceUserOf(key);
+    return user ? [`${key.metadata?.namespace}/${user}`] : [];
+  });
+  return {
+    name: 'serviceuser',
+    queue: d.queue,
+    reconcile: (key) => d.reconciler.reconcile(key),
+    enqueueNamespaces: (namespaces) => {
+      for (const key of keysInNamespaces(d.serviceUsers, namespaces)) d.queue.add(key);
+    },
+  };
+}
+
+function usersInConflict(serviceUsers: SharedInformer<KubernetesObject>): string[] {
+  return serviceUsers
+    .list()
+    .filter((u) => {
+      const conditions = (u as { status?: { conditions?: Parameters<typeof findCondition>[0] } }).status
+        ?.conditions;
+      return findCondition(conditions, 'Ready')?.reason === REASONS.usernameConflict;
+    })
+    .map(objectKey);
+}
