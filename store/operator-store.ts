@@ -2,17 +2,15 @@ import type pg from 'pg';
 import { generateKeyId } from '../credentials/token.js';
 import { recordExpiry } from './audit.js';
 import { type RotateKeyInput, type RotateKeyResult, rotateKey } from './key-rotation.js';
+import { type KeyPatch, type UpdateKeyResult, updateKey } from './key-update.js';
 import {
   countKeys,
   getKey,
   type IssueKeyInput,
   type IssueKeyResult,
   issueKey,
-  type KeyPatch,
   revokeKey,
   secretMatch,
-  type UpdateKeyResult,
-  updateKey,
 } from './keys.js';
 import { processLeakReports } from './leak-reports.js';
 import type {
@@ -32,7 +30,8 @@ import {
 
 export { revokedWithUser } from './key-reissue.js';
 export type { RotateKeyInput, RotateKeyResult } from './key-rotation.js';
-export type { IssueKeyInput, IssueKeyResult, KeyPatch, UpdateKeyResult } from './keys.js';
+export type { KeyPatch, UpdateKeyResult } from './key-update.js';
+export type { IssueKeyInput, IssueKeyResult } from './keys.js';
 export type {
   ApiKeyState,
   KeyCounts,
@@ -54,7 +53,7 @@ export interface OperatorStoreOptions {
  * The operator's side of the credential store. Every write is one transaction that also records
  * its audit events and its NOTIFY, and is idempotent: repeating a call with the same inputs after
  * a crash or a lost reply changes nothing and answers as the first call did. The work is in
- * users.ts, keys.ts, key-rotation.ts, leak-reports.ts and audit.ts; this class binds it to a pool.
+ * users.ts, keys.ts, key-rotation.ts, key-update.ts, key-reissue.ts, leak-reports.ts and audit.ts; this class binds it to a pool.
  */
 export class OperatorStore {
   readonly #ctx: StoreContext;

@@ -49,7 +49,7 @@ const withinGrants: Check = ({ parsed, grants }) => {
 /** The checks in order; the first failure wins. */
 const CHECKS: readonly Check[] = [specParses, withinGrants];
 
-export function firstFailure(facts: ServiceUserFacts): CheckFailure | undefined {
+function firstFailure(facts: ServiceUserFacts): CheckFailure | undefined {
   for (const check of CHECKS) {
     const failure = check(facts);
     if (failure) return failure;
