@@ -132,6 +132,17 @@ const CASES: readonly ContractCase[] = [
     },
   },
   {
+    name: 'every identity header is in every 200, empty when there is nothing to say, so the copy overrides a client value',
+    async arrange() {
+      const { token, identity } = await keyFor({ groups: [] });
+      return {
+        clientPath: '/x',
+        headers: { authorization: `Bearer ${token}` },
+        expect: { status: 200, identity },
+      };
+    },
+  },
+  {
     name: 'the client path is the root: /verify/ answers like /verify',
     async arrange() {
       const { token, identity } = await keyFor();
