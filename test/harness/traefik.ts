@@ -6,6 +6,13 @@ import { freePort, ManagedProcess, runBuildScript, waitUntilReady } from '../../
 import { repoRoot } from '../../devenv/repo.js';
 import type { ProxyOptions, TestProxy } from './proxy.js';
 
+export interface TraefikOptions extends ProxyOptions {
+  /** ForwardAuth `trustForwardHeader`; false (the recipe's choice) unless a test shows the other. */
+  readonly trustForwardHeader?: boolean;
+  /** The entry point's `forwardedHeaders.insecure`: believe every client's X-Forwarded-* headers. */
+  readonly insecureForwardedHeaders?: boolean;
+}
+
 const HEALTH_PATH = '/-/traefik-health';
 let binary: Promise<string> | undefined;
 
@@ -24,7 +31,7 @@ function traefikBinary(): Promise<string> {
  * false`) in front of one load-balancer service. It is ready when a router of that same file
  * answers (the ping service behind `/-/traefik-health`), so every route of the file is live.
  */
-export async function startTraefik(options: ProxyOptions): Promise<TestProxy> {
+export async function startTraefik(options: TraefikOptions): Promise<TestProxy> {
   const traefik = await traefikBinary();
   const dir = await mkdtemp(join(tmpdir(), 'keyward-traefik-'));
   const port = await freePort();
@@ -43,6 +50,7 @@ export async function startTraefik(options: ProxyOptions): Promise<TestProxy> {
       '--global.checkNewVersion=false',
       '--global.sendAnonymousUsage=false',
       '--log.level=WARN',
+      ...(options.insecureForwardedHeaders ? ['--entryPoints.web.forwardedHeaders.insecure=true'] : []),
     ],
     cwd: dir,
     logFile,
@@ -70,7 +78,7 @@ export async function startTraefik(options: ProxyOptions): Promise<TestProxy> {
   };
 }
 
-function dynamicConfig(options: ProxyOptions): unknown {
+function dynamicConfig(options: TraefikOptions): unknown {
   const routers: Record<string, unknown> = {
     health: { entryPoints: ['web'], rule: `Path(\`${HEALTH_PATH}\`)`, service: 'ping@internal' },
   };
@@ -81,7 +89,7 @@ function dynamicConfig(options: ProxyOptions): unknown {
         address: location.authUrl,
         // The request to the webhook then carries Traefik's own X-Forwarded-For/-Method/-Uri/-Host,
         // never the client's (docs/ingress/traefik.md explains the choice).
-        trustForwardHeader: false,
+        trustForwardHeader: options.trustForwardHeader ?? false,
         authResponseHeaders: [...options.authResponseHeaders],
       },
     };
