@@ -78,21 +78,34 @@ export async function startTraefik(options: TraefikOptions): Promise<TestProxy> 
   };
 }
 
+/** The Middleware docs/ingress/traefik.md shows (docs/ingress/recipes.test.ts compares them). */
+export function forwardAuthMiddleware(
+  address: string,
+  authResponseHeaders: readonly string[],
+  trustForwardHeader = false,
+): { forwardAuth: Record<string, unknown> } {
+  return {
+    forwardAuth: {
+      address,
+      // The request to the webhook then carries Traefik's own X-Forwarded-For/-Method/-Uri/-Host,
+      // never the client's (docs/ingress/traefik.md explains the choice).
+      trustForwardHeader,
+      authResponseHeaders: [...authResponseHeaders],
+    },
+  };
+}
+
 function dynamicConfig(options: TraefikOptions): unknown {
   const routers: Record<string, unknown> = {
     health: { entryPoints: ['web'], rule: `Path(\`${HEALTH_PATH}\`)`, service: 'ping@internal' },
   };
   const middlewares: Record<string, unknown> = {};
   options.locations.forEach((location, i) => {
-    middlewares[`keyward-${i}`] = {
-      forwardAuth: {
-        address: location.authUrl,
-        // The request to the webhook then carries Traefik's own X-Forwarded-For/-Method/-Uri/-Host,
-        // never the client's (docs/ingress/traefik.md explains the choice).
-        trustForwardHeader: options.trustForwardHeader ?? false,
-        authResponseHeaders: [...options.authResponseHeaders],
-      },
-    };
+    middlewares[`keyward-${i}`] = forwardAuthMiddleware(
+      location.authUrl,
+      options.authResponseHeaders,
+      options.trustForwardHeader ?? false,
+    );
     // Traefik orders routers by rule length: the longer prefix wins, as in nginx.
     routers[`app-${i}`] = {
       entryPoints: ['web'],
