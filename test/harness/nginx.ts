@@ -20,7 +20,7 @@ export interface NginxOptions {
   readonly authCache?: AuthCache;
 }
 
-export interface AuthCache {
+interface AuthCache {
   /** nginx variables naming one cached answer, e.g. `$http_authorization`. */
   readonly key: string;
   /** `proxy_cache_valid` arguments, e.g. `200 202 401 5m` (ingress-nginx's default). */

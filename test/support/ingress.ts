@@ -20,7 +20,7 @@ export const IDENTITY_HEADERS = [
 ];
 
 /** What the upstream saw of one request. */
-export interface Echo {
+interface Echo {
   readonly method: string;
   readonly url: string;
   readonly headers: Record<string, string | undefined>;
@@ -68,7 +68,7 @@ export function ingressLocations(webhookUrl: string): Array<{ path: string; auth
 }
 
 /** What a case sends through the proxy. The path gets a unique prefix-preserving suffix. */
-export interface ClientRequest {
+interface ClientRequest {
   readonly path: string;
   readonly method?: string;
   readonly headers: Record<string, string>;
@@ -88,7 +88,7 @@ interface Denied {
   readonly clientHeaders: Record<string, RegExp>;
 }
 
-export interface Arranged {
+interface Arranged {
   readonly request: ClientRequest;
   readonly expect: Allowed | Denied;
 }
@@ -125,7 +125,7 @@ function identityOf(
  * Every real proxy in front of the webhook passes these. New request-path features add their rows
  * here, so each proxy is tested for them at once.
  */
-export const INGRESS_CASES: readonly IngressCase[] = [
+const INGRESS_CASES: readonly IngressCase[] = [
   {
     name: 'valid key (Authorization: Bearer): 200, method and URL kept, identity headers at the upstream',
     async arrange(fx) {
