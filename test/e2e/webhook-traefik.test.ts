@@ -13,6 +13,12 @@ import {
 } from '../support/ingress.js';
 import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
+/**
+ * The first start may build Traefik (devenv/traefik/build.sh): 18 minutes on a loaded 2-core
+ * machine, cached afterwards; .ci/run builds it before the suites.
+ */
+const COLD_BUILD_TIMEOUT_MS = 40 * 60_000;
+
 let fx: StoreFixture;
 let webhook: RunningWebhook;
 let upstream: EchoUpstream;
@@ -36,7 +42,7 @@ beforeAll(async () => {
     authResponseHeaders: IDENTITY_HEADERS,
     locations: ingressLocations(webhook.url),
   });
-});
+}, COLD_BUILD_TIMEOUT_MS);
 
 afterAll(async () => {
   await traefik?.stop();
