@@ -16,6 +16,17 @@ export interface NginxOptions {
   readonly upstream: string;
   /** Headers copied from the auth response to the upstream request (ingress `auth-response-headers`). */
   readonly authResponseHeaders: readonly string[];
+  /** ingress-nginx's `auth-cache-key` / `auth-cache-duration`: auth answers kept in a proxy_cache. */
+  readonly authCache?: AuthCache;
+}
+
+interface AuthCache {
+  /** nginx variables naming one cached answer, e.g. `$http_authorization`. */
+  readonly key: string;
+  /** `proxy_cache_valid` arguments, e.g. `200 202 401 5m` (ingress-nginx's default). */
+  readonly valid: string;
+  /** `proxy_ignore_headers Cache-Control`: what makes the cache outlive a revocation. */
+  readonly ignoreCacheControl?: boolean;
 }
 
 export interface TestNginx {
@@ -91,7 +102,7 @@ function renderConfig(dir: string, port: number, options: NginxOptions): string 
       proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Auth-Request-Redirect $request_uri;
-      proxy_buffering off;
+${authCacheDirectives(options.authCache)}
       proxy_buffer_size 4k;
       proxy_buffers 4 4k;
       proxy_request_buffering on;
@@ -123,6 +134,7 @@ http {
   fastcgi_temp_path ${tmp}/fastcgi;
   uwsgi_temp_path ${tmp}/uwsgi;
   scgi_temp_path ${tmp}/scgi;
+  proxy_cache_path ${tmp}/auth-cache levels=1:2 keys_zone=auth_cache:1m max_size=8m inactive=30m use_temp_path=off;
   server {
     listen 127.0.0.1:${port};
     location = /-/nginx-health { return 200 "ok"; }
@@ -130,4 +142,16 @@ ${locations.join('\n')}
   }
 }
 `;
+}
+
+/** The auth location's caching, as ingress-nginx renders it when `auth-cache-key` is set. */
+function authCacheDirectives(cache: AuthCache | undefined): string {
+  if (!cache) return '      proxy_buffering off;';
+  return [
+    '      proxy_cache auth_cache;',
+    `      proxy_cache_valid ${cache.valid};`,
+    `      proxy_cache_key "${cache.key}";`,
+    '      proxy_buffering on;',
+    ...(cache.ignoreCacheControl ? ['      proxy_ignore_headers Cache-Control;'] : []),
+  ].join('\n');
 }

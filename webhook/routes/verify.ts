@@ -7,6 +7,13 @@ const REALM = 'Bearer realm="keyward"';
 const REQUIRED_SCOPE_HEADER = 'x-keyward-required-scope';
 const BEARER = /^[Bb][Ee][Aa][Rr][Ee][Rr] +/;
 const FORBIDDEN_DESCRIPTION = 'The API key does not grant the required scope.';
+/**
+ * On every /verify answer, allow or deny. The webhook itself drops a revoked key at once (NOTIFY),
+ * so any time an ingress kept an answer would only lengthen that window: a proxy that caches
+ * auth subrequests (ingress-nginx `auth-cache-key`, nginx `proxy_cache`) must not store this one.
+ * docs/ingress/README.md#the-auth-cache-trap.
+ */
+const VERIFY_CACHE_CONTROL = 'no-store';
 
 /**
  * `ANY /verify` and `ANY /verify/*`. Everything a proxy sends besides credentials (original URL
@@ -21,6 +28,7 @@ export async function verifyRoutes(app: FastifyInstance): Promise<void> {
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
   app.addHook('onRequest', (request, reply, done) => {
+    reply.header('cache-control', VERIFY_CACHE_CONTROL);
     if (hasBody(request)) {
       reply
         .code(413)

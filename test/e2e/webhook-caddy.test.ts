@@ -1,0 +1,50 @@
+import { afterAll, beforeAll, describe } from 'vitest';
+import { eventually } from '../../devenv/poll.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import { startCaddy } from '../harness/caddy.js';
+import { testDatabase } from '../harness/database.js';
+import type { TestProxy } from '../harness/proxy.js';
+import {
+  type EchoUpstream,
+  IDENTITY_HEADERS,
+  ingressCases,
+  ingressLocations,
+  startEchoUpstream,
+} from '../support/ingress.js';
+import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
+
+let fx: StoreFixture;
+let webhook: RunningWebhook;
+let upstream: EchoUpstream;
+let caddy: TestProxy;
+
+beforeAll(async () => {
+  fx = await storeFixture(await testDatabase());
+  webhook = await runWebhook({
+    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
+    handleSignals: false,
+    defaultMetrics: false,
+  });
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
+  upstream = await startEchoUpstream();
+  caddy = await startCaddy({
+    upstream: upstream.url,
+    authResponseHeaders: IDENTITY_HEADERS,
+    locations: ingressLocations(webhook.url),
+  });
+});
+
+afterAll(async () => {
+  await caddy?.stop();
+  await webhook?.close();
+  await upstream?.close();
+  await fx?.close();
+});
+
+describe('Caddy forward_auth with copy_headers (docs/ingress/caddy.md)', () => {
+  ingressCases(() => ({ proxy: caddy, upstream, fx }));
+});
