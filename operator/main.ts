@@ -4,6 +4,7 @@ import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { GROUP, VERSION } from '../api/common.js';
+import { ActAsStore } from '../store/act-as.js';
 import { OperatorStore } from '../store/operator-store.js';
 import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { LeakWatcher } from './apikey/leaks.js';
@@ -174,7 +175,8 @@ function startControllers(
     restartDebounceMs: config.restartDebounceMs,
     lastUsedRefreshMs: config.lastUsedRefreshMs,
   });
-  const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, events, logger, grants });
+  const actAs = new ActAsStore(pool, { actor: 'keyward-operator' });
+  const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, actAs, events, logger, grants });
 
   const keysOfUser = (namespace: string, userName: string): string[] =>
     apiKeys

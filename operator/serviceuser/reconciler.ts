@@ -2,7 +2,9 @@ import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { effectiveUsername, type ServiceUserStatus } from '../../api/serviceuser.js';
 import { parseServiceUser } from '../../api/validate.js';
+import type { ActAsStore } from '../../store/act-as.js';
 import type { OperatorStore, ServiceUserRecord } from '../../store/operator-store.js';
+import { actAsPatterns, NO_ACTING } from '../accesspolicy/act-as.js';
 import {
   checkServiceUser,
   type Grants,
@@ -28,6 +30,8 @@ export interface ServiceUserReconcilerDeps {
   serviceUsers: SharedInformer<KubernetesObject>;
   kube: KubeWriter;
   store: OperatorStore;
+  /** spec.actAs beside the user row (store/act-as.ts). */
+  actAs: ActAsStore;
   events: EventRecorder;
   logger: Logger;
   /** What the namespace's AccessPolicies grant now. */
@@ -94,8 +98,9 @@ export class ServiceUserReconciler {
     const grants = this.#d.grants(namespace);
     const groups = user.spec.groups ?? [];
     const scopes = user.spec.scopes ?? [];
+    const actAs = actAsPatterns(user.spec.actAs);
     const violation = checkServiceUser(
-      { username, usernameFromName: user.spec.username === undefined, groups, scopes },
+      { username, usernameFromName: user.spec.username === undefined, groups, scopes, actAs },
       grants,
     );
     const previous = (raw as { status?: ServiceUserStatus }).status?.conditions?.find(
@@ -123,6 +128,8 @@ export class ServiceUserReconciler {
         );
         if (result.kind === 'deleted') return;
         stored = result.user;
+        // act-as: beyond the grants, nothing of spec.actAs is stored.
+        await fromStore(() => this.#d.actAs.set(result.user.id, NO_ACTING));
       }
       if (previous?.reason !== NOT_PERMITTED || previous.message !== violation.message) {
         this.#d.events.record(raw, { type: 'Warning', reason: NOT_PERMITTED, message: violation.message });
@@ -147,6 +154,8 @@ export class ServiceUserReconciler {
       }),
     );
     if (result.kind === 'deleted') return;
+    // act-as: the granted patterns beside the stored row (a rename in conflict keeps its row too).
+    if (result.user) await fromStore(() => this.#d.actAs.set(result.user.id, actAs));
     if (result.kind === 'username_conflict') {
       const renaming = result.user !== undefined;
       const message = renaming
