@@ -127,9 +127,10 @@ export class ServiceUserReconciler {
           }),
         );
         if (result.kind === 'deleted') return;
-        stored = result.user;
+        const blocked = result.user;
+        stored = blocked;
         // act-as: beyond the grants, nothing of spec.actAs is stored.
-        await fromStore(() => this.#d.actAs.set(result.user.id, NO_ACTING));
+        await fromStore(() => this.#d.actAs.set(blocked.id, NO_ACTING));
       }
       if (previous?.reason !== NOT_PERMITTED || previous.message !== violation.message) {
         this.#d.events.record(raw, { type: 'Warning', reason: NOT_PERMITTED, message: violation.message });
@@ -155,7 +156,8 @@ export class ServiceUserReconciler {
     );
     if (result.kind === 'deleted') return;
     // act-as: the granted patterns beside the stored row (a rename in conflict keeps its row too).
-    if (result.user) await fromStore(() => this.#d.actAs.set(result.user.id, actAs));
+    const held = result.user;
+    if (held) await fromStore(() => this.#d.actAs.set(held.id, actAs));
     if (result.kind === 'username_conflict') {
       const renaming = result.user !== undefined;
       const message = renaming
