@@ -127,10 +127,10 @@ export class ServiceUserReconciler {
           }),
         );
         if (result.kind === 'deleted') return;
-        const blocked = result.user;
-        stored = blocked;
+        stored = result.user;
         // act-as: beyond the grants, nothing of spec.actAs is stored.
-        await fromStore(() => this.#d.actAs.set(blocked.id, NO_ACTING));
+        const blocked = result.user;
+        if (blocked) await fromStore(() => this.#d.actAs.set(blocked.id, NO_ACTING));
       }
       if (previous?.reason !== NOT_PERMITTED || previous.message !== violation.message) {
         this.#d.events.record(raw, { type: 'Warning', reason: NOT_PERMITTED, message: violation.message });
