@@ -8,7 +8,6 @@ import { groupNameSchema, USERNAME_MAX_LENGTH } from './serviceuser.js';
 /** A namespace name (DNS-1123 label), as a policy lists it. */
 const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
-
 // Label keys and values as Kubernetes defines them; the API server checks the selector again when
 // it is used, but a policy that can never match should fail at admission, not silently.
 const LABEL_KEY =

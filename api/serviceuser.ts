@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { API_VERSION, conditionsSchema, objectMetaSchema, observedGenerationSchema } from './common.js';
 import { actAsSchema } from './actas.js';
+import { API_VERSION, conditionsSchema, objectMetaSchema, observedGenerationSchema } from './common.js';
 import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;

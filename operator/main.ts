@@ -176,7 +176,15 @@ function startControllers(
     lastUsedRefreshMs: config.lastUsedRefreshMs,
   });
   const actAs = new ActAsStore(pool, { actor: 'keyward-operator' });
-  const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, actAs, events, logger, grants });
+  const userReconciler = new ServiceUserReconciler({
+    serviceUsers,
+    kube,
+    store,
+    actAs,
+    events,
+    logger,
+    grants,
+  });
 
   const keysOfUser = (namespace: string, userName: string): string[] =>
     apiKeys

@@ -92,7 +92,10 @@ const SUBJECT = {
 };
 
 /** One round trip: the live ServiceUser holding `username`, or null. */
-export async function lookupSubject(db: pg.Pool | pg.ClientBase, username: string): Promise<SubjectLookup | null> {
+export async function lookupSubject(
+  db: pg.Pool | pg.ClientBase,
+  username: string,
+): Promise<SubjectLookup | null> {
   let rows: SubjectRow[];
   try {
     ({ rows } = await db.query<SubjectRow>({ ...SUBJECT, values: [username] }));
