@@ -66,10 +66,14 @@ export function readSubject(
 ): Subject | typeof MALFORMED_SUBJECT | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'string') return MALFORMED_SUBJECT;
-  if (value.length <= USERNAME_MAX_LENGTH && USERNAME_PATTERN.test(value)) {
-    return { kind: 'service-user', username: value };
+  if (value.length > SUBJECT_MAX_LENGTH) return MALFORMED_SUBJECT;
+  // The username form always names a ServiceUser, even one too long to exist.
+  if (USERNAME_PATTERN.test(value)) {
+    return value.length <= USERNAME_MAX_LENGTH
+      ? { kind: 'service-user', username: value }
+      : MALFORMED_SUBJECT;
   }
-  if (value.length <= SUBJECT_MAX_LENGTH && EXTERNAL_SUBJECT_PATTERN.test(value)) {
+  if (EXTERNAL_SUBJECT_PATTERN.test(value)) {
     return { kind: 'external', id: value };
   }
   return MALFORMED_SUBJECT;
