@@ -28,6 +28,25 @@ export class ActAsStore {
 
   /** Sets the patterns of a live user; returns whether anything changed. A deleted or unknown user: false. */
   async set(userId: string, actAs: StoredActAs): Promise<boolean> {
+    // Every reconcile of a user calls this: in the steady state one read, no transaction.
+    let current: { act_as_service_users: string[]; act_as_external_subjects: string[] } | undefined;
+    try {
+      ({
+        rows: [current],
+      } = await this.#pool.query<{ act_as_service_users: string[]; act_as_external_subjects: string[] }>(
+        'SELECT act_as_service_users, act_as_external_subjects FROM service_users WHERE id = $1 AND deleted_at IS NULL',
+        [userId],
+      ));
+    } catch (err) {
+      throw StoreError.from('read act-as', err);
+    }
+    if (
+      !current ||
+      (same(current.act_as_service_users, actAs.serviceUsers) &&
+        same(current.act_as_external_subjects, actAs.externalSubjects))
+    ) {
+      return false;
+    }
     return inTransaction(this.#pool, 'set act-as', async (client) => {
       const { rows } = await client.query<{
         namespace: string;
