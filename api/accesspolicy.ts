@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { actAsSchema, USERNAME_GLOB_PATTERN } from './actas.js';
 import { API_VERSION, objectMetaSchema } from './common.js';
 import { DURATION_PATTERN, NONZERO_DURATION_CEL, parseDuration } from './duration.js';
 import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
@@ -6,12 +7,6 @@ import { groupNameSchema, USERNAME_MAX_LENGTH } from './serviceuser.js';
 
 /** A namespace name (DNS-1123 label), as a policy lists it. */
 const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-
-/**
- * A username pattern: the username characters plus `*`, which matches any run of characters
- * (possibly empty). `ci-*` grants `ci-alpha` and `ci-alpha_2`; `*` alone grants every name.
- */
-const USERNAME_GLOB_PATTERN = /^[-_A-Za-z0-9*]+$/;
 
 // Label keys and values as Kubernetes defines them; the API server checks the selector again when
 // it is used, but a policy that can never match should fail at admission, not silently.
@@ -87,8 +82,6 @@ const ACCESS_POLICY_SELECTS_RULE = {
   fieldPath: '.namespaces',
 } as const;
 
-// `spec.actAs` (which subjects users may act for, DESIGN.md §2) joins this object with issue 13;
-// the spec is strict, so an object using it before then is refused rather than silently ignored.
 export const accessPolicySpecSchema = z
   .strictObject({
     namespaceSelector: labelSelectorSchema
@@ -150,6 +143,7 @@ export const accessPolicySpecSchema = z
       .describe(
         'Whether keys of ServiceUsers in the selected namespaces authenticate to the Kubernetes API (TokenReview). Default false.',
       ),
+    actAs: actAsSchema('AccessPolicy').optional(),
   })
   .meta({ 'x-kubernetes-validations': [ACCESS_POLICY_SELECTS_RULE] })
   .superRefine((spec, ctx) => {

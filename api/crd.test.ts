@@ -43,6 +43,7 @@ describe('generated CRDs', () => {
     expect(
       Object.keys(crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties).sort(),
     ).toEqual([
+      'actAs',
       'groups',
       'kubernetesAuthentication',
       'maxKeyLifetime',

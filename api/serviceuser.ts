@@ -1,8 +1,9 @@
 import { z } from 'zod';
+import { actAsSchema } from './actas.js';
 import { API_VERSION, conditionsSchema, objectMetaSchema, observedGenerationSchema } from './common.js';
 import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
 
-const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
+export const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
 export const USERNAME_MAX_LENGTH = 63;
 
 /** Groups the API server reserves for itself; no ServiceUser or AccessPolicy may name one. */
@@ -82,6 +83,7 @@ export const serviceUserSpecSchema = z
       .boolean()
       .optional()
       .describe('True rejects every key of this user at once; false reactivates them.'),
+    actAs: actAsSchema('ServiceUser').optional(),
     maxKeys: z
       .int()
       .min(0)

@@ -2,6 +2,7 @@ import { KubeConfig, type KubernetesObject, type V1Secret } from '@kubernetes/cl
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { GROUP, VERSION } from '../api/common.js';
+import { ActAsStore } from '../store/act-as.js';
 import { OperatorStore } from '../store/operator-store.js';
 import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { apiKeyController } from './apikey/controller.js';
@@ -135,6 +136,7 @@ function startControllers(
       serviceUsers,
       kube,
       store,
+      actAs: new ActAsStore(pool, { actor: 'keyward-operator' }),
       events,
       logger,
       grants,

@@ -25,6 +25,8 @@ export interface KeyLookup {
   readonly kubernetesAuthentication: boolean;
   /** A deleted user's keys are revoked too; both are reported. */
   readonly userDeleted: boolean;
+  /** The user's spec.actAs globs as the operator stored them (store/act-as.ts); empty or absent: no acting. */
+  readonly actAs?: { readonly serviceUsers: string[]; readonly externalSubjects: string[] };
   readonly disabled: boolean;
   readonly revokedAt: Date | null;
   readonly expiresAt: Date | null;
@@ -50,6 +52,8 @@ interface LookupRow {
   not_permitted: boolean;
   kubernetes_authentication: boolean;
   user_deleted: boolean;
+  act_as_service_users: string[];
+  act_as_external_subjects: string[];
   disabled: boolean;
   revoked_at: Date | null;
   expires_at: Date | null;
@@ -66,7 +70,7 @@ const LOOKUP = {
     SELECT k.id AS api_key_id, k.key_id, k.namespace, k.name,
            u.id AS user_id, u.username, u.groups, u.scopes AS user_scopes, k.scopes AS key_scopes,
            u.suspended, u.not_permitted OR k.not_permitted AS not_permitted, u.kubernetes_authentication,
-           u.deleted_at IS NOT NULL AS user_deleted,
+           u.deleted_at IS NOT NULL AS user_deleted, u.act_as_service_users, u.act_as_external_subjects,
            k.disabled, k.revoked_at, k.expires_at, k.issued_at, k.rotated_at,
            s.not_after, s.display_prefix
       FROM api_key_secrets s
@@ -103,6 +107,7 @@ export async function lookupByHash(db: pg.Pool | pg.ClientBase, hash: Uint8Array
     notPermitted: row.not_permitted,
     kubernetesAuthentication: row.kubernetes_authentication,
     userDeleted: row.user_deleted,
+    actAs: { serviceUsers: row.act_as_service_users, externalSubjects: row.act_as_external_subjects },
     disabled: row.disabled,
     revokedAt: row.revoked_at,
     expiresAt: row.expires_at,

@@ -7,6 +7,7 @@ import Fastify, {
   LogController,
 } from 'fastify';
 import type { Logger } from 'pino';
+import { subjectSource } from './act-as-step.js';
 import { Callers } from './callers.js';
 import { ClientAddress } from './client-address.js';
 import type { WebhookConfig } from './config.js';
@@ -134,6 +135,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     usage: app.usage,
     metrics,
     logger: app.log,
+    subjects: subjectSource(app.store.pool, app.store.lookups),
     now,
   });
   const addresses = new ClientAddress({

@@ -34,6 +34,18 @@ describe('loadConfig', () => {
     expect(c.tokenReviewGroupsPrefix).toBe('keyward:');
   });
 
+  it('takes a subject header name, never one that carries a token', () => {
+    const subject = (env: Record<string, string>) =>
+      loadConfig({ KEYWARD_STORE_URL: 'x', ...env }).subjectHeader;
+    expect(subject({})).toBe('x-keyward-subject');
+    expect(subject({ KEYWARD_SUBJECT_HEADER: 'X-On-Behalf-Of' })).toBe('x-on-behalf-of');
+    expect(() => subject({ KEYWARD_SUBJECT_HEADER: 'x-api-key' })).toThrow(
+      /KEYWARD_SUBJECT_HEADER: must differ from Authorization and KEYWARD_TOKEN_HEADER/,
+    );
+    expect(() => subject({ KEYWARD_SUBJECT_HEADER: 'Authorization' })).toThrow(/KEYWARD_SUBJECT_HEADER/);
+    expect(() => subject({ KEYWARD_SUBJECT_HEADER: 'bad header' })).toThrow(/KEYWARD_SUBJECT_HEADER/);
+  });
+
   it('takes a TokenReview group prefix, - for none, and refuses system:', () => {
     const prefix = (value: string) =>
       loadConfig({ KEYWARD_STORE_URL: 'x', KEYWARD_TOKENREVIEW_GROUPS_PREFIX: value })

@@ -15,6 +15,8 @@ export interface WebhookConfig {
   /** Lower-case header name, or null for `Authorization` only. */
   readonly tokenHeader: string | null;
   readonly tokenPrefix: string | undefined;
+  /** Lower-case name of the header that names the subject a key acts on behalf of. */
+  readonly subjectHeader: string;
   readonly cache: {
     readonly maxEntries: number;
     readonly ttlMs: number;
@@ -131,6 +133,11 @@ export const webhookEnvSchema = z.object({
     .default('x-api-key')
     .describe(
       'Header that carries a bare token, besides `Authorization: Bearer`. `none` accepts only `Authorization`.',
+    ),
+  KEYWARD_SUBJECT_HEADER: headerName
+    .default('x-keyward-subject')
+    .describe(
+      "Header naming the subject a key acts on behalf of: a ServiceUser username, or an external subject id (one with a character a username cannot have, such as `:` or `@`). Allowed only within the key's ServiceUser `spec.actAs`; otherwise 403, never ignored.",
     ),
   KEYWARD_TOKEN_PREFIX: z
     .string()
@@ -384,6 +391,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
   if (maxConcurrent > c.KEYWARD_STORE_POOL_SIZE) {
     problems.push('KEYWARD_STORE_MAX_CONCURRENT_LOOKUPS: must not exceed KEYWARD_STORE_POOL_SIZE');
   }
+  if (c.KEYWARD_SUBJECT_HEADER === 'authorization' || c.KEYWARD_SUBJECT_HEADER === c.KEYWARD_TOKEN_HEADER) {
+    problems.push('KEYWARD_SUBJECT_HEADER: must differ from Authorization and KEYWARD_TOKEN_HEADER');
+  }
   if (problems.length > 0) {
     throw new ConfigError(`invalid webhook configuration:\n  ${problems.join('\n  ')}`);
   }
@@ -392,6 +402,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
     listen: c.KEYWARD_WEBHOOK_LISTEN,
     tokenHeader: c.KEYWARD_TOKEN_HEADER === 'none' ? null : c.KEYWARD_TOKEN_HEADER,
     tokenPrefix: c.KEYWARD_TOKEN_PREFIX,
+    subjectHeader: c.KEYWARD_SUBJECT_HEADER,
     cache: {
       maxEntries: c.KEYWARD_CACHE_MAX_ENTRIES,
       ttlMs: c.KEYWARD_CACHE_TTL,

@@ -125,6 +125,7 @@ describe('fuzzing', () => {
           'x-real-ip',
           'x-forwarded-for',
           'x-keyward-user',
+          'x-keyward-subject',
           'content-type',
         ),
         fc.string({ maxLength: 200, unit: 'binary' }),
@@ -154,6 +155,8 @@ describe('fuzzing', () => {
         expectSafe(res);
         if (res.statusCode === 200) {
           expect(acceptable({ tokens })).toContain(res.headers['x-keyward-key-id']);
+          // No key here may act on behalf of anyone: a subject header is never silently ignored.
+          expect(r.extra['x-keyward-subject']).toBeUndefined();
         } else if (res.statusCode === 401) {
           expect(res.headers['www-authenticate']).toMatch(/^Bearer realm="keyward"/);
         }

@@ -1,5 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify';
 import type { UsageBatcher } from '../store/usage.js';
+import { actingOutcome, type SubjectSource } from './act-as-step.js';
+import type { Acting, MALFORMED_SUBJECT, Subject, SubjectDenyReason } from './acting.js';
 import type { CacheEntry } from './cache.js';
 import { type DenyReason, decide, type KeyDenyReason } from './decision.js';
 import type { Route, WebhookMetrics } from './metrics.js';
@@ -19,14 +21,29 @@ export interface VerificationRequest {
    * A function: it is worked out only for a token that matches no key, never on the hot path.
    */
   readonly client: (() => string) | undefined;
+  /** The subject header, read by acting.ts readSubject(); undefined when the request names none. */
+  readonly subject?: Subject | typeof MALFORMED_SUBJECT;
 }
 
 /** What the pipeline decided; each route maps it to its protocol and nothing more. */
 export type Outcome =
-  | { readonly kind: 'allow'; readonly entry: CacheEntry }
+  /** `acting`: the request acts on behalf of a subject (actor and subject names, what to send upstream). */
+  | { readonly kind: 'allow'; readonly entry: CacheEntry; readonly acting?: Acting }
   /** A real key that is refused: its holder may learn why. */
   | { readonly kind: 'denied'; readonly reason: KeyDenyReason; readonly entry: CacheEntry }
-  | { readonly kind: 'forbidden'; readonly requiredScope: string; readonly entry: CacheEntry }
+  | {
+      readonly kind: 'forbidden';
+      readonly requiredScope: string;
+      readonly entry: CacheEntry;
+      readonly acting?: Acting;
+    }
+  /** A real key naming a subject it may not act for (or a malformed one); `subject` when well-formed. */
+  | {
+      readonly kind: 'subject_refused';
+      readonly reason: SubjectDenyReason;
+      readonly entry: CacheEntry;
+      readonly subject?: string;
+    }
   /** Nothing that matches a key: the generic message only. */
   | { readonly kind: 'invalid'; readonly reason: Exclude<DenyReason, KeyDenyReason> }
   | { readonly kind: 'limited'; readonly retryAfterMs: number }
@@ -38,6 +55,8 @@ export interface VerificationOptions {
   readonly usage: UsageBatcher;
   readonly metrics: WebhookMetrics;
   readonly logger: FastifyBaseLogger;
+  /** ServiceUsers named as subjects (act-as-step.ts). */
+  readonly subjects: SubjectSource;
   /** Epoch ms; every time-based decision goes through this clock. */
   readonly now: () => number;
 }
@@ -88,15 +107,20 @@ export class Verification {
     return this.#finish(request, first, timer);
   }
 
-  #finish(request: VerificationRequest, resolution: Resolution, timer: Timer): Outcome {
+  #finish(request: VerificationRequest, resolution: Resolution, timer: Timer): Outcome | Promise<Outcome> {
     const outcome = this.#decide(request, resolution);
+    if (outcome instanceof Promise) return outcome.then((o) => this.#observe(request, o, timer));
+    return this.#observe(request, outcome, timer);
+  }
+
+  #observe(request: VerificationRequest, outcome: Outcome, timer: Timer): Outcome {
     const { metrics } = this.#options;
     metrics.decision(request.route, RESULTS[outcome.kind], reasonOf(outcome));
     metrics.observe(request.route, timer.elapsedTime / 1000);
     return outcome;
   }
 
-  #decide(request: VerificationRequest, resolution: Resolution): Outcome {
+  #decide(request: VerificationRequest, resolution: Resolution): Outcome | Promise<Outcome> {
     const { limiter, usage, logger } = this.#options;
     if (resolution.kind === 'unavailable') return { kind: 'unavailable', reason: resolution.reason };
     if (resolution.kind === 'invalid') {
@@ -113,7 +137,17 @@ export class Verification {
     }
     const { entry } = resolution;
     const key = entry.key;
-    const decision = decide(entry, this.#options.now(), request.requiredScopes, request.kubernetes === true);
+    // Acting on behalf of a subject: the key must verify on its own, and the scopes are the subject's.
+    const { subject } = request;
+    const decision = decide(
+      entry,
+      this.#options.now(),
+      subject === undefined ? request.requiredScopes : [],
+      request.kubernetes === true,
+    );
+    if (decision.result === 'allow' && subject !== undefined) {
+      return actingOutcome(entry, subject, request.requiredScopes, this.#options.subjects, usage);
+    }
     if (decision.result === 'allow') {
       usage.record(key.apiKeyId, 'allowed');
       return { kind: 'allow', entry };
@@ -137,6 +171,7 @@ const RESULTS: Record<Outcome['kind'], string> = {
   denied: 'deny',
   invalid: 'deny',
   forbidden: 'forbidden',
+  subject_refused: 'forbidden',
   limited: 'limited',
   unavailable: 'unavailable',
 };
@@ -147,6 +182,7 @@ function reasonOf(outcome: Outcome): string {
       return 'ok';
     case 'denied':
     case 'invalid':
+    case 'subject_refused':
       return outcome.reason;
     case 'forbidden':
       return 'insufficient_scope';

@@ -1,8 +1,10 @@
 import type { AccessPolicy, LabelSelector } from '../../api/accesspolicy.js';
+import { globMatches } from '../../api/actas.js';
 import type { ApiKeySpec } from '../../api/apikey.js';
 import { formatDuration, parseDuration } from '../../api/duration.js';
 import { anyScopeCovers } from '../../api/scopes.js';
 import { RESERVED_GROUP_PREFIX } from '../../api/serviceuser.js';
+import { type ActAsGrants, type ActAsPatterns, actAsBeyondGrants, actAsGrantsOf } from './act-as.js';
 
 /** Ready=False reason for a ServiceUser or ApiKey asking for more than its namespace is granted. */
 export const NOT_PERMITTED = 'NotPermitted';
@@ -28,6 +30,8 @@ export interface Grants {
   /** Longest key lifetime in ms; null: no limit. */
   readonly maxKeyLifetimeMs: number | null;
   readonly kubernetesAuthentication: boolean;
+  /** Subjects users may act on behalf of (see act-as.ts); none unless a policy grants some. */
+  readonly actAs: ActAsGrants;
   /** Names of the selecting policies, sorted (for messages). */
   readonly policies: readonly string[];
 }
@@ -115,32 +119,16 @@ export function grantsFor(policies: readonly AccessPolicy[], namespace: Namespac
     groups: [...groups],
     maxKeyLifetimeMs,
     kubernetesAuthentication,
+    actAs: actAsGrantsOf(selecting),
     policies: selecting.map((p) => p.metadata.name).sort(),
   };
 }
 
-/** Whether the glob `pattern` (`*` = any run of characters, possibly empty) matches `name` exactly. */
-export function usernameGlobMatches(pattern: string, name: string): boolean {
-  const parts = pattern.split('*');
-  if (parts.length === 1) return pattern === name;
-  const first = parts[0] ?? '';
-  const last = parts[parts.length - 1] ?? '';
-  if (name.length < first.length + last.length || !name.startsWith(first) || !name.endsWith(last)) {
-    return false;
-  }
-  // Greedy-free left-to-right match of the middle parts within name[first.length, name.length - last.length).
-  let at = first.length;
-  const end = name.length - last.length;
-  for (const part of parts.slice(1, -1)) {
-    const found = name.indexOf(part, at);
-    if (found < 0 || found + part.length > end) return false;
-    at = found + part.length;
-  }
-  return true;
-}
+/** Username globs match as every glob of api/actas.ts does. */
+export { globMatches as usernameGlobMatches } from '../../api/actas.js';
 
 function usernamePermitted(grants: Grants, username: string): boolean {
-  return grants.usernames.some((p) => usernameGlobMatches(p, username));
+  return grants.usernames.some((p) => globMatches(p, username));
 }
 
 function scopePermitted(grants: Grants, scope: string): boolean {
@@ -171,6 +159,8 @@ export interface ServiceUserClaim {
   readonly usernameFromName: boolean;
   readonly groups: readonly string[];
   readonly scopes: readonly string[];
+  /** spec.actAs; unset means no acting. */
+  readonly actAs?: ActAsPatterns;
 }
 
 /** The first field of a ServiceUser beyond the grants, or undefined when it fits. */
@@ -182,6 +172,8 @@ export function checkServiceUser(claim: ServiceUserClaim, grants: Grants): Viola
   if (group >= 0) return notPermitted(`spec.groups[${group}]`, claim.groups[group] ?? '', grants);
   const scope = claim.scopes.findIndex((s) => !scopePermitted(grants, s));
   if (scope >= 0) return notPermitted(`spec.scopes[${scope}]`, claim.scopes[scope] ?? '', grants);
+  const actAs = claim.actAs && actAsBeyondGrants(claim.actAs, grants.actAs);
+  if (actAs) return notPermitted(actAs[0], actAs[1], grants);
   return undefined;
 }
 

@@ -7,6 +7,7 @@ import type {
   ServiceUserSpec as StoreUserSpec,
   UpsertServiceUserResult,
 } from '../../store/operator-store.js';
+import { actAsPatterns } from '../accesspolicy/act-as.js';
 import { checkServiceUser, type Grants, permittedGroups, permittedScopes } from '../accesspolicy/grants.js';
 import { type CheckFailure, type ConditionInput, findCondition, stalledCondition } from '../conditions.js';
 import type { EventSpec } from '../kube/events.js';
@@ -40,6 +41,7 @@ const withinGrants: Check = ({ parsed, grants }) => {
       usernameFromName: user.spec.username === undefined,
       groups: user.spec.groups ?? [],
       scopes: user.spec.scopes ?? [],
+      actAs: actAsPatterns(user.spec.actAs),
     },
     grants,
   );

@@ -6,6 +6,7 @@ import { generateToken } from '../../credentials/token.js';
 import { createTestNamespace } from '../../devenv/kube.js';
 import { applyAccessPolicy, KeywardObjects } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
+import { ActAsStore } from '../../store/act-as.js';
 import { migrate } from '../../store/migrate.js';
 import { OperatorStore } from '../../store/operator-store.js';
 import { testDatabase } from '../../test/harness/database.js';
@@ -95,6 +96,7 @@ beforeAll(async () => {
       serviceUsers,
       kube: new KubeWriter(kc),
       store,
+      actAs: new ActAsStore(pool, { actor: 'test-operator' }),
       events,
       logger,
       grants: (namespace) => policies.grants(namespace),

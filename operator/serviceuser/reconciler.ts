@@ -1,12 +1,19 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import type { ServiceUserStatus } from '../../api/serviceuser.js';
+import type { ActAsStore } from '../../store/act-as.js';
 import type { OperatorStore } from '../../store/operator-store.js';
+import { actAsPatterns, NO_ACTING } from '../accesspolicy/act-as.js';
 import type { Grants } from '../accesspolicy/grants.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { SharedInformer } from '../kube/informer.js';
 import type { KubeWriter } from '../objects.js';
-import { addFinalizerInProgress, reportStoreUnavailable, StoreUnavailableError } from '../status.js';
+import {
+  addFinalizerInProgress,
+  fromStore,
+  reportStoreUnavailable,
+  StoreUnavailableError,
+} from '../status.js';
 import { finalizeServiceUser, storeServiceUser, writeServiceUserStatus } from './actions.js';
 import { eventsFor, failureConditions, planFor, readyConditions, storeFailure } from './checks.js';
 import { gatherServiceUser } from './gather.js';
@@ -15,6 +22,8 @@ export interface ServiceUserReconcilerDeps {
   serviceUsers: SharedInformer<KubernetesObject>;
   kube: KubeWriter;
   store: OperatorStore;
+  /** spec.actAs beside the user row (store/act-as.ts). */
+  actAs: ActAsStore;
   events: EventRecorder;
   logger: Logger;
   /** What the namespace's AccessPolicies grant now. */
@@ -73,6 +82,13 @@ export class ServiceUserReconciler {
     const failure =
       plan.failure ?? (result && plan.spec ? storeFailure(result, plan.spec.username) : undefined);
     const stored = result?.user;
+    // Beside the row, after it: a crash in between leaves no acting (a new row has none) or the
+    // blocked user's, which verifies nothing anyway; the next pass writes it. A failing check stores none.
+    if (stored) {
+      const actAs =
+        plan.failure || !facts.parsed.ok ? NO_ACTING : actAsPatterns(facts.parsed.value.spec.actAs);
+      await fromStore(() => this.#d.actAs.set(stored.id, actAs));
+    }
     const conditions = (object as { status?: ServiceUserStatus }).status?.conditions;
     for (const event of eventsFor(conditions, failure, result)) this.#d.events.record(object, event);
     if (result?.kind === 'ok' && result.created) {

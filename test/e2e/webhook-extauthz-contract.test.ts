@@ -221,7 +221,7 @@ const CASES: readonly ContractCase[] = [
     async arrange(f) {
       const user = await f.createUser();
       const key = await f.issueKey(user);
-      await f.store.setSuspended(user.uid, true);
+      await f.setSuspended(user, true);
       return {
         clientPath: '/x',
         headers: { authorization: `Bearer ${key.token}` },

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect, it } from 'vitest';
+import { ActAsStore } from '../../store/act-as.js';
 import type { TestProxy } from '../harness/proxy.js';
 import type { StoreFixture } from './webhook.js';
 
@@ -14,6 +15,7 @@ import type { StoreFixture } from './webhook.js';
 /** The headers the webhook answers an allowed request with, copied to the upstream by the proxy. */
 export const IDENTITY_HEADERS = [
   'X-Keyward-User',
+  'X-Keyward-Actor',
   'X-Keyward-Key-Id',
   'X-Keyward-Scopes',
   'X-Keyward-Groups',
@@ -102,6 +104,7 @@ export interface IngressCase {
 const CHALLENGE = /^Bearer realm="keyward"/;
 const SPOOF = {
   'x-keyward-user': 'cluster-admin',
+  'x-keyward-actor': 'cluster-admin',
   'x-keyward-key-id': 'kw-forged',
   'x-keyward-scopes': '*',
   'x-keyward-groups': 'system:masters',
@@ -115,6 +118,7 @@ function identityOf(
 ): Record<string, string> {
   return {
     'x-keyward-user': user.username,
+    'x-keyward-actor': '',
     'x-keyward-key-id': key.keyId,
     'x-keyward-scopes': scopes,
     'x-keyward-groups': groups,
@@ -180,7 +184,7 @@ const INGRESS_CASES: readonly IngressCase[] = [
     async arrange(fx) {
       const user = await fx.createUser();
       const key = await fx.issueKey(user);
-      await fx.store.setSuspended(user.uid, true);
+      await fx.setSuspended(user, true);
       return {
         request: { path: '/anything', headers: { authorization: `Bearer ${key.token}` } },
         expect: { status: 401, clientHeaders: { 'www-authenticate': /suspended/ } },
@@ -270,10 +274,46 @@ const INGRESS_CASES: readonly IngressCase[] = [
       };
     },
   },
-  // Rows for rate limits and quotas (429 with Retry-After and RateLimit headers at the client) and
-  // for acting on behalf of a subject (X-Keyward-Subject in, X-Keyward-User = subject and
-  // X-Keyward-Actor = actor at the upstream, a client-supplied X-Keyward-Actor never passing) go
-  // here once those land; a header they add to the webhook's answer goes into IDENTITY_HEADERS.
+  {
+    name: 'acting on behalf of a subject: the subject as X-Keyward-User, the key user as X-Keyward-Actor, spoofed copies gone',
+    async arrange(fx) {
+      const actor = await fx.createUser({ scopes: ['gateway:ping'], groups: [] });
+      const subject = await fx.createUser({ scopes: ['projects:alpha'], groups: ['readers'] });
+      await new ActAsStore(fx.pool, { actor: 'ingress-tests' }).set(actor.id, {
+        serviceUsers: [subject.username],
+        externalSubjects: [],
+      });
+      const key = await fx.issueKey(actor);
+      return {
+        request: {
+          path: '/alpha/x',
+          headers: { ...SPOOF, authorization: `Bearer ${key.token}`, 'x-keyward-subject': subject.username },
+        },
+        expect: {
+          status: 200,
+          upstreamHeaders: {
+            ...identityOf(subject, key, 'projects:alpha', 'readers'),
+            'x-keyward-actor': actor.username,
+          },
+        },
+      };
+    },
+  },
+  {
+    name: 'a subject header on a key whose user may not act: 403, the upstream never reached',
+    async arrange(fx) {
+      const key = await fx.issueKey(await fx.createUser());
+      return {
+        request: {
+          path: '/x',
+          headers: { authorization: `Bearer ${key.token}`, 'x-keyward-subject': 'team_x' },
+        },
+        expect: { status: 403, clientHeaders: {} },
+      };
+    },
+  },
+  // Rows for rate limits and quotas (429 with Retry-After and RateLimit headers at the client) go
+  // here once those land.
 ];
 
 /**

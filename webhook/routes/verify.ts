@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isValidScope } from '../../api/scopes.js';
+import { readSubject, SUBJECT_SCOPE_MESSAGE, subjectDenial } from '../acting.js';
 import { denyMessage, MISSING_MESSAGE } from '../decision.js';
 import type { Outcome } from '../verification.js';
 
@@ -55,12 +56,14 @@ function verifyHandler(
   const k = this.keyward;
   const token = bearerToken(request, k.config.tokenHeader);
   if (token === undefined) return answer(reply, k.verification.missing('verify', reply));
+  const subject = readSubject(request.headers[k.config.subjectHeader]);
   const outcome = k.verification.run(
     {
       route: 'verify',
       token,
       requiredScopes: requiredScopes(request),
       client: () => k.clientAddress(request),
+      ...(subject === undefined ? {} : { subject }),
     },
     reply,
   );
@@ -69,25 +72,45 @@ function verifyHandler(
 
 function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
   switch (outcome.kind) {
-    case 'allow':
+    case 'allow': {
+      const { entry, acting } = outcome;
+      if (acting) {
+        // On behalf of a subject: the subject is the user, the key's own user the actor.
+        return reply
+          .header('x-keyward-user', acting.subject)
+          .header('x-keyward-actor', acting.actor)
+          .header('x-keyward-key-id', entry.key.keyId)
+          .header('x-keyward-scopes', acting.scopesHeader)
+          .header('x-keyward-groups', acting.groupsHeader)
+          .code(200)
+          .send();
+      }
+      // Empty, not absent: a proxy copying the header then replaces whatever the client sent.
       return reply
-        .header('x-keyward-user', outcome.entry.key.username)
-        .header('x-keyward-key-id', outcome.entry.key.keyId)
-        .header('x-keyward-scopes', outcome.entry.scopesHeader)
-        .header('x-keyward-groups', outcome.entry.groupsHeader)
+        .header('x-keyward-user', entry.key.username)
+        .header('x-keyward-actor', '')
+        .header('x-keyward-key-id', entry.key.keyId)
+        .header('x-keyward-scopes', entry.scopesHeader)
+        .header('x-keyward-groups', entry.groupsHeader)
         .code(200)
         .send();
+    }
+    case 'subject_refused': {
+      const { status, message } = subjectDenial(outcome.reason);
+      return reply.code(status).send({ error: outcome.reason, error_description: message });
+    }
     case 'forbidden': {
       // Echo the scope only when it is grammatical: it comes from the request, and a header value
       // built from arbitrary input could be made to carry anything.
       const scope = isValidScope(outcome.requiredScope) ? `, scope="${outcome.requiredScope}"` : '';
+      const description = outcome.acting ? SUBJECT_SCOPE_MESSAGE : FORBIDDEN_DESCRIPTION;
       return reply
         .code(403)
         .header(
           'www-authenticate',
-          `${REALM}, error="insufficient_scope", error_description="${FORBIDDEN_DESCRIPTION}"${scope}`,
+          `${REALM}, error="insufficient_scope", error_description="${description}"${scope}`,
         )
-        .send({ error: 'insufficient_scope', error_description: FORBIDDEN_DESCRIPTION });
+        .send({ error: 'insufficient_scope', error_description: description });
     }
     case 'limited':
       return reply
