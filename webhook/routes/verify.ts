@@ -46,13 +46,14 @@ function verifyHandler(
 ): FastifyReply | Promise<FastifyReply> {
   const k = this.keyward;
   const token = bearerToken(request, k.config.tokenHeader);
-  if (token === undefined) return answer(reply, k.verification.missing('verify', reply));
+  if (token === undefined) return answer(reply, k.verification.missing('verify', reply, request));
   const outcome = k.verification.run(
     {
       route: 'verify',
       token,
       requiredScopes: requiredScopes(request),
       client: () => k.clientAddress(request),
+      origin: request,
     },
     reply,
   );
