@@ -18,6 +18,7 @@ import { NamespacedInformers } from './kube/namespaced.js';
 import { type KubeObject, objectKey } from './kube/object.js';
 import { type HandlerResult, WorkQueue } from './kube/workqueue.js';
 import { KubeWriter } from './objects.js';
+import { RequestLogMaintenance } from './request-log.js';
 import { API_KEY_LABEL, keysNamingSecret, MANAGED_SECRET_SELECTOR } from './secret.js';
 import { ServiceUserReconciler } from './serviceuser/reconciler.js';
 import { WorkloadRestarter } from './workloads.js';
@@ -276,11 +277,17 @@ function startControllers(
     enqueue: (key) => keyQueue.add(key),
   });
   void synced.then(() => leaks.start());
+  const requestLog = new RequestLogMaintenance({
+    pool,
+    logger,
+    retentionDays: config.requestLogRetentionDays,
+  });
+  requestLog.start();
   return {
     synced: () =>
       apiKeys.hasSynced() && serviceUsers.hasSynced() && secrets.hasSynced() && policies.hasSynced(),
     async stop(): Promise<void> {
-      await Promise.all([keyQueue.shutDown(), userQueue.shutDown(), leaks.stop()]);
+      await Promise.all([keyQueue.shutDown(), userQueue.shutDown(), leaks.stop(), requestLog.stop()]);
       await Promise.all([apiKeys.stop(), serviceUsers.stop(), secrets.stop(), policies.stop()]);
       await running.catch(() => undefined);
       await events.flush();
