@@ -188,11 +188,17 @@ export class JsonLinesSink implements RowSink {
 
   constructor(
     target: 'stdout' | { readonly file: string },
-    private readonly options: { readonly flushIntervalMs: number; readonly maxPending: number },
+    private readonly options: {
+      readonly flushIntervalMs: number;
+      readonly maxPending: number;
+      /** The file cannot be opened or written; its lines are counted as dropped. */
+      readonly onError?: (err: Error) => void;
+    },
   ) {
     this.#ownsStream = target !== 'stdout';
     this.#stream = target === 'stdout' ? process.stdout : createWriteStream(target.file, { flags: 'a' });
-    this.#timer = setInterval(() => this.flush(), options.flushIntervalMs);
+    if (this.#ownsStream) this.#stream.on('error', (err) => options.onError?.(err));
+    this.#timer = setInterval(() => void this.flush(), options.flushIntervalMs);
     this.#timer.unref();
   }
 
@@ -216,23 +222,26 @@ export class JsonLinesSink implements RowSink {
     return this.#dropped;
   }
 
-  /** Writes what is pending, unless the stream still holds the last write (then it waits). */
-  flush(): void {
-    if (this.#lines.length === 0 || this.#stream.writableNeedDrain) return;
+  /**
+   * Writes what is pending, unless the stream still holds the last write (then the lines wait for
+   * the next flush); resolves once the stream has taken them. A stream error loses the batch.
+   */
+  flush(force = false): Promise<void> {
+    if (this.#lines.length === 0 || (this.#stream.writableNeedDrain && !force)) return Promise.resolve();
     const lines = this.#lines;
     this.#lines = [];
-    this.#stream.write(`${lines.join('\n')}\n`);
-    this.#written += lines.length;
+    return new Promise((resolve) =>
+      this.#stream.write(`${lines.join('\n')}\n`, (err) => {
+        if (err) this.#dropped += lines.length;
+        else this.#written += lines.length;
+        resolve();
+      }),
+    );
   }
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
-    const lines = this.#lines;
-    this.#lines = [];
-    if (lines.length > 0) {
-      await new Promise<void>((resolve) => this.#stream.write(`${lines.join('\n')}\n`, () => resolve()));
-      this.#written += lines.length;
-    }
+    await this.flush(true);
     if (this.#ownsStream) await new Promise<void>((resolve) => this.#stream.end(() => resolve()));
   }
 }

@@ -71,6 +71,11 @@ async function requestLogPlugin(app: FastifyInstance, options: RequestLogPluginO
       : new JsonLinesSink(settings.json, {
           flushIntervalMs: settings.flushIntervalMs,
           maxPending: settings.maxPending,
+          onError: (err) =>
+            app.log.error(
+              { err: safeError(err) },
+              'cannot write the request log JSON lines; they are dropped',
+            ),
         });
   const sinks: RowSink[] = [];
   if (store) sinks.push(store);
@@ -88,7 +93,7 @@ async function requestLogPlugin(app: FastifyInstance, options: RequestLogPluginO
     store,
     json,
     async flush(): Promise<void> {
-      json?.flush();
+      await json?.flush();
       await store?.flush();
     },
   } satisfies RequestLog);
