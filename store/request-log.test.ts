@@ -4,12 +4,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Backoff } from '../lib/backoff.js';
 import { testDatabase } from '../test/harness/database.js';
 import { migrate } from './migrate.js';
-import {
-  maintainRequestLog,
-  queryRequestLog,
-  type RequestLogRow,
-  RequestLogWriter,
-} from './request-log.js';
+import { maintainRequestLog, queryRequestLog, type RequestLogRow, RequestLogWriter } from './request-log.js';
 
 let url: string;
 let pool: pg.Pool;
@@ -42,7 +37,8 @@ async function partitions(): Promise<string[]> {
   return rows.map((r) => r.relname);
 }
 
-const dayName = (ms: number): string => `request_log_${new Date(ms).toISOString().slice(0, 10).replace(/-/g, '')}`;
+const dayName = (ms: number): string =>
+  `request_log_${new Date(ms).toISOString().slice(0, 10).replace(/-/g, '')}`;
 
 beforeAll(async () => {
   url = await testDatabase();
@@ -90,7 +86,11 @@ describe('request_log partitions', () => {
 
 describe('RequestLogWriter', () => {
   it('writes queued rows in one batch and reads them back by key, user and time range', async () => {
-    const writer = new RequestLogWriter(pool, { flushIntervalMs: 3_600_000, maxPending: 100, retry: retry() });
+    const writer = new RequestLogWriter(pool, {
+      flushIntervalMs: 3_600_000,
+      maxPending: 100,
+      retry: retry(),
+    });
     const base = Date.now() - 60_000;
     const at = (s: number): string => new Date(base + s * 1000).toISOString();
     const key = `key_${randomBytes(6).toString('hex')}`;
@@ -101,7 +101,9 @@ describe('RequestLogWriter', () => {
         row({ at: at(2), key_id: null, username: null, actor: null, result: 'deny', reason: 'unknown' }),
       ),
     );
-    writer.add(JSON.stringify(row({ at: at(3), key_id: key, username: 'carol', actor: 'bob', subject: 'carol' })));
+    writer.add(
+      JSON.stringify(row({ at: at(3), key_id: key, username: 'carol', actor: 'bob', subject: 'carol' })),
+    );
     expect(writer.pending).toBe(4);
     expect(await queryRequestLog(pool, { keyId: key, limit: 10 })).toEqual([]);
     await writer.flush();
@@ -110,7 +112,12 @@ describe('RequestLogWriter', () => {
 
     const byKey = await queryRequestLog(pool, { keyId: key, limit: 10 });
     expect(byKey.map((r) => r.reason)).toEqual(['ok', 'disabled', 'ok']);
-    expect(byKey[0]).toMatchObject({ route: 'verify', method: 'GET', path: '/api/things', at: new Date(at(0)) });
+    expect(byKey[0]).toMatchObject({
+      route: 'verify',
+      method: 'GET',
+      path: '/api/things',
+      at: new Date(at(0)),
+    });
     // By user: as the effective user or as the actor.
     const byBob = await queryRequestLog(pool, { username: 'bob', limit: 10 });
     expect(byBob.map((r) => r.subject)).toEqual([null, 'carol']);
