@@ -1,6 +1,9 @@
+import type { FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
-import { logPath } from './request-log.js';
+import { ClientAddress } from './client-address.js';
+import { logPath, RequestRecorder } from './request-log.js';
+import type { Outcome } from './verification.js';
 
 describe('logPath', () => {
   it('keeps the path of a request target or a whole URL, without query string or fragment', () => {
@@ -23,5 +26,39 @@ describe('logPath', () => {
   it('drops control characters and cuts at the column bound', () => {
     expect(logPath('/a\u0000b\r\nc\u007f')).toBe('/abc');
     expect(logPath(`/${'x'.repeat(5000)}`)).toHaveLength(2048);
+  });
+});
+
+describe('RequestRecorder', () => {
+  const request = {
+    url: '/verify',
+    method: 'GET',
+    headers: { 'x-original-uri': '/x' },
+    socket: { remoteAddress: '10.0.0.1' },
+  } as unknown as FastifyRequest;
+  const outcome = { kind: 'invalid', reason: 'unknown' } as Outcome;
+
+  it('stamps each record with its time in RFC 3339 UTC, to the millisecond', () => {
+    const lines: string[] = [];
+    let now = 0;
+    const recorder = new RequestRecorder({
+      sinks: [{ add: (json) => lines.push(json) }],
+      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
+      clientIpHeader: 'x-forwarded-for',
+      now: () => now,
+    });
+    const times = [
+      Date.parse('2026-12-01T09:59:59.000Z'),
+      Date.parse('2026-12-01T09:59:59.007Z'),
+      Date.parse('2026-12-01T09:59:59.999Z'),
+      Date.parse('2026-12-01T10:00:00.042Z'),
+      Date.parse('2027-01-01T00:00:00.100Z'),
+    ];
+    for (const t of times) {
+      now = t;
+      recorder.record('verify', outcome, 'deny', 'unknown', request);
+    }
+    expect(lines.map((l) => JSON.parse(l).at)).toEqual(times.map((t) => new Date(t).toISOString()));
+    expect(JSON.parse(lines[0]!)).toMatchObject({ path: '/x', client_address: '10.0.0.1', key_id: null });
   });
 });
