@@ -277,7 +277,7 @@ export const webhookEnvSchema = z.object({
     ),
   KEYWARD_STORE_POOL_SIZE: count(10, 1000)
     .refine((n) => n > 0, 'must be at least 1')
-    .describe('Postgres connections for lookups, usage writes and the readiness probe.'),
+    .describe('Postgres connections for lookups, usage and request log writes, and the readiness probe.'),
   KEYWARD_STORE_TIMEOUT: duration('2s')
     .refine((ms) => ms > 0, 'must be longer than 0s')
     .describe('Connect and statement timeout of a lookup, and the longest a lookup waits in the queue.'),
@@ -344,7 +344,10 @@ export const webhookEnvSchema = z.object({
     .describe('pino level.'),
 });
 
-/** Pool connections kept free of lookups: one for the usage flush, one for the readiness probe. */
+/**
+ * Pool connections kept free of lookups: one for the usage and request log flushes (each one
+ * short statement per interval), one for the readiness probe.
+ */
 const POOL_RESERVE = 2;
 
 /** Comma-separated values of `name`, plus one per line of the file `name_FILE`. */
