@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { ClientAddress } from './client-address.js';
+import { loadConfig } from './config.js';
 import { logPath, RequestRecorder } from './request-log.js';
 import type { Outcome } from './verification.js';
 
@@ -60,5 +61,48 @@ describe('RequestRecorder', () => {
     }
     expect(lines.map((l) => JSON.parse(l).at)).toEqual(times.map((t) => new Date(t).toISOString()));
     expect(JSON.parse(lines[0]!)).toMatchObject({ path: '/x', client_address: '10.0.0.1', key_id: null });
+  });
+});
+
+describe('request log configuration', () => {
+  const base = { KEYWARD_STORE_URL: 'postgres://x@127.0.0.1/x' };
+
+  it('records to the store by default, JSON lines only when asked', () => {
+    expect(loadConfig(base).requestLog).toEqual({
+      store: true,
+      json: null,
+      flushIntervalMs: 1000,
+      maxPending: 100_000,
+    });
+    expect(
+      loadConfig({
+        ...base,
+        KEYWARD_REQUEST_LOG_STORE: 'false',
+        KEYWARD_REQUEST_LOG_JSON: '/var/log/keyward/requests.jsonl',
+        KEYWARD_REQUEST_LOG_FLUSH_INTERVAL: '5s',
+        KEYWARD_REQUEST_LOG_BUFFER: '10',
+      }).requestLog,
+    ).toEqual({
+      store: false,
+      json: { file: '/var/log/keyward/requests.jsonl' },
+      flushIntervalMs: 5000,
+      maxPending: 10,
+    });
+    expect(loadConfig({ ...base, KEYWARD_REQUEST_LOG_JSON: 'stdout' }).requestLog.json).toBe('stdout');
+  });
+
+  it('names the variable of a bad value', () => {
+    expect(() => loadConfig({ ...base, KEYWARD_REQUEST_LOG_JSON: 'requests.jsonl' })).toThrow(
+      /KEYWARD_REQUEST_LOG_JSON: want off, stdout or an absolute file path/,
+    );
+    expect(() => loadConfig({ ...base, KEYWARD_REQUEST_LOG_STORE: 'yes' })).toThrow(
+      /KEYWARD_REQUEST_LOG_STORE/,
+    );
+    expect(() => loadConfig({ ...base, KEYWARD_REQUEST_LOG_BUFFER: '0' })).toThrow(
+      /KEYWARD_REQUEST_LOG_BUFFER: must be at least 1/,
+    );
+    expect(() => loadConfig({ ...base, KEYWARD_REQUEST_LOG_FLUSH_INTERVAL: 'soon' })).toThrow(
+      /KEYWARD_REQUEST_LOG_FLUSH_INTERVAL/,
+    );
   });
 });

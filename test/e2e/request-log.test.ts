@@ -255,6 +255,21 @@ describe('request log', () => {
     }
   });
 
+  it('writes nothing to the store with KEYWARD_REQUEST_LOG_STORE=false', async () => {
+    const off = await readyApp(testConfig(fx.url, { KEYWARD_REQUEST_LOG_STORE: 'false' }));
+    const key = await fx.issueKey(await fx.createUser());
+    try {
+      expect((await verify(off, key.token)).statusCode).toBe(200);
+      expect(off.requestLog.store).toBeNull();
+    } finally {
+      await off.close();
+    }
+    // The app under test, logging to the store, sees the same key.
+    expect((await verify(app, key.token)).statusCode).toBe(200);
+    await app.requestLog.flush();
+    expect((await rowsOf(key.keyId)).map((r) => r.route)).toEqual(['verify']);
+  });
+
   it('buffers rows up to its bound while the store is down, counts the rest dropped, never holding up a request', async () => {
     const user = await fx.createUser();
     const key = await fx.issueKey(user);
