@@ -123,9 +123,12 @@ export class RequestLogWriter {
     await this.flush();
   }
 
+  /** Writes the rows queued when it started (rows arriving meanwhile wait for the next flush). */
   async #drain(): Promise<void> {
-    while (this.#queue.length > 0) {
-      const batch = this.#queue.splice(0, this.#maxBatch);
+    let remaining = this.#queue.length;
+    while (remaining > 0) {
+      const batch = this.#queue.splice(0, Math.min(this.#maxBatch, remaining));
+      remaining -= batch.length;
       try {
         await this.pool.query(INSERT_SQL, [`[${batch.join(',')}]`]);
       } catch (err) {
