@@ -64,6 +64,48 @@ describe('RequestRecorder', () => {
   });
 });
 
+describe('RequestRecorder identity', () => {
+  const request = {
+    url: '/verify',
+    method: 'GET',
+    headers: {},
+    socket: { remoteAddress: '10.0.0.1' },
+  } as unknown as FastifyRequest;
+  const key = { keyId: 'key_0123456789abcdef', username: 'ci-bot' };
+  const record = (outcome: unknown): Record<string, unknown> => {
+    const lines: string[] = [];
+    new RequestRecorder({
+      sinks: [{ add: (json) => lines.push(json) }],
+      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
+      clientIpHeader: 'x-forwarded-for',
+      now: () => 0,
+    }).record('verify', outcome as Outcome, 'allow', 'ok', request);
+    return JSON.parse(lines[0]!);
+  };
+
+  it('is the key’s user, acting for itself', () => {
+    expect(record({ kind: 'allow', entry: { key } })).toMatchObject({
+      key_id: key.keyId,
+      username: 'ci-bot',
+      actor: 'ci-bot',
+      subject: null,
+    });
+  });
+
+  it('names the subject a key acted for: a ServiceUser becomes the user, an external id stays the subject', () => {
+    expect(record({ kind: 'allow', entry: { key }, subject: { username: 'alice' } })).toMatchObject({
+      username: 'alice',
+      actor: 'ci-bot',
+      subject: 'alice',
+    });
+    expect(record({ kind: 'allow', entry: { key }, subject: { id: 'tenant-42/user\n7' } })).toMatchObject({
+      username: 'ci-bot',
+      actor: 'ci-bot',
+      subject: 'tenant-42/user7',
+    });
+  });
+});
+
 describe('request log configuration', () => {
   const base = { KEYWARD_STORE_URL: 'postgres://x@127.0.0.1/x' };
 

@@ -165,7 +165,8 @@ export class RequestRecorder implements DecisionRecorder {
   }
 
   /** `new Date(ms).toISOString()`, with the date and time of day reused within a second. */
-  #iso(ms: number): string {
+  #iso(now: number): string {
+    const ms = Math.floor(now);
     const millis = ms % 1000;
     const second = ms - millis;
     if (second !== this.#second) {
