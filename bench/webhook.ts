@@ -1,8 +1,9 @@
 // Webhook benchmarks (bench/README.md): /verify throughput on cache hits against bare Fastify in
 // the same run, latency at half the measured maximum, the miss path over 10^6 keys, revocation
-// propagation to two replicas, and RSS with 100,000 cached entries.
+// propagation to two replicas, RSS with 100,000 cached entries, and the request log's cost on
+// cache hits.
 //
-// Usage: npx tsc -p tsconfig.json && node dist/bench/webhook.js [--only throughput,latency,miss,propagation,memory]
+// Usage: npx tsc -p tsconfig.json && node dist/bench/webhook.js [--only throughput,latency,miss,propagation,memory,audit]
 //        [--keys 1000000] [--duration 10] [--trials 200]
 // Needs wrk and nginx (apt-get install -y wrk nginx-light) and taskset (util-linux). Servers
 // under test are pinned to CPU 0, wrk to CPU 1, so the generator never competes with the server.
@@ -23,7 +24,7 @@ import { OperatorStore } from '../store/operator-store.js';
 const run = promisify(execFile);
 const { values } = parseArgs({
   options: {
-    only: { type: 'string', default: 'throughput,latency,miss,propagation,memory' },
+    only: { type: 'string', default: 'throughput,latency,miss,propagation,memory,audit' },
     keys: { type: 'string', default: '1000000' },
     duration: { type: 'string', default: '10' },
     trials: { type: 'string', default: '200' },
@@ -192,6 +193,7 @@ interface WrkResult {
   p50ms: number;
   p99ms: number;
   non2xx: number;
+  requests: number;
 }
 
 async function wrk(
@@ -223,6 +225,7 @@ async function wrk(
     p50ms: ms(/\s50%\s+([\d.]+)(us|ms|s)/),
     p99ms: ms(/\s99%\s+([\d.]+)(us|ms|s)/),
     non2xx: num(/Non-2xx or 3xx responses:\s+(\d+)/) || 0,
+    requests: num(/(\d+) requests in/),
   };
 }
 
@@ -353,6 +356,73 @@ end
     print(
       `## memory: RSS ${before.toFixed(0)} MiB with an empty cache, ${(await rssMiB()).toFixed(0)} MiB with ${entries} cached entries (V8 heap used ${heapMiB.toFixed(0)} MiB)`,
     );
+  }
+
+  if (only.has('audit')) {
+    // The same cache-hit load against three webhooks on CPU 0, one at a time, rounds interleaved so
+    // that machine load hits them alike: request log off, to the store, to the store and a JSON
+    // lines file. Postgres (every process of the cluster, and the backends it forks from now on)
+    // moves to CPU 1 beside wrk: inserting the rows is the store's work, which in a cluster runs
+    // on another machine, and on CPU 0 it would be counted as the webhook's.
+    const postmaster = (await readFile(join(postgres.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]!;
+    const pinPostgres = async (cpus: string): Promise<void> => {
+      const { stdout } = await run('pgrep', ['-P', postmaster]).catch(() => ({ stdout: '' }));
+      for (const pid of [postmaster, ...stdout.split('\n').filter(Boolean)]) {
+        await run(taskset, ['-a', '-cp', cpus, pid]).catch(() => undefined);
+      }
+    };
+    await pinPostgres('1');
+    const jsonFile = join(work, 'requests.jsonl');
+    const variants: Array<{ name: string; env: Record<string, string> }> = [
+      { name: 'off', env: { KEYWARD_REQUEST_LOG_STORE: 'false' } },
+      { name: 'store', env: {} },
+      { name: 'store+json', env: { KEYWARD_REQUEST_LOG_JSON: jsonFile } },
+    ];
+    const servers = [];
+    for (const v of variants)
+      servers.push({ ...v, ...(await startWebhook(`webhook-log-${v.name}`, 0, v.env)) });
+    for (const server of servers) await wrk(`${server.url}/verify`, { headers: auth, seconds: 3 });
+    // Throughput on a loaded machine swings with the neighbours; the server's own CPU time per
+    // request (utime + stime from /proc) is what the log adds, and moves far less.
+    const cpuSeconds = async (pid: number): Promise<number> => {
+      const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+      return (Number(fields[11]) + Number(fields[12])) / 100;
+    };
+    const rps: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v.name, []]));
+    const cpuUs: Record<string, number[]> = Object.fromEntries(variants.map((v) => [v.name, []]));
+    print(
+      '## request log cost on /verify cache hits, 100 keep-alive connections, server on CPU 0, wrk and Postgres on CPU 1',
+    );
+    for (let i = 0; i < 5; i++) {
+      const line: string[] = [];
+      for (const server of servers) {
+        const before = await cpuSeconds(server.proc.child.pid!);
+        const r = await wrk(`${server.url}/verify`, { headers: auth });
+        const perRequest = ((await cpuSeconds(server.proc.child.pid!)) - before) / r.requests;
+        rps[server.name]!.push(r.rps);
+        cpuUs[server.name]!.push(perRequest * 1e6);
+        line.push(`${server.name} ${fmt(r)}, ${(perRequest * 1e6).toFixed(1)} CPU-µs/req`);
+      }
+      print(`round ${i + 1}: ${line.join(' | ')}`);
+    }
+    const median = (xs: number[]): number => quantile(xs, 0.5);
+    const off = median(rps.off!);
+    const offCpu = median(cpuUs.off!);
+    for (const server of servers.slice(1)) {
+      const metrics = await (await fetch(`${server.metricsUrl}/metrics`)).text();
+      const count = (re: RegExp): number =>
+        [...metrics.matchAll(re)].reduce((sum, m) => sum + Number(m[1]), 0);
+      const written = count(/keyward_webhook_request_log_written_total\{sink="store"\} (\d+)/g);
+      const dropped = count(/keyward_webhook_request_log_dropped_total\{[^}]*\} (\d+)/g);
+      const on = median(rps[server.name]!);
+      const onCpu = median(cpuUs[server.name]!);
+      print(
+        `${server.name}: median ${Math.round(on)} req/s vs ${Math.round(off)} off (${((1 - on / off) * 100).toFixed(1)} % fewer); ` +
+          `median ${onCpu.toFixed(1)} vs ${offCpu.toFixed(1)} CPU-µs/req, so ${((1 - offCpu / onCpu) * 100).toFixed(1)} % less throughput when CPU-bound; ` +
+          `${written.toLocaleString('en')} rows in the store, ${dropped} dropped`,
+      );
+    }
+    await pinPostgres('0,1');
   }
 
   if (only.has('propagation')) {

@@ -90,6 +90,15 @@ export const operatorEnvSchema = z.object({
     .describe(
       "A Ready ApiKey's status (lastUsedAt above all) is refreshed from the store at least this often; status.lastUsedAt lags a verification by at most this plus the webhook's KEYWARD_USAGE_FLUSH_INTERVAL.",
     ),
+  KEYWARD_REQUEST_LOG_RETENTION_DAYS: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .max(3650)
+    .default(30)
+    .describe(
+      "Days the request audit log (the store's `request_log`, written by the webhooks) is kept: the leader drops each day's partition once it is older, and keeps partitions a week ahead (docs/request-log.md).",
+    ),
   KEYWARD_FAILPOINTS: z
     .string()
     .default('')
@@ -117,6 +126,7 @@ export interface OperatorConfig {
   resyncMs: number;
   restartDebounceMs: number;
   lastUsedRefreshMs: number;
+  requestLogRetentionDays: number;
   logLevel: string;
   failpoints: string[];
 }
@@ -144,6 +154,7 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     resyncMs: c.KEYWARD_RESYNC_SECONDS * 1000,
     restartDebounceMs: c.KEYWARD_RESTART_DEBOUNCE_SECONDS * 1000,
     lastUsedRefreshMs: c.KEYWARD_LAST_USED_REFRESH_SECONDS * 1000,
+    requestLogRetentionDays: c.KEYWARD_REQUEST_LOG_RETENTION_DAYS,
     logLevel: c.KEYWARD_LOG_LEVEL,
     failpoints: c.KEYWARD_FAILPOINTS.split(',')
       .map((n) => n.trim())

@@ -20,6 +20,7 @@ import type { KubeObject } from './kube/object.js';
 import { WorkQueue } from './kube/workqueue.js';
 import { countedReconcile, createMetrics, type OperatorMetrics, serveMetrics } from './metrics.js';
 import { KubeWriter } from './objects.js';
+import { RequestLogMaintenance } from './request-log.js';
 import { MANAGED_SECRET_SELECTOR } from './secret.js';
 import { serviceUserController } from './serviceuser/controller.js';
 import { ServiceUserReconciler } from './serviceuser/reconciler.js';
@@ -174,11 +175,17 @@ function startControllers(
     enqueue: (key) => keys.queue.add(key),
   });
   void synced.then(() => leaks.start());
+  const requestLog = new RequestLogMaintenance({
+    pool,
+    logger,
+    retentionDays: config.requestLogRetentionDays,
+  });
+  requestLog.start();
   return {
     synced: () =>
       apiKeys.hasSynced() && serviceUsers.hasSynced() && secrets.hasSynced() && policies.hasSynced(),
     async stop(): Promise<void> {
-      await Promise.all([...controllers.map((c) => c.queue.shutDown()), leaks.stop()]);
+      await Promise.all([...controllers.map((c) => c.queue.shutDown()), leaks.stop(), requestLog.stop()]);
       await Promise.all([apiKeys.stop(), serviceUsers.stop(), secrets.stop(), policies.stop()]);
       await running.catch(() => undefined);
       await events.flush();

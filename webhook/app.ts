@@ -14,6 +14,7 @@ import type { WebhookConfig } from './config.js';
 import { serverFactory } from './http-server.js';
 import { createLogger, safeError } from './logger.js';
 import { WebhookMetrics } from './metrics.js';
+import requestLogPlugin from './plugins/request-log.js';
 import storePlugin from './plugins/store.js';
 import tlsPlugin from './plugins/tls.js';
 import usagePlugin from './plugins/usage.js';
@@ -126,6 +127,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...(options.listener ? { listener: options.listener } : {}),
   });
   await app.register(usagePlugin, { flushIntervalMs: config.usageFlushIntervalMs, now });
+  await app.register(requestLogPlugin, { config, metrics, now });
   await app.register(tlsPlugin, { tls: config.tls });
 
   const limiter = new FailureLimiter({ ...config.failedAttempts, now });
@@ -134,6 +136,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     limiter,
     usage: app.usage,
     metrics,
+    recorder: app.requestLog.recorder,
     logger: app.log,
     subjects: subjectSource(app.store.pool, app.store.lookups),
     now,

@@ -37,6 +37,14 @@ export interface WebhookConfig {
   readonly maxHeaderBytes: number;
   readonly maxUrlBytes: number;
   readonly usageFlushIntervalMs: number;
+  /** The request audit log (docs/request-log.md). */
+  readonly requestLog: {
+    readonly store: boolean;
+    /** null: no JSON lines. */
+    readonly json: 'stdout' | { readonly file: string } | null;
+    readonly flushIntervalMs: number;
+    readonly maxPending: number;
+  };
   readonly tokenReviewScope: string | undefined;
   /** Prepended to every group /tokenreview returns; '' for none. */
   readonly tokenReviewGroupsPrefix: string;
@@ -233,6 +241,32 @@ export const webhookEnvSchema = z.object({
   KEYWARD_USAGE_FLUSH_INTERVAL: duration('5s')
     .refine((ms) => ms >= 100, 'must be at least 100 ms')
     .describe('How often usage counts are written to the store.'),
+  KEYWARD_REQUEST_LOG_STORE: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((v) => v === 'true')
+    .describe(
+      'Record every decision of /verify, /tokenreview and /introspect in the store table `request_log` (docs/request-log.md): time, key id, user, actor and subject, method, path without query, client address, result and reason; never a token. `false` turns it off.',
+    ),
+  KEYWARD_REQUEST_LOG_JSON: z
+    .string()
+    .trim()
+    .default('off')
+    .refine(
+      (v) => v === 'off' || v === 'stdout' || v.startsWith('/'),
+      'want off, stdout or an absolute file path',
+    )
+    .describe(
+      'Also write each request log record as a JSON line: `stdout`, or an absolute file path (appended to). `off`: not at all.',
+    ),
+  KEYWARD_REQUEST_LOG_FLUSH_INTERVAL: duration('1s')
+    .refine((ms) => ms >= 100, 'must be at least 100 ms')
+    .describe('How often request log records are written to the store and the JSON lines.'),
+  KEYWARD_REQUEST_LOG_BUFFER: count(100_000, 10_000_000)
+    .refine((n) => n > 0, 'must be at least 1')
+    .describe(
+      "Request log records held per sink while the store is unreachable (or the JSON stream cannot keep up); beyond it they are dropped and counted in keyward_webhook_request_log_dropped_total. A request never waits for the log. Retention is the operator's KEYWARD_REQUEST_LOG_RETENTION_DAYS.",
+    ),
   KEYWARD_TOKENREVIEW_SCOPE: z
     .string()
     .refine(isValidScope, 'not a scope (e.g. kubernetes, projects:alpha); nothing would grant it')
@@ -250,7 +284,7 @@ export const webhookEnvSchema = z.object({
     ),
   KEYWARD_STORE_POOL_SIZE: count(10, 1000)
     .refine((n) => n > 0, 'must be at least 1')
-    .describe('Postgres connections for lookups, usage writes and the readiness probe.'),
+    .describe('Postgres connections for lookups, usage and request log writes, and the readiness probe.'),
   KEYWARD_STORE_TIMEOUT: duration('2s')
     .refine((ms) => ms > 0, 'must be longer than 0s')
     .describe('Connect and statement timeout of a lookup, and the longest a lookup waits in the queue.'),
@@ -317,7 +351,10 @@ export const webhookEnvSchema = z.object({
     .describe('pino level.'),
 });
 
-/** Pool connections kept free of lookups: one for the usage flush, one for the readiness probe. */
+/**
+ * Pool connections kept free of lookups: one for the usage and request log flushes (each one
+ * short statement per interval), one for the readiness probe.
+ */
 const POOL_RESERVE = 2;
 
 /** Comma-separated values of `name`, plus one per line of the file `name_FILE`. */
@@ -419,6 +456,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
     maxHeaderBytes: c.KEYWARD_MAX_HEADER_BYTES,
     maxUrlBytes: c.KEYWARD_MAX_URL_BYTES,
     usageFlushIntervalMs: c.KEYWARD_USAGE_FLUSH_INTERVAL,
+    requestLog: {
+      store: c.KEYWARD_REQUEST_LOG_STORE,
+      json:
+        c.KEYWARD_REQUEST_LOG_JSON === 'off'
+          ? null
+          : c.KEYWARD_REQUEST_LOG_JSON === 'stdout'
+            ? 'stdout'
+            : { file: c.KEYWARD_REQUEST_LOG_JSON },
+      flushIntervalMs: c.KEYWARD_REQUEST_LOG_FLUSH_INTERVAL,
+      maxPending: c.KEYWARD_REQUEST_LOG_BUFFER,
+    },
     tokenReviewScope: c.KEYWARD_TOKENREVIEW_SCOPE,
     tokenReviewGroupsPrefix: c.KEYWARD_TOKENREVIEW_GROUPS_PREFIX,
     storePoolSize: c.KEYWARD_STORE_POOL_SIZE,

@@ -1,4 +1,4 @@
-import type { FastifyBaseLogger } from 'fastify';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import type { UsageBatcher } from '../store/usage.js';
 import { actingOutcome, type SubjectSource } from './act-as-step.js';
 import type { Acting, MALFORMED_SUBJECT, Subject, SubjectDenyReason } from './acting.js';
@@ -6,6 +6,7 @@ import type { CacheEntry } from './cache.js';
 import { type DenyReason, decide, type KeyDenyReason } from './decision.js';
 import type { Route, WebhookMetrics } from './metrics.js';
 import type { FailureLimiter } from './ratelimit.js';
+import type { DecisionRecorder } from './request-log.js';
 import type { Resolution, Resolver, UnavailableReason } from './resolver.js';
 
 export interface VerificationRequest {
@@ -23,6 +24,8 @@ export interface VerificationRequest {
   readonly client: (() => string) | undefined;
   /** The subject header, read by acting.ts readSubject(); undefined when the request names none. */
   readonly subject?: Subject | typeof MALFORMED_SUBJECT;
+  /** The HTTP request, for the request log (method, path, client address; never its token). */
+  readonly origin?: FastifyRequest;
 }
 
 /** What the pipeline decided; each route maps it to its protocol and nothing more. */
@@ -54,6 +57,8 @@ export interface VerificationOptions {
   readonly limiter: FailureLimiter;
   readonly usage: UsageBatcher;
   readonly metrics: WebhookMetrics;
+  /** The request log; told of every decision that has an origin. */
+  readonly recorder?: DecisionRecorder;
   readonly logger: FastifyBaseLogger;
   /** ServiceUsers named as subjects (act-as-step.ts). */
   readonly subjects: SubjectSource;
@@ -84,9 +89,10 @@ export class Verification {
   }
 
   /** A request that presented no token at all: not a failed attempt, just an answer and its metric. */
-  missing(route: Route, timer: Timer): Outcome {
+  missing(route: Route, timer: Timer, origin?: FastifyRequest): Outcome {
     const outcome: Outcome = { kind: 'invalid', reason: 'missing' };
     this.#options.metrics.decision(route, RESULTS.invalid, 'missing');
+    if (origin) this.#options.recorder?.record(route, outcome, RESULTS.invalid, 'missing', origin);
     this.#options.metrics.observe(route, timer.elapsedTime / 1000);
     return outcome;
   }
@@ -114,8 +120,11 @@ export class Verification {
   }
 
   #observe(request: VerificationRequest, outcome: Outcome, timer: Timer): Outcome {
-    const { metrics } = this.#options;
-    metrics.decision(request.route, RESULTS[outcome.kind], reasonOf(outcome));
+    const { metrics, recorder } = this.#options;
+    const result = RESULTS[outcome.kind];
+    const reason = reasonOf(outcome);
+    metrics.decision(request.route, result, reason);
+    if (request.origin) recorder?.record(request.route, outcome, result, reason, request.origin);
     metrics.observe(request.route, timer.elapsedTime / 1000);
     return outcome;
   }

@@ -126,6 +126,26 @@ export function userCommands(program: Command): void {
     process.exitCode = await scanCommand(paths, options);
   });
 
+  withOutput(
+    program
+      .command('audit')
+      .description(
+        'the request log: every verification decision by key, user or time range (latest --limit, oldest first)',
+      )
+      .option(
+        '--store-url <url>',
+        'Postgres URL, as a role that may read request_log (default: $KEYWARD_STORE_URL)',
+      )
+      .option('--key <keyId>', 'only this key (status.keyId of the ApiKey)')
+      .option('--user <username>', 'only requests by or on behalf of this ServiceUser username')
+      .option('--since <time>', 'from this RFC 3339 time, or a duration ago (1h, 7d)')
+      .option('--until <time>', 'before this RFC 3339 time, or a duration ago')
+      .option('--limit <n>', 'at most this many records, the latest', '100'),
+  ).action(async (options: Parameters<typeof import('./audit.js').auditCommand>[0]) => {
+    const { auditCommand } = await import('./audit.js');
+    process.exitCode = await auditCommand(options);
+  });
+
   program
     .command('completion')
     .description('print a shell completion script: source <(keyward completion bash)')

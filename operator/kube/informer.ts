@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { Backoff, type BackoffOptions } from './backoff.js';
+import { Backoff, type BackoffOptions } from '../../lib/backoff.js';
 import { type Clock, type Random, realClock, type Timer } from './clock.js';
 import { KubeStatusError, statusCodeOf } from './errors.js';
 import type { ListWatch } from './listwatch.js';

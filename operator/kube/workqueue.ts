@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { type BackoffOptions, backoffDelay } from './backoff.js';
+import { type BackoffOptions, backoffDelay } from '../../lib/backoff.js';
 import type { Clock, Random, Timer } from './clock.js';
 import { realClock } from './clock.js';
 

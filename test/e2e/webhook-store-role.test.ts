@@ -115,6 +115,23 @@ describe('store roles', () => {
     expect((await verify(app, forged.token)).statusCode).toBe(401);
   });
 
+  it('lets the webhook role write the request log it cannot read back; the operator role reads it', async () => {
+    const user = await fx.createUser();
+    const key = await fx.issueKey(user);
+    expect(
+      (await verify(app, key.token, { headers: { 'x-original-uri': '/as-webhook-role' } })).statusCode,
+    ).toBe(200);
+    await app.requestLog.flush();
+    expect(await outcome(asWebhook, 'SELECT * FROM request_log')).toBe(DENIED);
+    expect(await outcome(asWebhook, 'DELETE FROM request_log')).toBe(DENIED);
+    const { rows } = await asOperator.query(
+      'SELECT username, path, result FROM request_log WHERE key_id = $1',
+      [key.keyId],
+    );
+    expect(rows).toEqual([{ username: user.username, path: '/as-webhook-role', result: 'allow' }]);
+    expect(await outcome(asOperator, 'DELETE FROM request_log')).toBe(DENIED);
+  });
+
   it('keeps the migrations ledger and the audit trail out of the operator role’s reach', async () => {
     expect(await outcome(asOperator, 'DELETE FROM keyward_schema_migrations')).toBe(DENIED);
     expect(await outcome(asOperator, 'DELETE FROM audit_events')).toBe(DENIED);

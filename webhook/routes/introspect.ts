@@ -43,7 +43,7 @@ function introspect(
       .send({ error: 'invalid_request', error_description: 'The token parameter is required.' });
   }
   const outcome = k.verification.run(
-    { route: 'introspect', token: parsed.data.token, requiredScopes: [], client: undefined },
+    { route: 'introspect', token: parsed.data.token, requiredScopes: [], client: undefined, origin: request },
     reply,
   );
   return outcome instanceof Promise ? outcome.then((o) => answer(reply, o)) : answer(reply, outcome);

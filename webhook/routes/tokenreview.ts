@@ -55,6 +55,7 @@ function tokenReview(
       requiredScopes: scope === undefined ? [] : [scope],
       kubernetes: true,
       client: undefined,
+      origin: request,
     },
     reply,
   );

@@ -55,7 +55,7 @@ function verifyHandler(
 ): FastifyReply | Promise<FastifyReply> {
   const k = this.keyward;
   const token = bearerToken(request, k.config.tokenHeader);
-  if (token === undefined) return answer(reply, k.verification.missing('verify', reply));
+  if (token === undefined) return answer(reply, k.verification.missing('verify', reply, request));
   const subject = readSubject(request.headers[k.config.subjectHeader]);
   const outcome = k.verification.run(
     {
@@ -64,6 +64,7 @@ function verifyHandler(
       requiredScopes: requiredScopes(request),
       client: () => k.clientAddress(request),
       ...(subject === undefined ? {} : { subject }),
+      origin: request,
     },
     reply,
   );

@@ -1,4 +1,5 @@
-import type { Random } from './clock.js';
+/** A uniform number in [0, 1); injected so jitter is reproducible in tests. */
+type Random = () => number;
 
 export interface BackoffOptions {
   /** Delay ceiling of the first retry. */
@@ -10,7 +11,7 @@ export interface BackoffOptions {
 /**
  * Exponential backoff with "equal jitter": the ceiling doubles per attempt up to capMs and the delay
  * is drawn from its upper half, so retries keep growing yet many clients that failed together
- * (every informer after an API server restart) do not retry in lockstep.
+ * (every informer after an API server restart, every webhook replica after a store outage) do not retry in lockstep.
  */
 export function backoffDelay(attempt: number, opts: BackoffOptions, random: Random): number {
   // Beyond 2^52 the product is already far past any sane cap; clamping avoids Infinity.

@@ -1,0 +1,220 @@
+import type pg from 'pg';
+import { StoreError } from './errors.js';
+
+/**
+ * One row of request_log (store/migrations/0007_request_log.sql), named as its columns are, so
+ * the JSON a webhook emits as a line is the same text it sends to the store. Never a token and
+ * never a query string: the webhook builds rows from the decision, not from the request.
+ */
+export interface RequestLogRow {
+  /** RFC 3339, UTC. */
+  readonly at: string;
+  readonly route: 'verify' | 'tokenreview' | 'introspect';
+  readonly key_id: string | null;
+  readonly username: string | null;
+  /** The key's own user; differs from `username` only when the key acted on behalf of `subject`. */
+  readonly actor: string | null;
+  readonly subject: string | null;
+  readonly method: string | null;
+  readonly path: string | null;
+  readonly client_address: string | null;
+  readonly result: string;
+  readonly reason: string;
+}
+
+/** A delay source for retries after a failed write (lib/backoff.ts). */
+export interface RetryDelay {
+  next(): number;
+  reset(): void;
+}
+
+export type DropReason = 'buffer_full' | 'rejected';
+
+export interface RequestLogWriterOptions {
+  /** How often pending rows are written. */
+  readonly flushIntervalMs: number;
+  /** Rows held while the store is slow or away; past it new rows are dropped and counted. */
+  readonly maxPending: number;
+  /** After a failed write the next one waits this long (at least one flush interval). */
+  readonly retry: RetryDelay;
+  /** Rows per INSERT statement. */
+  readonly maxBatch?: number;
+  /** Failures of timer-driven flushes. */
+  readonly onError?: (err: StoreError) => void;
+  readonly now?: () => number;
+}
+
+const DEFAULT_MAX_BATCH = 5_000;
+
+// One statement per batch: the rows travel as one JSON array parameter, which costs the webhook
+// a string join instead of eleven typed arrays, and Postgres routes each row to its day partition.
+const INSERT_SQL = `INSERT INTO request_log
+  SELECT * FROM json_populate_recordset(NULL::request_log, $1::json)`;
+
+/**
+ * Request-log rows queued in memory (as their JSON text) and written in batches, so a decision
+ * never waits on the store. A store that cannot be reached keeps rows queued up to maxPending and
+ * is retried with backoff; beyond the bound, and for batches the store refuses for good (say a
+ * missing partition), rows are dropped and counted, never blocking a request.
+ */
+export class RequestLogWriter {
+  #queue: string[] = [];
+  readonly #dropped: Record<DropReason, number> = { buffer_full: 0, rejected: 0 };
+  #written = 0;
+  #retryAt = 0;
+  #inFlight: Promise<void> | undefined;
+  #closed = false;
+  readonly #timer: NodeJS.Timeout;
+  readonly #now: () => number;
+  readonly #maxBatch: number;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly options: RequestLogWriterOptions,
+  ) {
+    this.#now = options.now ?? Date.now;
+    this.#maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
+    this.#timer = setInterval(() => {
+      if (this.#now() < this.#retryAt) return;
+      this.flush().catch((err: unknown) => this.options.onError?.(StoreError.from('write request log', err)));
+    }, options.flushIntervalMs);
+    this.#timer.unref();
+  }
+
+  /** Queues one row (JSON.stringify of a RequestLogRow). Never blocks, never throws. */
+  add(json: string): void {
+    if (this.#closed) return;
+    if (this.#queue.length >= this.options.maxPending) {
+      this.#dropped.buffer_full += 1;
+      return;
+    }
+    this.#queue.push(json);
+  }
+
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  get written(): number {
+    return this.#written;
+  }
+
+  /** Rows lost, by why: the buffer was full, or the store refused their batch for good. */
+  dropped(reason: DropReason): number {
+    return this.#dropped[reason];
+  }
+
+  /** Writes everything pending now; concurrent calls share the write. Rejects with a StoreError. */
+  async flush(): Promise<void> {
+    while (this.#inFlight) await this.#inFlight.catch(() => undefined);
+    if (this.#queue.length === 0) return;
+    this.#inFlight = this.#drain();
+    try {
+      await this.#inFlight;
+    } finally {
+      this.#inFlight = undefined;
+    }
+  }
+
+  /** Stops the timer and makes one last attempt; rows it cannot write are lost with the process. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#timer);
+    await this.flush();
+  }
+
+  /** Writes the rows queued when it started (rows arriving meanwhile wait for the next flush). */
+  async #drain(): Promise<void> {
+    let remaining = this.#queue.length;
+    while (remaining > 0) {
+      const batch = this.#queue.splice(0, Math.min(this.#maxBatch, remaining));
+      remaining -= batch.length;
+      try {
+        await this.pool.query(INSERT_SQL, [`[${batch.join(',')}]`]);
+      } catch (err) {
+        const error = StoreError.from('write request log', err);
+        if (error.transient) {
+          this.#requeue(batch);
+          this.#retryAt = this.#now() + Math.max(this.options.flushIntervalMs, this.options.retry.next());
+        } else {
+          this.#dropped.rejected += batch.length;
+        }
+        throw error;
+      }
+      this.#written += batch.length;
+      this.#retryAt = 0;
+      this.options.retry.reset();
+    }
+  }
+
+  /** Puts a failed batch back in front; what no longer fits the bound (the newest) is dropped. */
+  #requeue(batch: string[]): void {
+    const queue = batch.concat(this.#queue);
+    const excess = queue.length - this.options.maxPending;
+    if (excess > 0) {
+      queue.length = this.options.maxPending;
+      this.#dropped.buffer_full += excess;
+    }
+    this.#queue = queue;
+  }
+}
+
+export interface RequestLogFilter {
+  readonly keyId?: string;
+  /** Matches the effective user and the actor, so acting on behalf of someone is found both ways. */
+  readonly username?: string;
+  readonly since?: Date;
+  readonly until?: Date;
+  readonly limit: number;
+}
+
+export interface RequestLogEntry extends Omit<RequestLogRow, 'at'> {
+  readonly at: Date;
+}
+
+/** The latest `limit` rows matching the filter, oldest first. */
+export async function queryRequestLog(pool: pg.Pool, filter: RequestLogFilter): Promise<RequestLogEntry[]> {
+  try {
+    const { rows } = await pool.query<RequestLogEntry>(
+      `SELECT * FROM (
+         SELECT at, route, key_id, username, actor, subject, method, path, client_address, result, reason
+           FROM request_log
+          WHERE ($1::text IS NULL OR key_id = $1)
+            AND ($2::text IS NULL OR username = $2 OR actor = $2)
+            AND ($3::timestamptz IS NULL OR at >= $3)
+            AND ($4::timestamptz IS NULL OR at < $4)
+          ORDER BY at DESC
+          LIMIT $5
+       ) latest ORDER BY at`,
+      [
+        filter.keyId ?? null,
+        filter.username ?? null,
+        filter.since?.toISOString() ?? null,
+        filter.until?.toISOString() ?? null,
+        filter.limit,
+      ],
+    );
+    return rows;
+  } catch (err) {
+    throw StoreError.from('read request log', err);
+  }
+}
+
+/**
+ * Creates the day partitions up to `aheadDays` ahead and drops those older than `retentionDays`
+ * (keyward_request_log_maintain, run as the schema owner; the operator role may only call it).
+ */
+export async function maintainRequestLog(
+  pool: pg.Pool,
+  options: { readonly retentionDays: number; readonly aheadDays: number },
+): Promise<{ created: number; dropped: number }> {
+  try {
+    const { rows } = await pool.query<{ created: number; dropped: number }>(
+      'SELECT created, dropped FROM keyward_request_log_maintain($1, $2)',
+      [options.retentionDays, options.aheadDays],
+    );
+    return rows[0] ?? { created: 0, dropped: 0 };
+  } catch (err) {
+    throw StoreError.from('maintain request log partitions', err);
+  }
+}
