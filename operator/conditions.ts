@@ -10,6 +10,36 @@ export const PROGRESSING = 'Progressing';
 /** Ready=False until the first full reconcile has run (the pass that only adds the finalizer). */
 export const RECONCILING_MESSAGE = 'the operator has started reconciling this object';
 
+/**
+ * What one check of a reconciler's chain found wrong (the first failure wins): the Ready=False
+ * reason and message, and whether only a change to the object or another one moves it on
+ * (Stalled=True, which kstatus reports as Failed and Argo CD as Degraded).
+ */
+export interface CheckFailure {
+  reason: string;
+  message: string;
+  stalled: boolean;
+}
+
+/**
+ * Stalled and Reconciling for a pass, the same for both kinds: Stalled=True carries the failure's
+ * own reason; `inFlight` (work the operator is still doing or waiting for) gives Reconciling=True,
+ * and its absence a list of condition types to drop (Reconciling is removed, not set False).
+ */
+export function progressConditions(
+  failure: CheckFailure | undefined,
+  inFlight: string | undefined,
+): { set: ConditionInput[]; drop: string[] } {
+  const stalled: ConditionInput = failure?.stalled
+    ? { type: 'Stalled', status: 'True', reason: failure.reason, message: failure.message }
+    : { type: 'Stalled', status: 'False', reason: PROGRESSING, message: '' };
+  if (inFlight === undefined) return { set: [stalled], drop: ['Reconciling'] };
+  return {
+    set: [stalled, { type: 'Reconciling', status: 'True', reason: PROGRESSING, message: inFlight }],
+    drop: [],
+  };
+}
+
 export interface ConditionInput {
   type: string;
   status: 'True' | 'False' | 'Unknown';

@@ -985,6 +985,147 @@ export class OperatorStore {
     return rows[0] ?? { total: 0, active: 0 };
   }
 
+  // ---- Issue 10 (ApiKey reconciler): keys revoked with their ServiceUser, and the 0s-grace hold.
+  // ---- Kept together so the split into store/{rows,users,keys,audit}.ts can move it as one.
+
+  /**
+   * Whether the key was revoked together with its ServiceUser (the user deleted, or replaced by a
+   * re-created object of its name), not on its own (deleted ApiKey, leak report): the user's
+   * retirement revokes its keys in the same transaction, so both carry the same instant.
+   */
+  async revokedWithUser(uid: string): Promise<boolean> {
+    const { rows } = await this.read(
+      'revoked with user',
+      `SELECT 1 FROM api_keys k JOIN service_users u ON u.id = k.service_user_id
+        WHERE k.uid = $1 AND k.revoked_reason IS NULL AND k.revoked_at = u.deleted_at`,
+      [uid],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Issues again, for the live ServiceUser of that name, a key revoked with its previous user
+   * (see revokedWithUser): same key id, `hash` as its only secret, the spec's fields and expiry.
+   * Like issueKey, call it after the token is in the Secret; repeating it with the same hash after
+   * a crash answers ok with created=false.
+   */
+  async reissueKey(input: IssueKeyInput): Promise<IssueKeyResult> {
+    const hash = hashBuffer(input.hash);
+    return inTransaction(this.pool, 'reissue key', async (client) => {
+      const users = await client.query<{ id: string; username: string }>(
+        `SELECT id, username FROM service_users WHERE namespace = $1 AND name = $2 AND deleted_at IS NULL
+           FOR UPDATE`,
+        [input.ref.namespace, input.serviceUserName],
+      );
+      const user = users.rows[0];
+      if (!user) return { kind: 'user_not_found' };
+      const key = await this.lockKey(client, input.ref.uid);
+      if (!key) return { kind: 'user_not_found' };
+      if (!key.revoked_at) {
+        const match = await this.matchSecret(client, key.id, hash);
+        return match.role === 'current' && key.service_user_id === user.id
+          ? { kind: 'ok', key: toKey(key), created: false }
+          : { kind: 'already_issued', key: toKey(key) };
+      }
+      const withUser = await client.query('SELECT 1 FROM service_users WHERE id = $1 AND deleted_at = $2', [
+        key.service_user_id,
+        key.revoked_at,
+      ]);
+      if (key.revoked_reason !== null || !withUser.rowCount) return { kind: 'revoked' };
+      const owner = await client.query('SELECT 1 FROM api_key_secrets WHERE hash = $1', [hash]);
+      if (owner.rowCount) return { kind: 'hash_in_use' };
+      if (input.maxKeys !== undefined) {
+        const live = await client.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM api_keys WHERE service_user_id = $1 AND revoked_at IS NULL',
+          [user.id],
+        );
+        if ((live.rows[0]?.n ?? 0) >= input.maxKeys)
+          return { kind: 'max_keys_exceeded', maxKeys: input.maxKeys };
+      }
+      await client.query('DELETE FROM api_key_secrets WHERE api_key_id = $1', [key.id]);
+      await client.query(
+        'INSERT INTO api_key_secrets (hash, api_key_id, display_prefix) VALUES ($1, $2, $3)',
+        [hash, key.id, input.displayPrefix],
+      );
+      await client.query(
+        `UPDATE api_keys SET service_user_id = $2, revoked_at = NULL, revoked_reason = NULL, rotated_at = now(),
+                updated_at = now(), description = $3, scopes = $4, disabled = $5, not_permitted = false,
+                expires_at = LEAST($6::timestamptz, now() + make_interval(secs => $7::float8))
+          WHERE id = $1`,
+        [
+          key.id,
+          user.id,
+          input.description ?? '',
+          input.scopes ?? null,
+          input.disabled ?? false,
+          input.expiresAt ?? null,
+          input.lifetimeSeconds ?? null,
+        ],
+      );
+      const state = (await this.keyState(client, key.id))!;
+      await this.audit(client, {
+        action: 'key.reissued',
+        namespace: state.ref.namespace,
+        name: state.ref.name,
+        serviceUserId: state.serviceUserId,
+        keyId: state.keyId,
+        detail: {
+          reason: 'user_recreated',
+          tokenPrefix: state.tokenPrefix,
+          username: state.username,
+          expiresAt: state.expiresAt,
+        },
+      });
+      await notifyChange(client, {
+        entity: 'key',
+        op: 'issued',
+        keyId: state.keyId,
+        userId: state.serviceUserId,
+      });
+      return { kind: 'ok', key: state, created: true };
+    });
+  }
+
+  /**
+   * Ends the grace of the key's previous secret now, if it is still running: a 0s rotation holds
+   * the replaced token only until the Secret holds the new one. Returns whether it ended one.
+   */
+  async endGrace(uid: string): Promise<boolean> {
+    return inTransaction(this.pool, 'end grace', async (client) => {
+      const { rows } = await client.query<{
+        key_id: string;
+        namespace: string;
+        name: string;
+        service_user_id: string;
+      }>(
+        `UPDATE api_key_secrets s SET not_after = now()
+           FROM api_keys k
+          WHERE k.id = s.api_key_id AND k.uid = $1 AND s.not_after > now()
+          RETURNING k.key_id, k.namespace, k.name, k.service_user_id`,
+        [uid],
+      );
+      const key = rows[0];
+      if (!key) return false;
+      await this.audit(client, {
+        action: 'key.grace_ended',
+        namespace: key.namespace,
+        name: key.name,
+        serviceUserId: key.service_user_id,
+        keyId: key.key_id,
+        detail: { reason: 'secret_written' },
+      });
+      await notifyChange(client, {
+        entity: 'key',
+        op: 'updated',
+        keyId: key.key_id,
+        userId: key.service_user_id,
+      });
+      return true;
+    });
+  }
+
+  // ---- end of the issue 10 block.
+
   private async read<R extends pg.QueryResultRow>(
     operation: string,
     sql: string,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ApiKeySpec } from '../../api/apikey.js';
 import { parseDuration } from '../../api/duration.js';
+import { LEAKED } from './reasons.js';
 
 /** What the store holds for a key, as far as the decisions below need it. */
 export interface StoredKey {
@@ -16,9 +17,6 @@ export interface StoredKey {
   /** `leaked`: revoked on a leak report (docs/secret-scanning.md). */
   revokedReason?: string | null;
 }
-
-/** Ready reason of a key revoked because a secret scanner reported its token in public. */
-export const LEAKED = 'Leaked';
 
 /** The key's Secret as a decision may see it: never the token, only where it stands in the store. */
 export interface SecretView {
