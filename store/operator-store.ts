@@ -1027,11 +1027,13 @@ export class OperatorStore {
           ? { kind: 'ok', key: toKey(key), created: false }
           : { kind: 'already_issued', key: toKey(key) };
       }
-      const withUser = await client.query('SELECT 1 FROM service_users WHERE id = $1 AND deleted_at = $2', [
-        key.service_user_id,
-        key.revoked_at,
-      ]);
-      if (key.revoked_reason !== null || !withUser.rowCount) return { kind: 'revoked' };
+      // Compared in SQL: the instants carry microseconds, a JS Date only milliseconds.
+      const withUser = await client.query(
+        `SELECT 1 FROM api_keys k JOIN service_users u ON u.id = k.service_user_id
+          WHERE k.id = $1 AND k.revoked_reason IS NULL AND k.revoked_at = u.deleted_at`,
+        [key.id],
+      );
+      if (!withUser.rowCount) return { kind: 'revoked' };
       const owner = await client.query('SELECT 1 FROM api_key_secrets WHERE hash = $1', [hash]);
       if (owner.rowCount) return { kind: 'hash_in_use' };
       if (input.maxKeys !== undefined) {
