@@ -1,7 +1,6 @@
 import type { V1Secret } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type ApiKey, gracePeriodMs, secretNameOf } from '../../api/apikey.js';
-import { parseDuration } from '../../api/duration.js';
 import {
   generateToken,
   parseToken,
@@ -9,8 +8,8 @@ import {
   TOKEN_CANDIDATE,
   tokenHash,
 } from '../../credentials/token.js';
-import type { ApiKeyState, IssueKeyResult, KeyPatch, OperatorStore } from '../../store/operator-store.js';
-import { type Grants, grantedExpiry } from '../accesspolicy/grants.js';
+import type { ApiKeyState, IssueKeyResult, OperatorStore } from '../../store/operator-store.js';
+import type { Grants } from '../accesspolicy/grants.js';
 import { FAILPOINTS, failpoint } from '../failpoints.js';
 import { apiServerMessage, isPermanentWriteError } from '../kube/errors.js';
 import type { EventRecorder } from '../kube/events.js';
@@ -24,10 +23,10 @@ import {
 } from '../secret.js';
 import { fromStore } from '../status.js';
 import { maxKeysMessage } from './checks.js';
+import { storeExpiry } from './fields.js';
 import type { KeyFacts } from './gather.js';
 import type { WriteMemory } from './memory.js';
 import type { CredentialDecision } from './policy.js';
-import { desiredExpiry } from './policy.js';
 import * as R from './reasons.js';
 
 /**
@@ -108,7 +107,7 @@ export class KeyActions {
       description: apiKey.spec.description ?? '',
       scopes: apiKey.spec.scopes ?? null,
       disabled: apiKey.spec.disabled === true,
-      ...this.#expiry(apiKey),
+      ...storeExpiry(apiKey, this.d.grants(apiKey.metadata.namespace ?? '')),
       ...(maxKeys !== undefined && { maxKeys }),
     };
     const reissue = f.revokedWithUser;
@@ -175,7 +174,7 @@ export class KeyActions {
         graceSeconds: (hold ? ZERO_GRACE_HOLD_MS : graceMs) / 1000,
         reason: action.reason,
         ...(contents.hash ? { heldHash: contents.hash } : {}),
-        ...this.#expiry(apiKey),
+        ...storeExpiry(apiKey, this.d.grants(apiKey.metadata.namespace ?? '')),
       }),
     );
     if (result.kind !== 'ok')
@@ -231,35 +230,6 @@ export class KeyActions {
     return { rotationRequest: contents.rotationRequest, tokenVersion: version, state: current };
   }
 
-  /** Applies what makes the key stricter while it is blocked (checks.ts reductions). */
-  async reduce(f: KeyFacts, patch: KeyPatch, notPermitted: boolean): Promise<ApiKeyState | null> {
-    const result = await fromStore(() =>
-      this.d.store.updateKey(f.uid, { ...patch, ...(notPermitted && { notPermitted: true }) }),
-    );
-    if (result.kind !== 'ok') return f.state;
-    this.#disabledEvent(f, result.changed, result.key);
-    return result.key;
-  }
-
-  /** Brings the store's mutable fields in line with the spec; returns the key as stored now. */
-  async syncFields(f: KeyFacts, state: ApiKeyState): Promise<ApiKeyState> {
-    const from = state.rotatedAt ?? state.issuedAt;
-    const result = await fromStore(() =>
-      this.d.store.updateKey(f.uid, {
-        description: f.apiKey.spec.description ?? '',
-        scopes: f.apiKey.spec.scopes ?? null,
-        disabled: f.apiKey.spec.disabled === true,
-        // Only reached when the key fits the grants (checks.ts notPermitted).
-        notPermitted: false,
-        expiresAt: grantedExpiry(desiredExpiry(f.apiKey.spec, from), f.grants, from),
-      }),
-    );
-    if (result.kind !== 'ok')
-      throw new Error(`update of ${describe(f.apiKey)} refused by the store: ${result.kind}`);
-    this.#disabledEvent(f, result.changed, result.key);
-    return result.key;
-  }
-
   /** Revoke before the Secret goes: from this commit on, the token is useless wherever it leaked. */
   async revoke(raw: KeyFacts['raw']): Promise<void> {
     const uid = raw.metadata?.uid ?? '';
@@ -276,15 +246,6 @@ export class KeyActions {
       message: deleted
         ? `key revoked; Secret ${secretName} was deleted`
         : `key revoked; Secret ${secretName} is not controlled by this ApiKey and was left in place`,
-    });
-  }
-
-  #disabledEvent(f: KeyFacts, changed: string[], key: ApiKeyState): void {
-    if (!changed.includes('disabled')) return;
-    this.d.events.record(f.raw, {
-      type: 'Normal',
-      reason: key.disabled ? R.DISABLED : R.ENABLED,
-      message: `key ${key.keyId} ${key.disabled ? 'disabled' : 'enabled again'} by spec.disabled`,
     });
   }
 
@@ -329,21 +290,6 @@ export class KeyActions {
     if (previous === null || !state.previousValidUntil || state.previousValidUntil <= f.now) return null;
     const match = await fromStore(() => this.d.store.secretMatch(f.uid, tokenHash(previous)));
     return match.role === 'previous' ? previous : null;
-  }
-
-  /**
-   * The expiry of a secret created now, for the store to count from its own clock: the same
-   * instant syncFields derives from the stored rotatedAt, so no spurious key.updated follows.
-   */
-  #expiry(apiKey: ApiKey): { expiresAt: Date | null; lifetimeSeconds: number | null } {
-    const lifetimes = [
-      apiKey.spec.ttl ? parseDuration(apiKey.spec.ttl) : undefined,
-      this.d.grants(apiKey.metadata.namespace ?? '').maxKeyLifetimeMs ?? undefined,
-    ].filter((ms): ms is number => ms !== undefined);
-    return {
-      expiresAt: apiKey.spec.expiresAt ? new Date(apiKey.spec.expiresAt) : null,
-      lifetimeSeconds: lifetimes.length > 0 ? Math.min(...lifetimes) / 1000 : null,
-    };
   }
 
   #log(apiKey: ApiKey): Logger {

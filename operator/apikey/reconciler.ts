@@ -33,6 +33,7 @@ import {
   SECRET_CONFLICT_RECHECK_MS,
 } from './checks.js';
 import { reconcileConsumers } from './consumers.js';
+import { KeyFields } from './fields.js';
 import { type GatherDeps, gather, type KeyFacts, withSecretFromApiServer } from './gather.js';
 import { WriteMemory } from './memory.js';
 import {
@@ -90,6 +91,7 @@ export class ApiKeyReconciler {
   readonly #now: () => Date;
   readonly #gather: GatherDeps;
   readonly #act: KeyActions;
+  readonly #fields: KeyFields;
 
   constructor(deps: ApiKeyReconcilerDeps) {
     this.#d = deps;
@@ -97,6 +99,7 @@ export class ApiKeyReconciler {
     const memory = new WriteMemory();
     this.#gather = { ...deps, memory };
     this.#act = new KeyActions({ ...deps, memory });
+    this.#fields = new KeyFields(deps);
   }
 
   async reconcile(key: string): Promise<HandlerResult | undefined> {
@@ -155,7 +158,7 @@ export class ApiKeyReconciler {
       return await this.#blocked(f, failure);
     }
     if (!written.state) throw new Error(`key ${f.uid} is missing from the store`);
-    const state = await this.#act.syncFields(f, written.state);
+    const state = await this.#fields.syncFields(f, written.state);
     return await this.#ready(f, state, written);
   }
 
@@ -226,7 +229,7 @@ export class ApiKeyReconciler {
         }),
       };
       if (notPermitted || Object.keys(patch).length > 0)
-        state = await this.#act.reduce(f, patch, notPermitted);
+        state = await this.#fields.reduce(f, patch, notPermitted);
     }
     if (blocked.event)
       this.#d.events.record(f.raw, { type: 'Warning', reason: blocked.reason, message: blocked.message });
