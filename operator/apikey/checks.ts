@@ -49,7 +49,7 @@ const previousReady = (i: CheckInput): { reason: string; message: string } | und
   i.apiKey.status?.conditions?.find((c) => c.type === 'Ready');
 
 /** The key's user exists, is stored and verifies: what issuing (again) needs. */
-export function userLive(i: Pick<CheckInput, 'user' | 'storedUser'>): boolean {
+function userLive(i: Pick<CheckInput, 'user' | 'storedUser'>): boolean {
   return (
     i.user !== undefined && i.storedUser !== null && !i.storedUser.deletedAt && !i.storedUser.notPermitted
   );

@@ -10,6 +10,7 @@ import {
   startOperator,
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
+import { ZERO_GRACE_HOLD_MS } from '../../operator/apikey/actions.js';
 import { FAILPOINTS } from '../../operator/failpoints.js';
 import { migrate } from '../../store/migrate.js';
 import { testDatabase } from '../harness/database.js';
@@ -20,7 +21,7 @@ import { poolFor, tokenVerifies } from '../support/store.js';
 /**
  * gracePeriod 0s and a crash between "new hash committed" and "Secret written" (defect 9): the
  * rotation holds the replaced token until the Secret holds the new one, for at most 60 s
- * (ZERO_GRACE_HOLD_MS, docs/rotation.md), so the Secret never holds a token the store rejects
+ * (ZERO_GRACE_ZERO_GRACE_HOLD_MS, docs/rotation.md), so the Secret never holds a token the store rejects
  * while the operator restarts; once the Secret holds the new token, the old one stops at once.
  */
 let kc: KubeConfig;
@@ -30,8 +31,6 @@ let pool: pg.Pool;
 let storeUrl: string;
 let kubeconfigPath: string;
 let operator: OperatorProcess | undefined;
-
-const HOLD_MS = 60_000;
 
 beforeAll(async () => {
   kc = testKubeConfig();
@@ -110,7 +109,7 @@ describe.each([
       [name, ns],
     );
     const holdEnd = hold.rows[0]?.not_after.getTime() ?? 0;
-    expect(holdEnd).toBeLessThanOrEqual(killedAt + HOLD_MS);
+    expect(holdEnd).toBeLessThanOrEqual(killedAt + ZERO_GRACE_HOLD_MS);
 
     await start();
     const current = await readyWith(name, old);

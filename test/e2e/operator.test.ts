@@ -547,7 +547,7 @@ describe('lifecycle', () => {
     expect(rows.rows[0]?.revoked_at).toBeInstanceOf(Date);
   });
 
-  it('revokes every key of a deleted ServiceUser', async () => {
+  it('revokes every key of a deleted ServiceUser, and issues them again when it is re-created', async () => {
     await user('gone');
     await apiKey('gone-a', 'gone');
     await apiKey('gone-b', 'gone');
@@ -559,7 +559,20 @@ describe('lifecycle', () => {
       const results = await Promise.all(tokens.map((t) => tokenVerifies(pool, t)));
       return results.every((r) => r === undefined) ? true : undefined;
     });
-    await readyKey('gone-a', 'Revoked');
+    await readyKey('gone-a', 'ServiceUserDeleted');
+    // GitOps prunes and re-applies the user: the keys whose objects still exist come back.
+    await eventually('ServiceUser gone is deleted', async () =>
+      (await objects.get('serviceusers', 'gone').catch(() => undefined)) ? undefined : true,
+    );
+    await user('gone');
+    for (const [i, name] of ['gone-a', 'gone-b'].entries()) {
+      await readyKey(name);
+      const fresh = (await tokenOf(name)) ?? '';
+      expect(fresh).not.toBe(tokens[i]);
+      expect(await tokenVerifies(pool, fresh)).toBeDefined();
+      expect(await eventReasons(name)).toContain('Reissued');
+    }
+    expect(await tokenVerifies(pool, tokens[0] ?? '')).toBeUndefined();
   });
 
   it('caps keys at maxKeys', async () => {
