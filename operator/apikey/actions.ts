@@ -267,7 +267,7 @@ export class KeyActions {
       throw new SecretRefusedError(redact(apiServerMessage(err)));
     }
     if (dryRun) return;
-    if (written) return this.d.memory.wroteSecret(uid, written);
+    if (written) return this.d.memory.knowSecret(uid, written);
     // Name the holder, as a conflict found by reading does: usually another ApiKey that won a race.
     const taken = secretOwnership(
       apiKey,

@@ -105,20 +105,25 @@ export async function withSecretFromApiServer(deps: GatherDeps, facts: KeyFacts)
     facts.apiKey.metadata.namespace ?? '',
     secretNameOf(facts.apiKey),
   );
+  deps.memory.knowSecret(facts.uid, secret);
   return { ...facts, ...(await secretFacts(deps, facts.apiKey, facts.state, secret)) };
 }
 
 /**
- * The key's Secret: from the informer while it is the version this process last wrote, else from
- * the API server. The informer sees only Secrets labelled as keyward's, so a tenant's unlabelled
- * Secret of that name (or keyward's own, its labels edited away) is found by reading too.
+ * The key's Secret: from the informer unless it may be older than what this process last wrote or
+ * read, else from the API server. The informer sees only Secrets labelled as keyward's, so a
+ * tenant's unlabelled Secret of that name (or keyward's own, its labels edited away) is read too.
  */
 async function secretOf(deps: GatherDeps, apiKey: ApiKey): Promise<V1Secret | undefined> {
   const namespace = apiKey.metadata.namespace ?? '';
   const name = secretNameOf(apiKey);
+  const uid = apiKey.metadata.uid ?? '';
   const cached = deps.secrets.get(`${namespace}/${name}`);
-  if (cached && !deps.memory.mayBeStale(apiKey.metadata.uid ?? '', cached)) return cached;
-  return await deps.kube.readSecret(namespace, name);
+  if (cached && !deps.memory.mayBeStale(uid, cached)) return cached;
+  const read = await deps.kube.readSecret(namespace, name);
+  // Once the informer has this version too, it is trusted again (no read on every pass).
+  deps.memory.knowSecret(uid, read);
+  return read;
 }
 
 async function secretFacts(

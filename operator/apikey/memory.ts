@@ -15,14 +15,14 @@ export class WriteMemory {
   readonly #secretVersions = new Map<string, string>();
   readonly #failures = new Map<string, { fingerprint: string; message: string }>();
 
-  /** Records the Secret as the API server answered a write of it. */
-  wroteSecret(uid: string, secret: V1Secret | undefined): void {
+  /** Records the newest version of the Secret this process knows: the answer to a write or a read. */
+  knowSecret(uid: string, secret: V1Secret | undefined): void {
     const version = secret?.metadata?.resourceVersion;
     if (version) this.#secretVersions.set(uid, version);
     else this.#secretVersions.delete(uid);
   }
 
-  /** Whether the informer's copy may be behind this process's last write of the Secret. */
+  /** Whether the informer's copy may be older than the version this process last wrote or read. */
   mayBeStale(uid: string, fromInformer: V1Secret | undefined): boolean {
     const written = this.#secretVersions.get(uid);
     return written !== undefined && fromInformer?.metadata?.resourceVersion !== written;
