@@ -1090,24 +1090,26 @@ export class OperatorStore {
 
   /**
    * Ends the grace of the key's previous secret now, if it is still running: a 0s rotation holds
-   * the replaced token only until the Secret holds the new one. Returns whether it ended one.
+   * the replaced token only until the Secret holds the new one. Returns the instant it ended, or
+   * null when no grace was running.
    */
-  async endGrace(uid: string): Promise<boolean> {
+  async endGrace(uid: string): Promise<Date | null> {
     return inTransaction(this.pool, 'end grace', async (client) => {
       const { rows } = await client.query<{
         key_id: string;
         namespace: string;
         name: string;
         service_user_id: string;
+        not_after: Date;
       }>(
         `UPDATE api_key_secrets s SET not_after = now()
            FROM api_keys k
           WHERE k.id = s.api_key_id AND k.uid = $1 AND s.not_after > now()
-          RETURNING k.key_id, k.namespace, k.name, k.service_user_id`,
+          RETURNING k.key_id, k.namespace, k.name, k.service_user_id, s.not_after`,
         [uid],
       );
       const key = rows[0];
-      if (!key) return false;
+      if (!key) return null;
       await this.audit(client, {
         action: 'key.grace_ended',
         namespace: key.namespace,
@@ -1122,7 +1124,7 @@ export class OperatorStore {
         keyId: key.key_id,
         userId: key.service_user_id,
       });
-      return true;
+      return key.not_after;
     });
   }
 

@@ -184,8 +184,8 @@ export class KeyActions {
     failpoint(FAILPOINTS.rotateAfterSecret);
     let state = result.key;
     if (hold) {
-      await fromStore(() => this.d.store.endGrace(uid));
-      state = (await fromStore(() => this.d.store.getKey(uid))) ?? state;
+      const ended = await fromStore(() => this.d.store.endGrace(uid));
+      if (ended) state = { ...state, previousValidUntil: ended };
     }
     this.#log(apiKey).info(
       { keyId: f.state.keyId, tokenPrefix: generated.displayPrefix, reason: action.reason },
@@ -225,8 +225,8 @@ export class KeyActions {
       gracePeriodMs(apiKey.spec) === 0 &&
       state.previousValidUntil !== null &&
       state.previousValidUntil > f.now;
-    if (lingering && (await fromStore(() => this.d.store.endGrace(uid))))
-      current = (await fromStore(() => this.d.store.getKey(uid))) ?? state;
+    const ended = lingering ? await fromStore(() => this.d.store.endGrace(uid)) : null;
+    if (ended) current = { ...state, previousValidUntil: ended };
     return { rotationRequest: contents.rotationRequest, tokenVersion: version, state: current };
   }
 
