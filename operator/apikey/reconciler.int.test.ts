@@ -1,3 +1,4 @@
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type InProcess, startInProcess } from '../../test/support/inprocess.js';
 import { argoHealth, condition, kstatus } from '../../test/support/status.js';
@@ -71,6 +72,18 @@ describe('defect 1: a change that reduces a key applies whatever blocks it', () 
         await env.objects.delete('serviceusers', name);
       },
       user: false,
+    },
+    {
+      block: 'its Secret was taken out of keyward’s hands',
+      reason: 'SecretConflict',
+      spec: {},
+      // The ownerReference edited away: the Secret (and the token in it) is no longer the key's to write.
+      blockWith: (name: string) =>
+        env.core.patchNamespacedSecret(
+          { namespace: env.ns, name, body: { metadata: { ownerReferences: null } } },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        ),
+      user: true,
     },
   ];
   const changes = [
