@@ -11,9 +11,10 @@ export const PROGRESSING = 'Progressing';
 export const INVALID_SPEC = 'InvalidSpec';
 
 /**
- * What a failed check of a reconcile's chain says: Ready=False with this reason and message, and
- * whether it waits for someone to change an object (`stalled`: Stalled=True with the same reason)
- * or settles by itself once another object moves (Stalled=False).
+ * What a failed check of a reconcile's chain says (the first failure wins): Ready=False with this
+ * reason and message, and whether only a change to an object moves it on (`stalled`: Stalled=True
+ * with the same reason, which kstatus reports as Failed and Argo CD as Degraded) or it settles by
+ * itself once another object moves (Stalled=False).
  */
 export interface CheckFailure {
   readonly reason: string;
@@ -30,6 +31,25 @@ export function stalledCondition(failure: CheckFailure | undefined): ConditionIn
 
 /** Ready=False until the first full reconcile has run (the pass that only adds the finalizer). */
 export const RECONCILING_MESSAGE = 'the operator has started reconciling this object';
+
+/**
+ * Stalled and Reconciling for a pass, the same for both kinds: Stalled=True carries the failure's
+ * own reason; `inFlight` (work the operator is still doing or waiting for) gives Reconciling=True,
+ * and its absence a list of condition types to drop (Reconciling is removed, not set False).
+ */
+export function progressConditions(
+  failure: CheckFailure | undefined,
+  inFlight: string | undefined,
+): { set: ConditionInput[]; drop: string[] } {
+  const stalled: ConditionInput = failure?.stalled
+    ? { type: 'Stalled', status: 'True', reason: failure.reason, message: failure.message }
+    : { type: 'Stalled', status: 'False', reason: PROGRESSING, message: '' };
+  if (inFlight === undefined) return { set: [stalled], drop: ['Reconciling'] };
+  return {
+    set: [stalled, { type: 'Reconciling', status: 'True', reason: PROGRESSING, message: inFlight }],
+    drop: [],
+  };
+}
 
 export interface ConditionInput {
   type: string;

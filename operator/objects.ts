@@ -131,17 +131,22 @@ export class KubeWriter {
   /**
    * Creates the Secret; false when one of that name already exists. A create, not an apply: an
    * apply would merge into a Secret someone created a moment ago, a create cannot, so of two
-   * ApiKeys (or a key and a tenant) racing for one name exactly one gets it.
+   * ApiKeys (or a key and a tenant) racing for one name exactly one gets it. Returns the Secret as
+   * created, or undefined when one of that name exists.
    */
-  async createSecret(secret: V1Secret, fieldManager: string): Promise<boolean> {
+  async createSecret(secret: V1Secret, fieldManager: string, dryRun = false): Promise<V1Secret | undefined> {
     try {
-      await this.#core.createNamespacedSecret(
-        { namespace: secret.metadata?.namespace ?? '', body: secret, fieldManager },
+      return await this.#core.createNamespacedSecret(
+        {
+          namespace: secret.metadata?.namespace ?? '',
+          body: secret,
+          fieldManager,
+          ...(dryRun && { dryRun: 'All' }),
+        },
         requestTimeout(),
       );
-      return true;
     } catch (err) {
-      if (statusCodeOf(err) === 409) return false;
+      if (statusCodeOf(err) === 409) return undefined;
       throw err;
     }
   }
@@ -150,13 +155,20 @@ export class KubeWriter {
    * Server-side applies `secret` over `current`, a version of it the caller found controlled by
    * the ApiKey. Forced, so a token someone edited is repaired, yet pinned to current's
    * resourceVersion: if the Secret changed since (deleted and re-created by someone else, say), the
-   * API server refuses with 409 and the reconcile retries on fresh state.
+   * API server refuses with 409 and the reconcile retries on fresh state. `dryRun`: validated and
+   * admitted as a real write would be, nothing stored (a rotation asks before it commits a hash).
+   * Returns the Secret as the API server stored (or would store) it.
    */
-  async applyOwnSecret(secret: V1Secret, current: V1Secret, fieldManager: string): Promise<void> {
+  async applyOwnSecret(
+    secret: V1Secret,
+    current: V1Secret,
+    fieldManager: string,
+    dryRun = false,
+  ): Promise<V1Secret> {
     const namespace = current.metadata?.namespace ?? '';
     const name = current.metadata?.name ?? '';
     let resourceVersion = current.metadata?.resourceVersion;
-    const migration = managedFieldsMigration(current, fieldManager, new Date());
+    const migration = dryRun ? undefined : managedFieldsMigration(current, fieldManager, new Date());
     if (migration) {
       const migrated = await this.#core.patchNamespacedSecret(
         { namespace, name, body: migration, fieldManager },
@@ -164,13 +176,14 @@ export class KubeWriter {
       );
       resourceVersion = migrated.metadata?.resourceVersion;
     }
-    await this.#core.patchNamespacedSecret(
+    return await this.#core.patchNamespacedSecret(
       {
         name,
         namespace,
         body: { ...secret, metadata: { ...secret.metadata, resourceVersion } },
         fieldManager,
         force: true,
+        ...(dryRun && { dryRun: 'All' }),
       },
       setHeaderOptions('Content-Type', PatchStrategy.ServerSideApply, requestTimeout()),
     );

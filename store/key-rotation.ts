@@ -120,3 +120,43 @@ export async function rotateKey(ctx: StoreContext, input: RotateKeyInput): Promi
     return { kind: 'ok', key: state, rotated: true };
   });
 }
+
+/**
+ * Ends the grace of the key's previous secret now, if it is still running: a 0s rotation holds
+ * the replaced token only until the Secret holds the new one. Returns the instant it ended, or
+ * null when no grace was running.
+ */
+export async function endGrace(ctx: StoreContext, uid: string): Promise<Date | null> {
+  return inTransaction(ctx.pool, 'end grace', async (client) => {
+    const { rows } = await client.query<{
+      key_id: string;
+      namespace: string;
+      name: string;
+      service_user_id: string;
+      not_after: Date;
+    }>(
+      `UPDATE api_key_secrets s SET not_after = now()
+         FROM api_keys k
+        WHERE k.id = s.api_key_id AND k.uid = $1 AND s.not_after > now()
+        RETURNING k.key_id, k.namespace, k.name, k.service_user_id, s.not_after`,
+      [uid],
+    );
+    const key = rows[0];
+    if (!key) return null;
+    await recordAudit(client, ctx.actor, {
+      action: 'key.grace_ended',
+      namespace: key.namespace,
+      name: key.name,
+      serviceUserId: key.service_user_id,
+      keyId: key.key_id,
+      detail: { reason: 'secret_written' },
+    });
+    await notifyChange(client, {
+      entity: 'key',
+      op: 'updated',
+      keyId: key.key_id,
+      userId: key.service_user_id,
+    });
+    return key.not_after;
+  });
+}

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { generateKeyId } from '../credentials/token.js';
 import { recordExpiry } from './audit.js';
-import { type RotateKeyInput, type RotateKeyResult, rotateKey } from './key-rotation.js';
+import { endGrace, type RotateKeyInput, type RotateKeyResult, rotateKey } from './key-rotation.js';
 import { type KeyPatch, type UpdateKeyResult, updateKey } from './key-update.js';
 import {
   countKeys,
@@ -93,6 +93,11 @@ export class OperatorStore {
    */
   rotateKey(input: RotateKeyInput): Promise<RotateKeyResult> {
     return rotateKey(this.#ctx, input);
+  }
+
+  /** Ends a running grace of the previous secret now (a 0s rotation's hold); null if none ran. */
+  endGrace(uid: string): Promise<Date | null> {
+    return endGrace(this.#ctx, uid);
   }
 
   /** Applies the given fields (disabled, expiry, scopes, description); omitted ones stay. */

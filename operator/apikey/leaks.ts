@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { OperatorStore } from '../../store/operator-store.js';
 import type { EventRecorder } from '../kube/events.js';
 import type { SharedInformer } from '../kube/informer.js';
-import { LEAKED } from './policy.js';
+import { LEAKED } from './reasons.js';
 
 /**
  * How often pending leak reports are looked for. The webhook only records them (its store role

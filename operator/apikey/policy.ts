@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ApiKeySpec } from '../../api/apikey.js';
 import { parseDuration } from '../../api/duration.js';
+import { DISABLED, EXPIRED, ISSUED, LEAKED, REVOKED, SUSPENDED } from './reasons.js';
 
 /** What the store holds for a key, as far as the decisions below need it. */
 export interface StoredKey {
@@ -16,9 +17,6 @@ export interface StoredKey {
   /** `leaked`: revoked on a leak report (docs/secret-scanning.md). */
   revokedReason?: string | null;
 }
-
-/** Ready reason of a key revoked because a secret scanner reported its token in public. */
-export const LEAKED = 'Leaked';
 
 /** The key's Secret as a decision may see it: never the token, only where it stands in the store. */
 export interface SecretView {
@@ -106,7 +104,7 @@ export function decideCredentials(input: CredentialInput): CredentialDecision {
   }
   if (stored.revokedAt) {
     return {
-      reason: 'Revoked',
+      reason: REVOKED,
       message: `key ${stored.keyId} was revoked at ${stored.revokedAt.toISOString()}; re-create the ApiKey to issue a new one`,
       action: { kind: 'revoked' },
     };
@@ -207,7 +205,7 @@ export function readiness(
   if (expired) {
     return {
       ready: false,
-      reason: 'Expired',
+      reason: EXPIRED,
       message: `key ${stored.keyId} expired at ${stored.expiresAt?.toISOString()}`,
       expired,
     };
@@ -215,21 +213,21 @@ export function readiness(
   if (stored.disabled)
     return {
       ready: false,
-      reason: 'Disabled',
+      reason: DISABLED,
       message: `key ${stored.keyId} is disabled by spec.disabled`,
       expired,
     };
   if (userSuspended) {
     return {
       ready: false,
-      reason: 'Suspended',
+      reason: SUSPENDED,
       message: `key ${stored.keyId} is rejected while its ServiceUser is suspended`,
       expired,
     };
   }
   return {
     ready: true,
-    reason: 'Issued',
+    reason: ISSUED,
     message: `key ${stored.keyId} verifies; its token is in Secret ${secretName}`,
     expired,
   };

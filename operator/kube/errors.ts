@@ -23,3 +23,31 @@ export function statusCodeOf(err: unknown): number | undefined {
   if (typeof e.code === 'number') return e.code;
   return undefined;
 }
+
+/**
+ * Answers to a write that repeating the same write cannot change: the API server refused the
+ * object itself (400 bad request, 413 too large, 422 invalid). 403 is left out: RBAC is fixed
+ * by the operator's administrator without any change to the object, so it is retried.
+ */
+const PERMANENT_WRITE_CODES = new Set([400, 413, 422]);
+
+export function isPermanentWriteError(err: unknown): boolean {
+  const code = statusCodeOf(err);
+  return code !== undefined && PERMANENT_WRITE_CODES.has(code);
+}
+
+/** The API server's own message (the Status object's `message`), else the error's. */
+export function apiServerMessage(err: unknown): string {
+  const body = (err as { body?: unknown } | null)?.body;
+  let parsed: unknown = body;
+  if (typeof body === 'string') {
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      parsed = undefined;
+    }
+  }
+  const message = (parsed as { message?: unknown } | undefined)?.message;
+  if (typeof message === 'string' && message !== '') return message;
+  return err instanceof Error ? err.message : String(err);
+}

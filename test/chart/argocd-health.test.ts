@@ -15,8 +15,9 @@ const kinds = ['ApiKey', 'ServiceUser'] as const;
 /**
  * What kstatus (Flux `wait`) says about each fixture. An object with no status at all is Current
  * to kstatus (it cannot tell "not reconciled yet" from "needs no status"): hence the first pass
- * writes status. Ready=False without Stalled is InProgress to kstatus, so an expired or disabled
- * key, or a user waiting for its username, keeps a Flux `wait` waiting.
+ * writes status. Ready=False without Stalled is InProgress to kstatus, so a disabled key, or a
+ * user waiting for its username, keeps a Flux `wait` waiting; an expired key is Stalled (only a
+ * spec change or a manual rotation brings it back), so `wait` fails at once with its message.
  */
 const expectedKstatus: Record<string, KstatusStatus> = {
   progressing_noStatus: 'Current',
@@ -26,7 +27,7 @@ const expectedKstatus: Record<string, KstatusStatus> = {
   healthy_issued: 'Current',
   healthy_stored: 'Current',
   degraded_notPermitted: 'Failed',
-  degraded_expired: 'InProgress',
+  degraded_expired: 'Failed',
   degraded_usernameConflict: 'InProgress',
   suspended_disabled: 'InProgress',
   suspended_suspended: 'Current',
