@@ -13,6 +13,7 @@ import type { WebhookConfig } from './config.js';
 import { serverFactory } from './http-server.js';
 import { createLogger, safeError } from './logger.js';
 import { WebhookMetrics } from './metrics.js';
+import limitsPlugin from './plugins/limits.js';
 import storePlugin from './plugins/store.js';
 import tlsPlugin from './plugins/tls.js';
 import usagePlugin from './plugins/usage.js';
@@ -125,6 +126,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     ...(options.listener ? { listener: options.listener } : {}),
   });
   await app.register(usagePlugin, { flushIntervalMs: config.usageFlushIntervalMs, now });
+  await app.register(limitsPlugin, { syncIntervalMs: config.rateLimitSyncIntervalMs, now });
   await app.register(tlsPlugin, { tls: config.tls });
 
   const limiter = new FailureLimiter({ ...config.failedAttempts, now });
@@ -132,6 +134,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     resolver: app.store.resolver,
     limiter,
     usage: app.usage,
+    requestLimits: app.limits.limits,
     metrics,
     logger: app.log,
     now,

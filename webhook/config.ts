@@ -35,6 +35,8 @@ export interface WebhookConfig {
   readonly maxHeaderBytes: number;
   readonly maxUrlBytes: number;
   readonly usageFlushIntervalMs: number;
+  /** How often rate-limit counts are exchanged with the store (docs/rate-limits.md). */
+  readonly rateLimitSyncIntervalMs: number;
   readonly tokenReviewScope: string | undefined;
   /** Prepended to every group /tokenreview returns; '' for none. */
   readonly tokenReviewGroupsPrefix: string;
@@ -226,6 +228,12 @@ export const webhookEnvSchema = z.object({
   KEYWARD_USAGE_FLUSH_INTERVAL: duration('5s')
     .refine((ms) => ms >= 100, 'must be at least 100 ms')
     .describe('How often usage counts are written to the store.'),
+  KEYWARD_RATE_LIMIT_SYNC_INTERVAL: duration('1s')
+    .refine((ms) => ms >= 50, 'must be at least 50 ms')
+    .describe(
+      'How often each replica adds its rate-limit and quota counts to the store and reads the totals back; ' +
+        'with N replicas, a limit can be exceeded by at most (N-1) x what one replica admits in two intervals.',
+    ),
   KEYWARD_TOKENREVIEW_SCOPE: z
     .string()
     .refine(isValidScope, 'not a scope (e.g. kubernetes, projects:alpha); nothing would grant it')
@@ -408,6 +416,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
     maxHeaderBytes: c.KEYWARD_MAX_HEADER_BYTES,
     maxUrlBytes: c.KEYWARD_MAX_URL_BYTES,
     usageFlushIntervalMs: c.KEYWARD_USAGE_FLUSH_INTERVAL,
+    rateLimitSyncIntervalMs: c.KEYWARD_RATE_LIMIT_SYNC_INTERVAL,
     tokenReviewScope: c.KEYWARD_TOKENREVIEW_SCOPE,
     tokenReviewGroupsPrefix: c.KEYWARD_TOKENREVIEW_GROUPS_PREFIX,
     storePoolSize: c.KEYWARD_STORE_POOL_SIZE,

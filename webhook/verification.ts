@@ -2,6 +2,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { UsageBatcher } from '../store/usage.js';
 import type { CacheEntry } from './cache.js';
 import { type DenyReason, decide, type KeyDenyReason } from './decision.js';
+import type { LimitCheck, RequestLimits } from './limits.js';
 import type { Route, WebhookMetrics } from './metrics.js';
 import type { FailureLimiter } from './ratelimit.js';
 import type { Resolution, Resolver, UnavailableReason } from './resolver.js';
@@ -23,7 +24,10 @@ export interface VerificationRequest {
 
 /** What the pipeline decided; each route maps it to its protocol and nothing more. */
 export type Outcome =
-  | { readonly kind: 'allow'; readonly entry: CacheEntry }
+  /** `limits` is set for a key with rate limits or a quota: the RateLimit headers' values. */
+  | { readonly kind: 'allow'; readonly entry: CacheEntry; readonly limits?: LimitCheck }
+  /** A real key over one of its rate limits or its quota (webhook/limits.ts). */
+  | { readonly kind: 'rate_limited'; readonly entry: CacheEntry; readonly limits: LimitCheck }
   /** A real key that is refused: its holder may learn why. */
   | { readonly kind: 'denied'; readonly reason: KeyDenyReason; readonly entry: CacheEntry }
   | { readonly kind: 'forbidden'; readonly requiredScope: string; readonly entry: CacheEntry }
@@ -36,6 +40,8 @@ export interface VerificationOptions {
   readonly resolver: Resolver;
   readonly limiter: FailureLimiter;
   readonly usage: UsageBatcher;
+  /** Rate limits and quotas, counted in memory: never a store round trip on the request path. */
+  readonly requestLimits?: RequestLimits;
   readonly metrics: WebhookMetrics;
   readonly logger: FastifyBaseLogger;
   /** Epoch ms; every time-based decision goes through this clock. */
@@ -115,8 +121,18 @@ export class Verification {
     const key = entry.key;
     const decision = decide(entry, this.#options.now(), request.requiredScopes, request.kubernetes === true);
     if (decision.result === 'allow') {
-      usage.record(key.apiKeyId, 'allowed');
-      return { kind: 'allow', entry };
+      const limits = this.#options.requestLimits?.admit(key);
+      if (limits === undefined) {
+        usage.record(key.apiKeyId, 'allowed');
+        return { kind: 'allow', entry };
+      }
+      if (limits.allowed) {
+        usage.record(key.apiKeyId, 'allowed');
+        return { kind: 'allow', entry, limits };
+      }
+      usage.record(key.apiKeyId, 'denied');
+      logger.debug({ keyId: key.keyId, policy: limits.refusedBy }, 'rate limited');
+      return { kind: 'rate_limited', entry, limits };
     }
     usage.record(key.apiKeyId, 'denied');
     if (decision.result === 'forbidden') {
@@ -138,6 +154,7 @@ const RESULTS: Record<Outcome['kind'], string> = {
   invalid: 'deny',
   forbidden: 'forbidden',
   limited: 'limited',
+  rate_limited: 'limited',
   unavailable: 'unavailable',
 };
 
@@ -152,6 +169,8 @@ function reasonOf(outcome: Outcome): string {
       return 'insufficient_scope';
     case 'limited':
       return 'too_many_failures';
+    case 'rate_limited':
+      return outcome.limits.refusedBy === 'quota' ? 'quota_exhausted' : 'rate_limited';
     case 'unavailable':
       return outcome.reason;
   }
