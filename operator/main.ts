@@ -5,6 +5,7 @@ import pino, { type Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { GROUP, VERSION } from '../api/common.js';
 import { OperatorStore } from '../store/operator-store.js';
+import { RateLimitDefinitions } from '../store/rate-limits.js';
 import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { LeakWatcher } from './apikey/leaks.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
@@ -140,6 +141,7 @@ function startControllers(
 
   const kube = new KubeWriter(kc);
   const store = new OperatorStore(pool, { actor: 'keyward-operator' });
+  const limits = new RateLimitDefinitions(pool);
   const events = new EventRecorder(kc, {
     controller: 'keyward.dev/operator',
     instance: config.identity,
@@ -166,6 +168,7 @@ function startControllers(
     secrets,
     kube,
     store,
+    limits,
     events,
     logger,
     tokenPrefix: config.tokenPrefix,
@@ -174,7 +177,15 @@ function startControllers(
     restartDebounceMs: config.restartDebounceMs,
     lastUsedRefreshMs: config.lastUsedRefreshMs,
   });
-  const userReconciler = new ServiceUserReconciler({ serviceUsers, kube, store, events, logger, grants });
+  const userReconciler = new ServiceUserReconciler({
+    serviceUsers,
+    kube,
+    store,
+    limits,
+    events,
+    logger,
+    grants,
+  });
 
   const keysOfUser = (namespace: string, userName: string): string[] =>
     apiKeys

@@ -35,6 +35,8 @@ describe('migrate', () => {
       'audit_events',
       'keyward_schema_migrations',
       'leak_reports',
+      'rate_limit_counters',
+      'rate_limit_definitions',
       'service_users',
     ]);
     expect(await migrate(url)).toEqual({ applied: [], version: latest });

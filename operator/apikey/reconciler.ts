@@ -8,11 +8,13 @@ import {
   secretNameOf,
 } from '../../api/apikey.js';
 import { parseDuration } from '../../api/duration.js';
+import { quotaDefinition, rateLimitDefinitions } from '../../api/ratelimits.js';
 import { uncoveredScopes } from '../../api/scopes.js';
 import type { ServiceUser } from '../../api/serviceuser.js';
 import { parseApiKey, parseServiceUser } from '../../api/validate.js';
 import { generateToken, parseToken, type RandomSource, tokenHash } from '../../credentials/token.js';
 import type { ApiKeyState, OperatorStore } from '../../store/operator-store.js';
+import type { RateLimitDefinitions } from '../../store/rate-limits.js';
 import {
   checkApiKey,
   type Grants,
@@ -55,6 +57,7 @@ import {
   type SecretView,
   type StoredKey,
 } from './policy.js';
+import { quotaStatus } from './quota.js';
 
 export interface ApiKeyReconcilerDeps {
   apiKeys: SharedInformer<KubernetesObject>;
@@ -62,6 +65,8 @@ export interface ApiKeyReconcilerDeps {
   secrets: SharedInformer<V1Secret>;
   kube: KubeWriter;
   store: OperatorStore;
+  /** Rate limits and quota of the key (store/rate-limits.ts). */
+  limits: RateLimitDefinitions;
   events: EventRecorder;
   logger: Logger;
   tokenPrefix: string;
@@ -118,6 +123,8 @@ interface StatusInput {
   lastRestart?: ApiKeyStatus['lastRestart'];
   /** Condition types to remove. */
   drop?: string[];
+  /** status.quota; null clears it, unset keeps what status had. */
+  quota?: ApiKeyStatus['quota'] | null;
   /** Work still in flight (Reconciling=True with this message); unset removes Reconciling. */
   reconciling?: string;
 }
@@ -190,6 +197,15 @@ export class ApiKeyReconciler {
     }
     const uid = apiKey.metadata.uid ?? '';
     const now = this.#now();
+    // Before anything is issued: the key never verifies without the limits it asks for.
+    await fromStore(() =>
+      this.#d.limits.define({
+        uid,
+        kind: 'ApiKey',
+        rateLimits: rateLimitDefinitions(apiKey.spec.rateLimits),
+        quota: quotaDefinition(apiKey.spec.quota),
+      }),
+    );
     const state = await fromStore(() => this.#d.store.getKey(uid));
     const user = this.#serviceUser(apiKey);
     const grants = this.#d.grants(apiKey.metadata.namespace ?? '');
@@ -269,9 +285,11 @@ export class ApiKeyReconciler {
       },
       { raw, apiKey, tokenVersion: written.tokenVersion, tokenCreatedAt: stored.rotatedAt, now },
     );
+    const quota = await fromStore(() => quotaStatus(this.#d.limits, uid, apiKey.spec.quota, now));
     await this.#writeStatus(raw, current, {
       ready: { status: ready.ready ? 'True' : 'False', reason: ready.reason, message: ready.message },
       stalled: false,
+      quota,
       rotationRequest: written.rotationRequest,
       ...(consumers.lastRestart && { lastRestart: consumers.lastRestart }),
       drop: consumers.drop,
@@ -650,6 +668,7 @@ export class ApiKeyReconciler {
     const uid = raw.metadata.uid ?? '';
     // Revoke before the Secret goes: from this commit on, the token is useless wherever it leaked.
     await fromStore(() => this.#d.store.revokeKey(uid));
+    await fromStore(() => this.#d.limits.forget(uid, 'ApiKey'));
     failpoint(FAILPOINTS.revokeAfterStore);
     const spec = (raw as { spec?: { secret?: { name?: string } } }).spec;
     const secretName = spec?.secret?.name ?? raw.metadata.name ?? '';
@@ -711,6 +730,7 @@ export class ApiKeyReconciler {
           : rememberRequest(answeredRequests(existing), input.rotationRequest),
       ),
       lastRestart: input.lastRestart ?? existing?.lastRestart,
+      quota: input.quota === undefined ? existing?.quota : (input.quota ?? undefined),
     };
     if (!statusChanged(existing, status)) return;
     // Merge patch: explicit nulls clear fields that no longer apply (e.g. previousValidUntil).

@@ -1,8 +1,10 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { rateLimitDefinitions } from '../../api/ratelimits.js';
 import { effectiveUsername, type ServiceUserStatus } from '../../api/serviceuser.js';
 import { parseServiceUser } from '../../api/validate.js';
 import type { OperatorStore, ServiceUserRecord } from '../../store/operator-store.js';
+import type { RateLimitDefinitions } from '../../store/rate-limits.js';
 import {
   checkServiceUser,
   type Grants,
@@ -28,6 +30,8 @@ export interface ServiceUserReconcilerDeps {
   serviceUsers: SharedInformer<KubernetesObject>;
   kube: KubeWriter;
   store: OperatorStore;
+  /** Rate limits shared by the user's keys (store/rate-limits.ts). */
+  limits: RateLimitDefinitions;
   events: EventRecorder;
   logger: Logger;
   /** What the namespace's AccessPolicies grant now. */
@@ -67,6 +71,7 @@ export class ServiceUserReconciler {
     if (raw.metadata?.deletionTimestamp) {
       if (!raw.metadata.finalizers?.includes(FINALIZER)) return;
       await fromStore(() => this.#d.store.deleteServiceUser(uid));
+      await fromStore(() => this.#d.limits.forget(uid, 'ServiceUser'));
       failpoint(FAILPOINTS.userRevokeAfterStore);
       this.#d.events.record(raw, {
         type: 'Normal',
@@ -89,6 +94,9 @@ export class ServiceUserReconciler {
       await addFinalizerInProgress({ kube: this.#d.kube, now: this.#now() }, 'serviceusers', raw);
       return;
     }
+    // Before the user is stored: none of its keys verifies without the limits it asks for.
+    const rateLimits = rateLimitDefinitions(user.spec.rateLimits);
+    await fromStore(() => this.#d.limits.define({ uid, kind: 'ServiceUser', rateLimits, quota: null }));
     const username = effectiveUsername(user);
     const namespace = user.metadata.namespace ?? '';
     const grants = this.#d.grants(namespace);
