@@ -229,7 +229,7 @@ export const webhookEnvSchema = z.object({
     .refine((ms) => ms >= 100, 'must be at least 100 ms')
     .describe('How often usage counts are written to the store.'),
   KEYWARD_RATE_LIMIT_SYNC_INTERVAL: duration('1s')
-    .refine((ms) => ms >= 50, 'must be at least 50 ms')
+    .refine((ms) => ms >= 1000, 'must be at least 1s')
     .describe(
       'How often each replica adds its rate-limit and quota counts to the store and reads the totals back; ' +
         'with N replicas, a limit can be exceeded by at most (N-1) x what one replica admits in two intervals.',

@@ -58,6 +58,12 @@ export interface RequestLimitsOptions {
 }
 
 const NO_PLAN: Plan = { items: [], policyHeader: '' };
+/**
+ * A replica syncs early once what it admitted since its last sync reaches 1/EARLY_SYNC_SHARE of
+ * the room it knew of: with several replicas spending the same room, each learns of the others'
+ * spending while some is left, and the overshoot shrinks towards what they admit in one round trip.
+ */
+const EARLY_SYNC_SHARE = 4;
 /** A counter unused for this long is not synced any more; it is brought up to date when used again. */
 const IDLE_AFTER_MS = 60_000;
 
@@ -105,7 +111,9 @@ export class RequestLimits {
       if (refused === undefined) {
         counter.pending += 1;
         // Running low: tell the other replicas now rather than at the next interval.
-        if (counter.pending * 2 >= counter.limit - counter.known - counter.sending) this.#options.syncSoon();
+        if (counter.pending * EARLY_SYNC_SHARE >= counter.limit - counter.known - counter.sending) {
+          this.#options.syncSoon();
+        }
       }
       state += `${i === 0 ? '' : ', '}${stateItem(counter, now)}`;
     }

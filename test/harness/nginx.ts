@@ -16,6 +16,9 @@ export interface NginxOptions {
   readonly upstream: string;
   /** Headers copied from the auth response to the upstream request (ingress `auth-response-headers`). */
   readonly authResponseHeaders: readonly string[];
+  /** Extra directives inside each protected location, and at server level (e.g. `include …;`). */
+  readonly locationSnippet?: string;
+  readonly serverSnippet?: string;
 }
 
 export interface TestNginx {
@@ -105,6 +108,7 @@ function renderConfig(dir: string, port: number, options: NginxOptions): string 
     location ${location.path} {
       auth_request ${authLocation};
       auth_request_set $auth_cookie $upstream_http_set_cookie;
+      ${options.locationSnippet ?? ''}
 ${copy.join('\n')}
       proxy_set_header X-Request-ID $request_id;
       proxy_http_version 1.1;
@@ -126,6 +130,7 @@ http {
   server {
     listen 127.0.0.1:${port};
     location = /-/nginx-health { return 200 "ok"; }
+    ${options.serverSnippet ?? ''}
 ${locations.join('\n')}
   }
 }
