@@ -63,8 +63,19 @@ describe('RequestLimits', () => {
     const refused = limits.admit(first);
     expect(refused).toMatchObject({ allowed: false, refusedBy: 'user:shared' });
     expect(refused?.policyHeader).toBe('"key:burst";q=10;w=60, "user:shared";q=2;w=60');
-    // The refused request did not use the key's own limit: 1 of 10 used.
-    expect(refused?.stateHeader).toBe('"key:burst";r=9;t=60, "user:shared";r=0;t=60');
+    expect(refused?.stateHeader).toBe('"user:shared";r=0;t=60');
+    // The refused request did not use the key's own limit: 1 of 10 used, 9 left.
+    const other = keyWith({ key: [perMinute(10)] });
+    expect(limits.admit(other)?.stateHeader).toBe('"key:burst";r=8;t=60');
+  });
+
+  it('the RateLimit field names the policy closest to running out', () => {
+    const { limits } = setup();
+    const key = keyWith({
+      key: [perMinute(100), perMinute(5, 'small')],
+      quota: { name: 'quota', limit: 50, periodMs: null },
+    });
+    expect(limits.admit(key)?.stateHeader).toBe('"key:small";r=4;t=60');
   });
 
   it('a quota without refill has no window and no Retry-After', () => {

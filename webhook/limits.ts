@@ -1,4 +1,3 @@
-import { LRUCache } from 'lru-cache';
 import type { LimitDefinition } from '../api/ratelimits.js';
 import type { KeyLookup } from '../store/lookup.js';
 import type { CounterDelta, CounterTotal } from '../store/rate-limits.js';
@@ -45,7 +44,7 @@ export interface LimitCheck {
   readonly retryAfterSeconds: number | undefined;
   /** `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers). */
   readonly policyHeader: string;
-  /** `RateLimit`: remaining requests and seconds to reset, per policy. */
+  /** `RateLimit`: remaining requests and seconds to reset of the tightest policy. */
   readonly stateHeader: string;
 }
 
@@ -78,11 +77,15 @@ const IDLE_AFTER_MS = 60_000;
 export class RequestLimits {
   readonly #options: RequestLimitsOptions;
   readonly #plans = new WeakMap<KeyLookup, Plan>();
-  readonly #counters: LRUCache<string, Counter>;
+  /** Insertion-ordered, so the oldest is dropped first when full (an LRU's bookkeeping costs on every hit). */
+  readonly #counters = new Map<string, Counter>();
+  readonly #maxCounters: number;
+  /** Reused by admit(), which is synchronous: no array per request. */
+  readonly #scratch: Counter[] = [];
 
   constructor(options: RequestLimitsOptions) {
     this.#options = options;
-    this.#counters = new LRUCache({ max: options.maxCounters ?? 100_000 });
+    this.#maxCounters = options.maxCounters ?? 100_000;
   }
 
   get size(): number {
@@ -96,7 +99,8 @@ export class RequestLimits {
     const now = this.#options.now();
     let refused: PlanItem | undefined;
     let refusedCounter: Counter | undefined;
-    const counters: Counter[] = [];
+    const counters = this.#scratch;
+    counters.length = 0;
     for (const item of plan.items) {
       const counter = this.#counter(item, now);
       counters.push(counter);
@@ -105,24 +109,25 @@ export class RequestLimits {
         refusedCounter = counter;
       }
     }
-    let state = '';
-    for (let i = 0; i < counters.length; i++) {
-      const counter = counters[i] as Counter;
+    // The RateLimit field names the policy the client is closest to running out of (the one that
+    // refused, if one did): formatting every policy on every hit would cost more than counting.
+    let tightest = refusedCounter;
+    for (const counter of counters) {
       if (refused === undefined) {
         counter.pending += 1;
         // Running low: tell the other replicas now rather than at the next interval.
         if (counter.pending * EARLY_SYNC_SHARE >= counter.limit - counter.known - counter.sending) {
           this.#options.syncSoon();
         }
+        if (tightest === undefined || remaining(counter) < remaining(tightest)) tightest = counter;
       }
-      state += `${i === 0 ? '' : ', '}${stateItem(counter, now)}`;
     }
     return {
       allowed: refused === undefined,
       refusedBy: refused?.name,
       retryAfterSeconds: refusedCounter && secondsLeft(refusedCounter, now),
       policyHeader: plan.policyHeader,
-      stateHeader: state,
+      stateHeader: stateItem(tightest as Counter, now),
     };
   }
 
@@ -156,7 +161,7 @@ export class RequestLimits {
   settle(sent: readonly CounterDelta[], totals: readonly CounterTotal[]): void {
     const byId = new Map(totals.map((t) => [`${t.subject}|${t.name}`, t]));
     for (const delta of sent) {
-      const counter = this.#counters.peek(`${delta.subject}|${delta.name}`);
+      const counter = this.#counters.get(`${delta.subject}|${delta.name}`);
       if (!counter || counter.windowStart !== delta.windowStart) continue;
       counter.sending -= delta.delta;
       const total = byId.get(`${delta.subject}|${delta.name}`);
@@ -175,7 +180,7 @@ export class RequestLimits {
   /** The sync failed: its counts go back to pending, for the next one. */
   restore(sent: readonly CounterDelta[]): void {
     for (const delta of sent) {
-      const counter = this.#counters.peek(`${delta.subject}|${delta.name}`);
+      const counter = this.#counters.get(`${delta.subject}|${delta.name}`);
       if (!counter || counter.windowStart !== delta.windowStart) continue;
       counter.sending -= delta.delta;
       counter.pending += delta.delta;
@@ -196,6 +201,10 @@ export class RequestLimits {
         sending: 0,
         touchedAt: now,
       };
+      if (this.#counters.size >= this.#maxCounters) {
+        const oldest = this.#counters.keys().next();
+        if (!oldest.done) this.#counters.delete(oldest.value);
+      }
       this.#counters.set(item.id, counter);
       // This replica has never heard the others' count: ask at once, not at the next interval.
       this.#options.syncSoon();
@@ -267,10 +276,14 @@ function policyItem(item: PlanItem): string {
   return `"${item.name}";q=${item.limit}${window}`;
 }
 
+function remaining(counter: Counter): number {
+  return Math.max(0, counter.limit - used(counter));
+}
+
 function stateItem(counter: Counter, now: number): string {
-  const remaining = Math.max(0, counter.limit - used(counter));
   const reset = secondsLeft(counter, now);
-  return `"${counter.name}";r=${remaining}${reset === undefined ? '' : `;t=${reset}`}`;
+  const head = `"${counter.name}";r=${remaining(counter)}`;
+  return reset === undefined ? head : `${head};t=${reset}`;
 }
 
 /** The answer's text: which policy refused (its name is public, it is in the headers too). */
