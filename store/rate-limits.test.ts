@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { eventually } from '../devenv/poll.js';
 import { testDatabase } from '../test/harness/database.js';
-import { CHANGES_CHANNEL } from './changes.js';
+import { CHANGES_CHANNEL, parseChange } from './changes.js';
 import { lookupByHash } from './lookup.js';
 import { migrate } from './migrate.js';
 import { OperatorStore } from './operator-store.js';
@@ -21,6 +21,7 @@ const BURST = { name: 'burst', limit: 10, periodMs: 60_000 };
 
 async function newKey(): Promise<{
   userUid: string;
+  userId: string;
   keyUid: string;
   apiKeyId: string;
   keyId: string;
@@ -28,7 +29,7 @@ async function newKey(): Promise<{
 }> {
   const namespace = `ns-${randomUUID().slice(0, 8)}`;
   const userUid = randomUUID();
-  await store.upsertServiceUser({
+  const upserted = await store.upsertServiceUser({
     ref: { namespace, name: 'svc', uid: userUid },
     username: namespace,
     description: '',
@@ -46,7 +47,15 @@ async function newKey(): Promise<{
     displayPrefix: token.displayPrefix,
   });
   if (result.kind !== 'ok') throw new Error(result.kind);
-  return { userUid, keyUid, apiKeyId: result.key.id, keyId: result.key.keyId, hash: Buffer.from(token.hash) };
+  if (upserted.kind !== 'ok') throw new Error(upserted.kind);
+  return {
+    userUid,
+    userId: upserted.user.id,
+    keyUid,
+    apiKeyId: result.key.id,
+    keyId: result.key.keyId,
+    hash: Buffer.from(token.hash),
+  };
 }
 
 beforeAll(async () => {
@@ -93,10 +102,26 @@ describe('rate-limit definitions', () => {
       const input = { uid: key.keyUid, kind: 'ApiKey' as const, rateLimits: [BURST], quota: null };
       await definitions.define(input);
       await eventually('the change is announced', async () => heard.length === 1, 5_000);
-      expect(JSON.parse(heard[0] ?? '')).toMatchObject({ entity: 'key', op: 'updated', keyId: key.keyId });
+      // What the webhook's listener parses (a payload it cannot parse would drop its whole cache).
+      expect(parseChange(heard[0])).toEqual({
+        entity: 'key',
+        op: 'updated',
+        keyId: key.keyId,
+        userId: key.userId,
+      });
       await definitions.define(input);
       await definitions.define({ ...input, rateLimits: [{ ...BURST, limit: 11 }] });
       await eventually('the second change is announced', async () => heard.length === 2, 5_000);
+      // Limits removed: announced too, and no row is left.
+      await definitions.define({ ...input, rateLimits: [] });
+      await eventually('the removal is announced', async () => heard.length === 3, 5_000);
+      const rows = await pool.query('SELECT 1 FROM rate_limit_definitions WHERE uid = $1', [key.keyUid]);
+      expect(rows.rowCount).toBe(0);
+      await definitions.define({ ...input, rateLimits: [] });
+      // A user's change names the user.
+      await definitions.define({ uid: key.userUid, kind: 'ServiceUser', rateLimits: [BURST], quota: null });
+      await eventually('the user change is announced', async () => heard.length === 4, 5_000);
+      expect(parseChange(heard[3])).toEqual({ entity: 'user', op: 'updated', userId: key.userId });
     } finally {
       await listener.end();
     }

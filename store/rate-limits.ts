@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import type { LimitDefinition } from '../api/ratelimits.js';
+import { CHANGES_CHANNEL } from './changes.js';
 import { StoreError } from './errors.js';
-import { inTransaction, notifyChange } from './tx.js';
 
 /** What one ServiceUser or ApiKey asks for; empty lists and a null quota mean "no limits". */
 export interface LimitsInput {
@@ -18,6 +18,31 @@ export interface QuotaUsage {
   readonly windowStart: Date;
 }
 
+// One statement each, so a reconcile pays one round trip and the NOTIFY commits with the write.
+// The payloads are store/changes.ts' StoreChange for a key or a user, built in SQL from the same
+// transaction's rows. Only a real change is announced (and an object without limits has no row).
+const NOTIFY_CHANGED = `
+  SELECT pg_notify('${CHANGES_CHANNEL}', CASE WHEN $2 = 'ApiKey'
+           THEN (SELECT json_build_object('entity', 'key', 'op', 'updated', 'keyId', k.key_id,
+                                          'userId', k.service_user_id)::text
+                   FROM api_keys k WHERE k.uid = changed.uid AND k.revoked_at IS NULL)
+           ELSE (SELECT json_build_object('entity', 'user', 'op', 'updated', 'userId', u.id)::text
+                   FROM service_users u WHERE u.uid = changed.uid AND u.deleted_at IS NULL)
+         END)
+    FROM changed`;
+
+const DEFINE_SQL = `
+  WITH changed AS (
+    INSERT INTO rate_limit_definitions AS d (uid, kind, rate_limits, quota)
+    VALUES ($1, $2, $3::jsonb, $4::jsonb)
+    ON CONFLICT (uid) DO UPDATE SET rate_limits = EXCLUDED.rate_limits, quota = EXCLUDED.quota, updated_at = now()
+     WHERE d.rate_limits IS DISTINCT FROM EXCLUDED.rate_limits OR d.quota IS DISTINCT FROM EXCLUDED.quota
+    RETURNING uid
+  )${NOTIFY_CHANGED}`;
+
+const UNDEFINE_SQL = `
+  WITH changed AS (DELETE FROM rate_limit_definitions WHERE uid = $1 AND kind = $2 RETURNING uid)${NOTIFY_CHANGED}`;
+
 /**
  * The operator's side of rate limits: definitions, written before the user or key they belong
  * to is upserted or issued (so no instant exists at which a key verifies without its limits),
@@ -27,22 +52,24 @@ export interface QuotaUsage {
 export class RateLimitDefinitions {
   constructor(private readonly pool: pg.Pool) {}
 
-  /** Stores the limits; a no-op (no write, no NOTIFY) when they are what the store has. */
+  /** Stores the limits; a no-op (nothing written, nothing announced) when the store has them already. */
   async define(input: LimitsInput): Promise<void> {
-    const limits = JSON.stringify(input.rateLimits);
-    const quota = input.quota === null ? null : JSON.stringify(input.quota);
-    await inTransaction(this.pool, 'define rate limits', async (client) => {
-      const { rowCount } = await client.query(
-        `INSERT INTO rate_limit_definitions AS d (uid, kind, rate_limits, quota)
-         VALUES ($1, $2, $3::jsonb, $4::jsonb)
-         ON CONFLICT (uid) DO UPDATE SET rate_limits = EXCLUDED.rate_limits, quota = EXCLUDED.quota,
-                                         updated_at = now()
-          WHERE d.rate_limits IS DISTINCT FROM EXCLUDED.rate_limits OR d.quota IS DISTINCT FROM EXCLUDED.quota`,
-        [input.uid, input.kind, limits, quota],
+    const none = input.rateLimits.length === 0 && input.quota === null;
+    try {
+      await this.pool.query(
+        none ? UNDEFINE_SQL : DEFINE_SQL,
+        none
+          ? [input.uid, input.kind]
+          : [
+              input.uid,
+              input.kind,
+              JSON.stringify(input.rateLimits),
+              input.quota && JSON.stringify(input.quota),
+            ],
       );
-      if (rowCount === 0) return;
-      await this.#announce(client, input);
-    });
+    } catch (err) {
+      throw StoreError.from('define rate limits', err);
+    }
   }
 
   /** Removes the definitions and counters of a deleted object. */
@@ -72,29 +99,6 @@ export class RateLimitDefinitions {
       return row ? { used: Number(row.count), windowStart: row.window_start } : null;
     } catch (err) {
       throw StoreError.from('read quota usage', err);
-    }
-  }
-
-  async #announce(client: pg.PoolClient, input: LimitsInput): Promise<void> {
-    if (input.kind === 'ServiceUser') {
-      const { rows } = await client.query<{ id: string }>(
-        'SELECT id FROM service_users WHERE uid = $1 AND deleted_at IS NULL',
-        [input.uid],
-      );
-      if (rows[0]) await notifyChange(client, { entity: 'user', op: 'updated', userId: rows[0].id });
-      return;
-    }
-    const { rows } = await client.query<{ key_id: string; service_user_id: string }>(
-      'SELECT key_id, service_user_id FROM api_keys WHERE uid = $1 AND revoked_at IS NULL',
-      [input.uid],
-    );
-    if (rows[0]) {
-      await notifyChange(client, {
-        entity: 'key',
-        op: 'updated',
-        keyId: rows[0].key_id,
-        userId: rows[0].service_user_id,
-      });
     }
   }
 }

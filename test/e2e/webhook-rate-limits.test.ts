@@ -75,6 +75,10 @@ describe('a limited key over HTTP', () => {
       error: 'rate_limited',
       error_description: 'The API key is over its rate limit key:hourly.',
     });
+    const metrics = await (await fetch(`${webhook.metricsUrl}/metrics`)).text();
+    expect(metrics).toMatch(
+      /keyward_webhook_decisions_total\{[^}]*result="limited"[^}]*reason="rate_limited"[^}]*\} 1\b/,
+    );
   });
 
   it('a quota that never refills: 429 without Retry-After, remaining uses in the store', async () => {
