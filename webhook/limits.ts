@@ -68,7 +68,7 @@ const IDLE_AFTER_MS = 60_000;
 
 /**
  * Rate limits and quotas, counted in this replica's memory so that a cached hit never waits on
- * the store: admit() is synchronous and allocates only its answer. A sync (see RateLimitSync)
+ * the store: admit() is synchronous and allocates only its answer. A sync (LimitSync, limit-sync.ts)
  * adds the local counts to the store's and reads everyone's totals back; between syncs each
  * replica admits against the last totals it read plus what it admitted itself, which bounds how
  * far the replicas together can go over a limit (docs/rate-limits.md derives the bound).
