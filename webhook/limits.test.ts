@@ -69,6 +69,12 @@ describe('RequestLimits', () => {
     expect(limits.admit(other)?.stateHeader).toBe('"key:burst";r=8;t=60');
   });
 
+  it('ignores a stored limit whose name could not go into a header', () => {
+    const { limits } = setup();
+    const key = keyWith({ key: [perMinute(1, 'bad\r\nset-cookie: x'), perMinute(5)] });
+    expect(limits.admit(key)?.policyHeader).toBe('"key:burst";q=5;w=60');
+  });
+
   it('the RateLimit field names the policy closest to running out', () => {
     const { limits } = setup();
     const key = keyWith({

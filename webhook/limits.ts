@@ -65,6 +65,11 @@ const NO_PLAN: Plan = { items: [], policyHeader: '' };
 const EARLY_SYNC_SHARE = 4;
 /** A counter unused for this long is not synced any more; it is brought up to date when used again. */
 const IDLE_AFTER_MS = 60_000;
+/**
+ * Admission allows only these in a limit name; a row that somehow holds more (written past the
+ * operator) is ignored rather than let into a header, where it would fail the answer.
+ */
+const HEADER_SAFE_NAME = /^(key|user):[a-z0-9][-a-z0-9]{0,62}$|^quota$/;
 
 /**
  * Rate limits and quotas, counted in this replica's memory so that a cached hit never waits on
@@ -241,7 +246,7 @@ function buildPlan(key: KeyLookup): Plan {
     ...limits.key.map((l) => planItem(key.apiKeyId, `key:${l.name}`, l)),
     ...limits.user.map((l) => planItem(key.userId, `user:${l.name}`, l)),
     ...(limits.quota ? [planItem(key.apiKeyId, 'quota', limits.quota)] : []),
-  ].filter((item) => item.limit > 0 && item.periodMs > 0);
+  ].filter((item) => item.limit > 0 && item.periodMs > 0 && HEADER_SAFE_NAME.test(item.name));
   if (items.length === 0) return NO_PLAN;
   return { items, policyHeader: items.map(policyItem).join(', ') };
 }
