@@ -12,9 +12,16 @@ let definitions: RateLimitDefinitions;
 /** A window long enough that no run straddles two (windows start at multiples of it since the epoch). */
 const YEAR_MS = 365 * 86_400_000;
 
+const TOKENREVIEW_CALLER = 'kube-apiserver-rate-limit-tests';
+const INTROSPECT_CALLER = 'gateway:rate-limit-tests';
+
 async function startReplica(syncInterval: string): Promise<RunningWebhook> {
   const webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_RATE_LIMIT_SYNC_INTERVAL: syncInterval }),
+    config: testConfig(fx.url, {
+      KEYWARD_RATE_LIMIT_SYNC_INTERVAL: syncInterval,
+      KEYWARD_TOKENREVIEW_CREDENTIALS: TOKENREVIEW_CALLER,
+      KEYWARD_INTROSPECT_CREDENTIALS: INTROSPECT_CALLER,
+    }),
     handleSignals: false,
     defaultMetrics: false,
   });
@@ -97,6 +104,39 @@ describe('a limited key over HTTP', () => {
       async () => (await definitions.quotaUsage(key.uid))?.used === 3,
       10_000,
     );
+  });
+
+  it('TokenReview and introspection refuse a limited key too, and its limited answers count nothing', async () => {
+    const key = await fx.issueKey(await fx.createUser({ kubernetesAuthentication: true }));
+    await definitions.define({
+      uid: key.uid,
+      kind: 'ApiKey',
+      rateLimits: [{ name: 'hourly', limit: 1, periodMs: 3_600_000 }],
+      quota: null,
+    });
+    expect((await verify(webhook, key)).status).toBe(200);
+    const review = await fetch(`${webhook.url}/tokenreview`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${TOKENREVIEW_CALLER}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        apiVersion: 'authentication.k8s.io/v1',
+        kind: 'TokenReview',
+        spec: { token: key.token },
+      }),
+    });
+    expect(((await review.json()) as { status: unknown }).status).toEqual({
+      authenticated: false,
+      error: 'The API key is over its rate limit key:hourly.',
+    });
+    const introspection = await fetch(`${webhook.url}/introspect`, {
+      method: 'POST',
+      headers: {
+        authorization: `Basic ${Buffer.from(INTROSPECT_CALLER).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      body: new URLSearchParams({ token: key.token }).toString(),
+    });
+    expect(await introspection.json()).toEqual({ active: false });
   });
 
   it('a key without limits gets no RateLimit headers', async () => {
