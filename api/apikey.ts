@@ -9,6 +9,7 @@ import {
 } from './common.js';
 import { DURATION_PATTERN, NONZERO_DURATION_CEL, parseDuration } from './duration.js';
 import { secretAnnotationsSchema, secretLabelsSchema } from './metadata.js';
+import { quotaSchema, quotaStatusSchema, rateLimitListSchema } from './ratelimits.js';
 import { scopeListSchema } from './serviceuser.js';
 
 export const ROTATE_ANNOTATION = 'keyward.dev/rotate';
@@ -179,6 +180,13 @@ export const apiKeySpecSchema = z
           'need a rolling restart when it changes (volume mounts are refreshed by the kubelet). Each gets ' +
           'one restart per token change, after a short debounce; see docs/rotation.md.',
       ),
+    rateLimits: rateLimitListSchema
+      .optional()
+      .describe(
+        'Named limits on this key alone, each `limit` requests per `period`; a request over any of them gets 429 ' +
+          "(the ServiceUser's rateLimits apply as well). See docs/rate-limits.md.",
+      ),
+    quota: quotaSchema.optional(),
   })
   .meta({
     'x-kubernetes-validations': [
@@ -272,6 +280,7 @@ export const apiKeyStatusSchema = z
       .max(64)
       .optional()
       .describe('Why the last rotation happened: Requested, Scheduled or SecretLost.'),
+    quota: quotaStatusSchema.optional(),
   })
   .describe('Observed state, written by the operator.');
 export type ApiKeyStatus = z.infer<typeof apiKeyStatusSchema>;

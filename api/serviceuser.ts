@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { actAsSchema } from './actas.js';
 import { API_VERSION, conditionsSchema, objectMetaSchema, observedGenerationSchema } from './common.js';
+import { rateLimitListSchema } from './ratelimits.js';
 import { SCOPE_MAX_LENGTH, SCOPE_PATTERN } from './scopes.js';
 
 export const USERNAME_PATTERN = /^[A-Za-z0-9]+([-_][A-Za-z0-9]+)*$/;
@@ -91,6 +92,12 @@ export const serviceUserSpecSchema = z
       .optional()
       .describe(
         'Most live (not revoked) keys this user may have, enforced by the credential store when a key is issued; further ApiKeys get Ready=False, reason=MaxKeysExceeded, and are issued within a minute of a slot freeing (a key deleted or revoked).',
+      ),
+    rateLimits: rateLimitListSchema
+      .optional()
+      .describe(
+        'Named limits shared by all keys of this user, each `limit` requests per `period`: every key counts ' +
+          'against the same budget. See docs/rate-limits.md.',
       ),
   })
   .describe('Desired state of a service user: a non-human identity that owns ApiKeys.');

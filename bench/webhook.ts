@@ -1,9 +1,9 @@
 // Webhook benchmarks (bench/README.md): /verify throughput on cache hits against bare Fastify in
-// the same run, latency at half the measured maximum, the miss path over 10^6 keys, revocation
-// propagation to two replicas, RSS with 100,000 cached entries, and the request log's cost on
-// cache hits.
+// the same run, latency at half the measured maximum, the cost of rate limits on the hit path,
+// the miss path over 10^6 keys, revocation propagation to two replicas, RSS with 100,000 cached
+// entries, and the request log's cost on cache hits.
 //
-// Usage: npx tsc -p tsconfig.json && node dist/bench/webhook.js [--only throughput,latency,miss,propagation,memory,audit]
+// Usage: npx tsc -p tsconfig.json && node dist/bench/webhook.js [--only throughput,latency,limits,miss,propagation,memory,audit]
 //        [--keys 1000000] [--duration 10] [--trials 200]
 // Needs wrk and nginx (apt-get install -y wrk nginx-light) and taskset (util-linux). Servers
 // under test are pinned to CPU 0, wrk to CPU 1, so the generator never competes with the server.
@@ -18,13 +18,16 @@ import { generateToken } from '../credentials/token.js';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
 import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../devenv/process.js';
 import { repoRoot } from '../devenv/repo.js';
+import type { KeyLookup } from '../store/lookup.js';
 import { migrate } from '../store/migrate.js';
 import { OperatorStore } from '../store/operator-store.js';
+import { RateLimitDefinitions } from '../store/rate-limits.js';
+import { RequestLimits } from '../webhook/limits.js';
 
 const run = promisify(execFile);
 const { values } = parseArgs({
   options: {
-    only: { type: 'string', default: 'throughput,latency,miss,propagation,memory,audit' },
+    only: { type: 'string', default: 'throughput,latency,limits,miss,propagation,memory,audit' },
     keys: { type: 'string', default: '1000000' },
     duration: { type: 'string', default: '10' },
     trials: { type: 'string', default: '200' },
@@ -299,6 +302,73 @@ try {
     print('## /verify latency at a fixed offered rate (cache hits)');
     print(
       `target ${Math.round(rate)} req/s = half of ${Math.round(maxRps)}; ${connections} connections each pausing ${delayMs} ms; achieved ${fmt(r)}`,
+    );
+  }
+
+  if (only.has('limits')) {
+    const { url } = await webhook();
+    // Two rate limits and a quota, never reached: every request pays for counting, none is refused.
+    const limited = await issue();
+    await new RateLimitDefinitions(pool).define({
+      uid: limited.uid,
+      kind: 'ApiKey',
+      rateLimits: [
+        { name: 'burst', limit: 1_000_000_000, periodMs: 60_000 },
+        { name: 'daily', limit: 1_000_000_000, periodMs: 86_400_000 },
+      ],
+      quota: { name: 'quota', limit: 1_000_000_000, periodMs: null },
+    });
+    const limitedAuth = [`Authorization: Bearer ${limited.token}`];
+    await wrk(`${url}/verify`, { headers: auth, seconds: 3 }); // warm-up: JIT and cache
+    await wrk(`${url}/verify`, { headers: limitedAuth, seconds: 3 });
+    const rounds = [];
+    for (let i = 0; i < 3; i++) {
+      rounds.push({
+        plain: await wrk(`${url}/verify`, { headers: auth }),
+        limited: await wrk(`${url}/verify`, { headers: limitedAuth }),
+      });
+    }
+    print(
+      '## rate limits on the hit path: a key with 2 rate limits and a quota vs a key without, same webhook',
+    );
+    for (const [i, r] of rounds.entries()) {
+      print(
+        `round ${i + 1}: no limits ${fmt(r.plain)} | limited ${fmt(r.limited)} | ratio ${(r.limited.rps / r.plain.rps).toFixed(3)}`,
+      );
+    }
+    const median = (xs: number[]): number => quantile(xs, 0.5);
+    // The same work in-process, without HTTP: what admit() itself costs per request.
+    const limits = new RequestLimits({ now: Date.now, syncSoon: () => undefined });
+    const lookup = (withLimits: boolean): KeyLookup =>
+      ({
+        apiKeyId: '00000000-0000-4000-8000-000000000001',
+        userId: '00000000-0000-4000-8000-000000000002',
+        limits: withLimits
+          ? {
+              key: [
+                { name: 'burst', limit: 1e9, periodMs: 60_000 },
+                { name: 'daily', limit: 1e9, periodMs: 86_400_000 },
+              ],
+              user: [],
+              quota: { name: 'quota', limit: 1e9, periodMs: null },
+            }
+          : { key: [], user: [], quota: null },
+      }) as unknown as KeyLookup;
+    for (const withLimits of [false, true]) {
+      const key = lookup(withLimits);
+      const calls = 1_000_000;
+      for (let i = 0; i < 100_000; i++) limits.admit(key);
+      const started = process.hrtime.bigint();
+      for (let i = 0; i < calls; i++) limits.admit(key);
+      const ns = Number(process.hrtime.bigint() - started) / calls;
+      print(
+        `admit() in-process, ${withLimits ? '2 rate limits and a quota' : 'no limits'}: ${ns.toFixed(0)} ns per call`,
+      );
+    }
+    const plain = median(rounds.map((r) => r.plain.rps));
+    const withLimits = median(rounds.map((r) => r.limited.rps));
+    print(
+      `median: no limits ${Math.round(plain)} req/s, limited ${Math.round(withLimits)} req/s, ratio ${(withLimits / plain).toFixed(3)}`,
     );
   }
 

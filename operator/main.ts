@@ -4,6 +4,7 @@ import pino, { type Logger } from 'pino';
 import { GROUP, VERSION } from '../api/common.js';
 import { ActAsStore } from '../store/act-as.js';
 import { OperatorStore } from '../store/operator-store.js';
+import { RateLimitDefinitions } from '../store/rate-limits.js';
 import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { apiKeyController } from './apikey/controller.js';
 import { LeakWatcher } from './apikey/leaks.js';
@@ -93,6 +94,7 @@ function startControllers(
 
   const kube = new KubeWriter(kc);
   const store = new OperatorStore(pool, { actor: 'keyward-operator' });
+  const limits = new RateLimitDefinitions(pool);
   const events = new EventRecorder(kc, {
     controller: 'keyward.dev/operator',
     instance: config.identity,
@@ -120,6 +122,7 @@ function startControllers(
       secrets,
       kube,
       store,
+      limits,
       events,
       logger,
       tokenPrefix: config.tokenPrefix,
@@ -137,6 +140,7 @@ function startControllers(
       serviceUsers,
       kube,
       store,
+      limits,
       actAs: new ActAsStore(pool, { actor: 'keyward-operator' }),
       events,
       logger,

@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import type { LimitDefinition } from '../api/ratelimits.js';
 import { StoreError } from './errors.js';
 
 /**
@@ -36,6 +37,14 @@ export interface KeyLookup {
   readonly secret: { readonly current: true } | { readonly current: false; readonly notAfter: Date };
   /** Display prefix of the matched secret, for logs. */
   readonly tokenPrefix: string;
+  /** Rate limits and quota (store/rate-limits.ts): the key's own, and its user's shared by all its keys; unset: none. */
+  readonly limits?: KeyLimits;
+}
+
+export interface KeyLimits {
+  readonly key: readonly LimitDefinition[];
+  readonly user: readonly LimitDefinition[];
+  readonly quota: LimitDefinition | null;
 }
 
 interface LookupRow {
@@ -61,6 +70,9 @@ interface LookupRow {
   rotated_at: Date | null;
   not_after: Date | null;
   display_prefix: string;
+  key_rate_limits: LimitDefinition[] | null;
+  user_rate_limits: LimitDefinition[] | null;
+  quota: LimitDefinition | null;
 }
 
 // Named, so each pooled connection parses and plans it once.
@@ -72,10 +84,13 @@ const LOOKUP = {
            u.suspended, u.not_permitted OR k.not_permitted AS not_permitted, u.kubernetes_authentication,
            u.deleted_at IS NOT NULL AS user_deleted, u.act_as_service_users, u.act_as_external_subjects,
            k.disabled, k.revoked_at, k.expires_at, k.issued_at, k.rotated_at,
-           s.not_after, s.display_prefix
+           s.not_after, s.display_prefix,
+           kl.rate_limits AS key_rate_limits, kl.quota, ul.rate_limits AS user_rate_limits
       FROM api_key_secrets s
       JOIN api_keys k ON k.id = s.api_key_id
       JOIN service_users u ON u.id = k.service_user_id
+      LEFT JOIN rate_limit_definitions kl ON kl.uid = k.uid
+      LEFT JOIN rate_limit_definitions ul ON ul.uid = u.uid
      WHERE s.hash = $1`,
 };
 
@@ -115,5 +130,6 @@ export async function lookupByHash(db: pg.Pool | pg.ClientBase, hash: Uint8Array
     rotatedAt: row.rotated_at,
     secret: row.not_after === null ? { current: true } : { current: false, notAfter: row.not_after },
     tokenPrefix: row.display_prefix,
+    limits: { key: row.key_rate_limits ?? [], user: row.user_rate_limits ?? [], quota: row.quota },
   };
 }

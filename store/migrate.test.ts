@@ -38,6 +38,8 @@ describe('migrate', () => {
       'keyward_schema_migrations',
       'leak_reports',
       'request_log',
+      'rate_limit_counters',
+      'rate_limit_definitions',
       'service_users',
     ]);
     expect(await migrate(url)).toEqual({ applied: [], version: latest });

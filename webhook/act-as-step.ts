@@ -33,7 +33,8 @@ export function subjectSource(pool: pg.Pool, queue: LookupQueue): SubjectSource 
 /**
  * The acting step of the pipeline, for a key that verifies on its own (decide() allowed it with
  * no scope requirement): the subject header's form, the actor's spec.actAs, then the subject
- * itself and the required scopes against the narrowed scopes. Usage is recorded per final answer.
+ * itself and the required scopes against the narrowed scopes, then `admit` (the key's rate limits
+ * count acting requests like any other). Usage is recorded per final answer.
  */
 export function actingOutcome(
   entry: CacheEntry,
@@ -41,6 +42,8 @@ export function actingOutcome(
   requiredScopes: readonly string[],
   subjects: SubjectSource,
   usage: UsageBatcher,
+  /** The last step for an allowed request (rate limits and quota, then usage), as without acting. */
+  admit: (allowed: Extract<Outcome, { kind: 'allow' }>) => Outcome,
 ): Outcome | Promise<Outcome> {
   const { key } = entry;
   const refuse = (reason: Parameters<typeof deny>[1], named?: string): Outcome => {
@@ -58,8 +61,7 @@ export function actingOutcome(
       usage.record(key.apiKeyId, 'denied');
       return { kind: 'forbidden', requiredScope: decision.requiredScope, entry, acting: decision.acting };
     }
-    usage.record(key.apiKeyId, 'allowed');
-    return { kind: 'allow', entry, acting: decision.acting };
+    return admit({ kind: 'allow', entry, acting: decision.acting });
   };
   if (subject.kind === 'external') return finish(null);
   return subjects(subject.username).then((row) =>

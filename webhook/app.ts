@@ -14,6 +14,7 @@ import type { WebhookConfig } from './config.js';
 import { serverFactory } from './http-server.js';
 import { createLogger, safeError } from './logger.js';
 import { WebhookMetrics } from './metrics.js';
+import limitsPlugin from './plugins/limits.js';
 import requestLogPlugin from './plugins/request-log.js';
 import storePlugin from './plugins/store.js';
 import tlsPlugin from './plugins/tls.js';
@@ -128,6 +129,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   await app.register(usagePlugin, { flushIntervalMs: config.usageFlushIntervalMs, now });
   await app.register(requestLogPlugin, { config, metrics, now });
+  await app.register(limitsPlugin, { syncIntervalMs: config.rateLimitSyncIntervalMs, now });
   await app.register(tlsPlugin, { tls: config.tls });
 
   const limiter = new FailureLimiter({ ...config.failedAttempts, now });
@@ -135,6 +137,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     resolver: app.store.resolver,
     limiter,
     usage: app.usage,
+    requestLimits: app.limits.limits,
     metrics,
     recorder: app.requestLog.recorder,
     logger: app.log,

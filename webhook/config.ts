@@ -45,6 +45,8 @@ export interface WebhookConfig {
     readonly flushIntervalMs: number;
     readonly maxPending: number;
   };
+  /** How often rate-limit counts are exchanged with the store (docs/rate-limits.md). */
+  readonly rateLimitSyncIntervalMs: number;
   readonly tokenReviewScope: string | undefined;
   /** Prepended to every group /tokenreview returns; '' for none. */
   readonly tokenReviewGroupsPrefix: string;
@@ -267,6 +269,12 @@ export const webhookEnvSchema = z.object({
     .describe(
       "Request log records held per sink while the store is unreachable (or the JSON stream cannot keep up); beyond it they are dropped and counted in keyward_webhook_request_log_dropped_total. A request never waits for the log. Retention is the operator's KEYWARD_REQUEST_LOG_RETENTION_DAYS.",
     ),
+  KEYWARD_RATE_LIMIT_SYNC_INTERVAL: duration('1s')
+    .refine((ms) => ms >= 1000, 'must be at least 1s')
+    .describe(
+      'How often each replica adds its rate-limit and quota counts to the store and reads the totals back; ' +
+        'with N replicas, a limit can be exceeded by at most (N-1) x what one replica admits in two intervals.',
+    ),
   KEYWARD_TOKENREVIEW_SCOPE: z
     .string()
     .refine(isValidScope, 'not a scope (e.g. kubernetes, projects:alpha); nothing would grant it')
@@ -467,6 +475,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
       flushIntervalMs: c.KEYWARD_REQUEST_LOG_FLUSH_INTERVAL,
       maxPending: c.KEYWARD_REQUEST_LOG_BUFFER,
     },
+    rateLimitSyncIntervalMs: c.KEYWARD_RATE_LIMIT_SYNC_INTERVAL,
     tokenReviewScope: c.KEYWARD_TOKENREVIEW_SCOPE,
     tokenReviewGroupsPrefix: c.KEYWARD_TOKENREVIEW_GROUPS_PREFIX,
     storePoolSize: c.KEYWARD_STORE_POOL_SIZE,

@@ -4,6 +4,7 @@ import { actingOutcome, type SubjectSource } from './act-as-step.js';
 import type { Acting, MALFORMED_SUBJECT, Subject, SubjectDenyReason } from './acting.js';
 import type { CacheEntry } from './cache.js';
 import { type DenyReason, decide, type KeyDenyReason } from './decision.js';
+import type { LimitCheck, RequestLimits } from './limits.js';
 import type { Route, WebhookMetrics } from './metrics.js';
 import type { FailureLimiter } from './ratelimit.js';
 import type { DecisionRecorder } from './request-log.js';
@@ -30,8 +31,18 @@ export interface VerificationRequest {
 
 /** What the pipeline decided; each route maps it to its protocol and nothing more. */
 export type Outcome =
-  /** `acting`: the request acts on behalf of a subject (actor and subject names, what to send upstream). */
-  | { readonly kind: 'allow'; readonly entry: CacheEntry; readonly acting?: Acting }
+  /**
+   * `acting`: the request acts on behalf of a subject (actor and subject names, what to send upstream).
+   * `limits` is set for a key with rate limits or a quota: the RateLimit headers' values.
+   */
+  | {
+      readonly kind: 'allow';
+      readonly entry: CacheEntry;
+      readonly acting?: Acting;
+      readonly limits?: LimitCheck;
+    }
+  /** A real key over one of its rate limits or its quota (webhook/limits.ts). */
+  | { readonly kind: 'rate_limited'; readonly entry: CacheEntry; readonly limits: LimitCheck }
   /** A real key that is refused: its holder may learn why. */
   | { readonly kind: 'denied'; readonly reason: KeyDenyReason; readonly entry: CacheEntry }
   | {
@@ -56,6 +67,8 @@ export interface VerificationOptions {
   readonly resolver: Resolver;
   readonly limiter: FailureLimiter;
   readonly usage: UsageBatcher;
+  /** Rate limits and quotas, counted in memory: never a store round trip on the request path. */
+  readonly requestLimits?: RequestLimits;
   readonly metrics: WebhookMetrics;
   /** The request log; told of every decision that has an origin. */
   readonly recorder?: DecisionRecorder;
@@ -129,6 +142,24 @@ export class Verification {
     return outcome;
   }
 
+  /** The last step of an allowed request: the key's rate limits and quota, counted in memory. */
+  #admit(allowed: Extract<Outcome, { kind: 'allow' }>): Outcome {
+    const { usage, logger } = this.#options;
+    const key = allowed.entry.key;
+    const limits = this.#options.requestLimits?.admit(key);
+    if (limits === undefined) {
+      usage.record(key.apiKeyId, 'allowed');
+      return allowed;
+    }
+    if (limits.allowed) {
+      usage.record(key.apiKeyId, 'allowed');
+      return { ...allowed, limits };
+    }
+    usage.record(key.apiKeyId, 'denied');
+    logger.debug({ keyId: key.keyId, policy: limits.refusedBy }, 'rate limited');
+    return { kind: 'rate_limited', entry: allowed.entry, limits };
+  }
+
   #decide(request: VerificationRequest, resolution: Resolution): Outcome | Promise<Outcome> {
     const { limiter, usage, logger } = this.#options;
     if (resolution.kind === 'unavailable') return { kind: 'unavailable', reason: resolution.reason };
@@ -155,12 +186,11 @@ export class Verification {
       request.kubernetes === true,
     );
     if (decision.result === 'allow' && subject !== undefined) {
-      return actingOutcome(entry, subject, request.requiredScopes, this.#options.subjects, usage);
+      return actingOutcome(entry, subject, request.requiredScopes, this.#options.subjects, usage, (allowed) =>
+        this.#admit(allowed),
+      );
     }
-    if (decision.result === 'allow') {
-      usage.record(key.apiKeyId, 'allowed');
-      return { kind: 'allow', entry };
-    }
+    if (decision.result === 'allow') return this.#admit({ kind: 'allow', entry });
     usage.record(key.apiKeyId, 'denied');
     if (decision.result === 'forbidden') {
       logger.debug({ keyId: key.keyId, tokenPrefix: resolution.displayPrefix }, 'insufficient scope');
@@ -182,6 +212,7 @@ const RESULTS: Record<Outcome['kind'], string> = {
   forbidden: 'forbidden',
   subject_refused: 'forbidden',
   limited: 'limited',
+  rate_limited: 'limited',
   unavailable: 'unavailable',
 };
 
@@ -197,6 +228,8 @@ function reasonOf(outcome: Outcome): string {
       return 'insufficient_scope';
     case 'limited':
       return 'too_many_failures';
+    case 'rate_limited':
+      return outcome.limits.refusedBy === 'quota' ? 'quota_exhausted' : 'rate_limited';
     case 'unavailable':
       return outcome.reason;
   }

@@ -1,9 +1,11 @@
 import type { KubernetesObject, V1Secret } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { type ApiKeyStatus, secretNameOf } from '../../api/apikey.js';
+import { quotaDefinition, rateLimitDefinitions } from '../../api/ratelimits.js';
 import { parseApiKey } from '../../api/validate.js';
 import type { RandomSource } from '../../credentials/token.js';
 import type { ApiKeyState, OperatorStore } from '../../store/operator-store.js';
+import type { RateLimitDefinitions } from '../../store/rate-limits.js';
 import { type Grants, grantedExpiry, permittedScopes } from '../accesspolicy/grants.js';
 import type { CheckFailure } from '../conditions.js';
 import type { EventRecorder } from '../kube/events.js';
@@ -43,6 +45,7 @@ import {
   nextWakeup,
   type StoredKey,
 } from './policy.js';
+import { quotaStatus } from './quota.js';
 import * as R from './reasons.js';
 import { stateFlags, writeKeyStatus } from './report.js';
 
@@ -52,6 +55,8 @@ export interface ApiKeyReconcilerDeps {
   secrets: SharedInformer<V1Secret>;
   kube: KubeWriter;
   store: OperatorStore;
+  /** Rate limits and quota of the key (store/rate-limits.ts). */
+  limits: RateLimitDefinitions;
   events: EventRecorder;
   logger: Logger;
   tokenPrefix: string;
@@ -119,6 +124,7 @@ export class ApiKeyReconciler {
     if (raw.metadata?.deletionTimestamp) {
       if (!raw.metadata.finalizers?.includes(FINALIZER)) return undefined;
       await this.#act.revoke(raw);
+      await fromStore(() => this.#d.limits.forget(raw.metadata?.uid ?? '', 'ApiKey'));
       await this.#d.kube.removeFinalizer('apikeys', raw);
       return undefined;
     }
@@ -134,6 +140,16 @@ export class ApiKeyReconciler {
       return undefined;
     }
     const now = this.#now();
+    // Before anything is issued: the key never verifies without the limits it asks for.
+    const spec = parsed.value.spec;
+    await fromStore(() =>
+      this.#d.limits.define({
+        uid: parsed.value.metadata.uid ?? '',
+        kind: 'ApiKey',
+        rateLimits: rateLimitDefinitions(spec.rateLimits),
+        quota: quotaDefinition(spec.quota),
+      }),
+    );
     const facts = await gather(this.#gather, raw, parsed.value, now);
     const blocked = firstFailure(facts);
     if (blocked) return await this.#blocked(facts, blocked);
@@ -260,8 +276,10 @@ export class ApiKeyReconciler {
       },
       { raw, apiKey, tokenVersion: written.tokenVersion, tokenCreatedAt: stored.rotatedAt, now },
     );
+    const quota = await fromStore(() => quotaStatus(this.#d.limits, f.uid, apiKey.spec.quota, now));
     await writeKeyStatus(this.#status(), raw, state, {
       failure: ready.failure,
+      quota,
       readyMessage: ready.message,
       rotationRequest: written.rotationRequest,
       ...(consumers.lastRestart && { lastRestart: consumers.lastRestart }),

@@ -21,6 +21,8 @@ export interface KeyReport {
   lastRestart?: ApiKeyStatus['lastRestart'];
   /** Condition types to remove. */
   drop?: string[];
+  /** status.quota; null clears it, unset keeps what status had. */
+  quota?: ApiKeyStatus['quota'] | null;
 }
 
 /** The flags a key's state always shows, blocked or not: what a user checks first. */
@@ -82,6 +84,7 @@ export async function writeKeyStatus(
         : rememberRequest(answered(existing), report.rotationRequest),
     ),
     lastRestart: report.lastRestart ?? existing?.lastRestart,
+    quota: report.quota === undefined ? existing?.quota : (report.quota ?? undefined),
   };
   if (!statusChanged(existing, status)) return;
   // Merge patch: explicit nulls clear fields that no longer apply (e.g. previousValidUntil).

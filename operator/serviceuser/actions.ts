@@ -6,6 +6,7 @@ import type {
   ServiceUserSpec as StoreUserSpec,
   UpsertServiceUserResult,
 } from '../../store/operator-store.js';
+import type { RateLimitDefinitions } from '../../store/rate-limits.js';
 import { type ConditionInput, setConditions } from '../conditions.js';
 import { FAILPOINTS, failpoint } from '../failpoints.js';
 import type { EventRecorder } from '../kube/events.js';
@@ -16,12 +17,14 @@ import { EVENT_REASONS } from './reasons.js';
 export interface ActionDeps {
   kube: KubeWriter;
   store: OperatorStore;
+  limits: RateLimitDefinitions;
   events: EventRecorder;
 }
 
 /** Deletion, in write order: the store revokes the user and its keys, then the finalizer goes. */
 export async function finalizeServiceUser(d: ActionDeps, object: KubernetesObject): Promise<void> {
   await fromStore(() => d.store.deleteServiceUser(object.metadata?.uid ?? ''));
+  await fromStore(() => d.limits.forget(object.metadata?.uid ?? '', 'ServiceUser'));
   failpoint(FAILPOINTS.userRevokeAfterStore);
   d.events.record(object, {
     type: 'Normal',

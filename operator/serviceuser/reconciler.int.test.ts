@@ -9,6 +9,7 @@ import { eventually } from '../../devenv/poll.js';
 import { ActAsStore } from '../../store/act-as.js';
 import { migrate } from '../../store/migrate.js';
 import { OperatorStore } from '../../store/operator-store.js';
+import { RateLimitDefinitions } from '../../store/rate-limits.js';
 import { testDatabase } from '../../test/harness/database.js';
 import { testKubeConfig } from '../../test/harness/kube.js';
 import { FakeClock } from '../../test/support/fake-clock.js';
@@ -96,6 +97,7 @@ beforeAll(async () => {
       serviceUsers,
       kube: new KubeWriter(kc),
       store,
+      limits: new RateLimitDefinitions(pool),
       actAs: new ActAsStore(pool, { actor: 'test-operator' }),
       events,
       logger,

@@ -1,8 +1,10 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
+import { rateLimitDefinitions } from '../../api/ratelimits.js';
 import type { ServiceUserStatus } from '../../api/serviceuser.js';
 import type { ActAsStore } from '../../store/act-as.js';
 import type { OperatorStore } from '../../store/operator-store.js';
+import type { RateLimitDefinitions } from '../../store/rate-limits.js';
 import { actAsPatterns, NO_ACTING } from '../accesspolicy/act-as.js';
 import type { Grants } from '../accesspolicy/grants.js';
 import type { EventRecorder } from '../kube/events.js';
@@ -22,6 +24,8 @@ export interface ServiceUserReconcilerDeps {
   serviceUsers: SharedInformer<KubernetesObject>;
   kube: KubeWriter;
   store: OperatorStore;
+  /** Rate limits shared by the user's keys (store/rate-limits.ts). */
+  limits: RateLimitDefinitions;
   /** spec.actAs beside the user row (store/act-as.ts). */
   actAs: ActAsStore;
   events: EventRecorder;
@@ -76,6 +80,12 @@ export class ServiceUserReconciler {
         return await addFinalizerInProgress({ kube: this.#d.kube, now: this.#now() }, 'serviceusers', object);
       case 'store':
         break;
+    }
+    if (facts.parsed.ok) {
+      // Before the user is stored: none of its keys verifies without the limits it asks for.
+      const rateLimits = rateLimitDefinitions(facts.parsed.value.spec.rateLimits);
+      const uid = object.metadata?.uid ?? '';
+      await fromStore(() => this.#d.limits.define({ uid, kind: 'ServiceUser', rateLimits, quota: null }));
     }
     const result = plan.spec ? await storeServiceUser(this.#d, plan.spec) : undefined;
     if (result?.kind === 'deleted') return;

@@ -18,6 +18,9 @@ export interface NginxOptions {
   readonly authResponseHeaders: readonly string[];
   /** ingress-nginx's `auth-cache-key` / `auth-cache-duration`: auth answers kept in a proxy_cache. */
   readonly authCache?: AuthCache;
+  /** Extra directives inside each protected location, and at server level (e.g. `include …;`). */
+  readonly locationSnippet?: string;
+  readonly serverSnippet?: string;
 }
 
 interface AuthCache {
@@ -116,6 +119,7 @@ ${authCacheDirectives(options.authCache)}
     location ${location.path} {
       auth_request ${authLocation};
       auth_request_set $auth_cookie $upstream_http_set_cookie;
+      ${options.locationSnippet ?? ''}
 ${copy.join('\n')}
       proxy_set_header X-Request-ID $request_id;
       proxy_http_version 1.1;
@@ -138,6 +142,7 @@ http {
   server {
     listen 127.0.0.1:${port};
     location = /-/nginx-health { return 200 "ok"; }
+    ${options.serverSnippet ?? ''}
 ${locations.join('\n')}
   }
 }

@@ -25,6 +25,7 @@ import { WorkloadRestarter } from '../../operator/workloads.js';
 import { ActAsStore } from '../../store/act-as.js';
 import { migrate } from '../../store/migrate.js';
 import { OperatorStore } from '../../store/operator-store.js';
+import { RateLimitDefinitions } from '../../store/rate-limits.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import { FakeClock } from './fake-clock.js';
@@ -113,6 +114,7 @@ export async function startInProcess(prefix: string): Promise<InProcess> {
       secrets: s,
       kube,
       store,
+      limits: new RateLimitDefinitions(pool),
       events,
       logger,
       tokenPrefix: 'kw',
@@ -126,6 +128,7 @@ export async function startInProcess(prefix: string): Promise<InProcess> {
     serviceUsers,
     kube,
     store,
+    limits: new RateLimitDefinitions(pool),
     actAs: new ActAsStore(pool, { actor: 'keyward-operator' }),
     events,
     logger,

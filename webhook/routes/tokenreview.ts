@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requireCaller } from '../callers.js';
 import { denyMessage, GENERIC_MESSAGE, kubernetesGroups } from '../decision.js';
+import { rateLimitedMessage } from '../limits.js';
 import {
   type TokenReviewRequest,
   type TokenReviewStatus,
@@ -92,6 +93,8 @@ function answer(
         authenticated: false,
         error: `The API key does not grant the scope ${outcome.requiredScope}.`,
       });
+    case 'rate_limited':
+      return respond({ authenticated: false, error: rateLimitedMessage(outcome.limits) });
     case 'unavailable':
       reply.header('retry-after', '1');
       return respond({ authenticated: false, error: 'Verification is temporarily unavailable.' }, 503);

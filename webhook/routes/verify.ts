@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isValidScope } from '../../api/scopes.js';
 import { readSubject, SUBJECT_SCOPE_MESSAGE, subjectDenial } from '../acting.js';
 import { denyMessage, MISSING_MESSAGE } from '../decision.js';
+import { type LimitCheck, rateLimitedMessage } from '../limits.js';
 import type { Outcome } from '../verification.js';
 
 const REALM = 'Bearer realm="keyward"';
@@ -75,6 +76,7 @@ function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
   switch (outcome.kind) {
     case 'allow': {
       const { entry, acting } = outcome;
+      if (outcome.limits) rateLimitHeaders(reply, outcome.limits);
       if (acting) {
         // On behalf of a subject: the subject is the user, the key's own user the actor.
         return reply
@@ -118,6 +120,14 @@ function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
         .code(429)
         .header('retry-after', String(Math.max(1, Math.ceil(outcome.retryAfterMs / 1000))))
         .send({ error: 'too_many_requests', error_description: 'Too many failed attempts; retry later.' });
+    case 'rate_limited': {
+      const { limits } = outcome;
+      rateLimitHeaders(reply, limits);
+      // A quota that never refills has no honest Retry-After: the key stays refused until it is raised.
+      if (limits.retryAfterSeconds !== undefined)
+        reply.header('retry-after', String(limits.retryAfterSeconds));
+      return reply.code(429).send({ error: 'rate_limited', error_description: rateLimitedMessage(limits) });
+    }
     case 'unavailable':
       return reply.code(503).header('retry-after', '1').send({
         error: 'temporarily_unavailable',
@@ -138,6 +148,11 @@ function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
         .send({ error: 'invalid_token', error_description: message });
     }
   }
+}
+
+/** draft-ietf-httpapi-ratelimit-headers: the policies, and where the client stands in each. */
+function rateLimitHeaders(reply: FastifyReply, limits: LimitCheck): void {
+  reply.header('ratelimit-policy', limits.policyHeader).header('ratelimit', limits.stateHeader);
 }
 
 /**
