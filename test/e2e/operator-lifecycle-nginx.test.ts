@@ -149,16 +149,18 @@ async function secretToken(name: string): Promise<string | undefined> {
 
 /** Waits for the ApiKey to report Ready with a token in its Secret (other than `not`); returns the token. */
 async function readyToken(name: string, not?: string): Promise<string> {
+  let seen: unknown;
   return await eventually(
     `ApiKey ${name} Ready with ${not ? 'a new' : 'a'} token in its Secret`,
     async () => {
       const key = await objects.get('apikeys', name);
+      seen = condition(key, 'Ready');
       if (condition(key, 'Ready')?.status !== 'True') return undefined;
       const token = await secretToken(name);
       return token !== undefined && token !== not ? token : undefined;
     },
     TIMEOUT_MS,
-    () => operator.process.logTail(20),
+    () => `last Ready condition: ${JSON.stringify(seen)}`,
   );
 }
 
