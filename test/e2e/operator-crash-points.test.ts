@@ -1,17 +1,9 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  type KubeConfig,
-  PatchStrategy,
-  setHeaderOptions,
-  type V1Secret,
-} from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseDuration } from '../../api/duration.js';
-import { generateToken, tokenHash } from '../../credentials/token.js';
+import { generateToken } from '../../credentials/token.js';
 import { createTestNamespace } from '../../devenv/kube.js';
 import {
   applyAccessPolicy,
@@ -28,24 +20,25 @@ import { migrate } from '../../store/migrate.js';
 import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
-import { condition } from '../support/status.js';
+import {
+  isReady,
+  keyInvariantViolations,
+  namespaceView,
+  verifyThroughWebhook,
+} from '../support/key-invariants.js';
 import { poolFor, tokenVerifies } from '../support/store.js';
 import { testConfig } from '../support/webhook.js';
 
 /**
  * Crash points (issue 10): for each named point in the issue, rotation, repair and revocation
  * sequences, the operator is started with that failpoint armed, the scenario is driven until the
- * operator kills itself there, and it is started again unarmed. What a user observes is checked
- * at the crash (before the restart) and once the restarted operator has converged:
- *  - every Ready key's Secret token verifies through the real webhook;
- *  - no Secret of a live key holds a token the store rejects;
- *  - (converged) no valid hash is held by no Secret for longer than the key's grace period.
- * At the crash, a key whose Secret the scenario itself broke (repair) is left out of the first two:
- * that breakage is the premise, not the crash's doing.
+ * operator kills itself there, and it is started again unarmed. The invariants of
+ * test/support/key-invariants.ts (Ready keys verify through the real webhook, no live key's Secret
+ * holds a rejected token, no valid hash held by nobody beyond the grace) are checked at the crash,
+ * before the restart, and once the restarted operator has answered the scenario.
  */
 let kc: KubeConfig;
 let core: CoreV1Api;
-let custom: CustomObjectsApi;
 let storeUrl: string;
 let pool: pg.Pool;
 let webhook: RunningWebhook;
@@ -54,7 +47,6 @@ const running = new Set<OperatorProcess>();
 beforeAll(async () => {
   kc = testKubeConfig();
   core = kc.makeApiClient(CoreV1Api);
-  custom = kc.makeApiClient(CustomObjectsApi);
   storeUrl = await testDatabase();
   await migrate(storeUrl);
   pool = poolFor(storeUrl);
@@ -90,7 +82,6 @@ const FAILPOINT_LOG = (point: string): string => `failpoint ${point}: killing th
 /** Generous: the machine is shared; an armed operator normally reaches its point in a second. */
 const DEATH_TIMEOUT_MS = 45_000;
 const CONVERGE_TIMEOUT_MS = 60_000;
-const LIST_TIMEOUT_MS = 15_000;
 
 async function newCell(scenario: string, point: string): Promise<Cell> {
   const ns = await createTestNamespace(kc, `cp-${scenario}-${point.split('.').slice(1).join('-')}`);
@@ -141,137 +132,19 @@ async function diedAt(cell: Cell, point: FailpointName): Promise<void> {
   cell.operator = undefined;
 }
 
-interface KeyObject {
-  metadata: {
-    name: string;
-    uid: string;
-    generation?: number;
-    deletionTimestamp?: string;
-    annotations?: Record<string, string>;
-  };
-  spec: { rotation?: { gracePeriod?: string }; secret?: { name?: string; tokenKey?: string } };
-  status?: Record<string, unknown>;
+function verify(token: string): ReturnType<typeof verifyThroughWebhook> {
+  return verifyThroughWebhook(webhook.url, token);
 }
 
-interface View {
-  keys: KeyObject[];
-  users: KeyObject[];
-  secrets: V1Secret[];
-  /** The token the key's Secret holds, by ApiKey name. */
-  token: Map<string, string | undefined>;
-}
-
-function decode(value: string | undefined): string | undefined {
-  return value === undefined ? undefined : Buffer.from(value, 'base64').toString('utf8');
-}
-
-async function view(cell: Cell): Promise<View> {
-  // Retried: right after the run's control plane starts, the CRDs' storage may still answer 429.
-  const list = (plural: string): Promise<KeyObject[]> =>
-    eventually(
-      `a list of ${plural}`,
-      async () =>
-        (
-          (await custom.listNamespacedCustomObject({
-            group: 'keyward.dev',
-            version: 'v1alpha1',
-            namespace: cell.ns,
-            plural,
-          })) as { items: KeyObject[] }
-        ).items,
-      LIST_TIMEOUT_MS,
-    );
-  const [keys, users, secrets] = await Promise.all([
-    list('apikeys'),
-    list('serviceusers'),
-    core.listNamespacedSecret({ namespace: cell.ns }),
-  ]);
-  const token = new Map<string, string | undefined>();
-  for (const key of keys) {
-    const name = key.spec.secret?.name ?? key.metadata.name;
-    const secret = secrets.items.find((s) => s.metadata?.name === name);
-    token.set(key.metadata.name, decode(secret?.data?.[key.spec.secret?.tokenKey ?? 'token']));
-  }
-  return { keys, users, secrets: secrets.items, token };
-}
-
-function ready(obj: KeyObject): boolean {
-  return condition(obj, 'Ready')?.status === 'True';
-}
-
-async function webhookStatus(token: string): Promise<{ status: number; user: string | null }> {
-  const res = await fetch(`${webhook.url}/verify`, { headers: { authorization: `Bearer ${token}` } });
-  await res.arrayBuffer();
-  return { status: res.status, user: res.headers.get('x-keyward-user') };
-}
-
-interface StoredSecret {
-  uid: string;
-  hash: Buffer;
-  not_after: Date | null;
-  live: boolean;
-}
-
-/** Every secret the store holds for keys of the cell's namespace, and whether its key is live. */
-async function storedSecrets(cell: Cell): Promise<StoredSecret[]> {
-  const { rows } = await pool.query<StoredSecret>(
-    `SELECT k.uid, s.hash, s.not_after, (k.revoked_at IS NULL AND u.deleted_at IS NULL) AS live
-       FROM api_key_secrets s
-       JOIN api_keys k ON k.id = s.api_key_id
-       JOIN service_users u ON u.id = k.service_user_id
-      WHERE k.namespace = $1`,
-    [cell.ns],
-  );
-  return rows;
-}
-
-/** The invariants of the file comment; each violation as a sentence. */
 async function violations(cell: Cell, phase: 'crash' | 'converged'): Promise<string[]> {
-  const found: string[] = [];
-  const v = await view(cell);
-  const stored = await storedSecrets(cell);
-  const liveUids = new Set(stored.filter((s) => s.live).map((s) => s.uid));
-  // A revocation the user asked for (the user being deleted) may leave a key's status behind
-  // while the operator is down; once it is back, the status must say so.
-  const userRevoking = v.users.some((u) => u.metadata.deletionTimestamp) || v.users.length === 0;
-  for (const key of v.keys) {
-    const name = key.metadata.name;
-    if (key.metadata.deletionTimestamp) continue;
-    if (phase === 'crash' && (cell.tampered.has(name) || userRevoking)) continue;
-    const token = v.token.get(name);
-    if (ready(key)) {
-      if (!token) {
-        found.push(`${name} is Ready but its Secret holds no token`);
-      } else {
-        const res = await webhookStatus(token);
-        if (res.status !== 200 || !res.user)
-          found.push(`${name} is Ready but the webhook answers ${res.status} for its Secret's token`);
-      }
-    }
-    if (token && liveUids.has(key.metadata.uid) && !(await tokenVerifies(pool, token)))
-      found.push(`the Secret of live key ${name} holds a token the store rejects`);
-  }
-  if (phase === 'converged') {
-    const held = new Set<string>();
-    for (const secret of v.secrets) {
-      for (const value of Object.values(secret.data ?? {}))
-        held.add(tokenHash(decode(value) ?? '').toString('hex'));
-    }
-    const graceByUid = new Map(
-      v.keys.map((k) => [k.metadata.uid, parseDuration(k.spec.rotation?.gracePeriod ?? '1h') ?? 0]),
-    );
-    const now = Date.now();
-    for (const s of stored) {
-      const valid = s.live && (s.not_after === null || s.not_after.getTime() > now);
-      if (!valid || held.has(s.hash.toString('hex'))) continue;
-      const grace = graceByUid.get(s.uid) ?? 0;
-      if (s.not_after === null || s.not_after.getTime() > now + grace)
-        found.push(
-          `key ${s.uid}: a valid hash no Secret holds, valid ${s.not_after === null ? 'until rotated' : `until ${s.not_after.toISOString()}`}`,
-        );
-    }
-  }
-  return found;
+  return await keyInvariantViolations({
+    kc,
+    pool,
+    webhookUrl: webhook.url,
+    namespace: cell.ns,
+    phase,
+    premise: cell.tampered,
+  });
 }
 
 async function createUser(cell: Cell): Promise<void> {
@@ -296,10 +169,10 @@ async function readyToken(cell: Cell, name: string, not?: string): Promise<strin
   return await eventually(
     `ApiKey ${name} Ready with a token the store accepts${not ? ' (a new one)' : ''}`,
     async () => {
-      const v = await view(cell);
+      const v = await namespaceView(kc, cell.ns);
       const key = v.keys.find((k) => k.metadata.name === name);
       const token = v.token.get(name);
-      if (!key || !ready(key) || !token || token === not) return undefined;
+      if (!key || !isReady(key) || !token || token === not) return undefined;
       return (await tokenVerifies(pool, token)) ? token : undefined;
     },
     CONVERGE_TIMEOUT_MS,
@@ -349,9 +222,11 @@ function rotation(grace: '1h' | '0s'): Scenario {
     async settle(cell) {
       const old = cell.before.get('k1') ?? '';
       const fresh = await readyToken(cell, 'k1', old);
-      expect((await webhookStatus(fresh)).status).toBe(200);
+      expect((await verify(fresh)).status).toBe(200);
       // Within a 1h grace the token workloads still hold keeps working; with 0s it stops.
-      expect((await webhookStatus(old)).status).toBe(grace === '1h' ? 200 : 401);
+      expect((await verify(old)).status, `the replaced token, once a ${grace}-grace rotation is done`).toBe(
+        grace === '1h' ? 200 : 401,
+      );
     },
   };
 }
@@ -380,7 +255,7 @@ function repair(how: 'deleted' | 'edited'): Scenario {
     },
     async settle(cell) {
       const fresh = await readyToken(cell, 'k1', cell.before.get('k1'));
-      expect((await webhookStatus(fresh)).status).toBe(200);
+      expect((await verify(fresh)).status).toBe(200);
     },
   };
 }
@@ -392,7 +267,7 @@ const SCENARIOS: Scenario[] = [
     prepare: createUser,
     act: (cell) => createKey(cell, 'k1'),
     async settle(cell) {
-      expect((await webhookStatus(await readyToken(cell, 'k1'))).status).toBe(200);
+      expect((await verify(await readyToken(cell, 'k1'))).status).toBe(200);
     },
   },
   rotation('1h'),
@@ -416,7 +291,7 @@ const SCENARIOS: Scenario[] = [
         const secret = await exists(() => core.readNamespacedSecret({ namespace: cell.ns, name: 'k1' }));
         return !key && !secret;
       });
-      expect((await webhookStatus(cell.before.get('k1') ?? '')).status).toBe(401);
+      expect((await verify(cell.before.get('k1') ?? '')).status).toBe(401);
       // The other key of the user is untouched.
       expect(await readyToken(cell, 'k2')).toBe(cell.before.get('k2'));
     },
@@ -433,9 +308,9 @@ const SCENARIOS: Scenario[] = [
     async settle(cell) {
       await gone(cell, `ServiceUser ${USER} gone and ApiKey k1 not Ready`, async () => {
         if (await exists(() => cell.objects.get('serviceusers', USER))) return false;
-        return !ready((await cell.objects.get('apikeys', 'k1')) as KeyObject);
+        return !isReady(await cell.objects.get('apikeys', 'k1'));
       });
-      expect((await webhookStatus(cell.before.get('k1') ?? '')).status).toBe(401);
+      expect((await verify(cell.before.get('k1') ?? '')).status).toBe(401);
     },
   },
 ];
