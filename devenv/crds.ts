@@ -2,6 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   ApiextensionsV1Api,
+  CustomObjectsApi,
   type KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
@@ -58,6 +59,21 @@ export async function installCrds(kc: KubeConfig, crds = committedCrds()): Promi
       },
       CRD_ESTABLISH_TIMEOUT_MS,
       { diagnostics: () => `last conditions: ${JSON.stringify(conditions)}` },
+    );
+  }
+  // Established is not yet served: until the resource's storage has initialized, lists of it
+  // answer 429 "storage is (re)initializing", which a suite's first read would take for a failure.
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  for (const crd of crds) {
+    const { group = '', names, versions = [] } = crd.spec ?? {};
+    const version = versions.find((v) => v.storage)?.name ?? versions[0]?.name ?? '';
+    await eventually(
+      `CRD ${crd.metadata?.name ?? ''} to be served`,
+      async () => {
+        await custom.listClusterCustomObject({ group, version, plural: names?.plural ?? '', limit: 1 });
+        return true;
+      },
+      CRD_ESTABLISH_TIMEOUT_MS,
     );
   }
 }
