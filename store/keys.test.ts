@@ -70,6 +70,7 @@ describe('keys', () => {
       rotatedAt: null,
       secret: { current: true },
       tokenPrefix: t.displayPrefix,
+      actAs: { serviceUsers: [], externalSubjects: [] },
     });
     expect(await lookupByHash(tb.pool, tb.token().hash)).toBeNull();
     expect(await lookupByHash(tb.pool, new Uint8Array(5))).toBeNull();
