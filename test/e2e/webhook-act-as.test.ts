@@ -133,6 +133,41 @@ describe('acting on behalf of a ServiceUser through nginx', () => {
     expect(echo.headers['x-keyward-groups']).toBe('readers');
   });
 
+  it('every acting request is in the request log with both names, refused ones too', async () => {
+    const allowed = `/audited-${process.pid}`;
+    const refused = `/alpha/audited-${process.pid}`;
+    expect(
+      (await viaNginx(allowed, { ...bearer(gatewayKey), 'x-keyward-subject': alice.username })).status,
+    ).toBe(200);
+    expect(
+      (await viaNginx(refused, { ...bearer(gatewayKey), 'x-keyward-subject': bob.username })).status,
+    ).toBe(403);
+    const rows = async (): Promise<Array<Record<string, string>>> =>
+      (
+        await fx.pool.query(
+          'SELECT path, username, actor, subject, result FROM request_log WHERE path = ANY($1) ORDER BY at',
+          [[allowed, refused]],
+        )
+      ).rows;
+    await eventually('both requests in the request log', async () => (await rows()).length === 2, 10_000);
+    expect(await rows()).toEqual([
+      {
+        path: allowed,
+        username: alice.username,
+        actor: gateway.username,
+        subject: alice.username,
+        result: 'allow',
+      },
+      {
+        path: refused,
+        username: bob.username,
+        actor: gateway.username,
+        subject: bob.username,
+        result: 'forbidden',
+      },
+    ]);
+  });
+
   it('a required scope counts against the subject: present for alice, missing for bob', async () => {
     const asAlice = await viaNginx('/alpha/x', {
       ...bearer(gatewayKey),

@@ -3,6 +3,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect, it } from 'vitest';
 import { ActAsStore } from '../../store/act-as.js';
+import { RateLimitDefinitions } from '../../store/rate-limits.js';
 import type { TestProxy } from '../harness/proxy.js';
 import type { StoreFixture } from './webhook.js';
 
@@ -92,6 +93,8 @@ interface Denied {
 
 interface Arranged {
   readonly request: ClientRequest;
+  /** Identical requests sent first, each expected to reach the application (to use up a limit). */
+  readonly allowedBefore?: number;
   readonly expect: Allowed | Denied;
 }
 
@@ -312,8 +315,30 @@ const INGRESS_CASES: readonly IngressCase[] = [
       };
     },
   },
-  // Rows for rate limits and quotas (429 with Retry-After and RateLimit headers at the client) go
-  // here once those land.
+  {
+    name: 'over its rate limit: 429 with Retry-After and the RateLimit headers, the upstream never reached',
+    async arrange(fx) {
+      const key = await fx.issueKey(await fx.createUser());
+      await new RateLimitDefinitions(fx.pool).define({
+        uid: key.uid,
+        kind: 'ApiKey',
+        rateLimits: [{ name: 'hourly', limit: 2, periodMs: 3_600_000 }],
+        quota: null,
+      });
+      return {
+        request: { path: '/limited', headers: { authorization: `Bearer ${key.token}` } },
+        allowedBefore: 2,
+        expect: {
+          status: 429,
+          clientHeaders: {
+            'retry-after': /^[1-9][0-9]*$/,
+            'ratelimit-policy': /"key:hourly";q=2;w=3600/,
+            ratelimit: /"key:hourly";r=0;t=[0-9]+/,
+          },
+        },
+      };
+    },
+  },
 ];
 
 /**
@@ -328,6 +353,13 @@ export function ingressCases(
     it(testCase.name, async () => {
       const { proxy, upstream, fx } = context();
       const arranged = await testCase.arrange(fx);
+      for (let i = 0; i < (arranged.allowedBefore ?? 0); i++) {
+        const before = await fetch(`${proxy.url}${withMarker(arranged.request.path)}`, {
+          headers: arranged.request.headers,
+        });
+        expect(before.status, `request ${i + 1} before the one under test`).toBe(200);
+        await before.arrayBuffer();
+      }
       const path = withMarker(arranged.request.path);
       const res = await fetch(`${proxy.url}${path}`, {
         method: arranged.request.method ?? 'GET',
