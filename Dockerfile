@@ -31,6 +31,7 @@ COPY --from=deps /app/package.json /app/package-lock.json ./
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /src/dist/api ./dist/api
 COPY --from=build /src/dist/credentials ./dist/credentials
+COPY --from=build /src/dist/lib ./dist/lib
 COPY --from=build /src/dist/store ./dist/store
 COPY --from=build /src/dist/operator ./dist/operator
 COPY --from=build /src/dist/webhook ./dist/webhook

@@ -26,15 +26,15 @@ revision=$(git -C "$repo" rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 # The build context, as .dockerignore admits it (sources only: no node_modules, dist or caches).
 context_files() {
   (cd "$repo" && find package.json package-lock.json tsconfig.json vitest.config.ts Dockerfile \
-    api credentials store operator webhook cli devenv test bench \
-    -path devenv/controlplane/tools -prune -o -path devenv/node/tools -prune -o -type f -print | LC_ALL=C sort)
+    api credentials lib store operator webhook cli devenv test bench \
+    -path devenv/controlplane/tools -prune -o -path devenv/node/tools -prune -o -path devenv/traefik/tools -prune -o -type f -print | LC_ALL=C sort)
 }
 # The name hashes what ends up in the image: the product's sources (not its tests: the build stage
 # compiles devenv/, which cli/sandbox.ts imports, and test/ and bench/, which tsconfig includes, but
 # none of them reach the runtime stage), the lock file, the Dockerfile, the Node version and this script.
 image_inputs() {
   (cd "$repo" && find package.json package-lock.json tsconfig.json Dockerfile \
-    api credentials store operator webhook cli -type f ! -name '*.test.ts' -print | LC_ALL=C sort)
+    api credentials lib store operator webhook cli -type f ! -name '*.test.ts' -print | LC_ALL=C sort)
 }
 hash=$( { (cd "$repo" && image_inputs | tr '\n' '\0' | xargs -0 sha256sum); echo "node $node_version tools $tools"; sha256sum < "$0"; } \
   | sha256sum | cut -c1-16)
@@ -72,7 +72,7 @@ log "stage runtime"
 app="$work/runtime/app"
 mkdir -p "$app/dist/store"
 cp -a "$work/deps/package.json" "$work/deps/package-lock.json" "$work/deps/node_modules" "$app/"
-for component in api credentials store operator webhook cli; do
+for component in api credentials lib store operator webhook cli; do
   cp -a "$work/build/dist/$component" "$app/dist/"
 done
 cp -a "$repo/store/migrations" "$app/dist/store/"
