@@ -37,9 +37,9 @@ describe('migrate', () => {
       'audit_events',
       'keyward_schema_migrations',
       'leak_reports',
-      'request_log',
       'rate_limit_counters',
       'rate_limit_definitions',
+      'request_log',
       'service_users',
     ]);
     expect(await migrate(url)).toEqual({ applied: [], version: latest });
