@@ -90,6 +90,15 @@ export const operatorEnvSchema = z.object({
     .describe(
       "A Ready ApiKey's status (lastUsedAt above all) is refreshed from the store at least this often; status.lastUsedAt lags a verification by at most this plus the webhook's KEYWARD_USAGE_FLUSH_INTERVAL.",
     ),
+  KEYWARD_CHANGE_LOG_RETENTION_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(30 * 86_400)
+    .default(86_400)
+    .describe(
+      'The leader deletes change-log rows older than this (the newest row always stays). A webhook cut off from the store for longer drops its cache on return instead of catching up (docs/read-replicas.md).',
+    ),
   KEYWARD_FAILPOINTS: z
     .string()
     .default('')
@@ -117,6 +126,7 @@ export interface OperatorConfig {
   resyncMs: number;
   restartDebounceMs: number;
   lastUsedRefreshMs: number;
+  changeLogRetentionMs: number;
   logLevel: string;
   failpoints: string[];
 }
@@ -138,6 +148,7 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     leaseName: c.KEYWARD_LEASE_NAME,
     identity: c.KEYWARD_IDENTITY ?? `${hostname()}-${process.pid}`,
     leaseDurationMs: c.KEYWARD_LEASE_DURATION_SECONDS * 1000,
+    changeLogRetentionMs: c.KEYWARD_CHANGE_LOG_RETENTION_SECONDS * 1000,
     metricsHost,
     metricsPort: Number(metricsPort),
     workers: c.KEYWARD_WORKERS,

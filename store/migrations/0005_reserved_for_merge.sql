@@ -1,0 +1,3 @@
+-- Placeholder on the changelog branch only: migration 5 belongs to another branch of issues 12/13,
+-- and migrations must be numbered without gaps. The coordinator drops this file when merging.
+SELECT 1;
