@@ -163,7 +163,7 @@ export const webhookEnvSchema = z.object({
     'Backstop: a cached key is re-read from the store at least this often, even without a notification.',
   ),
   KEYWARD_CACHE_STALE_IF_ERROR: duration('5m').describe(
-    'While the store cannot answer, a cached key confirmed within this window is still served — but never one confirmed before a listener gap that has since ended (docs/webhook-security.md). `0s` disables.',
+    'While the store cannot answer, a cached key confirmed within this window is still served — but never one confirmed before a listener gap the change log could not bridge (docs/webhook-security.md). `0s` disables.',
   ),
   KEYWARD_NEGATIVE_CACHE_MAX_ENTRIES: count(10_000, 10_000_000).describe(
     'How many unknown hashes are remembered.',
