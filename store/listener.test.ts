@@ -149,6 +149,55 @@ describe('ChangeListener', () => {
     }
   });
 
+  it('attaches only once synchronise succeeded, runs it on every heartbeat, and hands over seqs', async () => {
+    let syncs = 0;
+    let failFirst = true;
+    let connected = 0;
+    const seqs: (number | undefined)[] = [];
+    const listener = new ChangeListener({
+      connection: { connectionString: url },
+      initialBackoffMs: 20,
+      heartbeatMs: 100,
+      subscriber: {
+        onChange: (_change, seq) => {
+          seqs.push(seq);
+          return true;
+        },
+        synchronise: async (client) => {
+          syncs += 1;
+          await client.query('SELECT 1 FROM change_log LIMIT 1');
+          if (failFirst) {
+            failFirst = false;
+            throw new Error('first read fails');
+          }
+        },
+        onConnected: () => {
+          connected += 1;
+        },
+        onDisconnected: () => undefined,
+      },
+    });
+    listener.start();
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      expect(listener.mode).toBe('notify');
+      expect(connected).toBe(1);
+      // The failed first read was a failed connect: told nothing, then a second attempt.
+      expect(syncs).toBeGreaterThanOrEqual(2);
+      const afterAttach = syncs;
+      await expect.poll(() => syncs, { timeout: 5_000 }).toBeGreaterThan(afterAttach + 2);
+      // One announced change each (the key issue); the seqs follow each other.
+      await userAndKey(store);
+      await userAndKey(store);
+      await expect.poll(() => seqs.length).toBe(2);
+      expect(seqs.every((seq) => typeof seq === 'number')).toBe(true);
+      expect(seqs[1]).toBe((seqs[0] ?? 0) + 1);
+      expect(connected).toBe(1);
+    } finally {
+      await listener.close();
+    }
+  });
+
   it('survives a subscriber that throws', async () => {
     const seen: StoreChange[] = [];
     const listener = new ChangeListener({

@@ -46,6 +46,7 @@ export interface ChangeListenerOptions {
 /**
  * LISTENs on keyward_changes on a dedicated connection, hands parsed changes to its subscriber,
  * and reconnects with exponential backoff and jitter, telling the subscriber about loss and return.
+ * On a hot standby (no LISTEN there) it only polls, through the subscriber's `synchronise`.
  */
 export class ChangeListener {
   private client: pg.Client | undefined;
