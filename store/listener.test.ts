@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { startPostgres, type TestPostgres } from '../devenv/postgres.js';
 import { testDatabase } from '../test/harness/database.js';
+import { ChangeFollower } from './change-follower.js';
 import { CHANGES_CHANNEL, type StoreChange } from './changes.js';
 import { ChangeListener, type ChangeSubscriber } from './listener.js';
 import { migrate } from './migrate.js';
@@ -143,6 +144,40 @@ describe('ChangeListener', () => {
       process.kill(frozen, 'SIGSTOP');
       await expect.poll(() => recorder.count('connected'), { timeout: 10_000 }).toBe(2);
       expect(recorder.events[1]).toEqual({ type: 'disconnected', reason: 'heartbeat timed out' });
+    } finally {
+      if (frozen !== undefined) process.kill(frozen, 'SIGCONT');
+      await listener.close();
+    }
+  });
+
+  it('re-attaches after a silent connection even while a log read hangs on it', async () => {
+    let connected = 0;
+    const follower = new ChangeFollower({ apply: () => undefined, reset: () => undefined });
+    const listener = new ChangeListener({
+      connection: { connectionString: url, application_name: 'keyward-listener-silent-sync' },
+      initialBackoffMs: 20,
+      heartbeatMs: 200,
+      subscriber: {
+        onChange: (change, seq) => follower.notified(seq, change),
+        synchronise: (client) => follower.sync(client),
+        onConnected: () => {
+          connected += 1;
+        },
+        onDisconnected: () => undefined,
+      },
+    });
+    listener.start();
+    let frozen: number | undefined;
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      const { rows } = await pool.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE application_name = 'keyward-listener-silent-sync'`,
+      );
+      frozen = rows[0]!.pid;
+      // The heartbeat's log read is sent to a backend that never answers: the follower's one read
+      // in flight must not outlive the connection, or every later session would wait on it.
+      process.kill(frozen, 'SIGSTOP');
+      await expect.poll(() => connected, { timeout: 10_000 }).toBe(2);
     } finally {
       if (frozen !== undefined) process.kill(frozen, 'SIGCONT');
       await listener.close();
