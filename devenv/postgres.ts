@@ -96,6 +96,13 @@ export interface PostgresOptions {
    * CNI bridge gateway and pod subnet, so pods reach this server. Loopback stays trust-only.
    */
   network?: { address: string; cidr: string };
+  /**
+   * Make this cluster a streaming replica (hot standby) of `primary` instead of a new one: its
+   * data directory is a `pg_basebackup -R` of the primary (standby.signal and primary_conninfo).
+   * The primary needs nothing more than initdb's defaults: wal_level=replica and a loopback
+   * `replication` entry in pg_hba.conf, both present since PostgreSQL 10.
+   */
+  replicaOf?: Pick<TestPostgres, 'port'>;
 }
 
 export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
@@ -125,16 +132,32 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   };
 
   try {
-    const [cmd, args] = asUser(user, initdb, [
-      '-D',
-      dataDir,
-      '-U',
-      'postgres',
-      '--auth=trust',
-      '--encoding=UTF8',
-      '--locale=C',
-      '--no-sync',
-    ]);
+    const [cmd, args] = opts.replicaOf
+      ? asUser(user, tool('pg_basebackup'), [
+          '-D',
+          dataDir,
+          '-h',
+          '127.0.0.1',
+          '-p',
+          String(opts.replicaOf.port),
+          '-U',
+          'postgres',
+          '-X',
+          'stream',
+          '-R',
+          '--no-sync',
+          '--checkpoint=fast',
+        ])
+      : asUser(user, initdb, [
+          '-D',
+          dataDir,
+          '-U',
+          'postgres',
+          '--auth=trust',
+          '--encoding=UTF8',
+          '--locale=C',
+          '--no-sync',
+        ]);
     await execFileAsync(cmd, args, { cwd: root });
     if (opts.network) {
       appendFileSync(join(dataDir, 'pg_hba.conf'), `host all all ${opts.network.cidr} scram-sha-256\n`);
@@ -142,7 +165,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   } catch (err) {
     const output = err && typeof err === 'object' && 'stderr' in err ? String(err.stderr) : String(err);
     cleanupRoot();
-    throw new Error(`initdb failed:\n${output}`);
+    throw new Error(`${opts.replicaOf ? 'pg_basebackup' : 'initdb'} failed:\n${output}`);
   }
 
   const port = opts.port ?? (await freePort());

@@ -99,6 +99,15 @@ export const operatorEnvSchema = z.object({
     .describe(
       "Days the request audit log (the store's `request_log`, written by the webhooks) is kept: the leader drops each day's partition once it is older, and keeps partitions a week ahead (docs/request-log.md).",
     ),
+  KEYWARD_CHANGE_LOG_RETENTION_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(60)
+    .max(30 * 86_400)
+    .default(86_400)
+    .describe(
+      'The leader deletes change-log rows older than this (the newest row always stays). A webhook cut off from the store for longer drops its cache on return instead of catching up (docs/read-replicas.md).',
+    ),
   KEYWARD_FAILPOINTS: z
     .string()
     .default('')
@@ -127,6 +136,7 @@ export interface OperatorConfig {
   restartDebounceMs: number;
   lastUsedRefreshMs: number;
   requestLogRetentionDays: number;
+  changeLogRetentionMs: number;
   logLevel: string;
   failpoints: string[];
 }
@@ -148,6 +158,7 @@ export function loadOperatorConfig(env: NodeJS.ProcessEnv = process.env): Operat
     leaseName: c.KEYWARD_LEASE_NAME,
     identity: c.KEYWARD_IDENTITY ?? `${hostname()}-${process.pid}`,
     leaseDurationMs: c.KEYWARD_LEASE_DURATION_SECONDS * 1000,
+    changeLogRetentionMs: c.KEYWARD_CHANGE_LOG_RETENTION_SECONDS * 1000,
     metricsHost,
     metricsPort: Number(metricsPort),
     workers: c.KEYWARD_WORKERS,

@@ -9,6 +9,7 @@ import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { apiKeyController } from './apikey/controller.js';
 import { LeakWatcher } from './apikey/leaks.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
+import { startChangeLogPruner } from './change-log-pruner.js';
 import type { OperatorConfig } from './config.js';
 import { armFailpoints } from './failpoints.js';
 import type { Controller } from './kube/controller.js';
@@ -220,6 +221,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig = loadK
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle store connection failed'));
 
   let controllers: Controllers | undefined;
+  let pruner: { stop(): void } | undefined;
   let shuttingDown: Promise<void> | undefined;
   const server = serveMetrics(config, metrics, () => controllers?.synced() ?? true);
 
@@ -235,6 +237,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig = loadK
       logger.info('became leader; starting controllers');
       metrics.leader.set(1);
       controllers = startControllers(kc, config, pool, logger, metrics);
+      pruner = startChangeLogPruner(pool, config.changeLogRetentionMs, logger);
     },
     onStoppedLeading: () => {
       logger.error('lost leadership; exiting so a fresh process competes again');
@@ -247,6 +250,7 @@ export async function runOperator(config: OperatorConfig, kc: KubeConfig = loadK
   const shutdown = (): Promise<void> => {
     shuttingDown ??= (async (): Promise<void> => {
       logger.info('shutting down');
+      pruner?.stop();
       await controllers?.stop();
       await elector.stop();
       await pool.end().catch(() => undefined);

@@ -46,3 +46,16 @@ export function parseChange(payload: string | undefined): StoreChange {
   }
   return { entity: 'unknown' };
 }
+
+/**
+ * The change-log seq a NOTIFY payload carries (store/change-log.ts), or undefined for a payload
+ * without one (an older writer, or garbage): the follower then reads the log to be sure.
+ */
+export function parseSeq(payload: string | undefined): number | undefined {
+  try {
+    const seq = (JSON.parse(payload ?? '') as { seq?: unknown } | null)?.seq;
+    return typeof seq === 'number' && Number.isSafeInteger(seq) && seq > 0 ? seq : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { startPostgres, type TestPostgres } from '../devenv/postgres.js';
 import { testDatabase } from '../test/harness/database.js';
+import { ChangeFollower } from './change-follower.js';
 import { CHANGES_CHANNEL, type StoreChange } from './changes.js';
 import { ChangeListener, type ChangeSubscriber } from './listener.js';
 import { migrate } from './migrate.js';
@@ -145,6 +146,89 @@ describe('ChangeListener', () => {
       expect(recorder.events[1]).toEqual({ type: 'disconnected', reason: 'heartbeat timed out' });
     } finally {
       if (frozen !== undefined) process.kill(frozen, 'SIGCONT');
+      await listener.close();
+    }
+  });
+
+  it('re-attaches after a silent connection even while a log read hangs on it', async () => {
+    let connected = 0;
+    const follower = new ChangeFollower({ apply: () => undefined, reset: () => undefined });
+    const listener = new ChangeListener({
+      connection: { connectionString: url, application_name: 'keyward-listener-silent-sync' },
+      initialBackoffMs: 20,
+      heartbeatMs: 200,
+      subscriber: {
+        onChange: (change, seq) => follower.notified(seq, change),
+        synchronise: (client) => follower.sync(client),
+        onConnected: () => {
+          connected += 1;
+        },
+        onDisconnected: () => undefined,
+      },
+    });
+    listener.start();
+    let frozen: number | undefined;
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      const { rows } = await pool.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE application_name = 'keyward-listener-silent-sync'`,
+      );
+      frozen = rows[0]!.pid;
+      // The heartbeat's log read is sent to a backend that never answers: the follower's one read
+      // in flight must not outlive the connection, or every later session would wait on it.
+      process.kill(frozen, 'SIGSTOP');
+      await expect.poll(() => connected, { timeout: 10_000 }).toBe(2);
+    } finally {
+      if (frozen !== undefined) process.kill(frozen, 'SIGCONT');
+      await listener.close();
+    }
+  });
+
+  it('attaches only once synchronise succeeded, runs it on every heartbeat, and hands over seqs', async () => {
+    let syncs = 0;
+    let failFirst = true;
+    let connected = 0;
+    const seqs: (number | undefined)[] = [];
+    const listener = new ChangeListener({
+      connection: { connectionString: url },
+      initialBackoffMs: 20,
+      heartbeatMs: 100,
+      subscriber: {
+        onChange: (_change, seq) => {
+          seqs.push(seq);
+          return true;
+        },
+        synchronise: async (client) => {
+          syncs += 1;
+          await client.query('SELECT 1 FROM change_log LIMIT 1');
+          if (failFirst) {
+            failFirst = false;
+            throw new Error('first read fails');
+          }
+        },
+        onConnected: () => {
+          connected += 1;
+        },
+        onDisconnected: () => undefined,
+      },
+    });
+    listener.start();
+    try {
+      await expect.poll(() => listener.connected).toBe(true);
+      expect(listener.mode).toBe('notify');
+      expect(connected).toBe(1);
+      // The failed first read was a failed connect: told nothing, then a second attempt.
+      expect(syncs).toBeGreaterThanOrEqual(2);
+      const afterAttach = syncs;
+      await expect.poll(() => syncs, { timeout: 5_000 }).toBeGreaterThan(afterAttach + 2);
+      // One announced change each (the key issue); the seqs follow each other.
+      await userAndKey(store);
+      await userAndKey(store);
+      await expect.poll(() => seqs.length).toBe(2);
+      expect(seqs.every((seq) => typeof seq === 'number')).toBe(true);
+      expect(seqs[1]).toBe((seqs[0] ?? 0) + 1);
+      expect(connected).toBe(1);
+    } finally {
       await listener.close();
     }
   });

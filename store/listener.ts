@@ -1,13 +1,21 @@
 import pg from 'pg';
-import { CHANGES_CHANNEL, parseChange, type StoreChange } from './changes.js';
+import { CHANGES_CHANNEL, parseChange, parseSeq, type StoreChange } from './changes.js';
 
 /**
  * Receives store changes. NOTIFY has no replay: whatever changed while the connection was down
- * is never announced. So a cache must drop everything in onDisconnected, not cache lookups made
- * until onConnected, and drop everything again there (a lookup may have raced the reconnect).
+ * is never announced. A subscriber without `synchronise` must therefore drop everything in
+ * onDisconnected and again in onConnected; one with it reads what it missed from the change log
+ * (store/change-follower.ts) before it is told it is connected.
  */
 export interface ChangeSubscriber {
-  onChange(change: StoreChange): void;
+  /** `seq` is the change-log seq the payload carries. Returning `true` (only that) asks for a synchronise now. */
+  onChange(change: StoreChange, seq: number | undefined): unknown;
+  /**
+   * Brings the subscriber up to date from the store over the listener's connection: after every
+   * (re)connect before onConnected, and on every heartbeat (the poll when NOTIFY cannot arrive).
+   * A failure counts as a lost connection.
+   */
+  synchronise?(client: Pick<pg.ClientBase, 'query'>): Promise<void>;
   /** LISTEN is in place: the first time, and after every reconnect. */
   onConnected(): void;
   /** The LISTEN connection was lost; a reconnect with backoff is under way. */
@@ -26,6 +34,11 @@ export interface ChangeListenerOptions {
    * queries every heartbeatMs and reconnects when that fails (default 15 s).
    */
   readonly heartbeatMs?: number;
+  /**
+   * On a hot standby LISTEN is refused and NOTIFY never arrives, so the listener only polls:
+   * `synchronise` every pollIntervalMs instead of every heartbeatMs (default 500 ms).
+   */
+  readonly pollIntervalMs?: number;
   /** In [0, 1); injectable for tests. */
   readonly random?: () => number;
 }
@@ -33,6 +46,7 @@ export interface ChangeListenerOptions {
 /**
  * LISTENs on keyward_changes on a dedicated connection, hands parsed changes to its subscriber,
  * and reconnects with exponential backoff and jitter, telling the subscriber about loss and return.
+ * On a hot standby (no LISTEN there) it only polls, through the subscriber's `synchronise`.
  */
 export class ChangeListener {
   private client: pg.Client | undefined;
@@ -40,6 +54,7 @@ export class ChangeListener {
   private stop: (() => void) | undefined;
   private readonly stopped: Promise<void>;
   private closing = false;
+  private standby = false;
 
   constructor(private readonly options: ChangeListenerOptions) {
     this.stopped = new Promise((resolve) => {
@@ -54,6 +69,11 @@ export class ChangeListener {
 
   get connected(): boolean {
     return this.client !== undefined;
+  }
+
+  /** How changes arrive: NOTIFY on a primary, polling the change log on a standby. */
+  get mode(): 'notify' | 'poll' {
+    return this.standby ? 'poll' : 'notify';
   }
 
   /** Ends the connection and stops reconnecting. */
@@ -92,14 +112,31 @@ export class ChangeListener {
     });
     client.on('error', (err) => lose(err.message));
     client.on('end', () => lose('connection ended'));
+    const synchronise = async (): Promise<void> => {
+      const sync = this.options.subscriber.synchronise;
+      if (sync) await sync.call(this.options.subscriber, client);
+      else await client.query('SELECT 1');
+    };
     client.on('notification', (msg) => {
       if (msg.channel !== CHANGES_CHANNEL) return;
       const change = parseChange(msg.payload);
-      this.notify(() => this.options.subscriber.onChange(change));
+      let wanted = false;
+      this.notify(() => {
+        wanted = this.options.subscriber.onChange(change, parseSeq(msg.payload)) === true;
+      });
+      if (wanted) {
+        synchronise().catch((err: unknown) =>
+          lose(`reading the change log failed: ${err instanceof Error ? err.message : String(err)}`),
+        );
+      }
     });
     try {
       await client.connect();
-      await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+      const { rows } = await client.query<{ standby: boolean }>('SELECT pg_is_in_recovery() AS standby');
+      this.standby = rows[0]?.standby === true;
+      if (!this.standby) await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+      // After LISTEN: a change committed while the log is read is then announced, not lost.
+      await synchronise();
     } catch {
       void client.end().catch(() => undefined);
       return undefined;
@@ -110,16 +147,18 @@ export class ChangeListener {
     }
     this.client = client;
     this.notify(() => this.options.subscriber.onConnected());
+    const heartbeatMs = this.options.heartbeatMs ?? 15_000;
+    const interval = this.standby ? (this.options.pollIntervalMs ?? 500) : heartbeatMs;
     const heartbeat = setInterval(() => {
-      const timeout = setTimeout(() => lose('heartbeat timed out'), this.options.heartbeatMs ?? 15_000);
-      client.query('SELECT 1').then(
+      const timeout = setTimeout(() => lose('heartbeat timed out'), heartbeatMs);
+      synchronise().then(
         () => clearTimeout(timeout),
         (err: unknown) => {
           clearTimeout(timeout);
           lose(`heartbeat failed: ${err instanceof Error ? err.message : String(err)}`);
         },
       );
-    }, this.options.heartbeatMs ?? 15_000);
+    }, interval);
     const reason = await Promise.race([lost, this.stopped.then(() => 'closed')]);
     clearInterval(heartbeat);
     this.client = undefined;

@@ -35,6 +35,7 @@ describe('migrate', () => {
       'api_key_usage',
       'api_keys',
       'audit_events',
+      'change_log',
       'keyward_schema_migrations',
       'leak_reports',
       'rate_limit_counters',

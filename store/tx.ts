@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { CHANGES_CHANNEL, encodeChange, type StoreChange } from './changes.js';
+import { recordChange } from './change-log.js';
+import type { StoreChange } from './changes.js';
 import { StoreError } from './errors.js';
 
 const MAX_ATTEMPTS = 4;
@@ -66,9 +67,10 @@ export async function inTransaction<T>(
 
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
+/** Logs and announces a change in the caller's transaction (store/change-log.ts); call it last. */
 export async function notifyChange(
   client: Queryable,
   change: Exclude<StoreChange, { entity: 'unknown' }>,
 ): Promise<void> {
-  await client.query('SELECT pg_notify($1, $2)', [CHANGES_CHANNEL, encodeChange(change)]);
+  await recordChange(client, change);
 }

@@ -149,6 +149,23 @@ describe('VerifyCache', () => {
     expect(cache.get('before')).toMatchObject({ kind: 'stale', usableOnError: true });
   });
 
+  it('trusts its entries again after a gap the change log bridged, minus what the log named', () => {
+    const { cache } = setup();
+    cache.fill('kept', key(1), cache.beginFill());
+    cache.fill('revoked', key(2), cache.beginFill());
+    cache.listenerDetached();
+    cache.fill('during', key(3), cache.beginFill());
+    // A lookup that began during the gap, before the revoke the catch-up then applies.
+    const racing = cache.beginFill();
+    cache.apply({ entity: 'key', op: 'revoked', keyId: key(2).keyId, userId: key(2).userId });
+    cache.listenerResumed();
+    expect(cache.get('kept').kind).toBe('fresh');
+    expect(cache.get('during').kind).toBe('fresh');
+    expect(cache.get('revoked').kind).toBe('miss');
+    cache.fill('revoked', key(2), racing);
+    expect(cache.get('revoked').kind).toBe('miss');
+  });
+
   it('keeps stale rows out of use on error when staleIfError is 0', () => {
     const { cache } = setup({ staleIfErrorMs: 0 });
     cache.fill('h', key(1), cache.beginFill());

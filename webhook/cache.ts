@@ -47,7 +47,9 @@ const NEGATIVE: CacheLookup = { kind: 'negative' };
  *    Postgres outage. Once the listener is back, a new epoch begins and nothing confirmed before
  *    it is ever served again, not even on error: a change made during the gap was never
  *    announced, so such an entry may be a revoked key. Stale-if-error therefore covers only
- *    the gap itself, and at most staleIfErrorMs after the entry was last confirmed.
+ *    the gap itself, and at most staleIfErrorMs after the entry was last confirmed. The one
+ *    exception is a gap the change log bridged (listenerResumed): every change made during it
+ *    has been applied, so the epoch carries on.
  * 2. A notification deletes the entries of the user or key it names and records, for that user or
  *    key, the generation it arrived at; a lookup that started before a change to its own key or
  *    user cannot write its (possibly older) answer into the cache afterwards. Changes to other
@@ -186,6 +188,14 @@ export class VerifyCache {
   listenerAttached(): void {
     this.#refuseOlderFills();
     this.#epoch++;
+    this.#attached = true;
+  }
+
+  /**
+   * The listener is attached again and every change it missed was applied from the change log:
+   * trust the entries again, in the same epoch (nothing is dropped but what those changes named).
+   */
+  listenerResumed(): void {
     this.#attached = true;
   }
 

@@ -11,6 +11,10 @@ import { parseCidr } from './client-address.js';
  */
 export interface WebhookConfig {
   readonly storeUrl: string;
+  /** Where usage and leak reports are written when storeUrl is a read replica; undefined: storeUrl. */
+  readonly storeWriteUrl: string | undefined;
+  /** How often the change log is polled when the store is a read replica (NOTIFY cannot arrive). */
+  readonly changePollIntervalMs: number;
   readonly listen: { readonly host: string; readonly port: number };
   /** Lower-case header name, or null for `Authorization` only. */
   readonly tokenHeader: string | null;
@@ -134,6 +138,21 @@ export const webhookEnvSchema = z.object({
     .describe(
       'Postgres URL of the credential store. `KEYWARD_STORE_URL_FILE` reads it from a file instead (a mounted Secret).',
     ),
+  KEYWARD_STORE_WRITE_URL: z
+    .string()
+    .optional()
+    .describe(
+      'Postgres URL of the primary, for the writes a webhook makes (usage counts, last-used times, leak reports) when KEYWARD_STORE_URL is a read replica. `KEYWARD_STORE_WRITE_URL_FILE` reads it from a file. Unset: those writes go to KEYWARD_STORE_URL, and fail (logged, counts kept for the next flush) if it is a replica (docs/read-replicas.md).',
+    ),
+  KEYWARD_CHANGE_POLL_INTERVAL_MS: z.coerce
+    .number()
+    .int()
+    .min(10)
+    .max(60_000)
+    .default(500)
+    .describe(
+      'On a read replica NOTIFY never arrives: how often (milliseconds) the change log is read instead. A revocation reaches the webhook within replication lag plus this. On a primary the log is read only after a gap and on the 15 s heartbeat.',
+    ),
   KEYWARD_WEBHOOK_LISTEN: listen('0.0.0.0:8080').describe('`host:port` to listen on (`[::]:8080` for IPv6).'),
   KEYWARD_METRICS_LISTEN: listen('0.0.0.0:9090').describe(
     '`host:port` of the Prometheus `/metrics` endpoint (not served on the verification port).',
@@ -161,7 +180,7 @@ export const webhookEnvSchema = z.object({
     'Backstop: a cached key is re-read from the store at least this often, even without a notification.',
   ),
   KEYWARD_CACHE_STALE_IF_ERROR: duration('5m').describe(
-    'While the store cannot answer, a cached key confirmed within this window is still served — but never one confirmed before a listener gap that has since ended (docs/webhook-security.md). `0s` disables.',
+    'While the store cannot answer, a cached key confirmed within this window is still served — but never one confirmed before a listener gap the change log could not bridge (docs/webhook-security.md). `0s` disables.',
   ),
   KEYWARD_NEGATIVE_CACHE_MAX_ENTRIES: count(10_000, 10_000_000).describe(
     'How many unknown hashes are remembered.',
@@ -399,6 +418,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
   if (raw.KEYWARD_STORE_URL === undefined && typeof raw.KEYWARD_STORE_URL_FILE === 'string') {
     raw.KEYWARD_STORE_URL = readSecretFile(raw.KEYWARD_STORE_URL_FILE, 'KEYWARD_STORE_URL_FILE').trim();
   }
+  if (raw.KEYWARD_STORE_WRITE_URL === undefined && typeof raw.KEYWARD_STORE_WRITE_URL_FILE === 'string') {
+    raw.KEYWARD_STORE_WRITE_URL = readSecretFile(
+      raw.KEYWARD_STORE_WRITE_URL_FILE,
+      'KEYWARD_STORE_WRITE_URL_FILE',
+    ).trim();
+  }
   let pairs: string[] = [];
   if (typeof raw.KEYWARD_INTROSPECT_CREDENTIALS === 'string') {
     pairs = raw.KEYWARD_INTROSPECT_CREDENTIALS.split(',');
@@ -444,6 +469,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
   }
   return {
     storeUrl: c.KEYWARD_STORE_URL,
+    storeWriteUrl: c.KEYWARD_STORE_WRITE_URL,
+    changePollIntervalMs: c.KEYWARD_CHANGE_POLL_INTERVAL_MS,
     listen: c.KEYWARD_WEBHOOK_LISTEN,
     tokenHeader: c.KEYWARD_TOKEN_HEADER === 'none' ? null : c.KEYWARD_TOKEN_HEADER,
     tokenPrefix: c.KEYWARD_TOKEN_PREFIX,

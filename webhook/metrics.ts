@@ -76,6 +76,22 @@ export class WebhookMetrics {
     help: '1 while the NOTIFY listener is attached (the cache is trusted), else 0.',
     registers: [this.registry],
   });
+  readonly changesApplied = new Counter({
+    name: 'keyward_webhook_changes_applied_total',
+    help: 'Change-log entries applied to the cache, by how they arrived: notify (NOTIFY) or log (read from the change log after a gap, or by polling a replica).',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly cacheResets = new Counter({
+    name: 'keyward_webhook_cache_resets_total',
+    help: 'Times every cached entry was distrusted because the change log no longer reached back to the last change applied (pruned) — not counting the first attach.',
+    registers: [this.registry],
+  });
+  readonly changeSeq = new Gauge({
+    name: 'keyward_webhook_change_seq',
+    help: 'The last change-log seq applied to the cache.',
+    registers: [this.registry],
+  });
   readonly invalidations = new Counter({
     name: 'keyward_webhook_cache_invalidations_total',
     help: 'Change notifications applied to the cache, by entity (user, key, unknown).',

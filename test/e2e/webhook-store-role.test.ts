@@ -106,6 +106,11 @@ describe('store roles', () => {
     expect(await outcome(asWebhook, 'DELETE FROM api_key_usage')).toBe(DENIED);
     expect(await outcome(asWebhook, 'SELECT * FROM audit_events')).toBe(DENIED);
     expect(await outcome(asWebhook, 'CREATE TABLE mine (x int)')).toBe(DENIED);
+    // The change log is read by every webhook; a webhook that could write it could hide a revoke.
+    expect(await outcome(asWebhook, `INSERT INTO change_log (change) VALUES ('{}')`)).toBe(DENIED);
+    expect(await outcome(asWebhook, 'DELETE FROM change_log')).toBe(DENIED);
+    expect(await outcome(asWebhook, 'UPDATE change_log SET change = change')).toBe(DENIED);
+    expect(await outcome(asWebhook, 'SELECT seq, change FROM change_log LIMIT 1')).toBe('ok');
     // What it needs, it has.
     expect(await outcome(asWebhook, 'SELECT hash FROM api_key_secrets LIMIT 1')).toBe('ok');
     expect(
@@ -136,6 +141,9 @@ describe('store roles', () => {
     expect(await outcome(asOperator, 'DELETE FROM keyward_schema_migrations')).toBe(DENIED);
     expect(await outcome(asOperator, 'DELETE FROM audit_events')).toBe(DENIED);
     expect(await outcome(asOperator, 'DROP TABLE api_key_usage')).toBe(DENIED);
+    // The change log is append-only but for the leader's pruning.
+    expect(await outcome(asOperator, 'UPDATE change_log SET change = change')).toBe(DENIED);
+    expect(await outcome(asOperator, 'DELETE FROM change_log WHERE false')).toBe('ok');
     expect(await outcome(asOperator, 'SELECT version FROM keyward_schema_migrations')).toBe('ok');
   });
 });

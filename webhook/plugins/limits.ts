@@ -22,7 +22,7 @@ export interface LimitsPluginOptions {
  */
 async function limitsPlugin(app: FastifyInstance, options: LimitsPluginOptions): Promise<void> {
   let loggedAt = Number.NEGATIVE_INFINITY;
-  const sync = new LimitSync(app.store.pool, {
+  const sync = new LimitSync(app.store.writePool, {
     intervalMs: options.syncIntervalMs,
     now: options.now,
     onError: (err) => {

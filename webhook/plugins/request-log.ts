@@ -47,7 +47,7 @@ async function requestLogPlugin(app: FastifyInstance, options: RequestLogPluginO
   const settings = config.requestLog;
   let loggedAt = Number.NEGATIVE_INFINITY;
   const store = settings.store
-    ? new RequestLogWriter(app.store.pool, {
+    ? new RequestLogWriter(app.store.writePool, {
         flushIntervalMs: settings.flushIntervalMs,
         maxPending: settings.maxPending,
         retry: new Backoff(RETRY, Math.random),

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import pg from 'pg';
+import { ChangeFollower } from '../../store/change-follower.js';
 import { ChangeListener, type ChangeSubscriber } from '../../store/listener.js';
 import { lookupByHash } from '../../store/lookup.js';
 import { VerifyCache } from '../cache.js';
@@ -12,7 +13,12 @@ import { Resolver } from '../resolver.js';
 
 /** The webhook's view of the credential store: what routes and readiness reach through `app.store`. */
 export interface WebhookStore {
+  /** Lookups and readiness: KEYWARD_STORE_URL, which may be a read replica. */
   readonly pool: pg.Pool;
+  /** Usage and leak-report writes: KEYWARD_STORE_WRITE_URL when set, else the same pool. */
+  readonly writePool: pg.Pool;
+  /** Applies each change-log seq once, by NOTIFY or by reading the log (store/change-follower.ts). */
+  readonly follower: ChangeFollower;
   readonly cache: VerifyCache;
   readonly listener: ChangeListener;
   readonly lookups: LookupQueue;
@@ -36,6 +42,10 @@ export interface StorePluginOptions {
   readonly listener?: { initialBackoffMs?: number; maxBackoffMs?: number; heartbeatMs?: number };
 }
 
+// The primary's writes are few and batched (usage, request log and rate-limit syncs, leak
+// reports): a small pool of their own, one connection per background writer.
+const WRITE_POOL_SIZE = 3;
+
 /**
  * Pool, change listener, cache and the bounded lookup queue. The listener starts on ready (until
  * it has attached, every request is answered from the store); close stops it and ends the pool,
@@ -54,6 +64,19 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   });
   // An idle pooled connection that dies (store restart) emits here; unhandled, it would crash the process.
   pool.on('error', (err) => app.log.warn({ err: safeError(err) }, 'idle store connection lost'));
+  let writePool = pool;
+  if (config.storeWriteUrl !== undefined) {
+    writePool = new pg.Pool({
+      connectionString: config.storeWriteUrl,
+      max: WRITE_POOL_SIZE,
+      connectionTimeoutMillis: config.storeTimeoutMs,
+      query_timeout: config.storeTimeoutMs,
+      statement_timeout: config.storeTimeoutMs,
+      idleTimeoutMillis: 30_000,
+      application_name: 'keyward-webhook-writes',
+    });
+    writePool.on('error', (err) => app.log.warn({ err: safeError(err) }, 'idle store write connection lost'));
+  }
 
   const cache = new VerifyCache({ ...config.cache, now, onEvict: () => metrics.cacheEvictions.inc() });
   const lookups = new LookupQueue({
@@ -72,19 +95,46 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   });
 
   let attachedBefore = false;
-  const subscriber: ChangeSubscriber = {
-    onChange: (change) => {
+  let warnedReadOnly = false;
+  const follower = new ChangeFollower({
+    apply: (change, source) => {
       cache.apply(change);
       metrics.invalidations.labels(change.entity).inc();
+      if (source !== 'unlogged') metrics.changesApplied.labels(source).inc();
     },
-    onConnected: () => {
+    reset: (reason) => {
+      // A new epoch: nothing confirmed before it is trusted again (the first attach does the same).
       cache.listenerAttached();
+      if (reason === 'pruned') {
+        metrics.cacheResets.inc();
+        app.log.warn(
+          'the change log no longer reaches back to the last change applied; cached keys are re-read',
+        );
+      }
+    },
+    synced: (last) => metrics.changeSeq.set(last),
+  });
+  const subscriber: ChangeSubscriber = {
+    onChange: (change, seq) => follower.notified(seq, change),
+    synchronise: (client) => follower.sync(client),
+    onConnected: () => {
+      // Whatever the gap held has been applied from the log (or the cache was reset) by now.
+      cache.listenerResumed();
       metrics.listenerAttached.set(1);
       if (attachedBefore) {
         metrics.listenerReconnects.inc();
-        app.log.info('change listener re-attached; cached keys are re-read on next use');
+        app.log.info(
+          { seq: follower.last },
+          'change listener re-attached; missed changes applied from the change log',
+        );
       }
       attachedBefore = true;
+      if (listener.mode === 'poll' && writePool === pool && !warnedReadOnly) {
+        warnedReadOnly = true;
+        app.log.warn(
+          'the store is a read replica and KEYWARD_STORE_WRITE_URL is unset: usage counts and leak reports cannot be written',
+        );
+      }
     },
     onDisconnected: (reason) => {
       cache.listenerDetached();
@@ -98,12 +148,15 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   const listener = new ChangeListener({
     connection: { connectionString: config.storeUrl, application_name: 'keyward-webhook-listener' },
     subscriber,
+    pollIntervalMs: config.changePollIntervalMs,
     ...options.listener,
   });
 
   let probe: Promise<boolean> | undefined;
   const store: WebhookStore = {
     pool,
+    writePool,
+    follower,
     cache,
     listener,
     lookups,
@@ -131,6 +184,7 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   app.addHook('onClose', async () => {
     await listener.close();
     await pool.end();
+    if (writePool !== pool) await writePool.end();
   });
 }
 

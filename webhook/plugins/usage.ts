@@ -22,7 +22,7 @@ export interface UsagePluginOptions {
  */
 async function usagePlugin(app: FastifyInstance, options: UsagePluginOptions): Promise<void> {
   let loggedAt = Number.NEGATIVE_INFINITY;
-  const usage = new UsageBatcher(app.store.pool, {
+  const usage = new UsageBatcher(app.store.writePool, {
     flushIntervalMs: options.flushIntervalMs,
     now: options.now,
     onError: (err) => {

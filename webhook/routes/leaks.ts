@@ -107,7 +107,7 @@ async function report(
     };
   });
   try {
-    await recordLeakReports(this.store.pool, rows);
+    await recordLeakReports(this.store.writePool, rows);
   } catch (err) {
     request.log.error({ err: safeError(err) }, 'leak reports could not be recorded');
     // The reporter retries; nothing about the keys is implied.
