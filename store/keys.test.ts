@@ -71,6 +71,7 @@ describe('keys', () => {
       secret: { current: true },
       tokenPrefix: t.displayPrefix,
       actAs: { serviceUsers: [], externalSubjects: [] },
+      limits: { key: [], user: [], quota: null },
     });
     expect(await lookupByHash(tb.pool, tb.token().hash)).toBeNull();
     expect(await lookupByHash(tb.pool, new Uint8Array(5))).toBeNull();

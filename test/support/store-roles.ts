@@ -16,7 +16,8 @@ export async function runDocumentedRoleSql(
     (m[1] ?? '').replace(
       /CREATE ROLE (\w+)(\s+)LOGIN PASSWORD 'change-me'/g,
       (_, role: string, space: string) => {
-        passwords[role] = randomBytes(18).toString('base64url');
+        // Hex: base64url can hold '--', which the statement splitter below reads as a comment.
+        passwords[role] = randomBytes(18).toString('hex');
         return `CREATE ROLE ${role}${space}LOGIN PASSWORD '${passwords[role]}'`;
       },
     ),
