@@ -35,7 +35,12 @@ describe('ActAsStore', () => {
       expect(await store.set(user.id, actAs)).toBe(false);
       expect((await lookupByHash(fx.pool, tokenHash(key.token)))?.actAs).toEqual(actAs);
       await expect.poll(() => notes.length).toBe(1);
-      expect(JSON.parse(notes[0] ?? '{}')).toEqual({ entity: 'user', op: 'updated', userId: user.id });
+      expect(JSON.parse(notes[0] ?? '{}')).toEqual({
+        entity: 'user',
+        op: 'updated',
+        userId: user.id,
+        seq: expect.any(Number),
+      });
     } finally {
       listener.release();
     }

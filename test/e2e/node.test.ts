@@ -146,7 +146,15 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
     // The client is the same image running node: static busybox wget segfaults in these containers.
     const script = `
       const base = 'http://${clusterIp}';
-      const r = await fetch(base + '/readyz');
+      // kube-proxy programs the Service a moment after the pod turns Ready: until then the
+      // ClusterIP refuses connections, as it would for any client started that early.
+      let r;
+      for (let attempt = 1; !r; attempt++) {
+        r = await fetch(base + '/readyz').catch((err) => {
+          if (attempt >= 20) throw err;
+          return new Promise((done) => setTimeout(done, 500));
+        });
+      }
       const ok = await fetch(base + '/verify', { headers: { authorization: 'Bearer ' + process.env.TOKEN } });
       const bad = await fetch(base + '/verify', { headers: { authorization: 'Bearer kw_not_a_real_token' } });
       const api = await fetch('https://' + process.env.KUBERNETES_SERVICE_HOST + ':' + process.env.KUBERNETES_SERVICE_PORT + '/version');

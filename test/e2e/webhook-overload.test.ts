@@ -24,8 +24,14 @@ const MAX_CONCURRENT = 2;
 const MAX_QUEUED = 16;
 const FLOOD = 6_000;
 const WAVE = 500;
-/** Growth allowed over the whole flood; an unbounded queue of 6,000 requests would far exceed it. */
-const RSS_GROWTH_LIMIT = 150 * 1024 * 1024;
+/**
+ * Growth of this (test) process's RSS allowed over the whole flood. The 500 injected requests in
+ * flight per wave dominate it: 164-173 MiB measured with the suite run alone on this machine kind,
+ * less inside the whole suite (a warmer heap), so 150 MiB failed at random. Anything the webhook
+ * kept per flooded request (40 KiB each) would exceed it; the bounds themselves are asserted on
+ * the lookup queue.
+ */
+const RSS_GROWTH_LIMIT = 256 * 1024 * 1024;
 
 let fx: StoreFixture;
 let app: FastifyInstance;
