@@ -21,7 +21,7 @@ import {
 import { eventually } from '../../devenv/poll.js';
 import { lookupByHash } from '../../store/lookup.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { argoHealth, condition, kstatusAll } from '../support/status.js';
 import { poolFor } from '../support/store.js';
@@ -30,7 +30,7 @@ import {
   type TokenReviewWebhook,
   tokenOnlyKubeconfig,
 } from '../support/tokenreview-webhook.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * The trust model as a hostile tenant meets it: a real kube-apiserver authenticating API keys
@@ -52,16 +52,7 @@ beforeAll(async () => {
   const storeUrl = await testDatabase();
   await migrate(storeUrl);
   pool = poolFor(storeUrl);
-  webhook = await runWebhook({
-    config: testConfig(storeUrl, { KEYWARD_TOKEN_HEADER: 'none' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(storeUrl, { KEYWARD_TOKEN_HEADER: 'none' }));
   dir = await mkdtemp(join(tmpdir(), 'keyward-policy-e2e-'));
   // kube-apiserver calls a second replica over TLS with its client certificate; tests call
   // /verify on the plain-HTTP one, as an ingress in the cluster would.

@@ -17,11 +17,11 @@ import {
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { condition } from '../support/status.js';
 import { poolFor } from '../support/store.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * spec.actAs as a tenant meets it: admission names a malformed pattern; the operator (running
@@ -39,12 +39,7 @@ beforeAll(async () => {
   const storeUrl = await testDatabase();
   await migrate(storeUrl);
   pool = poolFor(storeUrl);
-  webhook = await runWebhook({ config: testConfig(storeUrl), handleSignals: false, defaultMetrics: false });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(storeUrl));
   dir = await mkdtemp(join(tmpdir(), 'keyward-actas-e2e-'));
   cp = await startControlPlane();
   admin = cp.kubeConfig();

@@ -18,12 +18,12 @@ import { eventually } from '../../devenv/poll.js';
 import { freePort } from '../../devenv/process.js';
 import { repoRoot } from '../../devenv/repo.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import { type CliResult, runCli } from '../support/cli.js';
 import { condition } from '../support/status.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * `keyward` user commands as a platform engineer runs them: the built CLI as a child process,
@@ -58,12 +58,7 @@ beforeAll(async () => {
     namespace: ns,
     watchNamespace: ns,
   });
-  webhook = await runWebhook({ config: testConfig(storeUrl), handleSignals: false, defaultMetrics: false });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(storeUrl));
   dir = mkdtempSync(join(tmpdir(), 'keyward-cli-'));
 
   await objects.create('serviceusers', {

@@ -13,11 +13,11 @@ import {
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import { condition } from '../support/status.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * Leak reports end to end, with GitHub's secret-scanning partner payload: the webhook (running as
@@ -65,15 +65,8 @@ beforeAll(async () => {
     namespace: ns,
     watchNamespace: ns,
   });
-  webhook = await runWebhook({
-    config: testConfig(urlAs(url, WEBHOOK_LOGIN), { KEYWARD_LEAK_REPORT_CREDENTIALS: CREDENTIAL }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
+  webhook = await runReadyWebhook(
+    testConfig(urlAs(url, WEBHOOK_LOGIN), { KEYWARD_LEAK_REPORT_CREDENTIALS: CREDENTIAL }),
   );
   await objects.create('serviceusers', {
     kind: 'ServiceUser',

@@ -17,7 +17,7 @@ import { repoRoot } from '../../devenv/repo.js';
 import { FAILPOINTS, type FailpointName } from '../../operator/failpoints.js';
 import { requestTimeout } from '../../operator/objects.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import {
@@ -27,7 +27,7 @@ import {
   verifyThroughWebhook,
 } from '../support/key-invariants.js';
 import { poolFor, tokenVerifies } from '../support/store.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * Crash points (issue 10): for each named point in the issue, rotation, repair and revocation
@@ -50,12 +50,7 @@ beforeAll(async () => {
   storeUrl = await testDatabase();
   await migrate(storeUrl);
   pool = poolFor(storeUrl);
-  webhook = await runWebhook({ config: testConfig(storeUrl), handleSignals: false, defaultMetrics: false });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(storeUrl));
 });
 
 afterAll(async () => {

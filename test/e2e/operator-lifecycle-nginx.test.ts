@@ -12,12 +12,12 @@ import {
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
 import { condition } from '../support/status.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * A key's whole life as a user sees it: manifests applied to the API server, the operator
@@ -49,16 +49,7 @@ beforeAll(async () => {
   objects = new KeywardObjects(kc, ns);
   const storeUrl = await testDatabase();
   await migrate(storeUrl);
-  webhook = await runWebhook({
-    config: testConfig(storeUrl, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(storeUrl, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
   upstream = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ headers: req.headers }));

@@ -10,11 +10,11 @@ import {
 } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
 import { migrate } from '../../store/migrate.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { testKubeConfig } from '../harness/kube.js';
 import { condition } from '../support/status.js';
-import { testConfig } from '../support/webhook.js';
+import { runReadyWebhook, testConfig } from '../support/webhook.js';
 
 /**
  * Rate limits and quotas end to end: the operator (a child process, with the chart's RBAC) writes
@@ -42,12 +42,7 @@ beforeAll(async () => {
     // status.quota follows the store at least this often.
     env: { KEYWARD_LAST_USED_REFRESH_SECONDS: '1' },
   });
-  webhook = await runWebhook({ config: testConfig(storeUrl), handleSignals: false, defaultMetrics: false });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(storeUrl));
 });
 
 afterAll(async () => {

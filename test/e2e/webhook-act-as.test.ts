@@ -3,10 +3,11 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../devenv/poll.js';
 import { ActAsStore } from '../../store/act-as.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
 import {
+  runReadyWebhook,
   type StoreFixture,
   storeFixture,
   type TestKey,
@@ -40,12 +41,7 @@ let bob: TestUser;
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
   actAs = new ActAsStore(fx.pool, { actor: 'act-as-tests' });
-  webhook = await runWebhook({ config: testConfig(fx.url), handleSignals: false, defaultMetrics: false });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url));
   upstream = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ url: req.url, headers: req.headers }));

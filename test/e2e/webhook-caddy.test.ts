@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe } from 'vitest';
-import { eventually } from '../../devenv/poll.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { startCaddy } from '../harness/caddy.js';
 import { testDatabase } from '../harness/database.js';
 import type { TestProxy } from '../harness/proxy.js';
@@ -11,7 +10,7 @@ import {
   ingressLocations,
   startEchoUpstream,
 } from '../support/ingress.js';
-import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
+import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 let fx: StoreFixture;
 let webhook: RunningWebhook;
@@ -20,16 +19,7 @@ let caddy: TestProxy;
 
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
-  webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
   upstream = await startEchoUpstream();
   caddy = await startCaddy({
     upstream: upstream.url,

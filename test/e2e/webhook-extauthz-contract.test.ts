@@ -1,9 +1,8 @@
 import { request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../../devenv/poll.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
-import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
+import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 /**
  * Envoy's ext_authz HTTP service, Istio's envoyExtAuthzHttp provider and the Gateway API
@@ -27,16 +26,7 @@ let webhook: RunningWebhook;
 
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
-  webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
 });
 
 afterAll(async () => {

@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../devenv/poll.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
 import { type EchoUpstream, IDENTITY_HEADERS, startEchoUpstream } from '../support/ingress.js';
-import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
+import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 /**
  * The auth-cache trap (docs/ingress/README.md): ingress-nginx's `auth-cache-key` keeps auth
@@ -26,16 +26,7 @@ let ignoring: TestNginx;
 
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
-  webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
   upstream = await startEchoUpstream();
   const base = {
     upstream: upstream.url,

@@ -2,12 +2,17 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from '../../devenv/poll.js';
 import { RateLimitDefinitions } from '../../store/rate-limits.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
-import { type StoreFixture, storeFixture, type TestKey, testConfig } from '../support/webhook.js';
+import {
+  runReadyWebhook,
+  type StoreFixture,
+  storeFixture,
+  type TestKey,
+  testConfig,
+} from '../support/webhook.js';
 
 // The shipped recipe, included verbatim (examples/nginx/).
 const EXAMPLES = join(import.meta.dirname, '..', '..', 'examples', 'nginx');
@@ -22,16 +27,7 @@ let withoutRecipe: TestNginx;
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
   definitions = new RateLimitDefinitions(fx.pool);
-  webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
   upstream = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ user: req.headers['x-keyward-user'] ?? null }));

@@ -2,10 +2,10 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually } from '../../devenv/poll.js';
-import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
+import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
 import { startNginx, type TestNginx } from '../harness/nginx.js';
-import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
+import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 const IDENTITY = ['X-Keyward-User', 'X-Keyward-Key-Id', 'X-Keyward-Scopes', 'X-Keyward-Groups'];
 
@@ -16,16 +16,7 @@ let nginx: TestNginx;
 
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
-  webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
   // The application behind the ingress: echoes what reached it.
   upstream = createServer((req, res) => {
     res.setHeader('content-type', 'application/json');

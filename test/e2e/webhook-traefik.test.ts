@@ -11,7 +11,7 @@ import {
   ingressLocations,
   startEchoUpstream,
 } from '../support/ingress.js';
-import { type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
+import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
 
 /**
  * The first start may build Traefik (devenv/traefik/build.sh): 18 minutes on a loaded 2-core
@@ -26,16 +26,7 @@ let traefik: TestProxy;
 
 beforeAll(async () => {
   fx = await storeFixture(await testDatabase());
-  webhook = await runWebhook({
-    config: testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }),
-    handleSignals: false,
-    defaultMetrics: false,
-  });
-  await eventually(
-    'webhook ready',
-    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
-    10_000,
-  );
+  webhook = await runReadyWebhook(testConfig(fx.url, { KEYWARD_TRUSTED_PROXIES: '127.0.0.1/32' }));
   upstream = await startEchoUpstream();
   traefik = await startTraefik({
     upstream: upstream.url,

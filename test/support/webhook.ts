@@ -8,6 +8,7 @@ import { OperatorStore, type ServiceUserSpec } from '../../store/operator-store.
 import { type AppOptions, buildApp } from '../../webhook/app.js';
 import { loadConfig, type WebhookConfig } from '../../webhook/config.js';
 import { createLogger } from '../../webhook/logger.js';
+import { type RunningWebhook, runWebhook } from '../../webhook/server.js';
 
 /**
  * Webhook test support: a real store (migrated), the operator's store API to create users and
@@ -157,6 +158,17 @@ export async function readyApp(
   await app.ready();
   await eventually('webhook ready', async () => (await app.keyward.readiness()).ready, 10_000);
   return app;
+}
+
+/** Runs the whole webhook (its HTTP listener on `config`'s address) and waits until /readyz is 200. */
+export async function runReadyWebhook(config: WebhookConfig): Promise<RunningWebhook> {
+  const webhook = await runWebhook({ config, handleSignals: false, defaultMetrics: false });
+  await eventually(
+    'webhook ready',
+    async () => (await fetch(`${webhook.url}/readyz`)).status === 200,
+    10_000,
+  );
+  return webhook;
 }
 
 export function verify(
