@@ -147,12 +147,14 @@ describe.skipIf(skip)('a real node runs the keyward image', () => {
     const script = `
       const base = 'http://${clusterIp}';
       // kube-proxy programs the Service a moment after the pod turns Ready: until then the
-      // ClusterIP refuses connections, as it would for any client started that early.
+      // ClusterIP refuses connections (or, seen once, answers from elsewhere with 404), as it
+      // would for any client started that early. Wait for the webhook's own 200, up to 10 s.
       let r;
-      for (let attempt = 1; !r; attempt++) {
+      for (let attempt = 1; r?.status !== 200 && attempt <= 20; attempt++) {
+        if (attempt > 1) await new Promise((done) => setTimeout(done, 500));
         r = await fetch(base + '/readyz').catch((err) => {
           if (attempt >= 20) throw err;
-          return new Promise((done) => setTimeout(done, 500));
+          return undefined;
         });
       }
       const ok = await fetch(base + '/verify', { headers: { authorization: 'Bearer ' + process.env.TOKEN } });
