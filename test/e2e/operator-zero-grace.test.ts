@@ -21,7 +21,7 @@ import { poolFor, tokenVerifies } from '../support/store.js';
 /**
  * gracePeriod 0s and a crash between "new hash committed" and "Secret written" (defect 9): the
  * rotation holds the replaced token until the Secret holds the new one, for at most 60 s
- * (ZERO_GRACE_ZERO_GRACE_HOLD_MS, docs/rotation.md), so the Secret never holds a token the store rejects
+ * (ZERO_GRACE_HOLD_MS, docs/rotation.md), so the Secret never holds a token the store rejects
  * while the operator restarts; once the Secret holds the new token, the old one stops at once.
  */
 let kc: KubeConfig;
