@@ -1,6 +1,6 @@
 // Micro-benchmark: lookup-by-hash on a store holding 10^6 keys, against a bare `SELECT 1` on
 // the same connection in the same run, so the figure reads as "cost above a round trip".
-// Usage: node dist/bench/store-lookup.js [--keys N] [--lookups N] [--database-url URL]
+// Usage: node dist/bench/store-lookup.js [--keys N] [--lookups N] [--database-url URL] [--json file]
 // Without --database-url it starts a private Postgres (devenv/postgres.ts) and removes it.
 import { createHash, randomInt } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -8,6 +8,7 @@ import pg from 'pg';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
 import { lookupByHash } from '../store/lookup.js';
 import { migrate } from '../store/migrate.js';
+import { ResultWriter } from './lib/results.js';
 
 const USERS = 1_000;
 
@@ -74,14 +75,57 @@ async function timed(run: () => Promise<unknown>): Promise<number> {
   return Number(process.hrtime.bigint() - start) / 1_000;
 }
 
+const QUANTILES = [0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
+
+function record(
+  writer: ResultWriter,
+  samples: Record<'select1' | 'hit' | 'miss', number[]>,
+  sizes: { keys: number; lookups: number },
+): void {
+  const note = `${sizes.lookups.toLocaleString('en')} calls of each kind interleaved, one connection, in sequence, ${sizes.keys.toLocaleString('en')} keys; one run, so no spread.`;
+  const select1 = stats(samples.select1);
+  for (const [kind, words] of [
+    ['hit', 'a key in the store'],
+    ['miss', 'an unknown hash'],
+  ] as const) {
+    const s = stats(samples[kind]);
+    writer.row({
+      id: `store-lookup-${kind}-p50`,
+      measure: `\`lookupByHash\` of ${words}, p50 above a bare \`SELECT 1\` (${Math.round(select1.p50)} µs)`,
+      target: 'reported',
+      value: Math.round(s.p50 - select1.p50),
+      unit: 'µs',
+      met: null,
+      note: `${note} p99 ${Math.round(s.p99)} µs against ${Math.round(select1.p99)} µs for \`SELECT 1\`.`,
+    });
+  }
+  writer.series('store-lookup', {
+    kind: 'quantiles',
+    title: 'Store lookup over loopback, one connection (µs per call)',
+    unit: 'µs',
+    lines: Object.entries(samples).map(([label, values]) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      return {
+        label,
+        points: QUANTILES.map((q) => ({
+          q,
+          value: sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]!,
+        })),
+      };
+    }),
+  });
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       keys: { type: 'string', default: '1000000' },
       lookups: { type: 'string', default: '20000' },
       'database-url': { type: 'string' },
+      json: { type: 'string' },
     },
   });
+  const writer = new ResultWriter('store-lookup');
   const keys = Number(values.keys);
   const lookups = Number(values.lookups);
   const server = values['database-url'] ? undefined : await startPostgres();
@@ -137,6 +181,8 @@ async function main(): Promise<void> {
         [hashOf(1)],
       );
       console.log(`plan:\n${plan.rows.map((r) => `  ${r['QUERY PLAN']}`).join('\n')}`);
+      record(writer, samples, { keys, lookups });
+      await writer.write(values.json);
     } finally {
       await pool.end();
     }

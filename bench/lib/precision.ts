@@ -1,0 +1,59 @@
+// Figures in the report carry no more digits than their spread resolves: a figure whose rounds
+// range over 0.88–0.97 is 0.93, not 0.9342; one measured once keeps three significant digits.
+
+/** Significant digits of a figure with no spread (a single measurement). */
+const SINGLE_MEASUREMENT_DIGITS = 3;
+
+/**
+ * The rounding step a spread resolves: the power of ten of its width's leading digit
+ * (width 0.09 → 0.01, width 4,300 → 1,000); undefined without a spread or with a zero width.
+ */
+export function stepOf(spread: readonly [number, number] | undefined): number | undefined {
+  if (!spread) return undefined;
+  const width = Math.abs(spread[1] - spread[0]);
+  if (!(width > 0) || !Number.isFinite(width)) return undefined;
+  return 10 ** Math.floor(Math.log10(width));
+}
+
+/** The step for a figure measured once: three significant digits. */
+function singleStep(value: number): number {
+  if (value === 0 || !Number.isFinite(value)) return 1;
+  return 10 ** (Math.floor(Math.log10(Math.abs(value))) - SINGLE_MEASUREMENT_DIGITS + 1);
+}
+
+function decimalsOf(value: number): number {
+  const text = String(value);
+  if (text.includes('e')) return 20;
+  return text.split('.')[1]?.length ?? 0;
+}
+
+/** `value` rounded to `step`, written with thousands separators and only the decimals the step has. */
+export function formatAt(value: number, step: number): string {
+  if (!Number.isFinite(value)) return String(value);
+  const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  const rounded = Math.round(value / step) * step;
+  return rounded.toLocaleString('en', { minimumFractionDigits: decimals, maximumFractionDigits: decimals });
+}
+
+export interface Figure {
+  readonly value: string;
+  /** `lo–hi`, or undefined for a single measurement. */
+  readonly spread: string | undefined;
+}
+
+/** A figure and its spread, both rounded to what the spread resolves. */
+export function figure(value: number, spread?: readonly [number, number]): Figure {
+  const step = stepOf(spread);
+  if (step === undefined) {
+    // Never more decimals than the benchmark recorded (an integer stays an integer).
+    const s = Math.max(singleStep(value), 10 ** -decimalsOf(value));
+    return {
+      value: formatAt(value, s),
+      spread: spread ? `${formatAt(spread[0], s)}–${formatAt(spread[1], s)}` : undefined,
+    };
+  }
+  return {
+    value: formatAt(value, step),
+    spread: `${formatAt(spread![0], step)}–${formatAt(spread![1], step)}`,
+  };
+}

@@ -1,0 +1,49 @@
+// Child processes of a benchmark, each pinned to one CPU with taskset, logged into the run's work
+// directory and stopped together at the end; plus what /proc says about them.
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ManagedProcess } from '../../devenv/process.js';
+import { taskset } from './tools.js';
+
+export class PinnedProcesses {
+  readonly work: string;
+  readonly #all: ManagedProcess[] = [];
+
+  constructor(work: string) {
+    this.work = work;
+  }
+
+  start(name: string, cpu: number, args: readonly string[], env: Record<string, string>): ManagedProcess {
+    const proc = new ManagedProcess({
+      name,
+      command: taskset(),
+      args: ['-c', String(cpu), ...args],
+      env: { PATH: process.env.PATH ?? '', ...env },
+      logFile: join(this.work, `${name.replace(/\W+/g, '-')}.log`),
+    });
+    this.#all.push(proc);
+    return proc;
+  }
+
+  async stopAll(): Promise<void> {
+    await Promise.allSettled(this.#all.map((p) => p.stop()));
+  }
+}
+
+/** Resident set size of a process, from /proc/<pid>/status. */
+export async function rssMiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? Number.NaN) / 1024;
+}
+
+/** Clock ticks per second of /proc/<pid>/stat on Linux (USER_HZ). */
+const USER_HZ = 100;
+
+/**
+ * CPU time (user + system) a process has used so far. On a loaded machine throughput swings with
+ * the neighbours; a server's own CPU time per request moves far less.
+ */
+export async function cpuSeconds(pid: number): Promise<number> {
+  const fields = (await readFile(`/proc/${pid}/stat`, 'utf8')).split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / USER_HZ;
+}

@@ -1,0 +1,110 @@
+// wrk (Debian's, closed-loop) pinned to the generator CPU, with a Lua `done()` that prints the
+// latency distribution as JSON, so every run yields quantiles for the report's charts and not only
+// the four percentiles of `--latency`.
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { GENERATOR_CPU, taskset, wrkBin } from './tools.js';
+
+const run = promisify(execFile);
+
+/** The quantiles (in percent) every run reports; 99.99 only means something in runs of 10⁴+ requests. */
+const PERCENTILES = [50, 75, 90, 95, 99, 99.9, 99.99];
+const MARK = 'KEYWARD_WRK ';
+const DONE = `
+done = function(summary, latency, requests)
+  local parts = {}
+  for _, q in ipairs({${PERCENTILES.join(', ')}}) do
+    parts[#parts + 1] = string.format("[%g,%.0f]", q, latency:percentile(q))
+  end
+  io.write(string.format("${MARK}{\\"requests\\":%.0f,\\"durationUs\\":%.0f,\\"maxUs\\":%.0f,\\"percentilesUs\\":[%s]}\\n",
+    summary.requests, summary.duration, latency.max, table.concat(parts, ",")))
+end
+`;
+
+export interface WrkResult {
+  readonly rps: number;
+  readonly requests: number;
+  readonly non2xx: number;
+  readonly socketErrors: number;
+  readonly p50ms: number;
+  readonly p99ms: number;
+  /** q in 0..1, value in ms. */
+  readonly quantiles: readonly { q: number; value: number }[];
+}
+
+export interface WrkOptions {
+  readonly headers?: readonly string[];
+  /** Lua defining request()/delay(); the reporting done() is appended. */
+  readonly lua?: string;
+  readonly connections?: number;
+  readonly seconds: number;
+}
+
+export class Wrk {
+  readonly #work: string;
+  #scripts = 0;
+
+  constructor(work: string) {
+    this.#work = work;
+  }
+
+  async run(url: string, options: WrkOptions): Promise<WrkResult> {
+    this.#scripts += 1;
+    const script = join(this.#work, `wrk-${this.#scripts}.lua`);
+    await writeFile(script, `${options.lua ?? ''}\n${DONE}`);
+    const args = ['-c', String(GENERATOR_CPU), wrkBin(), '-t1', `-c${options.connections ?? 100}`];
+    args.push(`-d${options.seconds}s`, '-s', script);
+    for (const h of options.headers ?? []) args.push('-H', h);
+    args.push(url);
+    const { stdout } = await run(taskset(), args, { maxBuffer: 1 << 20 });
+    return parse(stdout);
+  }
+}
+
+function parse(stdout: string): WrkResult {
+  const num = (re: RegExp): number => Number(re.exec(stdout)?.[1] ?? 0);
+  const line = stdout.split('\n').find((l) => l.startsWith(MARK));
+  if (!line) throw new Error(`wrk printed no distribution:\n${stdout}`);
+  const done = JSON.parse(line.slice(MARK.length)) as {
+    requests: number;
+    durationUs: number;
+    percentilesUs: [number, number][];
+  };
+  const quantiles = done.percentilesUs.map(([p, us]) => ({ q: p / 100, value: us / 1000 }));
+  const at = (q: number): number => quantiles.find((x) => x.q === q)?.value ?? Number.NaN;
+  const socketErrors = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/
+    .exec(stdout)
+    ?.slice(1)
+    .reduce((sum, n) => sum + Number(n), 0);
+  return {
+    rps: done.requests / (done.durationUs / 1e6),
+    requests: done.requests,
+    non2xx: num(/Non-2xx or 3xx responses:\s+(\d+)/),
+    socketErrors: socketErrors ?? 0,
+    p50ms: at(0.5),
+    p99ms: at(0.99),
+    quantiles,
+  };
+}
+
+export const describe = (r: WrkResult): string =>
+  `${Math.round(r.rps).toLocaleString('en')} req/s, p50 ${r.p50ms.toFixed(2)} ms, p99 ${r.p99ms.toFixed(2)} ms, non-2xx ${r.non2xx}` +
+  (r.socketErrors > 0 ? `, socket errors ${r.socketErrors}` : '');
+
+/**
+ * Lua that paces each connection with a pause after every response: wrk is closed-loop, so a
+ * fixed offered rate is connections ÷ (pause + response time).
+ */
+export const pacedLua = (delayMs: number): string => `function delay() return ${delayMs} end\n`;
+
+/** Lua whose every request carries a token drawn uniformly (fixed seed) from a file of tokens. */
+export const randomTokenLua = (tokenFile: string): string => `
+local tokens = {}
+for line in io.lines("${tokenFile}") do tokens[#tokens + 1] = line end
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/verify", { ["Authorization"] = "Bearer " .. tokens[math.random(#tokens)] })
+end
+`;

@@ -1,0 +1,164 @@
+// /verify on cache hits against its baselines (bare Fastify, bare Node `http`, nginx `return 200`),
+// garbage tokens against cache hits, and the load generator's headroom, all in one set of
+// alternating rounds so the machine's drift hits every side alike.
+import { startBareFastify, startBareNode, startNginxReturn200 } from '../lib/baselines.js';
+import { median } from '../lib/results.js';
+import { alternate, medianRow, ratioRow } from '../lib/rounds.js';
+import { describe, type WrkResult } from '../lib/wrk.js';
+import { type Harness, WARM_UP_SECONDS } from './harness.js';
+
+/** The issue's bar: keyward's hit path within 5 % of a bare Fastify route with the same headers. */
+const HITS_VS_FASTIFY_TARGET = 0.95;
+/** wrk drives nginx at least this much faster than the fastest Node server, or it may be the limit. */
+const GENERATOR_HEADROOM_TARGET = 1.2;
+
+/** A token of the right shape whose checksum fails: the cheapest thing an attacker can send. */
+function garbageToken(valid: string): string {
+  const last = valid.at(-1) === 'A' ? 'B' : 'A';
+  return `${valid.slice(0, -1)}${last}`;
+}
+
+export async function throughput(h: Harness): Promise<void> {
+  const key = await h.issue();
+  const auth = [`Authorization: Bearer ${key.token}`];
+  const garbage = [`Authorization: Bearer ${garbageToken(key.token)}`];
+  const webhook = await h.webhook();
+  // Garbage goes to a webhook without the failed-attempt limit: with it, one client address gets
+  // 429 after 30 tries and the figure would be the 429 path, not parse-and-refuse.
+  const unlimited = await h.startWebhook('webhook-no-failure-limit', { KEYWARD_FAILED_ATTEMPTS_LIMIT: '0' });
+  const fastify = await startBareFastify(h.procs);
+  const node = await startBareNode(h.procs);
+  const nginx = await startNginxReturn200(h.procs);
+  const seconds = h.sizes.duration;
+  const targets: Record<string, { url: string; headers: string[] }> = {
+    keyward: { url: webhook.url, headers: auth },
+    fastify: { url: fastify, headers: auth },
+    node: { url: node, headers: auth },
+    nginx: { url: nginx, headers: auth },
+    garbage: { url: unlimited.url, headers: garbage },
+  };
+  const sides: Record<string, () => Promise<WrkResult>> = {};
+  for (const [name, t] of Object.entries(targets)) {
+    await h.wrk.run(`${t.url}/verify`, { headers: t.headers, seconds: WARM_UP_SECONDS });
+    sides[name] = () => h.wrk.run(`${t.url}/verify`, { headers: t.headers, seconds });
+  }
+  h.print(
+    `## /verify cache hits vs baselines, 100 keep-alive connections, ${h.sizes.rounds} rounds of ${seconds} s, server on CPU 0, wrk on CPU 1`,
+  );
+  const r = await alternate(h.sizes.rounds, sides, (round, results) => {
+    const parts = Object.entries(results).map(([name, x]) => `${name} ${describe(x)}`);
+    h.print(`round ${round}: ${parts.join(' | ')}`);
+  });
+  const rps = (name: string): number[] => r[name]!.map((x) => x.rps);
+  const condition = `100 keep-alive connections, no pipelining, ${h.sizes.rounds} alternating rounds of ${seconds} s`;
+  const hits = ratioRow(
+    {
+      id: 'hits-vs-fastify',
+      measure: '`/verify` cache hits vs bare Fastify route with the same headers',
+      target: `≥ ${HITS_VS_FASTIFY_TARGET}×`,
+      atLeast: HITS_VS_FASTIFY_TARGET,
+      note: `${condition}; median ${Math.round(median(rps('keyward')))} vs ${Math.round(median(rps('fastify')))} req/s.`,
+    },
+    rps('keyward'),
+    rps('fastify'),
+  );
+  h.writer.row(hits);
+  h.writer.row(
+    ratioRow(
+      {
+        id: 'hits-vs-node',
+        measure: '`/verify` cache hits vs bare Node `http`',
+        target: 'reported',
+        note: condition,
+      },
+      rps('keyward'),
+      rps('node'),
+    ),
+  );
+  h.writer.row(
+    ratioRow(
+      {
+        id: 'hits-vs-nginx',
+        measure: '`/verify` cache hits vs nginx `return 200`',
+        target: 'reported',
+        note: condition,
+      },
+      rps('keyward'),
+      rps('nginx'),
+    ),
+  );
+  const garbageRow = ratioRow(
+    {
+      id: 'garbage-vs-hits',
+      measure: 'garbage tokens (checksum fails) vs the cache-hit rate',
+      target: '≥ 1×',
+      atLeast: 1,
+      note: `${condition}; the failed-attempt limit off for the garbage side (with it one address gets 429 after 30 tries).`,
+    },
+    rps('garbage'),
+    rps('keyward'),
+  );
+  h.writer.row(garbageRow);
+  const fastestNode = rps('keyward').map((w, i) => Math.max(w, rps('fastify')[i]!, rps('node')[i]!));
+  h.writer.row(
+    ratioRow(
+      {
+        id: 'generator-headroom',
+        measure:
+          'load generator headroom: wrk against nginx `return 200` ÷ the fastest Node server, same wrk',
+        target: `≥ ${GENERATOR_HEADROOM_TARGET}×`,
+        atLeast: GENERATOR_HEADROOM_TARGET,
+        note: 'nginx on the same CPU as the servers under test; above 1× the generator is not what limits the Node figures.',
+      },
+      rps('nginx'),
+      fastestNode,
+    ),
+  );
+  h.writer.row(
+    medianRow(
+      {
+        id: 'hits-rps',
+        measure: '`/verify` cache hits, req/s',
+        target: 'reported',
+        unit: 'req/s',
+        note: condition,
+      },
+      rps('keyward'),
+    ),
+  );
+  h.maxHitRps = median(rps('keyward'));
+  h.writer.series('throughput', {
+    kind: 'bars',
+    title: '/verify cache hits and baselines (median of rounds, bar = spread)',
+    unit: 'req/s',
+    bars: [
+      ['keyward', 'keyward, cache hit'],
+      ['garbage', 'keyward, garbage token'],
+      ['fastify', 'bare Fastify'],
+      ['node', 'bare Node http'],
+      ['nginx', 'nginx return 200'],
+    ].map(([name, label]) => {
+      const values = rps(name!);
+      return {
+        label: label!,
+        value: Math.round(median(values)),
+        spread: [Math.min(...values), Math.max(...values)],
+      };
+    }),
+  });
+  h.writer.series('throughput-latency', {
+    kind: 'quantiles',
+    title: 'Latency at saturation, 100 connections (the median round of each side)',
+    unit: 'ms',
+    lines: Object.keys(sides).map((name) => ({ label: name, points: medianRound(r[name]!).quantiles })),
+  });
+  h.print(
+    `median ratios: hits/fastify ${hits.value} (${hits.spread?.join('–')}), garbage/hits ${garbageRow.value}`,
+  );
+}
+
+/** The round whose req/s is the median, so its latency distribution is a typical one. */
+function medianRound(results: readonly WrkResult[]): WrkResult {
+  const sorted = [...results].sort((a, b) => a.rps - b.rps);
+  return sorted[(sorted.length - 1) >> 1]!;
+}
