@@ -14,6 +14,10 @@ describe('figures rounded to what their spread resolves', () => {
     expect(figure(0.75, [0.57, 1.05])).toEqual({ value: '0.8', spread: '0.6–1.1' });
   });
 
+  it('never rounds a spread’s small end to zero', () => {
+    expect(figure(77, [15.8, 139])).toEqual({ value: '100', spread: '16–100' });
+  });
+
   it('gives a single measurement three significant digits and no spread', () => {
     expect(figure(334.4)).toEqual({ value: '334', spread: undefined });
     expect(figure(0.012345)).toEqual({ value: '0.0123', spread: undefined });

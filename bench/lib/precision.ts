@@ -3,6 +3,8 @@
 
 /** Significant digits of a figure with no spread (a single measurement). */
 const SINGLE_MEASUREMENT_DIGITS = 3;
+/** Significant digits kept of a spread's ends, which are measured rounds, not estimates. */
+const SPREAD_END_DIGITS = 2;
 
 /**
  * The rounding step a spread resolves: the power of ten of its width's leading digit
@@ -15,10 +17,10 @@ export function stepOf(spread: readonly [number, number] | undefined): number | 
   return 10 ** Math.floor(Math.log10(width));
 }
 
-/** The step for a figure measured once: three significant digits. */
-function singleStep(value: number): number {
+/** The step of `digits` significant digits of `value`. */
+function digitsStep(value: number, digits: number): number {
   if (value === 0 || !Number.isFinite(value)) return 1;
-  return 10 ** (Math.floor(Math.log10(Math.abs(value))) - SINGLE_MEASUREMENT_DIGITS + 1);
+  return 10 ** (Math.floor(Math.log10(Math.abs(value))) - digits + 1);
 }
 
 function decimalsOf(value: number): number {
@@ -41,19 +43,21 @@ export interface Figure {
   readonly spread: string | undefined;
 }
 
-/** A figure and its spread, both rounded to what the spread resolves. */
+/**
+ * A figure rounded to what its spread resolves, and the spread's ends to that step, or to two
+ * significant digits where the step would turn a small end into 0 (15.8–139 shows as 16–100).
+ */
 export function figure(value: number, spread?: readonly [number, number]): Figure {
   const step = stepOf(spread);
   if (step === undefined) {
     // Never more decimals than the benchmark recorded (an integer stays an integer).
-    const s = Math.max(singleStep(value), 10 ** -decimalsOf(value));
+    const s = Math.max(digitsStep(value, SINGLE_MEASUREMENT_DIGITS), 10 ** -decimalsOf(value));
     return {
       value: formatAt(value, s),
       spread: spread ? `${formatAt(spread[0], s)}–${formatAt(spread[1], s)}` : undefined,
     };
   }
-  return {
-    value: formatAt(value, step),
-    spread: `${formatAt(spread![0], step)}–${formatAt(spread![1], step)}`,
-  };
+  const end = (x: number): string =>
+    formatAt(x, x !== 0 && Math.round(x / step) === 0 ? digitsStep(x, SPREAD_END_DIGITS) : step);
+  return { value: formatAt(value, step), spread: `${end(spread![0])}–${end(spread![1])}` };
 }

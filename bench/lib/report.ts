@@ -18,6 +18,13 @@ function figureText(row: ResultRow): { value: string; spread: string } {
   return { value: `${f.value}${unit}`, spread: f.spread === undefined ? '—' : `${f.spread}${unit}` };
 }
 
+/** A note as a sentence: capitalised, ending with a full stop. */
+const sentence = (note: string): string => {
+  const text = note.trim();
+  const capital = text.charAt(0).toUpperCase() + text.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+};
+
 const metText = (met: boolean | null): string => (met === null ? '—' : met ? 'yes' : '**no**');
 
 function minutes(seconds: number): string {
@@ -102,7 +109,7 @@ export async function renderReport(jsonPath: string): Promise<string> {
     for (const { row } of missed) {
       const f = figureText(row);
       line(
-        `- **${row.measure}**: ${f.value} against ${row.target}. ${row.note ?? 'The benchmark gave no note.'}`,
+        `- **${row.measure}**: ${f.value} against ${row.target}. ${sentence(row.note ?? 'The benchmark gave no note.')}`,
       );
     }
     line();
@@ -128,7 +135,7 @@ export async function renderReport(jsonPath: string): Promise<string> {
       const f = figureText(row);
       const rounds = row.rounds && row.rounds.length > 1 ? ` Rounds: ${row.rounds.join(', ')}.` : '';
       line(
-        `- **${row.measure}**: ${f.value}${f.spread === '—' ? '' : ` (${f.spread})`}. ${row.note ?? ''}${rounds}`,
+        `- **${row.measure}**: ${f.value}${f.spread === '—' ? '' : ` (${f.spread})`}.${row.note ? ` ${sentence(row.note)}` : ''}${rounds}`,
       );
     }
     for (const [id, series] of Object.entries(result.series)) {

@@ -79,7 +79,7 @@ export async function audit(h: Harness): Promise<void> {
             measure: `webhook CPU per cache hit, request log ${name}`,
             target: 'reported',
             unit: 'CPU-µs/req',
-            note: 'utime + stime of the webhook from /proc over each round, divided by its requests.',
+            note: 'The webhook’s utime + stime from /proc over each round, divided by its requests.',
           },
           r[name]!.map((x) => x.cpuUs),
         ),

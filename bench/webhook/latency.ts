@@ -51,7 +51,8 @@ export async function latency(h: Harness): Promise<void> {
   }
   h.print(`## /verify latency at half the maximum, ${Math.round(rate)} req/s offered (cache hits)`);
   for (const [i, r] of rounds.entries()) h.print(`round ${i + 1}: ${describe(r)}`);
-  const note = `${connections} connections each pausing ${PACE_MS} ms after every response, aiming at ${Math.round(rate)} req/s (half of ${Math.round(h.maxHitRps)}); achieved ${Math.round(Math.min(...rounds.map((r) => r.rps)))}–${Math.round(Math.max(...rounds.map((r) => r.rps)))} req/s.`;
+  const achieved = rounds.map((r) => Math.round(r.rps).toLocaleString('en'));
+  const note = `${connections} connections each pausing ${PACE_MS} ms after every response, aiming at ${Math.round(rate).toLocaleString('en')} req/s (half of ${Math.round(h.maxHitRps).toLocaleString('en')}); achieved ${achieved.join(', ')} req/s in the ${rounds.length} rounds.`;
   h.writer.row(
     medianRow(
       {

@@ -12,6 +12,8 @@ const HITS_VS_FASTIFY_TARGET = 0.95;
 /** wrk drives nginx at least this much faster than the fastest Node server, or it may be the limit. */
 const GENERATOR_HEADROOM_TARGET = 1.2;
 
+const count = (n: number): string => Math.round(n).toLocaleString('en');
+
 /** A token of the right shape whose checksum fails: the cheapest thing an attacker can send. */
 function garbageToken(valid: string): string {
   const last = valid.at(-1) === 'A' ? 'B' : 'A';
@@ -50,14 +52,14 @@ export async function throughput(h: Harness): Promise<void> {
     h.print(`round ${round}: ${parts.join(' | ')}`);
   });
   const rps = (name: string): number[] => r[name]!.map((x) => x.rps);
-  const condition = `100 keep-alive connections, no pipelining, ${h.sizes.rounds} alternating rounds of ${seconds} s`;
+  const condition = `100 keep-alive connections, no pipelining, ${h.sizes.rounds} alternating rounds of ${seconds} s.`;
   const hits = ratioRow(
     {
       id: 'hits-vs-fastify',
       measure: '`/verify` cache hits vs bare Fastify route with the same headers',
       target: `≥ ${HITS_VS_FASTIFY_TARGET}×`,
       atLeast: HITS_VS_FASTIFY_TARGET,
-      note: `${condition}; median ${Math.round(median(rps('keyward')))} vs ${Math.round(median(rps('fastify')))} req/s.`,
+      note: `${condition} Medians ${count(median(rps('keyward')))} vs ${count(median(rps('fastify')))} req/s.`,
     },
     rps('keyward'),
     rps('fastify'),
@@ -93,7 +95,7 @@ export async function throughput(h: Harness): Promise<void> {
       measure: 'garbage tokens (checksum fails) vs the cache-hit rate',
       target: '≥ 1×',
       atLeast: 1,
-      note: `${condition}; the failed-attempt limit off for the garbage side (with it one address gets 429 after 30 tries).`,
+      note: `${condition} The failed-attempt limit is off for the garbage side (with it one address gets 429 after 30 tries).`,
     },
     rps('garbage'),
     rps('keyward'),
@@ -108,7 +110,7 @@ export async function throughput(h: Harness): Promise<void> {
           'load generator headroom: wrk against nginx `return 200` ÷ the fastest Node server, same wrk',
         target: `≥ ${GENERATOR_HEADROOM_TARGET}×`,
         atLeast: GENERATOR_HEADROOM_TARGET,
-        note: 'nginx on the same CPU as the servers under test; above 1× the generator is not what limits the Node figures.',
+        note: 'With nginx on the same CPU as the servers under test; above 1× the generator is not what limits the Node figures.',
       },
       rps('nginx'),
       fastestNode,
