@@ -1,10 +1,13 @@
-// What every part of the webhook benchmark shares: a private Postgres with the keyward schema, the
-// bench user and its keys (real tokens, real hashes, issued through the operator's store API or
-// bulk-loaded), `keyward webhook` processes from dist/ pinned to the server CPU, wrk, and the
-// result writer the parts add their rows and series to.
-import { mkdtemp } from 'node:fs/promises';
+// What every part of the webhook benchmark shares: a private Postgres with the keyward schema (on
+// the generator CPU beside wrk, away from the server under test), the bench user and its keys
+// (real tokens, real hashes, issued through the operator's store API or bulk-loaded),
+// `keyward webhook` processes from dist/ pinned to the server CPU, wrk, and the result writer the
+// parts add their rows and series to.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import { generateToken } from '../../credentials/token.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
@@ -14,7 +17,7 @@ import { migrate } from '../../store/migrate.js';
 import { OperatorStore } from '../../store/operator-store.js';
 import { PinnedProcesses } from '../lib/processes.js';
 import { ResultWriter } from '../lib/results.js';
-import { SERVER_CPU } from '../lib/tools.js';
+import { GENERATOR_CPU, SERVER_CPU, taskset } from '../lib/tools.js';
 import { Wrk } from '../lib/wrk.js';
 
 export interface Sizes {
@@ -44,6 +47,20 @@ const READY_TIMEOUT_MS = 30_000;
 /** Rows per bulk INSERT: one statement's parameters stay well below a megabyte per array. */
 const BULK_BATCH = 20_000;
 const userRef = { namespace: 'bench', name: 'bench-user', uid: 'bench-user-uid' };
+const run = promisify(execFile);
+
+/**
+ * Moves every process of the cluster, and so the backends it forks from then on, to `cpu`. The
+ * store's work (lookups, request-log inserts) runs on another machine in a real cluster; on the
+ * server CPU it would be counted as the webhook's.
+ */
+async function pinPostgres(postgres: TestPostgres, cpu: number): Promise<void> {
+  const postmaster = (await readFile(join(postgres.dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0]!;
+  const { stdout } = await run('pgrep', ['-P', postmaster]).catch(() => ({ stdout: '' }));
+  for (const pid of [postmaster, ...stdout.split('\n').filter(Boolean)]) {
+    await run(taskset(), ['-a', '-cp', String(cpu), pid]).catch(() => undefined);
+  }
+}
 
 export class Harness {
   readonly sizes: Sizes;
@@ -78,6 +95,7 @@ export class Harness {
   static async start(sizes: Sizes): Promise<Harness> {
     const work = await mkdtemp(join(tmpdir(), 'keyward-bench-'));
     const postgres = await startPostgres();
+    await pinPostgres(postgres, GENERATOR_CPU);
     const storeUrl = await createDatabase(postgres.adminUrl, 'bench');
     await migrate(storeUrl);
     const harness = new Harness(sizes, work, postgres, storeUrl);

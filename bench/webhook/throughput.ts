@@ -52,7 +52,7 @@ export async function throughput(h: Harness): Promise<void> {
     h.print(`round ${round}: ${parts.join(' | ')}`);
   });
   const rps = (name: string): number[] => r[name]!.map((x) => x.rps);
-  const condition = `100 keep-alive connections, no pipelining, ${h.sizes.rounds} alternating rounds of ${seconds} s.`;
+  const condition = `100 keep-alive connections, no pipelining, ${h.sizes.rounds} alternating rounds of ${seconds} s; keyward with its defaults (request log to the store), Postgres on CPU 1 beside wrk.`;
   const hits = ratioRow(
     {
       id: 'hits-vs-fastify',
