@@ -10,7 +10,11 @@ const BASE = {
   $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
   width: WIDTH,
   background: 'white',
-  config: { font: 'sans-serif', view: { stroke: null } },
+  config: {
+    font: 'sans-serif',
+    view: { stroke: null },
+    legend: { orient: 'bottom', labelLimit: 400, columns: 3 },
+  },
 } as const;
 
 /** Percent label of a quantile: 0.5 → p50, 0.999 → p99.9. */

@@ -71,7 +71,7 @@ export async function renderReport(jsonPath: string): Promise<string> {
   if (missing.length > 0) {
     line();
     line(
-      `**Not in this report**: ${missing.map((b) => `\`${b.name}\` (${b.status})`).join(', ')}; see [its section](#benchmarks).`,
+      `**Not in this report**: ${missing.map((b) => `\`${b.name}\` (${b.status})`).join(', ')}; see [Benchmarks](#benchmarks).`,
     );
   }
   line();
