@@ -27,7 +27,11 @@ const { values } = parseArgs({
     json: { type: 'string' },
   },
 });
+const PARTS = ['store', 'e2e'];
 const only = new Set(values.only.split(','));
+for (const part of only) {
+  if (!PARTS.includes(part)) throw new Error(`--only ${part}: the parts are ${PARTS.join(', ')}`);
+}
 const started = performance.now();
 const print = (line: string): void => {
   process.stdout.write(`[${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${line}\n`);
