@@ -94,7 +94,7 @@ export interface WrkResult {
   seconds: number;
 }
 
-export function parseWrk(stdout: string): WrkResult {
+function parseWrk(stdout: string): WrkResult {
   const num = (re: RegExp): number => Number(re.exec(stdout)?.[1] ?? Number.NaN);
   const ms = (re: RegExp): number => {
     const m = re.exec(stdout);
@@ -172,7 +172,7 @@ export async function runWrk(options: WrkOptions): Promise<WrkResult> {
 }
 
 /** The sample at rank ⌈q·n⌉ (nearest rank), so p99 of 200 samples is the second largest. */
-export function quantile(samples: readonly number[], q: number): number {
+function quantile(samples: readonly number[], q: number): number {
   const sorted = [...samples].sort((a, b) => a - b);
   const rank = Math.max(1, Math.ceil(q * sorted.length));
   return sorted[Math.min(sorted.length, rank) - 1] as number;
