@@ -2,6 +2,9 @@ import pg from 'pg';
 
 // SQLSTATE classes and codes after which the same call may succeed if simply retried.
 const TRANSIENT_CLASSES = ['08', '53', '57', '58', '40'];
+// read_only_sql_transaction: a standby answered a write. It ends when the standby is promoted or
+// the URL's name moves to the new primary (a failover), so the same write may then succeed.
+const TRANSIENT_CODES = new Set(['25006']);
 const TRANSIENT_NODE_CODES = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
@@ -33,7 +36,9 @@ export class StoreError extends Error {
     if (err instanceof StoreError) return err;
     if (err instanceof pg.DatabaseError) {
       const code = err.code;
-      const transient = code !== undefined && TRANSIENT_CLASSES.some((c) => code.startsWith(c));
+      const transient =
+        code !== undefined &&
+        (TRANSIENT_CODES.has(code) || TRANSIENT_CLASSES.some((c) => code.startsWith(c)));
       const where = err.constraint ? ` (constraint ${err.constraint})` : '';
       return new StoreError(`${operation}: ${err.message}${where}`, code, transient);
     }

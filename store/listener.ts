@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { backoffDelay } from '../lib/backoff.js';
 import { CHANGES_CHANNEL, parseChange, parseSeq, type StoreChange } from './changes.js';
 
 /**
@@ -168,11 +169,10 @@ export class ChangeListener {
     return reason;
   }
 
-  /** Equal jitter: half the exponential delay fixed, half random, so replicas spread out. */
   private backoff(failures: number): number {
-    const initial = this.options.initialBackoffMs ?? 200;
-    const cap = Math.min(this.options.maxBackoffMs ?? 30_000, initial * 2 ** Math.min(failures - 1, 30));
-    return cap / 2 + (this.options.random ?? Math.random)() * (cap / 2);
+    const baseMs = this.options.initialBackoffMs ?? 200;
+    const capMs = Math.max(baseMs, this.options.maxBackoffMs ?? 30_000);
+    return backoffDelay(failures - 1, { baseMs, capMs }, this.options.random ?? Math.random);
   }
 
   private async sleep(ms: number): Promise<void> {

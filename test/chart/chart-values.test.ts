@@ -72,6 +72,16 @@ describe('a wrong value fails with the schema’s message', () => {
       'postgres.webhook: set existingSecret or url, not both',
     ],
     [
+      [
+        ...requiredValues,
+        '--set',
+        'postgres.webhookWrite.existingSecret=p',
+        '--set',
+        'postgres.webhookWrite.url=postgres://w@primary/k',
+      ],
+      'postgres.webhookWrite: set existingSecret or url, not both',
+    ],
+    [
       [...requiredValues, '--set', 'webhook.tls.enabled=true'],
       'webhook.tls.enabled: set webhook.tls.existingSecret',
     ],

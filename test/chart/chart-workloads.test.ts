@@ -218,6 +218,43 @@ describe('the store: two roles, URLs only in mounted files', () => {
       for (const e of p.spec.containers[0].env) expect(String(e.value ?? '')).not.toContain('postgres://');
   });
 
+  it('a webhook on a read replica gets the primary for its writes only when asked, from a mounted file', () => {
+    const volumeOf = (r: Rendered, name: string) =>
+      r
+        .get('Deployment', 'keyward-webhook')
+        .spec.template.spec.volumes.find((v: { name: string }) => v.name === name);
+    const plain = render();
+    expect(
+      env(container(plain, 'Deployment', 'keyward-webhook')).KEYWARD_STORE_WRITE_URL_FILE,
+    ).toBeUndefined();
+    expect(volumeOf(plain, 'store-write-url')).toBeUndefined();
+
+    const existing = render('--set', 'postgres.webhookWrite.existingSecret=primary-url');
+    const webhook = container(existing, 'Deployment', 'keyward-webhook');
+    expect(env(webhook).KEYWARD_STORE_WRITE_URL_FILE).toBe('/etc/keyward/store-write/url');
+    expect(webhook.volumeMounts).toContainEqual({
+      name: 'store-write-url',
+      mountPath: '/etc/keyward/store-write',
+      readOnly: true,
+    });
+    expect(volumeOf(existing, 'store-write-url').secret).toMatchObject({
+      secretName: 'primary-url',
+      items: [{ key: 'url', path: 'url' }],
+    });
+    // The operator never gets it: it always talks to the primary through its own role.
+    expect(
+      env(container(existing, 'Deployment', 'keyward-operator')).KEYWARD_STORE_WRITE_URL_FILE,
+    ).toBeUndefined();
+
+    const inline = render('--set', 'postgres.webhookWrite.url=postgres://w:x@primary/keyward');
+    expect(inline.get('Secret', 'keyward-postgres-webhook-write').stringData).toEqual({
+      url: 'postgres://w:x@primary/keyward',
+    });
+    expect(volumeOf(inline, 'store-write-url').secret.secretName).toBe('keyward-postgres-webhook-write');
+    for (const e of container(inline, 'Deployment', 'keyward-webhook').env)
+      expect(String(e.value ?? '')).not.toContain('postgres://');
+  });
+
   it('migrate runs as a pre-install/pre-upgrade hook with its own role when given', () => {
     const r = render('--set', 'postgres.migrate.existingSecret=keyward-owner');
     const job = r.get('Job', 'keyward-migrate');

@@ -1,15 +1,18 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import { type ControlPlane, startControlPlane } from '../../devenv/controlplane/controlplane.js';
 import { eventually } from '../../devenv/poll.js';
 import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
-import { startTokenReviewWebhook, tokenOnlyKubeconfig } from '../support/tokenreview-webhook.js';
+import {
+  type KubectlResult,
+  kubectlFor,
+  startTokenReviewWebhook,
+  tokenOnlyKubeconfig,
+} from '../support/tokenreview-webhook.js';
 import { type StoreFixture, storeFixture } from '../support/webhook.js';
 
 /**
@@ -17,7 +20,6 @@ import { type StoreFixture, storeFixture } from '../support/webhook.js';
  * as `keyward:<username>` through TokenReview, and acting as another identity is Kubernetes' own
  * impersonation (`kubectl --as`), which RBAC's `impersonate` verb grants to that identity.
  */
-const run = promisify(execFile);
 /** A raw read: kubectl skips discovery, which would hide the API server's reason. */
 const CONFIGMAPS = '/api/v1/namespaces/default/configmaps';
 
@@ -25,7 +27,7 @@ let fx: StoreFixture;
 let webhook: RunningWebhook;
 let cp: ControlPlane;
 let dir: string;
-let tokenKubeconfig: string;
+let kubectl: ReturnType<typeof kubectlFor>;
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'keyward-impersonate-e2e-'));
@@ -33,7 +35,7 @@ beforeAll(async () => {
   const started = await startTokenReviewWebhook(fx.url, dir);
   webhook = started.webhook;
   cp = await startControlPlane({ authnWebhook: started.authnWebhook });
-  tokenKubeconfig = await tokenOnlyKubeconfig(cp, join(dir, 'token.kubeconfig'));
+  kubectl = kubectlFor(cp, await tokenOnlyKubeconfig(cp, join(dir, 'token.kubeconfig')));
 });
 
 afterAll(async () => {
@@ -43,26 +45,6 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function kubectl(args: string[], token?: string): Promise<Result> {
-  const auth =
-    token === undefined
-      ? ['--kubeconfig', cp.kubeconfigPath]
-      : ['--kubeconfig', tokenKubeconfig, '--token', token];
-  try {
-    const { stdout, stderr } = await run(join(cp.binDir, 'kubectl'), [...auth, ...args], { timeout: 30_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
-}
-
 async function apply(name: string, objects: object[]): Promise<void> {
   const file = join(dir, `${name}.yaml`);
   await writeFile(file, objects.map((o) => stringify(o)).join('---\n'));
@@ -70,7 +52,7 @@ async function apply(name: string, objects: object[]): Promise<void> {
   expect(applied.stderr).toBe('');
 }
 
-function whoamiUser(result: Result): string {
+function whoamiUser(result: KubectlResult): string {
   return (JSON.parse(result.stdout) as { status: { userInfo: { username: string } } }).status.userInfo
     .username;
 }

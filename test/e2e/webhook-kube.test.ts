@@ -1,26 +1,22 @@
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, startControlPlane } from '../../devenv/controlplane/controlplane.js';
 import type { KeyPairFiles } from '../../devenv/pki.js';
 import { eventually } from '../../devenv/poll.js';
 import type { RunningWebhook } from '../../webhook/server.js';
 import { testDatabase } from '../harness/database.js';
-import { startTokenReviewWebhook, tokenOnlyKubeconfig } from '../support/tokenreview-webhook.js';
+import { kubectlFor, startTokenReviewWebhook, tokenOnlyKubeconfig } from '../support/tokenreview-webhook.js';
 import { type StoreFixture, storeFixture } from '../support/webhook.js';
-
-const run = promisify(execFile);
 
 let fx: StoreFixture;
 let webhook: RunningWebhook;
 let cp: ControlPlane;
 let dir: string;
 /** A kubeconfig with the cluster and no credentials: every call passes --token. */
-let anonymousKubeconfig: string;
+let kubectl: ReturnType<typeof kubectlFor>;
 /** The webhook's own PKI: its serving certificate and the client certificate kube-apiserver presents. */
 let ca: KeyPairFiles;
 let apiserverClient: KeyPairFiles;
@@ -31,7 +27,7 @@ beforeAll(async () => {
   const started = await startTokenReviewWebhook(fx.url, dir);
   ({ webhook, ca, apiserverClient } = started);
   cp = await startControlPlane({ authnWebhook: started.authnWebhook });
-  anonymousKubeconfig = await tokenOnlyKubeconfig(cp, join(dir, 'token.kubeconfig'));
+  kubectl = kubectlFor(cp, await tokenOnlyKubeconfig(cp, join(dir, 'token.kubeconfig')));
 });
 
 afterAll(async () => {
@@ -70,26 +66,6 @@ async function tokenReview(token: string, client?: KeyPairFiles): Promise<{ stat
     req.on('error', reject);
     req.end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', spec: { token } }));
   });
-}
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function kubectl(args: string[], token?: string): Promise<Result> {
-  const auth =
-    token === undefined
-      ? ['--kubeconfig', cp.kubeconfigPath]
-      : ['--kubeconfig', anonymousKubeconfig, '--token', token];
-  try {
-    const { stdout, stderr } = await run(join(cp.binDir, 'kubectl'), [...auth, ...args], { timeout: 30_000 });
-    return { code: 0, stdout, stderr };
-  } catch (err) {
-    const e = err as { code?: number; stdout?: string; stderr?: string };
-    return { code: typeof e.code === 'number' ? e.code : 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
-  }
 }
 
 describe('kube-apiserver authenticating API keys through /tokenreview', () => {

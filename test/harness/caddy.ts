@@ -1,8 +1,8 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../../devenv/process.js';
-import type { ProxyLocation, ProxyOptions, TestProxy } from './proxy.js';
+import { freePort, ManagedProcess, requireTool } from '../../devenv/process.js';
+import { type ProxyLocation, type ProxyOptions, servingProxy, type TestProxy } from './proxy.js';
 
 /**
  * Real Caddy (Debian's `caddy` package) on a free loopback port, configured from a generated
@@ -32,27 +32,7 @@ export async function startCaddy(options: ProxyOptions): Promise<TestProxy> {
     },
     logFile,
   });
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitUntilReady(
-      proc,
-      async () => (await fetch(`${url}/-/caddy-health`)).status === 200,
-      15_000,
-      'serving',
-    );
-  } catch (err) {
-    await proc.stop();
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    url,
-    logFile,
-    async stop(): Promise<void> {
-      await proc.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return servingProxy(proc, { dir, port, healthPath: '/-/caddy-health', timeoutMs: 15_000, logFile });
 }
 
 function renderCaddyfile(port: number, options: ProxyOptions): string {

@@ -1,7 +1,8 @@
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../../devenv/process.js';
+import { freePort, ManagedProcess, requireTool } from '../../devenv/process.js';
+import { servingProxy, type TestProxy } from './proxy.js';
 
 export interface NginxLocation {
   /** Location prefix clients use, e.g. `/` or `/scoped/`. */
@@ -32,12 +33,8 @@ interface AuthCache {
   readonly ignoreCacheControl?: boolean;
 }
 
-export interface TestNginx {
-  /** `http://127.0.0.1:<port>` */
-  readonly url: string;
-  readonly logFile: string;
-  stop(): Promise<void>;
-}
+/** The nginx a suite started; its logFile is nginx's error log. */
+export type TestNginx = TestProxy;
 
 /**
  * Real nginx (Debian `nginx-light` has auth_request) in a temp prefix on a free loopback port,
@@ -61,27 +58,13 @@ export async function startNginx(options: NginxOptions): Promise<TestNginx> {
     args: ['-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
     logFile,
   });
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitUntilReady(
-      proc,
-      async () => (await fetch(`${url}/-/nginx-health`)).status === 200,
-      15_000,
-      'serving',
-    );
-  } catch (err) {
-    await proc.stop();
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    url,
+  return servingProxy(proc, {
+    dir,
+    port,
+    healthPath: '/-/nginx-health',
+    timeoutMs: 15_000,
     logFile: join(dir, 'error.log'),
-    async stop(): Promise<void> {
-      await proc.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  });
 }
 
 function renderConfig(dir: string, port: number, options: NginxOptions): string {

@@ -1,10 +1,10 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { freePort, ManagedProcess, runBuildScript, waitUntilReady } from '../../devenv/process.js';
+import { freePort, ManagedProcess, runBuildScript } from '../../devenv/process.js';
 import { repoRoot } from '../../devenv/repo.js';
-import type { ProxyOptions, TestProxy } from './proxy.js';
+import { type ProxyOptions, servingProxy, type TestProxy } from './proxy.js';
 
 export interface TraefikOptions extends ProxyOptions {
   /** ForwardAuth `trustForwardHeader`; false (the recipe's choice) unless a test shows the other. */
@@ -55,27 +55,7 @@ export async function startTraefik(options: TraefikOptions): Promise<TestProxy> 
     cwd: dir,
     logFile,
   });
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitUntilReady(
-      proc,
-      async () => (await fetch(`${url}${HEALTH_PATH}`)).status === 200,
-      30_000,
-      'routing',
-    );
-  } catch (err) {
-    await proc.stop();
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  }
-  return {
-    url,
-    logFile,
-    async stop(): Promise<void> {
-      await proc.stop();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
+  return servingProxy(proc, { dir, port, healthPath: HEALTH_PATH, timeoutMs: 30_000, logFile });
 }
 
 /** The Middleware docs/ingress/traefik.md shows (docs/ingress/recipes.test.ts compares them). */

@@ -1,4 +1,7 @@
+import { execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import type { ControlPlane, ControlPlaneOptions } from '../../devenv/controlplane/controlplane.js';
 import { createCa, issueCertificate, type KeyPairFiles } from '../../devenv/pki.js';
@@ -78,4 +81,41 @@ export async function tokenOnlyKubeconfig(cp: ControlPlane, path: string): Promi
     }),
   );
   return path;
+}
+
+export interface KubectlResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/**
+ * Runs the control plane's kubectl as its admin, or with only a bearer token (`tokenKubeconfig`,
+ * from tokenOnlyKubeconfig) so kube-apiserver asks the webhook. A failing kubectl is a result, not
+ * a throw: tests assert on its exit code and stderr.
+ */
+export function kubectlFor(
+  cp: ControlPlane,
+  tokenKubeconfig: string,
+): (args: string[], token?: string) => Promise<KubectlResult> {
+  const run = promisify(execFile);
+  return async (args, token) => {
+    const auth =
+      token === undefined
+        ? ['--kubeconfig', cp.kubeconfigPath]
+        : ['--kubeconfig', tokenKubeconfig, '--token', token];
+    try {
+      const { stdout, stderr } = await run(join(cp.binDir, 'kubectl'), [...auth, ...args], {
+        timeout: 30_000,
+      });
+      return { code: 0, stdout, stderr };
+    } catch (err) {
+      const e = err as { code?: number; stdout?: string; stderr?: string };
+      return {
+        code: typeof e.code === 'number' ? e.code : 1,
+        stdout: e.stdout ?? '',
+        stderr: e.stderr ?? '',
+      };
+    }
+  };
 }

@@ -140,9 +140,9 @@ imagePullSecrets:
 {{- end }}
 {{- end }}
 
-{{/* The store URL's volume and mount, from keyward.postgres.secret's JSON. */}}
+{{/* A store URL's volume, from keyward.postgres.secret's (or .writeSecret's) JSON. */}}
 {{- define "keyward.postgres.volume" -}}
-- name: store-url
+- name: {{ .volume | default "store-url" }}
   secret:
     secretName: {{ .name }}
     defaultMode: 288 # 0440 in decimal, read alike by YAML 1.1 and 1.2
@@ -152,6 +152,21 @@ imagePullSecrets:
 {{- end }}
 
 {{- define "keyward.storeUrlFile" -}}/etc/keyward/store/url{{- end }}
+
+{{/*
+The webhook's write URL (postgres.webhookWrite), as keyward.postgres.secret's JSON, or "" when
+unset: it is optional, unlike the other roles.
+*/}}
+{{- define "keyward.postgres.writeSecret" -}}
+{{- $cfg := .Values.postgres.webhookWrite }}
+{{- if and $cfg.existingSecret $cfg.url }}
+{{- fail "postgres.webhookWrite: set existingSecret or url, not both" }}
+{{- else if $cfg.existingSecret }}
+{{- dict "name" $cfg.existingSecret "key" $cfg.existingSecretKey "volume" "store-write-url" | toJson }}
+{{- else if $cfg.url }}
+{{- dict "name" (printf "%s-postgres-webhook-write" (include "keyward.fullname" .)) "key" "url" "volume" "store-write-url" | toJson }}
+{{- end }}
+{{- end }}
 
 {{/* The Secret with the webhook's serving certificate. */}}
 {{- define "keyward.webhook.tlsSecret" -}}

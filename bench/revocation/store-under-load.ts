@@ -1,0 +1,197 @@
+// Revocation through the store while two webhook replicas serve half of their maximum load: from
+// the return of the revoking commit to both replicas answering 401 (NOTIFY → each replica's
+// listener → cache entry dropped → the next request is a store lookup that finds the key revoked).
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { generateToken } from '../../credentials/token.js';
+import { migrate } from '../../store/migrate.js';
+import { OperatorStore } from '../../store/operator-store.js';
+import {
+  epochMs,
+  type Processes,
+  runWrk,
+  startWebhook,
+  startWrk,
+  verifyStatus,
+  type Webhook,
+  type WrkResult,
+} from './harness.js';
+
+/** Keep-alive connections per replica for the maximum, as in the throughput benchmark. */
+const MAX_CONNECTIONS = 100;
+/** JIT and cache warm-up before the maximum is measured. */
+const WARM_UP_SECONDS = 2;
+/**
+ * wrk is closed-loop: each connection pauses this long after every response (wrk's Lua `delay()`),
+ * so the offered rate is about connections / (pause + response time). A pause long against the
+ * response time keeps the rate from falling much when responses slow down (the trials' own work,
+ * neighbours on the machine): with 3 ms, a loaded run fell from the calibrated 50 % to 33 %.
+ */
+const PACE_DELAY_MS = 10;
+/** A first guess at the response time at half load; one calibration run corrects the guess. */
+const GUESSED_RESPONSE_MS = 0.3;
+const CALIBRATION_SECONDS = 2;
+/** The response time grows with the load, so a second pass corrects what the first one changed. */
+const CALIBRATION_PASSES = 2;
+/** The load settles (connections open, JIT warm) before the first trial. */
+const LOAD_SETTLE_MS = 1000;
+/** Far beyond any trial; only bounds a paced run whose stop() was never reached. */
+const PACED_UPPER_BOUND_SECONDS = 600;
+/**
+ * Between issuing a key and verifying it: the key's own `issued` NOTIFY lands first, so the entry
+ * the verify caches is still there when the revocation's NOTIFY has to drop it.
+ */
+const ISSUED_NOTIFY_MS = 5;
+/** Far beyond the target; only stops a run whose replica never sees the revocation. */
+const TRIAL_TIMEOUT_MS = 30_000;
+
+export interface StoreRevocationResult {
+  /** Trials on idle replicas, for comparison. */
+  unloaded: number[];
+  /** Trials while wrk offered half of the measured maximum to each replica. */
+  loaded: number[];
+  maxRps: number;
+  targetRps: number;
+  /** What wrk achieved over the loaded trials (both replicas). */
+  achievedRps: number;
+  /** wrk's own latency figures during the loaded trials, per replica. */
+  paced: WrkResult[];
+  connections: number[];
+}
+
+export async function measureStoreRevocation(options: {
+  storeUrl: string;
+  processes: Processes;
+  workDir: string;
+  trials: number;
+  seconds: number;
+  print: (line: string) => void;
+}): Promise<StoreRevocationResult> {
+  const { print } = options;
+  await migrate(options.storeUrl);
+  const pool = new pg.Pool({ connectionString: options.storeUrl, max: 4 });
+  // Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.
+  pool.on('error', () => undefined);
+  try {
+    const store = new OperatorStore(pool, { actor: 'bench' });
+    const user = { namespace: 'bench', name: 'revocation-user', uid: 'revocation-user-uid' };
+    const created = await store.upsertServiceUser({
+      ref: user,
+      username: 'revocation-user',
+      description: 'revocation benchmark',
+      contact: null,
+      groups: ['team-a'],
+      scopes: ['projects:*'],
+      suspended: false,
+    });
+    if (created.kind !== 'ok') throw new Error(`upsertServiceUser: ${created.kind}`);
+    let counter = 0;
+    const issue = async (): Promise<{ token: string; uid: string }> => {
+      counter += 1;
+      const generated = generateToken();
+      const ref = { namespace: 'bench', name: `key-${counter}`, uid: `key-uid-${counter}` };
+      const result = await store.issueKey({
+        ref,
+        serviceUserName: user.name,
+        hash: generated.hash,
+        displayPrefix: generated.displayPrefix,
+        scopes: null,
+        expiresAt: null,
+        disabled: false,
+      });
+      if (result.kind !== 'ok') throw new Error(`issueKey: ${result.kind}`);
+      return { token: generated.token, uid: ref.uid };
+    };
+
+    // The trials' polls fail on purpose until the revocation lands; the failed-attempt limit
+    // would answer 429 to this one client address after 30 of them.
+    const env = { KEYWARD_FAILED_ATTEMPTS_LIMIT: '0' };
+    const replicas: Webhook[] = [
+      await startWebhook(options.processes, { name: 'webhook-a', storeUrl: options.storeUrl, cpu: 0, env }),
+      await startWebhook(options.processes, { name: 'webhook-b', storeUrl: options.storeUrl, cpu: 1, env }),
+    ];
+
+    const trial = async (): Promise<number> => {
+      const key = await issue();
+      await sleep(ISSUED_NOTIFY_MS);
+      for (const r of replicas) {
+        const status = await verifyStatus(r.url, key.token);
+        if (status !== 200) throw new Error(`a fresh key got ${status} from ${r.url}`);
+      }
+      await store.revokeKey(key.uid);
+      const committed = epochMs();
+      const refused = await Promise.all(
+        replicas.map(async (r) => {
+          while ((await verifyStatus(r.url, key.token)) !== 401) {
+            if (epochMs() - committed > TRIAL_TIMEOUT_MS)
+              throw new Error(`${r.url} still accepts a revoked key`);
+          }
+          return epochMs();
+        }),
+      );
+      return Math.max(...refused) - committed;
+    };
+    const runTrials = async (n: number): Promise<number[]> => {
+      const samples: number[] = [];
+      for (let i = 0; i < n; i++) {
+        samples.push(await trial());
+      }
+      return samples;
+    };
+
+    const unloaded = await runTrials(options.trials);
+    print(`${options.trials} trials on idle replicas done`);
+
+    // The load: one cached key, one wrk per replica, each wrk on the other replica's CPU.
+    const loadKey = await issue();
+    const headers = [`Authorization: Bearer ${loadKey.token}`];
+    const wrkFor = (i: number, connections: number, seconds: number, script?: string) => ({
+      url: `${replicas[i]!.url}/verify`,
+      headers,
+      connections,
+      seconds,
+      cpu: 1 - i,
+      ...(script ? { script } : {}),
+    });
+    const both = async (make: (i: number) => ReturnType<typeof wrkFor>): Promise<WrkResult[]> =>
+      await Promise.all([0, 1].map((i) => runWrk(make(i))));
+    await both((i) => wrkFor(i, MAX_CONNECTIONS, WARM_UP_SECONDS));
+    const max = await both((i) => wrkFor(i, MAX_CONNECTIONS, options.seconds));
+    const maxRps = max[0]!.rps + max[1]!.rps;
+    print(
+      `maximum, cache hits, ${MAX_CONNECTIONS} connections per replica: ${max.map((r) => Math.round(r.rps)).join(' + ')} = ${Math.round(maxRps)} req/s`,
+    );
+
+    const script = join(options.workDir, 'paced.lua');
+    await writeFile(script, `function delay() return ${PACE_DELAY_MS} end\n`);
+    const targets = max.map((r) => r.rps / 2);
+    let connections = targets.map((t) =>
+      Math.max(1, Math.round((t * (PACE_DELAY_MS + GUESSED_RESPONSE_MS)) / 1000)),
+    );
+    for (let pass = 0; pass < CALIBRATION_PASSES; pass++) {
+      const calibration = await both((i) => wrkFor(i, connections[i]!, CALIBRATION_SECONDS, script));
+      connections = connections.map((c, i) =>
+        Math.max(1, Math.round((c * targets[i]!) / calibration[i]!.rps)),
+      );
+    }
+
+    const load = [0, 1].map((i) => startWrk(wrkFor(i, connections[i]!, PACED_UPPER_BOUND_SECONDS, script)));
+    let loaded: number[];
+    let paced: WrkResult[];
+    try {
+      await sleep(LOAD_SETTLE_MS);
+      loaded = await runTrials(options.trials);
+    } finally {
+      paced = await Promise.all(load.map((l) => l.stop()));
+    }
+    const achievedRps = paced[0]!.rps + paced[1]!.rps;
+    print(
+      `paced load: ${connections.join(' + ')} connections pausing ${PACE_DELAY_MS} ms, target ${Math.round(maxRps / 2)} req/s, achieved ${Math.round(achievedRps)} req/s (${((achievedRps / maxRps) * 100).toFixed(0)} % of max); wrk p50 ${paced.map((p) => p.p50ms.toFixed(2)).join('/')} ms, p99 ${paced.map((p) => p.p99ms.toFixed(2)).join('/')} ms, non-2xx ${paced[0]!.non2xx + paced[1]!.non2xx}`,
+    );
+    return { unloaded, loaded, maxRps, targetRps: maxRps / 2, achievedRps, paced, connections };
+  } finally {
+    await pool.end();
+  }
+}
