@@ -66,9 +66,14 @@ const PLANS: readonly Plan[] = [
     ],
     budgetMinutes: 9,
   },
-  // Owned by other branches; their size flags are their defaults until they say otherwise.
+  // Owned by another branch; its size flags are its defaults until it says otherwise.
   { name: 'nginx-auth', full: [], quick: [], budgetMinutes: 3 },
-  { name: 'revocation', full: [], quick: [], budgetMinutes: 3 },
+  {
+    name: 'revocation',
+    full: ['--trials', '200', '--e2e-trials', '100', '--duration', '5'],
+    quick: ['--trials', '20', '--e2e-trials', '10', '--duration', '2'],
+    budgetMinutes: 3,
+  },
   { name: 'operator', full: [], quick: ['--keys', '200', '--total', '200'], budgetMinutes: 6 },
   {
     name: 'scan',
