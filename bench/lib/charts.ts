@@ -21,7 +21,8 @@ const BASE = {
 const percentile = (q: number): string => `p${Number((q * 100).toPrecision(6))}`;
 
 function quantileOf(sorted: readonly number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? Number.NaN;
+  // Nearest rank: the smallest sample with at least q of all samples at or below it.
+  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
 }
 
 function specOf(series: Series): TopLevelSpec {
@@ -102,7 +103,7 @@ function specOf(series: Series): TopLevelSpec {
             mark: { type: 'bar', color: '#4c78a8' },
             encoding: {
               x: { field: 'v', type: 'quantitative', bin: { maxbins: 40 }, title: series.unit },
-              y: { aggregate: 'count', type: 'quantitative', title: 'samples' },
+              y: { aggregate: 'count', type: 'quantitative', title: 'samples', axis: { tickMinStep: 1 } },
             },
           },
           {

@@ -139,7 +139,7 @@ export async function renderReport(jsonPath: string): Promise<string> {
       );
     }
     for (const [id, series] of Object.entries(result.series)) {
-      const file = `${entry.name}-${id}.svg`;
+      const file = `${id.startsWith(entry.name) ? id : `${entry.name}-${id}`}.svg`;
       await writeFile(join(chartDir, file), await renderSvg(series));
       line();
       line(`![${series.title}](${stem}/${file})`);
