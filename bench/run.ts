@@ -12,6 +12,7 @@ import { mkdir, mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { onSignalStop } from '../devenv/process.js';
 import { repoRoot } from '../devenv/repo.js';
 import { describeMachine, loadAverageNow } from './lib/machine.js';
 import { renderReport } from './lib/report.js';
@@ -120,9 +121,16 @@ async function runOne(plan: Plan, work: string): Promise<SuiteEntry> {
     tail.push(...chunk.toString().split('\n').filter(Boolean));
     tail.splice(0, Math.max(0, tail.length - ERROR_TAIL_LINES));
   };
+  // Its own process group, so an overrun can be stopped with everything it started; a Ctrl+C of
+  // the runner is passed on, as the group no longer gets the terminal's signals.
   const child = spawn(process.execPath, [script, '--json', jsonFile, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  const unregister = onSignalStop(async () => {
+    child.kill('SIGTERM');
+    await exited;
   });
   child.stdout.on('data', (chunk: Buffer) => {
     process.stdout.write(chunk);
@@ -141,7 +149,8 @@ async function runOne(plan: Plan, work: string): Promise<SuiteEntry> {
       if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
     }, STOP_GRACE_MS).unref();
   }, limitMs);
-  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  const code = await exited;
+  unregister();
   clearTimeout(watchdog);
   const seconds = Math.round((Date.now() - started) / 1000);
   if (code === 0 && existsSync(jsonFile)) {
