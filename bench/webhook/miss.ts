@@ -13,6 +13,8 @@ import { atRate } from './latency.js';
 /** 5× the 3,686 req/s the issue measured on this machine before the miss-path work. */
 const MISS_RPS_TARGET = 5 * 3_686;
 const MISS_HALF_LOAD_P99_TARGET_MS = 5;
+/** The key count the targets are stated for; smaller runs are reported without a verdict. */
+const TARGET_KEYS = 1_000_000;
 
 /** Successful answers per second: shed lookups answer 503 quickly and must not count as throughput. */
 const okRps = (r: WrkResult): number => (r.rps * (r.requests - r.non2xx)) / Math.max(1, r.requests);
@@ -31,6 +33,7 @@ async function cacheHitShare(h: Harness, webhook: Webhook): Promise<number> {
 
 export async function miss(h: Harness): Promise<void> {
   const n = h.sizes.keys;
+  const full = n >= TARGET_KEYS;
   const started = Date.now();
   if (h.loaded.length < n) await h.bulkKeys(n - h.loaded.length);
   const loadSeconds = (Date.now() - started) / 1000;
@@ -66,7 +69,7 @@ export async function miss(h: Harness): Promise<void> {
         measure: `miss path, ${n.toLocaleString('en')} keys, uniformly random valid tokens`,
         target: `≥ ${MISS_RPS_TARGET.toLocaleString('en')} req/s (5× 3,686)`,
         unit: 'req/s',
-        met: (v) => v >= MISS_RPS_TARGET && n >= 1_000_000,
+        ...(full ? { met: (v: number) => v >= MISS_RPS_TARGET } : {}),
         note: `${conditions}; counting 2xx answers only (${non2xx} non-2xx in all runs).`,
       },
       runs.map((r) => okRps(r.result)),
@@ -100,7 +103,7 @@ export async function miss(h: Harness): Promise<void> {
         measure: 'miss path p99 at half the maximum rate',
         target: `≤ ${MISS_HALF_LOAD_P99_TARGET_MS} ms`,
         unit: 'ms',
-        met: (v) => v <= MISS_HALF_LOAD_P99_TARGET_MS && n >= 1_000_000,
+        ...(full ? { met: (v: number) => v <= MISS_HALF_LOAD_P99_TARGET_MS } : {}),
         note: `${Math.round(maxRps / 2)} req/s offered by ${connections} paced connections (achieved ${achievedText}), fresh webhook per run; wrk is closed-loop, so a stall delays the requests behind it instead of counting them late.`,
       },
       halfRuns.map((r) => r.p99ms),
