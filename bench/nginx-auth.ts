@@ -1,0 +1,456 @@
+// nginx `auth_request` to keyward against `auth_request` to an nginx location returning 200 (the
+// floor of any external auth), both in front of the same upstream, alternated over rounds:
+// throughput at 100 connections, added p50 latency at 4 connections, p99 at half of keyward's
+// maximum rate. bench/README.md#nginx-auth says how to read it.
+//
+// Usage: npx tsc -p tsconfig.json && node dist/bench/nginx-auth.js [--rounds 5] [--duration 5] [--json <file>]
+// Needs wrk and nginx (apt-get install -y wrk nginx-light) and taskset (util-linux).
+//
+// CPUs (a 2-core machine): the auth service under test — keyward, or the nginx that stands for the
+// floor — runs alone on CPU 0, as in bench/webhook.ts, so the two sides differ only in what answers
+// the subrequest. The front nginx (which also serves the upstream, a `return 200` server block in
+// the same worker) and wrk share CPU 1, alike on both sides. Both sides use the documented recipe
+// (docs/ingress/nginx.md): a keep-alive `upstream` block, `proxy_http_version 1.1`, `Connection ""`.
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import pg from 'pg';
+import { generateToken } from '../credentials/token.js';
+import { createDatabase, startPostgres } from '../devenv/postgres.js';
+import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../devenv/process.js';
+import { repoRoot } from '../devenv/repo.js';
+import { migrate } from '../store/migrate.js';
+import { OperatorStore } from '../store/operator-store.js';
+import { median, ResultWriter, spreadOf } from './lib/results.js';
+
+const run = promisify(execFile);
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '5' },
+    json: { type: 'string' },
+  },
+});
+const rounds = Number(values.rounds);
+const duration = Number(values.duration);
+const wrkBin = requireTool('wrk', 'apt-get install -y wrk');
+const taskset = requireTool('taskset', 'apt-get install -y util-linux');
+const nginxBin = requireTool('nginx', 'apt-get install -y nginx-light', ['/usr/sbin']);
+const work = await mkdtemp(join(tmpdir(), 'keyward-bench-nginx-'));
+const results = new ResultWriter('nginx-auth');
+const print = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+/** The auth service under test, alone on its core. */
+const AUTH_CPU = 0;
+/** The front nginx and wrk. */
+const FRONT_CPU = 1;
+/** Closed-loop connections for the throughput rounds (as bench/webhook.ts). */
+const THROUGHPUT_CONNECTIONS = 100;
+/** The latency target is stated at this many connections: well below saturation on both sides. */
+const LATENCY_CONNECTIONS = 4;
+/**
+ * Idle keep-alive connections the front nginx keeps per upstream. Above the number of requests in
+ * flight: nginx closes a connection it cannot keep idle, and with `keepalive 32` at 100
+ * connections every auth subrequest beyond the 32nd pays a TCP connect and keyward an accept —
+ * measured here, that roughly doubled keyward's CPU per request. docs/ingress/nginx.md says so.
+ */
+const AUTH_KEEPALIVE = 256;
+/** wrk pauses this long between a connection's requests in the half-load run (see halfLoad()). */
+const PACED_DELAY_MS = 2;
+const QUANTILES = [0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
+const SCOPE = 'projects:alpha';
+
+// ---- store and key -----------------------------------------------------------------------
+
+const postgres = await startPostgres();
+const storeUrl = await createDatabase(postgres.adminUrl, 'bench');
+await migrate(storeUrl);
+const pool = new pg.Pool({ connectionString: storeUrl, max: 2 });
+// Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.
+pool.on('error', () => undefined);
+const store = new OperatorStore(pool, { actor: 'bench' });
+const userRef = { namespace: 'bench', name: 'bench-user', uid: 'bench-user-uid' };
+await store.upsertServiceUser({
+  ref: userRef,
+  username: 'bench-user',
+  description: 'benchmark',
+  contact: null,
+  groups: ['team-a', 'ops'],
+  scopes: ['projects:*'],
+  suspended: false,
+});
+const generated = generateToken();
+const issued = await store.issueKey({
+  ref: { namespace: 'bench', name: 'key-1', uid: 'key-uid-1' },
+  serviceUserName: userRef.name,
+  hash: generated.hash,
+  displayPrefix: generated.displayPrefix,
+  scopes: null,
+  expiresAt: null,
+  disabled: false,
+});
+if (issued.kind !== 'ok') throw new Error(`issueKey: ${issued.kind}`);
+const auth = `Authorization: Bearer ${generated.token}`;
+
+// ---- processes ---------------------------------------------------------------------------
+
+const processes: ManagedProcess[] = [];
+function pinned(name: string, cpu: number, args: string[], env: Record<string, string>): ManagedProcess {
+  const proc = new ManagedProcess({
+    name,
+    command: taskset,
+    args: ['-c', String(cpu), ...args],
+    env: { PATH: process.env.PATH ?? '', ...env },
+    logFile: join(work, `${name.replace(/\W+/g, '-')}.log`),
+  });
+  processes.push(proc);
+  return proc;
+}
+
+/** An nginx of its own: one worker, no master, so taskset pins the process that does the work. */
+async function startNginx(name: string, cpu: number, servers: string): Promise<ManagedProcess> {
+  const dir = join(work, name);
+  await mkdir(join(dir, 'tmp'), { recursive: true });
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(
+    conf,
+    `worker_processes 1; master_process off; pid ${dir}/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
+${servers}
+}
+`,
+  );
+  return pinned(
+    name,
+    cpu,
+    [nginxBin, '-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
+    {},
+  );
+}
+
+const IDENTITY = [
+  'x-keyward-user',
+  'x-keyward-actor',
+  'x-keyward-key-id',
+  'x-keyward-scopes',
+  'x-keyward-groups',
+];
+
+/** keyward's cache-hit answer, as nginx `add_header`s (x-keyward-actor is empty there, so absent here). */
+const FLOOR_HEADERS = [
+  ['cache-control', 'no-store'],
+  ['x-keyward-user', 'bench-user'],
+  ['x-keyward-key-id', 'key_0000000000000001'],
+  ['x-keyward-scopes', 'projects:*'],
+  ['x-keyward-groups', 'team-a,ops'],
+];
+
+/**
+ * One front server: the recipe of docs/ingress/nginx.md (internal auth location proxying the
+ * request's headers, not its body; one auth_request_set + proxy_set_header per identity header),
+ * with the auth service behind a keep-alive upstream block.
+ */
+function frontServer(port: number, authUpstream: string, authPath: string): string {
+  const copy = IDENTITY.map((h) => {
+    const v = `$kw_${h.slice(2).replace(/-/g, '_')}`;
+    return `      auth_request_set ${v} $upstream_http_${h.replace(/-/g, '_')};\n      proxy_set_header ${h} ${v};`;
+  }).join('\n');
+  return `  server {
+    listen 127.0.0.1:${port};
+    location = /_keyward {
+      internal;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://${authUpstream}${authPath};
+    }
+    location / {
+      auth_request /_keyward;
+${copy}
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://app;
+    }
+  }`;
+}
+
+const keywardPort = await freePort();
+const keyward = pinned(
+  'keyward webhook',
+  AUTH_CPU,
+  [process.execPath, join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
+  {
+    KEYWARD_STORE_URL: storeUrl,
+    KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${keywardPort}`,
+    KEYWARD_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+    KEYWARD_LOG_LEVEL: 'warn',
+  },
+);
+await waitUntilReady(
+  keyward,
+  async () => (await fetch(`http://127.0.0.1:${keywardPort}/readyz`)).ok,
+  30_000,
+  'ready',
+);
+
+const floorPort = await freePort();
+const floorHeaders = FLOOR_HEADERS.map(([h, v]) => `add_header ${h} "${v}";`).join(' ');
+const floor = await startNginx(
+  'floor-nginx',
+  AUTH_CPU,
+  `  server { listen 127.0.0.1:${floorPort}; keepalive_requests 1000000; location / { ${floorHeaders} return 200; } }`,
+);
+
+const appPort = await freePort();
+const viaKeyward = await freePort();
+const viaFloor = await freePort();
+const front = await startNginx(
+  'front-nginx',
+  FRONT_CPU,
+  `  upstream keyward { server 127.0.0.1:${keywardPort}; keepalive ${AUTH_KEEPALIVE}; }
+  upstream floor { server 127.0.0.1:${floorPort}; keepalive ${AUTH_KEEPALIVE}; }
+  upstream app { server 127.0.0.1:${appPort}; keepalive ${AUTH_KEEPALIVE}; }
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:${appPort}; location / { return 200 "ok"; } }
+${frontServer(viaKeyward, 'keyward', `/verify?scope=${SCOPE}`)}
+${frontServer(viaFloor, 'floor', '/')}`,
+);
+const sides = { keyward: `http://127.0.0.1:${viaKeyward}/`, floor: `http://127.0.0.1:${viaFloor}/` };
+for (const proc of [floor, front]) {
+  await waitUntilReady(
+    proc,
+    async () => (await fetch(sides.floor, { headers: { authorization: 'x' } })).ok,
+    15_000,
+  );
+}
+for (const [side, url] of Object.entries(sides)) {
+  const response = await fetch(url, { headers: { authorization: auth.slice('Authorization: '.length) } });
+  if (response.status !== 200) throw new Error(`${side}: ${response.status} through nginx`);
+}
+// Without a token keyward refuses: the keyward side really asks keyward.
+if ((await fetch(sides.keyward)).status !== 401)
+  throw new Error('keyward side: a request without a token passed');
+
+// ---- wrk ---------------------------------------------------------------------------------
+
+interface WrkRun {
+  readonly rps: number;
+  /** µs, by QUANTILES. */
+  readonly quantiles: readonly number[];
+  readonly requests: number;
+  /** CPU time of the auth service per request (µs), from /proc/<pid>/stat. */
+  readonly authCpuUs: number;
+}
+
+/** utime + stime of a process, in clock ticks (USER_HZ = 100 on Linux). */
+function cpuTicks(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(fields[11]) + Number(fields[12]);
+}
+const TICK_US = 10_000;
+
+async function wrk(
+  side: keyof typeof sides,
+  options: { connections: number; seconds: number; delayMs?: number },
+): Promise<WrkRun> {
+  const script = join(work, `wrk-${options.delayMs ?? 0}.lua`);
+  const lines = [
+    'done = function(summary, latency, requests)',
+    '  io.write("QUANTILES")',
+    `  for _, q in ipairs({${QUANTILES.join(', ')}}) do io.write(" " .. latency:percentile(q * 100)) end`,
+    '  io.write("\\n")',
+    'end',
+  ];
+  if (options.delayMs !== undefined) lines.push(`function delay() return ${options.delayMs} end`);
+  await writeFile(script, `${lines.join('\n')}\n`);
+  const authPid = (side === 'keyward' ? keyward : floor).child.pid!;
+  const before = cpuTicks(authPid);
+  const { stdout } = await run(
+    taskset,
+    [
+      '-c',
+      String(FRONT_CPU),
+      wrkBin,
+      '-t1',
+      `-c${options.connections}`,
+      `-d${options.seconds}s`,
+      // Latency beyond wrk's default 2 s timeout is still latency: count it, not an error.
+      '--timeout',
+      '10s',
+      '-s',
+      script,
+      '-H',
+      auth,
+      sides[side],
+    ],
+    { maxBuffer: 1 << 20 },
+  );
+  const ticks = cpuTicks(authPid) - before;
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+  // Every request must pass auth: a refusal would be a broken setup, not a slow one.
+  if (non2xx > 0) throw new Error(`${side}: ${non2xx} non-2xx answers\n${stdout}`);
+  const socketErrors = /Socket errors: (.*)/.exec(stdout)?.[1];
+  if (socketErrors) print(`(${side}: wrk socket errors: ${socketErrors})`);
+  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1]);
+  const quantiles = /QUANTILES((?: [\d.]+)+)/.exec(stdout)?.[1]?.trim().split(' ').map(Number);
+  if (!quantiles || quantiles.length !== QUANTILES.length)
+    throw new Error(`no quantiles from wrk:\n${stdout}`);
+  return {
+    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]),
+    quantiles,
+    requests,
+    authCpuUs: (ticks * TICK_US) / requests,
+  };
+}
+
+/** Each round runs keyward and the floor back to back, the order swapped every round. */
+async function alternate(options: {
+  connections: number;
+  seconds: number;
+  delayMs?: number;
+}): Promise<{ keyward: WrkRun; floor: WrkRun }[]> {
+  const out = [];
+  for (let i = 0; i < rounds; i++) {
+    const order: (keyof typeof sides)[] = i % 2 === 0 ? ['keyward', 'floor'] : ['floor', 'keyward'];
+    const round: Partial<Record<keyof typeof sides, WrkRun>> = {};
+    for (const side of order) round[side] = await wrk(side, options);
+    out.push(round as { keyward: WrkRun; floor: WrkRun });
+  }
+  return out;
+}
+
+const at = (r: WrkRun, q: number): number => r.quantiles[QUANTILES.indexOf(q)]!;
+const int = (n: number): string => Math.round(n).toLocaleString('en');
+const medianQuantiles = (runs: readonly WrkRun[]): { q: number; value: number }[] =>
+  QUANTILES.map((q) => ({ q, value: median(runs.map((r) => at(r, q))) }));
+
+// ---- benchmarks --------------------------------------------------------------------------
+
+try {
+  // Warm-up: JIT on both sides, keyward's cache, nginx's keep-alive pools.
+  await wrk('keyward', { connections: THROUGHPUT_CONNECTIONS, seconds: 3 });
+  await wrk('floor', { connections: THROUGHPUT_CONNECTIONS, seconds: 3 });
+
+  print(
+    `## throughput: ${THROUGHPUT_CONNECTIONS} keep-alive connections through nginx; auth service on CPU ${AUTH_CPU}, nginx + wrk on CPU ${FRONT_CPU}`,
+  );
+  const throughput = await alternate({ connections: THROUGHPUT_CONNECTIONS, seconds: duration });
+  for (const [i, r] of throughput.entries()) {
+    print(
+      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s (${r.keyward.authCpuUs.toFixed(1)} CPU-µs/req in keyward) | floor ${int(r.floor.rps)} req/s (${r.floor.authCpuUs.toFixed(1)} CPU-µs/req in the floor's nginx) | ratio ${(r.keyward.rps / r.floor.rps).toFixed(3)}`,
+    );
+  }
+  const ratios = throughput.map((r) => r.keyward.rps / r.floor.rps);
+  const keywardRps = throughput.map((r) => r.keyward.rps);
+  const floorRps = throughput.map((r) => r.floor.rps);
+  const keywardCpu = median(throughput.map((r) => r.keyward.authCpuUs));
+  print(
+    `median ratio ${median(ratios).toFixed(3)} (${spreadOf(ratios)
+      .map((x) => x.toFixed(3))
+      .join('–')})`,
+  );
+  results.row({
+    id: 'nginx-auth-throughput',
+    measure: 'nginx auth_request to keyward vs auth_request to an nginx location returning 200, throughput',
+    target: '≥ 0.7×',
+    value: median(ratios),
+    unit: '×',
+    met: median(ratios) >= 0.7,
+    spread: spreadOf(ratios),
+    rounds: ratios,
+    note: `${THROUGHPUT_CONNECTIONS} connections, keep-alive upstream to both; keyward ${int(median(keywardRps))} req/s vs floor ${int(median(floorRps))} req/s (medians); keyward spent ${keywardCpu.toFixed(1)} CPU-µs per request on CPU ${AUTH_CPU}, nginx and wrk shared CPU ${FRONT_CPU}.`,
+  });
+  results.series('nginx-auth-throughput', {
+    kind: 'bars',
+    title: `Requests through nginx auth_request, ${THROUGHPUT_CONNECTIONS} connections`,
+    unit: 'req/s',
+    bars: [
+      { label: 'auth_request → keyward', value: median(keywardRps), spread: spreadOf(keywardRps) },
+      { label: 'auth_request → nginx return 200', value: median(floorRps), spread: spreadOf(floorRps) },
+    ],
+  });
+
+  print(`## latency at ${LATENCY_CONNECTIONS} connections (µs)`);
+  const low = await alternate({ connections: LATENCY_CONNECTIONS, seconds: duration });
+  for (const [i, r] of low.entries()) {
+    print(
+      `round ${i + 1}: keyward p50 ${at(r.keyward, 0.5)} p99 ${at(r.keyward, 0.99)} | floor p50 ${at(r.floor, 0.5)} p99 ${at(r.floor, 0.99)} | added p50 ${at(r.keyward, 0.5) - at(r.floor, 0.5)}`,
+    );
+  }
+  const added = low.map((r) => at(r.keyward, 0.5) - at(r.floor, 0.5));
+  results.row({
+    id: 'nginx-auth-p50-added',
+    measure: 'nginx auth_request to keyward, added p50 latency at 4 connections',
+    target: '≤ 100 µs',
+    value: median(added),
+    unit: 'µs',
+    met: median(added) <= 100,
+    spread: spreadOf(added),
+    rounds: added,
+    note: `p50 through nginx with keyward ${median(low.map((r) => at(r.keyward, 0.5)))} µs vs ${median(low.map((r) => at(r.floor, 0.5)))} µs with the floor (medians of the rounds).`,
+  });
+  results.series('nginx-auth-latency-4', {
+    kind: 'quantiles',
+    title: `Latency through nginx auth_request, ${LATENCY_CONNECTIONS} connections`,
+    unit: 'µs',
+    lines: [
+      { label: 'auth_request → keyward', points: medianQuantiles(low.map((r) => r.keyward)) },
+      { label: 'auth_request → nginx return 200', points: medianQuantiles(low.map((r) => r.floor)) },
+    ],
+  });
+
+  // Half load: half of keyward's maximum, offered to both sides alike. wrk is closed-loop; a pause
+  // per request paces it, so each connection makes one request per (pause + response time).
+  const rate = median(keywardRps) / 2;
+  const responseMs = median(low.map((r) => at(r.keyward, 0.5))) / 1000;
+  const connections = Math.max(1, Math.round((rate * (PACED_DELAY_MS + responseMs)) / 1000));
+  print(
+    `## p99 at half load: ${int(rate)} req/s offered, ${connections} connections pausing ${PACED_DELAY_MS} ms (µs)`,
+  );
+  const half = await alternate({ connections, seconds: Math.max(duration, 5), delayMs: PACED_DELAY_MS });
+  for (const [i, r] of half.entries()) {
+    print(
+      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s p50 ${at(r.keyward, 0.5)} p99 ${at(r.keyward, 0.99)} | floor ${int(r.floor.rps)} req/s p50 ${at(r.floor, 0.5)} p99 ${at(r.floor, 0.99)} | p99 ratio ${(at(r.keyward, 0.99) / at(r.floor, 0.99)).toFixed(2)}`,
+    );
+  }
+  const p99Ratios = half.map((r) => at(r.keyward, 0.99) / at(r.floor, 0.99));
+  results.row({
+    id: 'nginx-auth-p99-half-load',
+    measure: 'nginx auth_request to keyward vs the floor, p99 at half load',
+    target: '≤ 1.25×',
+    value: median(p99Ratios),
+    unit: '×',
+    met: median(p99Ratios) <= 1.25,
+    spread: spreadOf(p99Ratios),
+    rounds: p99Ratios,
+    note: `${int(rate)} req/s offered to both sides (half of keyward's median maximum); p99 ${median(half.map((r) => at(r.keyward, 0.99)))} µs with keyward vs ${median(half.map((r) => at(r.floor, 0.99)))} µs with the floor.`,
+  });
+  results.series('nginx-auth-latency-half-load', {
+    kind: 'quantiles',
+    title: `Latency through nginx auth_request at ${int(rate)} req/s`,
+    unit: 'µs',
+    lines: [
+      { label: 'auth_request → keyward', points: medianQuantiles(half.map((r) => r.keyward)) },
+      { label: 'auth_request → nginx return 200', points: medianQuantiles(half.map((r) => r.floor)) },
+    ],
+  });
+  await results.write(values.json);
+} finally {
+  for (const proc of processes.reverse()) await proc.stop();
+  await pool.end();
+  await postgres.stop();
+  await rm(work, { recursive: true, force: true });
+}
