@@ -157,9 +157,10 @@ const FLOOR_HEADERS = [
 /**
  * One front server: the recipe of docs/ingress/nginx.md (internal auth location proxying the
  * request's headers, not its body; one auth_request_set + proxy_set_header per identity header),
- * with the auth service behind a keep-alive upstream block.
+ * with the auth service behind a keep-alive upstream block — or, `keepalive` false, the recipe as it
+ * was before: HTTP/1.0 and a new connection per subrequest (nginx's default for proxy_pass).
  */
-function frontServer(port: number, authUpstream: string, authPath: string): string {
+function frontServer(port: number, authUpstream: string, authPath: string, keepalive = true): string {
   const copy = IDENTITY.map((h) => {
     const v = `$kw_${h.slice(2).replace(/-/g, '_')}`;
     return `      auth_request_set ${v} $upstream_http_${h.replace(/-/g, '_')};\n      proxy_set_header ${h} ${v};`;
@@ -173,9 +174,7 @@ function frontServer(port: number, authUpstream: string, authPath: string): stri
       proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
       proxy_set_header X-Original-Method $request_method;
       proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://${authUpstream}${authPath};
+${keepalive ? '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n' : ''}      proxy_pass http://${authUpstream}${authPath};
     }
     location / {
       auth_request /_keyward;
@@ -217,6 +216,7 @@ const floor = await startNginx(
 const appPort = await freePort();
 const viaKeyward = await freePort();
 const viaFloor = await freePort();
+const viaKeywardUnkept = await freePort();
 const front = await startNginx(
   'front-nginx',
   FRONT_CPU,
@@ -226,9 +226,16 @@ const front = await startNginx(
   keepalive_requests 1000000;
   server { listen 127.0.0.1:${appPort}; location / { return 200 "ok"; } }
 ${frontServer(viaKeyward, 'keyward', `/verify?scope=${SCOPE}`)}
-${frontServer(viaFloor, 'floor', '/')}`,
+${frontServer(viaFloor, 'floor', '/')}
+${frontServer(viaKeywardUnkept, `127.0.0.1:${keywardPort}`, `/verify?scope=${SCOPE}`, false)}`,
 );
-const sides = { keyward: `http://127.0.0.1:${viaKeyward}/`, floor: `http://127.0.0.1:${viaFloor}/` };
+const sides = {
+  keyward: `http://127.0.0.1:${viaKeyward}/`,
+  floor: `http://127.0.0.1:${viaFloor}/`,
+  /** keyward without keep-alive: reported, to show what the recipe's keep-alive is worth. */
+  unkept: `http://127.0.0.1:${viaKeywardUnkept}/`,
+};
+type Side = keyof typeof sides;
 for (const proc of [floor, front]) {
   await waitUntilReady(
     proc,
@@ -263,7 +270,7 @@ function cpuTicks(pid: number): number {
 const TICK_US = 10_000;
 
 async function wrk(
-  side: keyof typeof sides,
+  side: Side,
   options: { connections: number; seconds: number; delayMs?: number },
 ): Promise<WrkRun> {
   const script = join(work, `wrk-${options.delayMs ?? 0}.lua`);
@@ -276,7 +283,7 @@ async function wrk(
   ];
   if (options.delayMs !== undefined) lines.push(`function delay() return ${options.delayMs} end`);
   await writeFile(script, `${lines.join('\n')}\n`);
-  const authPid = (side === 'keyward' ? keyward : floor).child.pid!;
+  const authPid = (side === 'floor' ? floor : keyward).child.pid!;
   const before = cpuTicks(authPid);
   const { stdout } = await run(
     taskset,
@@ -316,18 +323,17 @@ async function wrk(
   };
 }
 
-/** Each round runs keyward and the floor back to back, the order swapped every round. */
-async function alternate(options: {
-  connections: number;
-  seconds: number;
-  delayMs?: number;
-}): Promise<{ keyward: WrkRun; floor: WrkRun }[]> {
+/** Each round runs every side back to back, the order rotated every round. */
+async function alternate<S extends Side>(
+  measured: readonly S[],
+  options: { connections: number; seconds: number; delayMs?: number },
+): Promise<Record<S, WrkRun>[]> {
   const out = [];
   for (let i = 0; i < rounds; i++) {
-    const order: (keyof typeof sides)[] = i % 2 === 0 ? ['keyward', 'floor'] : ['floor', 'keyward'];
-    const round: Partial<Record<keyof typeof sides, WrkRun>> = {};
+    const order = measured.map((_, j) => measured[(i + j) % measured.length]!);
+    const round: Partial<Record<S, WrkRun>> = {};
     for (const side of order) round[side] = await wrk(side, options);
-    out.push(round as { keyward: WrkRun; floor: WrkRun });
+    out.push(round as Record<S, WrkRun>);
   }
   return out;
 }
@@ -347,10 +353,13 @@ try {
   print(
     `## throughput: ${THROUGHPUT_CONNECTIONS} keep-alive connections through nginx; auth service on CPU ${AUTH_CPU}, nginx + wrk on CPU ${FRONT_CPU}`,
   );
-  const throughput = await alternate({ connections: THROUGHPUT_CONNECTIONS, seconds: duration });
+  const throughput = await alternate(['keyward', 'floor', 'unkept'], {
+    connections: THROUGHPUT_CONNECTIONS,
+    seconds: duration,
+  });
   for (const [i, r] of throughput.entries()) {
     print(
-      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s (${r.keyward.authCpuUs.toFixed(1)} CPU-µs/req in keyward) | floor ${int(r.floor.rps)} req/s (${r.floor.authCpuUs.toFixed(1)} CPU-µs/req in the floor's nginx) | ratio ${(r.keyward.rps / r.floor.rps).toFixed(3)}`,
+      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s (${r.keyward.authCpuUs.toFixed(1)} CPU-µs/req in keyward) | floor ${int(r.floor.rps)} req/s (${r.floor.authCpuUs.toFixed(1)} CPU-µs/req in the floor's nginx) | ratio ${(r.keyward.rps / r.floor.rps).toFixed(3)} | keyward without keep-alive ${int(r.unkept.rps)} req/s (${r.unkept.authCpuUs.toFixed(1)} CPU-µs/req)`,
     );
   }
   const ratios = throughput.map((r) => r.keyward.rps / r.floor.rps);
@@ -373,6 +382,22 @@ try {
     rounds: ratios,
     note: `${THROUGHPUT_CONNECTIONS} connections, keep-alive upstream to both; keyward ${int(median(keywardRps))} req/s vs floor ${int(median(floorRps))} req/s (medians); keyward spent ${keywardCpu.toFixed(1)} CPU-µs per request on CPU ${AUTH_CPU}, nginx and wrk shared CPU ${FRONT_CPU}.`,
   });
+  const unkept = throughput.map((r) => r.unkept.rps / r.floor.rps);
+  const unkeptCpu = median(throughput.map((r) => r.unkept.authCpuUs));
+  print(
+    `without keep-alive to keyward: median ratio ${median(unkept).toFixed(3)}, ${unkeptCpu.toFixed(1)} CPU-µs/req in keyward (${keywardCpu.toFixed(1)} with it)`,
+  );
+  results.row({
+    id: 'nginx-auth-throughput-no-keepalive',
+    measure: 'same, with a new connection to keyward per subrequest (no upstream keepalive)',
+    target: 'reported',
+    value: median(unkept),
+    unit: '×',
+    met: null,
+    spread: spreadOf(unkept),
+    rounds: unkept,
+    note: `keyward spent ${unkeptCpu.toFixed(1)} CPU-µs per request without keep-alive against ${keywardCpu.toFixed(1)} with it: what docs/ingress/nginx.md#keep-alive-to-the-webhook is worth.`,
+  });
   results.series('nginx-auth-throughput', {
     kind: 'bars',
     title: `Requests through nginx auth_request, ${THROUGHPUT_CONNECTIONS} connections`,
@@ -380,11 +405,16 @@ try {
     bars: [
       { label: 'auth_request → keyward', value: median(keywardRps), spread: spreadOf(keywardRps) },
       { label: 'auth_request → nginx return 200', value: median(floorRps), spread: spreadOf(floorRps) },
+      {
+        label: 'auth_request → keyward, no keep-alive',
+        value: median(throughput.map((r) => r.unkept.rps)),
+        spread: spreadOf(throughput.map((r) => r.unkept.rps)),
+      },
     ],
   });
 
   print(`## latency at ${LATENCY_CONNECTIONS} connections (µs)`);
-  const low = await alternate({ connections: LATENCY_CONNECTIONS, seconds: duration });
+  const low = await alternate(['keyward', 'floor'], { connections: LATENCY_CONNECTIONS, seconds: duration });
   for (const [i, r] of low.entries()) {
     print(
       `round ${i + 1}: keyward p50 ${at(r.keyward, 0.5)} p99 ${at(r.keyward, 0.99)} | floor p50 ${at(r.floor, 0.5)} p99 ${at(r.floor, 0.99)} | added p50 ${at(r.keyward, 0.5) - at(r.floor, 0.5)}`,
@@ -420,7 +450,11 @@ try {
   print(
     `## p99 at half load: ${int(rate)} req/s offered, ${connections} connections pausing ${PACED_DELAY_MS} ms (µs)`,
   );
-  const half = await alternate({ connections, seconds: Math.max(duration, 5), delayMs: PACED_DELAY_MS });
+  const half = await alternate(['keyward', 'floor'], {
+    connections,
+    seconds: Math.max(duration, 5),
+    delayMs: PACED_DELAY_MS,
+  });
   for (const [i, r] of half.entries()) {
     print(
       `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s p50 ${at(r.keyward, 0.5)} p99 ${at(r.keyward, 0.99)} | floor ${int(r.floor.rps)} req/s p50 ${at(r.floor, 0.5)} p99 ${at(r.floor, 0.99)} | p99 ratio ${(at(r.keyward, 0.99) / at(r.floor, 0.99)).toFixed(2)}`,
