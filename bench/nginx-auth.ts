@@ -11,12 +11,10 @@
 // the subrequest. The front nginx (which also serves the upstream, a `return 200` server block in
 // the same worker) and wrk share CPU 1, alike on both sides. Both sides use the documented recipe
 // (docs/ingress/nginx.md): a keep-alive `upstream` block, `proxy_http_version 1.1`, `Connection ""`.
-import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { generateToken } from '../credentials/token.js';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
@@ -25,8 +23,8 @@ import { repoRoot } from '../devenv/repo.js';
 import { migrate } from '../store/migrate.js';
 import { OperatorStore } from '../store/operator-store.js';
 import { median, ResultWriter, spreadOf } from './lib/results.js';
+import { medianQuantiles, quantileOf, runWrk, type WrkRun } from './lib/wrk.js';
 
-const run = promisify(execFile);
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '5' },
@@ -62,7 +60,6 @@ const LATENCY_CONNECTIONS = 4;
 const AUTH_KEEPALIVE = 256;
 /** wrk pauses this long between a connection's requests in the half-load run (see halfLoad()). */
 const PACED_DELAY_MS = 2;
-const QUANTILES = [0.5, 0.75, 0.9, 0.95, 0.99, 0.999];
 const SCOPE = 'projects:alpha';
 
 // ---- store and key -----------------------------------------------------------------------
@@ -253,74 +250,24 @@ if ((await fetch(sides.keyward)).status !== 401)
 
 // ---- wrk ---------------------------------------------------------------------------------
 
-interface WrkRun {
-  readonly rps: number;
-  /** µs, by QUANTILES. */
-  readonly quantiles: readonly number[];
-  readonly requests: number;
-  /** CPU time of the auth service per request (µs), from /proc/<pid>/stat. */
-  readonly authCpuUs: number;
-}
-
-/** utime + stime of a process, in clock ticks (USER_HZ = 100 on Linux). */
-function cpuTicks(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-const TICK_US = 10_000;
-
 async function wrk(
   side: Side,
   options: { connections: number; seconds: number; delayMs?: number },
 ): Promise<WrkRun> {
-  const script = join(work, `wrk-${options.delayMs ?? 0}.lua`);
-  const lines = [
-    'done = function(summary, latency, requests)',
-    '  io.write("QUANTILES")',
-    `  for _, q in ipairs({${QUANTILES.join(', ')}}) do io.write(" " .. latency:percentile(q * 100)) end`,
-    '  io.write("\\n")',
-    'end',
-  ];
-  if (options.delayMs !== undefined) lines.push(`function delay() return ${options.delayMs} end`);
-  await writeFile(script, `${lines.join('\n')}\n`);
-  const authPid = (side === 'floor' ? floor : keyward).child.pid!;
-  const before = cpuTicks(authPid);
-  const { stdout } = await run(
+  const result = await runWrk({
+    wrk: wrkBin,
     taskset,
-    [
-      '-c',
-      String(FRONT_CPU),
-      wrkBin,
-      '-t1',
-      `-c${options.connections}`,
-      `-d${options.seconds}s`,
-      // Latency beyond wrk's default 2 s timeout is still latency: count it, not an error.
-      '--timeout',
-      '10s',
-      '-s',
-      script,
-      '-H',
-      auth,
-      sides[side],
-    ],
-    { maxBuffer: 1 << 20 },
-  );
-  const ticks = cpuTicks(authPid) - before;
-  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(stdout)?.[1] ?? 0);
+    cpu: FRONT_CPU,
+    url: sides[side],
+    headers: [auth],
+    ...options,
+    watchPid: (side === 'floor' ? floor : keyward).child.pid!,
+    workDir: work,
+  });
   // Every request must pass auth: a refusal would be a broken setup, not a slow one.
-  if (non2xx > 0) throw new Error(`${side}: ${non2xx} non-2xx answers\n${stdout}`);
-  const socketErrors = /Socket errors: (.*)/.exec(stdout)?.[1];
-  if (socketErrors) print(`(${side}: wrk socket errors: ${socketErrors})`);
-  const requests = Number(/(\d+) requests in/.exec(stdout)?.[1]);
-  const quantiles = /QUANTILES((?: [\d.]+)+)/.exec(stdout)?.[1]?.trim().split(' ').map(Number);
-  if (!quantiles || quantiles.length !== QUANTILES.length)
-    throw new Error(`no quantiles from wrk:\n${stdout}`);
-  return {
-    rps: Number(/Requests\/sec:\s+([\d.]+)/.exec(stdout)?.[1]),
-    quantiles,
-    requests,
-    authCpuUs: (ticks * TICK_US) / requests,
-  };
+  if (result.non2xx > 0) throw new Error(`${side}: ${result.non2xx} non-2xx answers`);
+  if (result.socketErrors) print(`(${side}: wrk socket errors: ${result.socketErrors})`);
+  return result;
 }
 
 /** Each round runs every side back to back, the order rotated every round. */
@@ -338,10 +285,8 @@ async function alternate<S extends Side>(
   return out;
 }
 
-const at = (r: WrkRun, q: number): number => r.quantiles[QUANTILES.indexOf(q)]!;
+const at = quantileOf;
 const int = (n: number): string => Math.round(n).toLocaleString('en');
-const medianQuantiles = (runs: readonly WrkRun[]): { q: number; value: number }[] =>
-  QUANTILES.map((q) => ({ q, value: median(runs.map((r) => at(r, q))) }));
 
 // ---- benchmarks --------------------------------------------------------------------------
 
@@ -359,13 +304,13 @@ try {
   });
   for (const [i, r] of throughput.entries()) {
     print(
-      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s (${r.keyward.authCpuUs.toFixed(1)} CPU-µs/req in keyward) | floor ${int(r.floor.rps)} req/s (${r.floor.authCpuUs.toFixed(1)} CPU-µs/req in the floor's nginx) | ratio ${(r.keyward.rps / r.floor.rps).toFixed(3)} | keyward without keep-alive ${int(r.unkept.rps)} req/s (${r.unkept.authCpuUs.toFixed(1)} CPU-µs/req)`,
+      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s (${r.keyward.cpuUsPerRequest.toFixed(1)} CPU-µs/req in keyward) | floor ${int(r.floor.rps)} req/s (${r.floor.cpuUsPerRequest.toFixed(1)} CPU-µs/req in the floor's nginx) | ratio ${(r.keyward.rps / r.floor.rps).toFixed(3)} | keyward without keep-alive ${int(r.unkept.rps)} req/s (${r.unkept.cpuUsPerRequest.toFixed(1)} CPU-µs/req)`,
     );
   }
   const ratios = throughput.map((r) => r.keyward.rps / r.floor.rps);
   const keywardRps = throughput.map((r) => r.keyward.rps);
   const floorRps = throughput.map((r) => r.floor.rps);
-  const keywardCpu = median(throughput.map((r) => r.keyward.authCpuUs));
+  const keywardCpu = median(throughput.map((r) => r.keyward.cpuUsPerRequest));
   print(
     `median ratio ${median(ratios).toFixed(3)} (${spreadOf(ratios)
       .map((x) => x.toFixed(3))
@@ -383,7 +328,7 @@ try {
     note: `${THROUGHPUT_CONNECTIONS} connections, keep-alive upstream to both; keyward ${int(median(keywardRps))} req/s vs floor ${int(median(floorRps))} req/s (medians); keyward spent ${keywardCpu.toFixed(1)} CPU-µs per request on CPU ${AUTH_CPU}, nginx and wrk shared CPU ${FRONT_CPU}.`,
   });
   const unkept = throughput.map((r) => r.unkept.rps / r.floor.rps);
-  const unkeptCpu = median(throughput.map((r) => r.unkept.authCpuUs));
+  const unkeptCpu = median(throughput.map((r) => r.unkept.cpuUsPerRequest));
   print(
     `without keep-alive to keyward: median ratio ${median(unkept).toFixed(3)}, ${unkeptCpu.toFixed(1)} CPU-µs/req in keyward (${keywardCpu.toFixed(1)} with it)`,
   );
