@@ -19,6 +19,8 @@ interface Bucket {
   minute: number;
   allowed: number;
   denied: number;
+  /** The last allowed use counted here (epoch ms, 0 for none); folded into lastUsed at flush. */
+  lastAllowedAt: number;
 }
 
 const MINUTE_MS = 60_000;
@@ -59,6 +61,11 @@ const FLUSH_SQL = `
  */
 export class UsageBatcher {
   private buckets = new Map<string, Bucket>();
+  /**
+   * Each key's bucket of the minute it was last counted in, by store id: the request path finds it
+   * with one lookup of a string it already holds, instead of building and hashing `id|minute`.
+   */
+  private current = new Map<string, Bucket>();
   private lastUsed = new Map<string, number>();
   private droppedCount = 0;
   private inFlight: Promise<void> | undefined;
@@ -84,20 +91,31 @@ export class UsageBatcher {
     if (this.closed) return;
     const at = this.now();
     const minute = at - (at % MINUTE_MS);
+    let bucket = this.current.get(apiKeyId);
+    if (bucket === undefined || bucket.minute !== minute) {
+      bucket = this.bucketOf(apiKeyId, minute);
+      if (bucket === undefined) return;
+      this.current.set(apiKeyId, bucket);
+    }
+    bucket[outcome] += 1;
+    if (outcome === 'allowed' && at > bucket.lastAllowedAt) bucket.lastAllowedAt = at;
+  }
+
+  /** The (key, minute) bucket, created if there is room; undefined when the outcome is not counted. */
+  private bucketOf(apiKeyId: string, minute: number): Bucket | undefined {
     const key = `${apiKeyId}|${minute}`;
     let bucket = this.buckets.get(key);
     if (!bucket) {
       // Checked once per bucket, not per request: one malformed id would fail the whole batch's uuid[] cast.
-      if (!UUID.test(apiKeyId)) return;
+      if (!UUID.test(apiKeyId)) return undefined;
       if (this.buckets.size >= this.maxBuckets) {
         this.droppedCount += 1;
-        return;
+        return undefined;
       }
-      bucket = { apiKeyId, minute, allowed: 0, denied: 0 };
+      bucket = { apiKeyId, minute, allowed: 0, denied: 0, lastAllowedAt: 0 };
       this.buckets.set(key, bucket);
     }
-    bucket[outcome] += 1;
-    if (outcome === 'allowed' && at > (this.lastUsed.get(apiKeyId) ?? 0)) this.lastUsed.set(apiKeyId, at);
+    return bucket;
   }
 
   /** Pending (key, minute) buckets. */
@@ -116,7 +134,11 @@ export class UsageBatcher {
     if (this.buckets.size === 0 && this.lastUsed.size === 0) return;
     const buckets = this.buckets;
     const lastUsed = this.lastUsed;
+    for (const b of buckets.values()) {
+      if (b.lastAllowedAt > (lastUsed.get(b.apiKeyId) ?? 0)) lastUsed.set(b.apiKeyId, b.lastAllowedAt);
+    }
     this.buckets = new Map();
+    this.current = new Map();
     this.lastUsed = new Map();
     this.inFlight = this.write(buckets, lastUsed).catch((err: unknown) => {
       const error = StoreError.from('flush usage', err);
