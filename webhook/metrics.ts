@@ -54,6 +54,11 @@ export class WebhookMetrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly storeRoundTrips = new Counter({
+    name: 'keyward_webhook_store_lookup_round_trips_total',
+    help: 'Store round trips that answered cache misses; keyward_webhook_store_lookups_total{outcome=~"found|not_found"} divided by this is the mean batch size.',
+    registers: [this.registry],
+  });
   readonly lookupsShed = new Counter({
     name: 'keyward_webhook_store_lookups_shed_total',
     help: 'Store lookups shed by the bounded queue (answered 503 unless a cached row could be served), by priority: known (re-read of a cached key), unknown (a hash never seen).',
