@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
+import { rowJson } from '../store/request-log-rows.js';
 import { ClientAddress } from './client-address.js';
 import { loadConfig } from './config.js';
 import { logPath, RequestRecorder } from './request-log.js';
@@ -43,7 +44,7 @@ describe('RequestRecorder', () => {
     const lines: string[] = [];
     let now = 0;
     const recorder = new RequestRecorder({
-      sinks: [{ add: (json) => lines.push(json) }],
+      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => now,
@@ -83,7 +84,7 @@ describe('RequestRecorder identity', () => {
   const record = (outcome: unknown): Record<string, unknown> => {
     const lines: string[] = [];
     new RequestRecorder({
-      sinks: [{ add: (json) => lines.push(json) }],
+      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => 0,
