@@ -132,8 +132,19 @@ export function* textChunks(
   chunkChars: number,
 ): Generator<Buffer> {
   let text = '';
+  // A busy client's records come in runs with the same fields and millisecond: one line for the run.
+  let lastAt = Number.NaN;
+  let lastFields: RequestLogFields | undefined;
+  let lastLine = '';
   for (let i = 0; i < batch.at.length; i++) {
-    text += line(batch.at[i]!, batch.fields[i]!);
+    const at = batch.at[i]!;
+    const fields = batch.fields[i]!;
+    if (at !== lastAt || fields !== lastFields) {
+      lastAt = at;
+      lastFields = fields;
+      lastLine = line(at, fields);
+    }
+    text += lastLine;
     if (text.length >= chunkChars) {
       yield Buffer.from(text);
       text = '';

@@ -117,6 +117,70 @@ describe('RequestRecorder identity', () => {
   });
 });
 
+describe('RequestRecorder on a stream of decisions', () => {
+  const requestFor = (path: string, peer: string, method = 'GET'): FastifyRequest =>
+    ({
+      url: '/verify',
+      method: 'GET',
+      headers: { 'x-original-uri': path, 'x-original-method': method },
+      socket: { remoteAddress: peer },
+    }) as unknown as FastifyRequest;
+  const alice = { keyId: 'key_aaaaaaaaaaaaaaaa', username: 'alice' };
+  const bob = { keyId: 'key_bbbbbbbbbbbbbbbb', username: 'bob' };
+
+  it('gives every record its own fields, however records that share them are held', () => {
+    const lines: string[] = [];
+    const recorder = new RequestRecorder({
+      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
+      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
+      clientIpHeader: 'x-forwarded-for',
+      now: () => 0,
+    });
+    const acting = {
+      actor: 'alice',
+      subject: 'carol',
+      subjectKind: 'service-user',
+      scopes: [],
+      scopesHeader: '',
+      groupsHeader: '',
+    };
+    const decisions: Array<[unknown, string, string, FastifyRequest]> = [
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: bob } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b?token=x', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
+      [{ kind: 'allow', entry: { key: alice }, acting }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
+      [{ kind: 'invalid', reason: 'unknown' }, 'deny', 'unknown', requestFor('/b', '10.0.0.2', 'POST')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+    ];
+    for (const [outcome, result, reason, request] of decisions)
+      recorder.record('verify', outcome as Outcome, result, reason, request);
+    const rows = lines.map((l) => JSON.parse(l));
+    const pick = ({
+      key_id,
+      username,
+      actor,
+      subject,
+      method,
+      path,
+      client_address,
+      result,
+    }: Record<string, unknown>) =>
+      [key_id, username, actor, subject, method, path, client_address, result].join(' ');
+    expect(rows.map(pick)).toEqual([
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+      'key_bbbbbbbbbbbbbbbb bob bob  GET /a 10.0.0.1 allow',
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /b 10.0.0.1 allow',
+      'key_aaaaaaaaaaaaaaaa alice alice  POST /b 10.0.0.2 allow',
+      'key_aaaaaaaaaaaaaaaa carol alice carol POST /b 10.0.0.2 allow',
+      '    POST /b 10.0.0.2 deny',
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+    ]);
+  });
+});
+
 describe('request log configuration', () => {
   const base = { KEYWARD_STORE_URL: 'postgres://x@127.0.0.1/x' };
 

@@ -96,24 +96,26 @@ export function logPath(target: string): string {
   return clean(path, MAX_PATH);
 }
 
-const NO_LINE = { method: null, path: null } as const;
-
 /**
  * Method and path of the request each decision was asked for, as far as the webhook can tell.
  * A busy proxy asks for the same path again and again: the last one's clean-up is reused.
  */
 class RequestLines {
+  /** Of the request last given to `read` (no object per request). */
+  method: string | null = null;
+  path: string | null = null;
   #target: string | undefined;
-  #path = '';
-  #method: string | undefined;
+  #cleanPath = '';
+  #rawMethod: string | undefined;
   #cleanMethod = '';
 
-  of(
-    route: Route,
-    request: FastifyRequest,
-  ): { readonly method: string | null; readonly path: string | null } {
+  read(route: Route, request: FastifyRequest): void {
     // The API server and an introspecting gateway do not say what their client asked for.
-    if (route !== 'verify') return NO_LINE;
+    if (route !== 'verify') {
+      this.method = null;
+      this.path = null;
+      return;
+    }
     const headers = request.headers;
     let target: string | undefined;
     for (const name of PATH_HEADERS) {
@@ -133,13 +135,14 @@ class RequestLines {
     method ??= request.method;
     if (target !== this.#target) {
       this.#target = target;
-      this.#path = logPath(target);
+      this.#cleanPath = logPath(target);
     }
-    if (method !== this.#method) {
-      this.#method = method;
+    if (method !== this.#rawMethod) {
+      this.#rawMethod = method;
       this.#cleanMethod = clean(method, MAX_METHOD);
     }
-    return { method: this.#cleanMethod, path: this.#path };
+    this.method = this.#cleanMethod;
+    this.path = this.#cleanPath;
   }
 }
 
@@ -166,6 +169,7 @@ export class RequestRecorder implements DecisionRecorder {
   #lastAddress = '';
   readonly #lines = new RequestLines();
   #last: RequestLogFields | undefined;
+  #own: Identity = NO_IDENTITY;
   #shared = new Map<string, RequestLogFields>();
 
   constructor(options: {
@@ -182,14 +186,8 @@ export class RequestRecorder implements DecisionRecorder {
 
   record(route: Route, outcome: Outcome, result: string, reason: string, origin: FastifyRequest): void {
     if (route === 'leaks' || this.#sinks.length === 0) return;
-    const fields = this.#fields(
-      route,
-      identityOf(outcome),
-      this.#lines.of(route, origin),
-      origin,
-      result,
-      reason,
-    );
+    this.#lines.read(route, origin);
+    const fields = this.#fields(route, this.#identity(outcome), this.#lines, origin, result, reason);
     const at = Math.floor(this.#now());
     for (const sink of this.#sinks) sink.add(at, fields);
   }
@@ -197,7 +195,7 @@ export class RequestRecorder implements DecisionRecorder {
   #fields(
     route: Exclude<Route, 'leaks'>,
     identity: Identity,
-    line: { method: string | null; path: string | null },
+    line: RequestLines,
     origin: FastifyRequest,
     result: string,
     reason: string,
@@ -239,6 +237,18 @@ export class RequestRecorder implements DecisionRecorder {
     }
     this.#last = fields;
     return fields;
+  }
+
+  /** identityOf, without a new object per request for a key acting for itself (nearly every one). */
+  #identity(outcome: Outcome): Identity {
+    if (!('entry' in outcome) || outcome.kind === 'subject_refused') return identityOf(outcome);
+    if ((outcome.kind === 'allow' || outcome.kind === 'forbidden') && outcome.acting)
+      return identityOf(outcome);
+    const { keyId, username } = outcome.entry.key;
+    const own = this.#own;
+    if (own.keyId === keyId && own.username === username) return own;
+    this.#own = { keyId, username, actor: username, subject: null };
+    return this.#own;
   }
 
   #clientAddress(request: FastifyRequest): string {
