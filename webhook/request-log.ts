@@ -2,7 +2,13 @@ import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { TOKEN_SHAPE } from '../credentials/token.js';
-import { RecordQueue, RequestLogFields, rowJson, textChunks } from '../store/request-log-rows.js';
+import {
+  type RecordBatch,
+  RecordQueue,
+  RequestLogFields,
+  rowJson,
+  textChunks,
+} from '../store/request-log-rows.js';
 import type { ClientAddress } from './client-address.js';
 import type { Route } from './metrics.js';
 import type { Outcome } from './verification.js';
@@ -274,6 +280,7 @@ const jsonLine = (at: number, fields: RequestLogFields): string => `${rowJson(at
  */
 export class JsonLinesSink implements RowSink {
   readonly #queue: RecordQueue;
+  #writing: Promise<void> | undefined;
   #dropped = 0;
   #written = 0;
   readonly #stream: Writable;
@@ -293,7 +300,10 @@ export class JsonLinesSink implements RowSink {
     this.#ownsStream = target !== 'stdout';
     this.#stream = target === 'stdout' ? process.stdout : createWriteStream(target.file, { flags: 'a' });
     if (this.#ownsStream) this.#stream.on('error', (err) => options.onError?.(err));
-    this.#timer = setInterval(() => void this.flush(), options.flushIntervalMs);
+    // A write still under way when the timer fires takes the new lines on its next turn.
+    this.#timer = setInterval(() => {
+      if (!this.#writing) void this.flush();
+    }, options.flushIntervalMs);
     this.#timer.unref();
   }
 
@@ -318,22 +328,30 @@ export class JsonLinesSink implements RowSink {
    * the next flush); resolves once the stream has taken them. A stream error loses the batch.
    */
   flush(force = false): Promise<void> {
+    if (this.#writing) return this.#writing.then(() => this.flush(force));
     const count = this.#queue.length;
     if (count === 0 || (this.#stream.writableNeedDrain && !force)) return Promise.resolve();
-    const batch = this.#queue.take(count);
-    // In chunks: one string of a whole second's lines would be megabytes the GC has to move.
-    let last: Buffer | undefined;
-    for (const chunk of textChunks(batch, jsonLine, CHUNK_CHARS)) {
-      if (last) this.#stream.write(last);
-      last = chunk;
+    this.#writing = this.#write(this.#queue.take(count)).finally(() => {
+      this.#writing = undefined;
+    });
+    return this.#writing;
+  }
+
+  /**
+   * In chunks, each handed over once the last is taken: one string of a whole second's lines
+   * would be megabytes for the GC to move, and building it would hold up requests for as long.
+   */
+  async #write(batch: RecordBatch): Promise<void> {
+    try {
+      for (const chunk of textChunks(batch, jsonLine, CHUNK_CHARS)) {
+        await new Promise<void>((resolve, reject) =>
+          this.#stream.write(chunk, (err) => (err ? reject(err) : resolve())),
+        );
+      }
+      this.#written += batch.at.length;
+    } catch {
+      this.#dropped += batch.at.length;
     }
-    return new Promise((resolve) =>
-      this.#stream.write(last!, (err) => {
-        if (err) this.#dropped += count;
-        else this.#written += count;
-        resolve();
-      }),
-    );
   }
 
   async close(): Promise<void> {
