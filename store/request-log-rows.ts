@@ -64,7 +64,7 @@ let cachedSecond = Number.NaN;
 let cachedPrefix = '';
 
 /** `new Date(ms).toISOString()` (RFC 3339 UTC, milliseconds), reusing the date and time of day within a second. */
-export function formatAt(ms: number): string {
+function formatAt(ms: number): string {
   const millis = ms % 1000;
   const second = ms - millis;
   if (second !== cachedSecond) {

@@ -33,7 +33,7 @@ export interface RequestLogRow {
 }
 
 /** The columns of request_log in the order of RequestLogRow, the order COPY text has them in. */
-export const COPY_COLUMNS = [
+const COPY_COLUMNS = [
   'at',
   'route',
   'key_id',
