@@ -218,6 +218,20 @@ describe('request_log grants', () => {
   it('lets the webhook only insert, the operator only read and run maintenance', async () => {
     const insert = `INSERT INTO request_log (at, route, result, reason) VALUES (now(), 'verify', 'deny', 'missing')`;
     expect(await outcome(asWebhook, insert)).toBe('ok');
+    // The writer's COPY needs no more than INSERT.
+    const u = new URL(url);
+    u.username = WEBHOOK;
+    const webhookPool = new pg.Pool({ connectionString: u.toString(), max: 1 });
+    const writer = new RequestLogWriter(webhookPool, {
+      flushIntervalMs: 3_600_000,
+      maxPending: 10,
+      retry: retry(),
+    });
+    writer.add(...record(row({ key_id: `key_copy_${suffix}` })));
+    await writer.close();
+    await webhookPool.end();
+    expect(writer.written).toBe(1);
+    expect(await queryRequestLog(pool, { keyId: `key_copy_${suffix}`, limit: 10 })).toHaveLength(1);
     expect(await outcome(asWebhook, 'SELECT * FROM request_log')).toBe(DENIED);
     expect(await outcome(asWebhook, 'DELETE FROM request_log')).toBe(DENIED);
     expect(await outcome(asWebhook, `UPDATE request_log SET reason = 'ok'`)).toBe(DENIED);
