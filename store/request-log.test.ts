@@ -5,6 +5,7 @@ import { Backoff } from '../lib/backoff.js';
 import { testDatabase } from '../test/harness/database.js';
 import { migrate } from './migrate.js';
 import { maintainRequestLog, queryRequestLog, type RequestLogRow, RequestLogWriter } from './request-log.js';
+import { RequestLogFields } from './request-log-rows.js';
 
 let url: string;
 let pool: pg.Pool;
@@ -27,6 +28,11 @@ function row(overrides: Partial<RequestLogRow> = {}): RequestLogRow {
     reason: 'ok',
     ...overrides,
   };
+}
+
+/** A row as the writer takes it: its time, and its other fields. */
+function record({ at, ...values }: RequestLogRow): [number, RequestLogFields] {
+  return [Date.parse(at), new RequestLogFields(values)];
 }
 
 async function partitions(): Promise<string[]> {
@@ -61,7 +67,7 @@ describe('request_log partitions', () => {
       `CREATE TABLE request_log_20200101 PARTITION OF request_log FOR VALUES FROM ('2020-01-01 00:00Z') TO ('2020-01-02 00:00Z')`,
     );
     const writer = new RequestLogWriter(pool, { flushIntervalMs: 3_600_000, maxPending: 10, retry: retry() });
-    writer.add(JSON.stringify(row({ at: '2020-01-01T12:00:00.000Z', key_id: 'key_old' })));
+    writer.add(...record(row({ at: '2020-01-01T12:00:00.000Z', key_id: 'key_old' })));
     await writer.close();
     expect(await queryRequestLog(pool, { keyId: 'key_old', limit: 10 })).toHaveLength(1);
 
@@ -94,16 +100,14 @@ describe('RequestLogWriter', () => {
     const base = Date.now() - 60_000;
     const at = (s: number): string => new Date(base + s * 1000).toISOString();
     const key = `key_${randomBytes(6).toString('hex')}`;
-    writer.add(JSON.stringify(row({ at: at(0), key_id: key, username: 'bob', actor: 'bob' })));
-    writer.add(JSON.stringify(row({ at: at(1), key_id: key, result: 'deny', reason: 'disabled' })));
+    writer.add(...record(row({ at: at(0), key_id: key, username: 'bob', actor: 'bob' })));
+    writer.add(...record(row({ at: at(1), key_id: key, result: 'deny', reason: 'disabled' })));
     writer.add(
-      JSON.stringify(
+      ...record(
         row({ at: at(2), key_id: null, username: null, actor: null, result: 'deny', reason: 'unknown' }),
       ),
     );
-    writer.add(
-      JSON.stringify(row({ at: at(3), key_id: key, username: 'carol', actor: 'bob', subject: 'carol' })),
-    );
+    writer.add(...record(row({ at: at(3), key_id: key, username: 'carol', actor: 'bob', subject: 'carol' })));
     expect(writer.pending).toBe(4);
     expect(await queryRequestLog(pool, { keyId: key, limit: 10 })).toEqual([]);
     await writer.flush();
@@ -143,7 +147,7 @@ describe('RequestLogWriter', () => {
       maxPending: 3,
       retry: retry(),
     });
-    for (let i = 0; i < 5; i++) writer.add(JSON.stringify(row({ key_id: key, path: `/n/${i}` })));
+    for (let i = 0; i < 5; i++) writer.add(...record(row({ key_id: key, path: `/n/${i}` })));
     expect(writer.pending).toBe(3);
     expect(writer.dropped('buffer_full')).toBe(2);
     await expect(writer.flush()).rejects.toMatchObject({ transient: true });
@@ -157,13 +161,13 @@ describe('RequestLogWriter', () => {
 
   it('drops and counts a batch the store refuses for good (a day without a partition)', async () => {
     const writer = new RequestLogWriter(pool, { flushIntervalMs: 3_600_000, maxPending: 10, retry: retry() });
-    writer.add(JSON.stringify(row({ at: '2099-01-01T00:00:00.000Z' })));
-    writer.add(JSON.stringify(row()));
+    writer.add(...record(row({ at: '2099-01-01T00:00:00.000Z' })));
+    writer.add(...record(row()));
     await expect(writer.flush()).rejects.toMatchObject({ transient: false });
     expect(writer.dropped('rejected')).toBe(2);
     expect(writer.pending).toBe(0);
     // The next batch is not held back by the refused one.
-    writer.add(JSON.stringify(row({ key_id: 'key_after_refusal' })));
+    writer.add(...record(row({ key_id: 'key_after_refusal' })));
     await writer.close();
     expect(await queryRequestLog(pool, { keyId: 'key_after_refusal', limit: 10 })).toHaveLength(1);
   });
@@ -214,6 +218,20 @@ describe('request_log grants', () => {
   it('lets the webhook only insert, the operator only read and run maintenance', async () => {
     const insert = `INSERT INTO request_log (at, route, result, reason) VALUES (now(), 'verify', 'deny', 'missing')`;
     expect(await outcome(asWebhook, insert)).toBe('ok');
+    // The writer's COPY needs no more than INSERT.
+    const u = new URL(url);
+    u.username = WEBHOOK;
+    const webhookPool = new pg.Pool({ connectionString: u.toString(), max: 1 });
+    const writer = new RequestLogWriter(webhookPool, {
+      flushIntervalMs: 3_600_000,
+      maxPending: 10,
+      retry: retry(),
+    });
+    writer.add(...record(row({ key_id: `key_copy_${suffix}` })));
+    await writer.close();
+    await webhookPool.end();
+    expect(writer.written).toBe(1);
+    expect(await queryRequestLog(pool, { keyId: `key_copy_${suffix}`, limit: 10 })).toHaveLength(1);
     expect(await outcome(asWebhook, 'SELECT * FROM request_log')).toBe(DENIED);
     expect(await outcome(asWebhook, 'DELETE FROM request_log')).toBe(DENIED);
     expect(await outcome(asWebhook, `UPDATE request_log SET reason = 'ok'`)).toBe(DENIED);

@@ -1,10 +1,20 @@
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 import { StoreError } from './errors.js';
+import {
+  copyLine,
+  type RecordBatch,
+  RecordQueue,
+  type RequestLogFields,
+  textChunks,
+} from './request-log-rows.js';
 
 /**
- * One row of request_log (store/migrations/0007_request_log.sql), named as its columns are, so
- * the JSON a webhook emits as a line is the same text it sends to the store. Never a token and
- * never a query string: the webhook builds rows from the decision, not from the request.
+ * One row of request_log (store/migrations/0007_request_log.sql), named as its columns are, as
+ * a JSON line has them too. Never a token and never a query string: the webhook builds rows from
+ * the decision, not from the request.
  */
 export interface RequestLogRow {
   /** RFC 3339, UTC. */
@@ -22,6 +32,21 @@ export interface RequestLogRow {
   readonly reason: string;
 }
 
+/** The columns of request_log in the order of RequestLogRow, the order COPY text has them in. */
+const COPY_COLUMNS = [
+  'at',
+  'route',
+  'key_id',
+  'username',
+  'actor',
+  'subject',
+  'method',
+  'path',
+  'client_address',
+  'result',
+  'reason',
+] as const;
+
 /** A delay source for retries after a failed write (lib/backoff.ts). */
 export interface RetryDelay {
   next(): number;
@@ -37,7 +62,7 @@ export interface RequestLogWriterOptions {
   readonly maxPending: number;
   /** After a failed write the next one waits this long (at least one flush interval). */
   readonly retry: RetryDelay;
-  /** Rows per INSERT statement. */
+  /** Rows per COPY statement. */
   readonly maxBatch?: number;
   /** Failures of timer-driven flushes. */
   readonly onError?: (err: StoreError) => void;
@@ -45,20 +70,23 @@ export interface RequestLogWriterOptions {
 }
 
 const DEFAULT_MAX_BATCH = 5_000;
+/** Characters of COPY text per chunk written to the connection. */
+const COPY_CHUNK_CHARS = 64 * 1024;
 
-// One statement per batch: the rows travel as one JSON array parameter, which costs the webhook
-// a string join instead of eleven typed arrays, and Postgres routes each row to its day partition.
-const INSERT_SQL = `INSERT INTO request_log
-  SELECT * FROM json_populate_recordset(NULL::request_log, $1::json)`;
+// COPY is Postgres's bulk path: per row it costs the store about half of what parsing one JSON
+// array parameter did (json_populate_recordset), and the webhook sends text it built once per
+// distinct set of fields. Rows are routed to their day partitions as with INSERT.
+const COPY_SQL = `COPY request_log (${COPY_COLUMNS.join(', ')}) FROM STDIN`;
 
 /**
- * Request-log rows queued in memory (as their JSON text) and written in batches, so a decision
- * never waits on the store. A store that cannot be reached keeps rows queued up to maxPending and
- * is retried with backoff; beyond the bound, and for batches the store refuses for good (say a
- * missing partition), rows are dropped and counted, never blocking a request.
+ * Request-log records queued in memory (a time stamp and shared fields each, request-log-rows.ts)
+ * and written in batches with COPY, so a decision never waits on the store. A store that cannot
+ * be reached keeps records queued up to maxPending and is retried with backoff; beyond the bound,
+ * and for batches the store refuses for good (say a missing partition), records are dropped and
+ * counted, never blocking a request.
  */
 export class RequestLogWriter {
-  #queue: string[] = [];
+  readonly #queue: RecordQueue;
   readonly #dropped: Record<DropReason, number> = { buffer_full: 0, rejected: 0 };
   #written = 0;
   #retryAt = 0;
@@ -74,6 +102,7 @@ export class RequestLogWriter {
   ) {
     this.#now = options.now ?? Date.now;
     this.#maxBatch = options.maxBatch ?? DEFAULT_MAX_BATCH;
+    this.#queue = new RecordQueue(options.maxPending);
     this.#timer = setInterval(() => {
       if (this.#now() < this.#retryAt) return;
       this.flush().catch((err: unknown) => this.options.onError?.(StoreError.from('write request log', err)));
@@ -81,14 +110,10 @@ export class RequestLogWriter {
     this.#timer.unref();
   }
 
-  /** Queues one row (JSON.stringify of a RequestLogRow). Never blocks, never throws. */
-  add(json: string): void {
+  /** Queues one record: its time (epoch milliseconds) and its other fields. Never blocks, never throws. */
+  add(at: number, fields: RequestLogFields): void {
     if (this.#closed) return;
-    if (this.#queue.length >= this.options.maxPending) {
-      this.#dropped.buffer_full += 1;
-      return;
-    }
-    this.#queue.push(json);
+    if (!this.#queue.push(at, fields)) this.#dropped.buffer_full += 1;
   }
 
   get pending(): number {
@@ -127,35 +152,39 @@ export class RequestLogWriter {
   async #drain(): Promise<void> {
     let remaining = this.#queue.length;
     while (remaining > 0) {
-      const batch = this.#queue.splice(0, Math.min(this.#maxBatch, remaining));
-      remaining -= batch.length;
+      const batch = this.#queue.take(Math.min(this.#maxBatch, remaining));
+      remaining -= batch.at.length;
       try {
-        await this.pool.query(INSERT_SQL, [`[${batch.join(',')}]`]);
+        await this.#copy(batch);
       } catch (err) {
         const error = StoreError.from('write request log', err);
         if (error.transient) {
-          this.#requeue(batch);
+          this.#dropped.buffer_full += this.#queue.putBack(batch);
           this.#retryAt = this.#now() + Math.max(this.options.flushIntervalMs, this.options.retry.next());
         } else {
-          this.#dropped.rejected += batch.length;
+          this.#dropped.rejected += batch.at.length;
         }
         throw error;
       }
-      this.#written += batch.length;
+      this.#written += batch.at.length;
       this.#retryAt = 0;
       this.options.retry.reset();
     }
   }
 
-  /** Puts a failed batch back in front; what no longer fits the bound (the newest) is dropped. */
-  #requeue(batch: string[]): void {
-    const queue = batch.concat(this.#queue);
-    const excess = queue.length - this.options.maxPending;
-    if (excess > 0) {
-      queue.length = this.options.maxPending;
-      this.#dropped.buffer_full += excess;
+  async #copy(batch: RecordBatch): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await pipeline(
+        Readable.from(textChunks(batch, copyLine, COPY_CHUNK_CHARS)),
+        client.query(copyFrom(COPY_SQL)),
+      );
+    } catch (err) {
+      // A COPY cut off half-way leaves the connection in an unknown state: it is not reused.
+      client.release(err instanceof Error ? err : true);
+      throw err;
     }
-    this.#queue = queue;
+    client.release();
   }
 }
 

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
+import { rowJson } from '../store/request-log-rows.js';
 import { ClientAddress } from './client-address.js';
 import { loadConfig } from './config.js';
 import { logPath, RequestRecorder } from './request-log.js';
@@ -43,7 +44,7 @@ describe('RequestRecorder', () => {
     const lines: string[] = [];
     let now = 0;
     const recorder = new RequestRecorder({
-      sinks: [{ add: (json) => lines.push(json) }],
+      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => now,
@@ -83,7 +84,7 @@ describe('RequestRecorder identity', () => {
   const record = (outcome: unknown): Record<string, unknown> => {
     const lines: string[] = [];
     new RequestRecorder({
-      sinks: [{ add: (json) => lines.push(json) }],
+      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => 0,
@@ -113,6 +114,70 @@ describe('RequestRecorder identity', () => {
       actor: 'ci-bot',
       subject: 'tenant-42/user7',
     });
+  });
+});
+
+describe('RequestRecorder on a stream of decisions', () => {
+  const requestFor = (path: string, peer: string, method = 'GET'): FastifyRequest =>
+    ({
+      url: '/verify',
+      method: 'GET',
+      headers: { 'x-original-uri': path, 'x-original-method': method },
+      socket: { remoteAddress: peer },
+    }) as unknown as FastifyRequest;
+  const alice = { keyId: 'key_aaaaaaaaaaaaaaaa', username: 'alice' };
+  const bob = { keyId: 'key_bbbbbbbbbbbbbbbb', username: 'bob' };
+
+  it('gives every record its own fields, however records that share them are held', () => {
+    const lines: string[] = [];
+    const recorder = new RequestRecorder({
+      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
+      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
+      clientIpHeader: 'x-forwarded-for',
+      now: () => 0,
+    });
+    const acting = {
+      actor: 'alice',
+      subject: 'carol',
+      subjectKind: 'service-user',
+      scopes: [],
+      scopesHeader: '',
+      groupsHeader: '',
+    };
+    const decisions: Array<[unknown, string, string, FastifyRequest]> = [
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: bob } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b?token=x', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
+      [{ kind: 'allow', entry: { key: alice }, acting }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
+      [{ kind: 'invalid', reason: 'unknown' }, 'deny', 'unknown', requestFor('/b', '10.0.0.2', 'POST')],
+      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+    ];
+    for (const [outcome, result, reason, request] of decisions)
+      recorder.record('verify', outcome as Outcome, result, reason, request);
+    const rows = lines.map((l) => JSON.parse(l));
+    const pick = ({
+      key_id,
+      username,
+      actor,
+      subject,
+      method,
+      path,
+      client_address,
+      result,
+    }: Record<string, unknown>) =>
+      [key_id, username, actor, subject, method, path, client_address, result].join(' ');
+    expect(rows.map(pick)).toEqual([
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+      'key_bbbbbbbbbbbbbbbb bob bob  GET /a 10.0.0.1 allow',
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /b 10.0.0.1 allow',
+      'key_aaaaaaaaaaaaaaaa alice alice  POST /b 10.0.0.2 allow',
+      'key_aaaaaaaaaaaaaaaa carol alice carol POST /b 10.0.0.2 allow',
+      '    POST /b 10.0.0.2 deny',
+      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+    ]);
   });
 });
 

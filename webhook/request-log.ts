@@ -1,8 +1,6 @@
-import { createWriteStream } from 'node:fs';
-import type { Writable } from 'node:stream';
 import type { FastifyRequest } from 'fastify';
 import { TOKEN_SHAPE } from '../credentials/token.js';
-import type { RequestLogRow } from '../store/request-log.js';
+import { RequestLogFields } from '../store/request-log-rows.js';
 import type { ClientAddress } from './client-address.js';
 import type { Route } from './metrics.js';
 import type { Outcome } from './verification.js';
@@ -12,9 +10,10 @@ export interface DecisionRecorder {
   record(route: Route, outcome: Outcome, result: string, reason: string, origin: FastifyRequest): void;
 }
 
-/** Where finished rows go: the store's batched writer, a JSON-lines stream. */
+/** Where records go: the store's batched writer, a JSON-lines stream. */
 export interface RowSink {
-  add(json: string): void;
+  /** One record: its time (epoch milliseconds) and its other fields, shared with like records. */
+  add(at: number, fields: RequestLogFields): void;
 }
 
 // Column bounds of request_log; longer values are cut, never refused (a refused row would cost
@@ -76,8 +75,8 @@ function clean(text: string, max: number): string {
   return plain.length > max ? plain.slice(0, max) : plain;
 }
 
-function header(request: FastifyRequest, name: string): string | undefined {
-  const value = request.headers[name];
+function header(headers: FastifyRequest['headers'], name: string): string | undefined {
+  const value = headers[name];
   return typeof value === 'string' && value !== '' ? value : undefined;
 }
 
@@ -95,32 +94,67 @@ export function logPath(target: string): string {
   return clean(path, MAX_PATH);
 }
 
-/** Method and path of the request the decision was asked for, as far as the webhook can tell. */
-function requestLine(route: Route, request: FastifyRequest): { method: string | null; path: string | null } {
-  // The API server and an introspecting gateway do not say what their client asked for.
-  if (route !== 'verify') return { method: null, path: null };
-  let target: string | undefined;
-  for (const name of PATH_HEADERS) {
-    target = header(request, name);
-    if (target !== undefined) break;
+/**
+ * Method and path of the request each decision was asked for, as far as the webhook can tell.
+ * A busy proxy asks for the same path again and again: the last one's clean-up is reused.
+ */
+class RequestLines {
+  /** Of the request last given to `read` (no object per request). */
+  method: string | null = null;
+  path: string | null = null;
+  #target: string | undefined;
+  #cleanPath = '';
+  #rawMethod: string | undefined;
+  #cleanMethod = '';
+
+  read(route: Route, request: FastifyRequest): void {
+    // The API server and an introspecting gateway do not say what their client asked for.
+    if (route !== 'verify') {
+      this.method = null;
+      this.path = null;
+      return;
+    }
+    const headers = request.headers;
+    let target: string | undefined;
+    for (const name of PATH_HEADERS) {
+      target = header(headers, name);
+      if (target !== undefined) break;
+    }
+    if (target === undefined) {
+      const url = request.url;
+      // Envoy's path_prefix form: /verify/<original path>.
+      target = url.startsWith(`${VERIFY_PREFIX}/`) ? url.slice(VERIFY_PREFIX.length) : url;
+    }
+    let method: string | undefined;
+    for (const name of METHOD_HEADERS) {
+      method = header(headers, name);
+      if (method !== undefined) break;
+    }
+    method ??= request.method;
+    if (target !== this.#target) {
+      this.#target = target;
+      this.#cleanPath = logPath(target);
+    }
+    if (method !== this.#rawMethod) {
+      this.#rawMethod = method;
+      this.#cleanMethod = clean(method, MAX_METHOD);
+    }
+    this.method = this.#cleanMethod;
+    this.path = this.#cleanPath;
   }
-  if (target === undefined) {
-    const url = request.url;
-    // Envoy's path_prefix form: /verify/<original path>.
-    target = url.startsWith(`${VERIFY_PREFIX}/`) ? url.slice(VERIFY_PREFIX.length) : url;
-  }
-  let method: string | undefined;
-  for (const name of METHOD_HEADERS) {
-    method = header(request, name);
-    if (method !== undefined) break;
-  }
-  return { method: clean(method ?? request.method, MAX_METHOD), path: logPath(target) };
 }
 
+/** Distinct field sets remembered for reuse; past it the memory starts over (a client varying its paths). */
+const MAX_SHARED_FIELDS = 1024;
+
 /**
- * Builds one request_log row per decision and hands its JSON to every sink. Nothing of the
+ * Turns each decision into a record (its time and its fields) for every sink. Nothing of the
  * request is copied but the path (cut as logPath says), the method, and the client address
  * (client-address.ts, the same the failed-attempt limit uses); the token is never looked at.
+ *
+ * A busy client sends the same key, path and method again and again: the recorder hands out one
+ * shared RequestLogFields per distinct set, so a record on the hit path allocates nothing that
+ * outlives the request (request-log-rows.ts).
  */
 export class RequestRecorder implements DecisionRecorder {
   readonly #sinks: readonly RowSink[];
@@ -131,9 +165,10 @@ export class RequestRecorder implements DecisionRecorder {
   #lastPeer: string | undefined;
   #lastForwarded: string | string[] | undefined;
   #lastAddress = '';
-  // toISOString costs more than the rest of a record; its first 20 characters change once a second.
-  #second = Number.NaN;
-  #secondPrefix = '';
+  readonly #lines = new RequestLines();
+  #last: RequestLogFields | undefined;
+  #own: Identity = NO_IDENTITY;
+  #shared = new Map<string, RequestLogFields>();
 
   constructor(options: {
     sinks: readonly RowSink[];
@@ -149,35 +184,69 @@ export class RequestRecorder implements DecisionRecorder {
 
   record(route: Route, outcome: Outcome, result: string, reason: string, origin: FastifyRequest): void {
     if (route === 'leaks' || this.#sinks.length === 0) return;
-    const identity = identityOf(outcome);
-    const { method, path } = requestLine(route, origin);
-    const row: RequestLogRow = {
-      at: this.#iso(this.#now()),
-      route,
-      key_id: identity.keyId,
-      username: identity.username,
-      actor: identity.actor,
-      subject: identity.subject,
-      method,
-      path,
-      client_address: this.#clientAddress(origin),
-      result,
-      reason,
-    };
-    const json = JSON.stringify(row);
-    for (const sink of this.#sinks) sink.add(json);
+    this.#lines.read(route, origin);
+    const fields = this.#fields(route, this.#identity(outcome), this.#lines, origin, result, reason);
+    const at = Math.floor(this.#now());
+    for (const sink of this.#sinks) sink.add(at, fields);
   }
 
-  /** `new Date(ms).toISOString()`, with the date and time of day reused within a second. */
-  #iso(now: number): string {
-    const ms = Math.floor(now);
-    const millis = ms % 1000;
-    const second = ms - millis;
-    if (second !== this.#second) {
-      this.#second = second;
-      this.#secondPrefix = new Date(second).toISOString().slice(0, 20);
+  #fields(
+    route: Exclude<Route, 'leaks'>,
+    identity: Identity,
+    line: RequestLines,
+    origin: FastifyRequest,
+    result: string,
+    reason: string,
+  ): RequestLogFields {
+    const clientAddress = this.#clientAddress(origin);
+    const last = this.#last?.values;
+    if (
+      last !== undefined &&
+      last.route === route &&
+      last.key_id === identity.keyId &&
+      last.username === identity.username &&
+      last.actor === identity.actor &&
+      last.subject === identity.subject &&
+      last.method === line.method &&
+      last.path === line.path &&
+      last.client_address === clientAddress &&
+      last.result === result &&
+      last.reason === reason
+    )
+      return this.#last!;
+    // Control characters are gone from every part (clean), so \x01 cannot occur inside one.
+    const id = `${route}\x01${identity.keyId}\x01${identity.username}\x01${identity.actor}\x01${identity.subject}\x01${line.method}\x01${line.path}\x01${clientAddress}\x01${result}\x01${reason}`;
+    let fields = this.#shared.get(id);
+    if (fields === undefined) {
+      fields = new RequestLogFields({
+        route,
+        key_id: identity.keyId,
+        username: identity.username,
+        actor: identity.actor,
+        subject: identity.subject,
+        method: line.method,
+        path: line.path,
+        client_address: clientAddress,
+        result,
+        reason,
+      });
+      if (this.#shared.size >= MAX_SHARED_FIELDS) this.#shared.clear();
+      this.#shared.set(id, fields);
     }
-    return `${this.#secondPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
+    this.#last = fields;
+    return fields;
+  }
+
+  /** identityOf, without a new object per request for a key acting for itself (nearly every one). */
+  #identity(outcome: Outcome): Identity {
+    if (!('entry' in outcome) || outcome.kind === 'subject_refused') return identityOf(outcome);
+    if ((outcome.kind === 'allow' || outcome.kind === 'forbidden') && outcome.acting)
+      return identityOf(outcome);
+    const { keyId, username } = outcome.entry.key;
+    const own = this.#own;
+    if (own.keyId === keyId && own.username === username) return own;
+    this.#own = { keyId, username, actor: username, subject: null };
+    return this.#own;
   }
 
   #clientAddress(request: FastifyRequest): string {
@@ -189,78 +258,5 @@ export class RequestRecorder implements DecisionRecorder {
       this.#lastAddress = this.#addresses.of(peer, request.headers);
     }
     return this.#lastAddress;
-  }
-}
-
-/**
- * JSON lines to stdout or a file, written once per flush interval (one write per batch, not per
- * request). A stream that cannot keep up holds at most maxPending lines; the rest are dropped
- * and counted.
- */
-export class JsonLinesSink implements RowSink {
-  #lines: string[] = [];
-  #dropped = 0;
-  #written = 0;
-  readonly #stream: Writable;
-  readonly #ownsStream: boolean;
-  readonly #timer: NodeJS.Timeout;
-
-  constructor(
-    target: 'stdout' | { readonly file: string },
-    private readonly options: {
-      readonly flushIntervalMs: number;
-      readonly maxPending: number;
-      /** The file cannot be opened or written; its lines are counted as dropped. */
-      readonly onError?: (err: Error) => void;
-    },
-  ) {
-    this.#ownsStream = target !== 'stdout';
-    this.#stream = target === 'stdout' ? process.stdout : createWriteStream(target.file, { flags: 'a' });
-    if (this.#ownsStream) this.#stream.on('error', (err) => options.onError?.(err));
-    this.#timer = setInterval(() => void this.flush(), options.flushIntervalMs);
-    this.#timer.unref();
-  }
-
-  add(json: string): void {
-    if (this.#lines.length >= this.options.maxPending) {
-      this.#dropped += 1;
-      return;
-    }
-    this.#lines.push(json);
-  }
-
-  get pending(): number {
-    return this.#lines.length;
-  }
-
-  get written(): number {
-    return this.#written;
-  }
-
-  get dropped(): number {
-    return this.#dropped;
-  }
-
-  /**
-   * Writes what is pending, unless the stream still holds the last write (then the lines wait for
-   * the next flush); resolves once the stream has taken them. A stream error loses the batch.
-   */
-  flush(force = false): Promise<void> {
-    if (this.#lines.length === 0 || (this.#stream.writableNeedDrain && !force)) return Promise.resolve();
-    const lines = this.#lines;
-    this.#lines = [];
-    return new Promise((resolve) =>
-      this.#stream.write(`${lines.join('\n')}\n`, (err) => {
-        if (err) this.#dropped += lines.length;
-        else this.#written += lines.length;
-        resolve();
-      }),
-    );
-  }
-
-  async close(): Promise<void> {
-    clearInterval(this.#timer);
-    await this.flush(true);
-    if (this.#ownsStream) await new Promise<void>((resolve) => this.#stream.end(() => resolve()));
   }
 }

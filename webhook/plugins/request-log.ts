@@ -7,7 +7,8 @@ import { ClientAddress } from '../client-address.js';
 import type { WebhookConfig } from '../config.js';
 import { safeError } from '../logger.js';
 import type { WebhookMetrics } from '../metrics.js';
-import { JsonLinesSink, RequestRecorder, type RowSink } from '../request-log.js';
+import { RequestRecorder, type RowSink } from '../request-log.js';
+import { JsonLinesSink } from '../request-log-json.js';
 
 /** The request log: what verification records into, and its sinks for tests and shutdown. */
 export interface RequestLog {

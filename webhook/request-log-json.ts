@@ -1,0 +1,102 @@
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import {
+  type RecordBatch,
+  RecordQueue,
+  type RequestLogFields,
+  rowJson,
+  textChunks,
+} from '../store/request-log-rows.js';
+import type { RowSink } from './request-log.js';
+
+/** Characters of JSON lines per write. */
+const CHUNK_CHARS = 64 * 1024;
+const jsonLine = (at: number, fields: RequestLogFields): string => `${rowJson(at, fields)}\n`;
+
+/**
+ * JSON lines of the request log (docs/request-log.md) to stdout or a file, written once per
+ * flush interval in chunks, not per request. A stream that cannot keep up holds at most
+ * maxPending records; the rest are dropped and counted.
+ */
+export class JsonLinesSink implements RowSink {
+  readonly #queue: RecordQueue;
+  #writing: Promise<void> | undefined;
+  #dropped = 0;
+  #written = 0;
+  readonly #stream: Writable;
+  readonly #ownsStream: boolean;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(
+    target: 'stdout' | { readonly file: string },
+    options: {
+      readonly flushIntervalMs: number;
+      readonly maxPending: number;
+      /** The file cannot be opened or written; its lines are counted as dropped. */
+      readonly onError?: (err: Error) => void;
+    },
+  ) {
+    this.#queue = new RecordQueue(options.maxPending);
+    this.#ownsStream = target !== 'stdout';
+    this.#stream = target === 'stdout' ? process.stdout : createWriteStream(target.file, { flags: 'a' });
+    if (this.#ownsStream) this.#stream.on('error', (err) => options.onError?.(err));
+    // A write still under way when the timer fires takes the new lines on its next turn.
+    this.#timer = setInterval(() => {
+      if (!this.#writing) void this.flush();
+    }, options.flushIntervalMs);
+    this.#timer.unref();
+  }
+
+  add(at: number, fields: RequestLogFields): void {
+    if (!this.#queue.push(at, fields)) this.#dropped += 1;
+  }
+
+  get pending(): number {
+    return this.#queue.length;
+  }
+
+  get written(): number {
+    return this.#written;
+  }
+
+  get dropped(): number {
+    return this.#dropped;
+  }
+
+  /**
+   * Writes what is pending, unless the stream still holds the last write (then the lines wait for
+   * the next flush); resolves once the stream has taken them. A stream error loses the batch.
+   */
+  flush(force = false): Promise<void> {
+    if (this.#writing) return this.#writing.then(() => this.flush(force));
+    const count = this.#queue.length;
+    if (count === 0 || (this.#stream.writableNeedDrain && !force)) return Promise.resolve();
+    this.#writing = this.#write(this.#queue.take(count)).finally(() => {
+      this.#writing = undefined;
+    });
+    return this.#writing;
+  }
+
+  /**
+   * In chunks, each handed over once the last is taken: one string of a whole second's lines
+   * would be megabytes for the GC to move, and building it would hold up requests for as long.
+   */
+  async #write(batch: RecordBatch): Promise<void> {
+    try {
+      for (const chunk of textChunks(batch, jsonLine, CHUNK_CHARS)) {
+        await new Promise<void>((resolve, reject) =>
+          this.#stream.write(chunk, (err) => (err ? reject(err) : resolve())),
+        );
+      }
+      this.#written += batch.at.length;
+    } catch {
+      this.#dropped += batch.at.length;
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.flush(true);
+    if (this.#ownsStream) await new Promise<void>((resolve) => this.#stream.end(() => resolve()));
+  }
+}
