@@ -3,6 +3,7 @@
 import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { Series } from './results.js';
+import { nearestRank } from './samples.js';
 
 const WIDTH = 560;
 const HEIGHT = 260;
@@ -19,11 +20,6 @@ const BASE = {
 
 /** Percent label of a quantile: 0.5 → p50, 0.999 → p99.9. */
 const percentile = (q: number): string => `p${Number((q * 100).toPrecision(6))}`;
-
-function quantileOf(sorted: readonly number[], q: number): number {
-  // Nearest rank: the smallest sample with at least q of all samples at or below it.
-  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
-}
 
 function specOf(series: Series): TopLevelSpec {
   switch (series.kind) {
@@ -92,7 +88,7 @@ function specOf(series: Series): TopLevelSpec {
     }
     case 'histogram': {
       const sorted = [...series.samples].sort((a, b) => a - b);
-      const marks = [0.5, 0.99].map((q) => ({ label: percentile(q), value: quantileOf(sorted, q) }));
+      const marks = [0.5, 0.99].map((q) => ({ label: percentile(q), value: nearestRank(sorted, q) }));
       return {
         ...BASE,
         title: `${series.title} (${sorted.length} samples)`,
