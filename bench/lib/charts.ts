@@ -21,6 +21,18 @@ const BASE = {
 /** Percent label of a quantile: 0.5 → p50, 0.999 → p99.9. */
 const percentile = (q: number): string => `p${Number((q * 100).toPrecision(6))}`;
 
+/** One line per label with its points marked and a legend: quantile and xy series alike. */
+function lineChart<const X, const Y>(title: string, values: object[], x: X, y: Y) {
+  return {
+    ...BASE,
+    title,
+    height: HEIGHT,
+    data: { values },
+    mark: { type: 'line', point: true },
+    encoding: { x, y, color: { field: 'line', type: 'nominal', title: null, sort: null } },
+  } as const;
+}
+
 function specOf(series: Series): TopLevelSpec {
   switch (series.kind) {
     case 'bars': {
@@ -62,29 +74,18 @@ function specOf(series: Series): TopLevelSpec {
           .filter((p) => p.value > 0)
           .map((p) => ({ line: line.label, q: p.q, percentile: percentile(p.q), value: p.value })),
       );
-      return {
-        ...BASE,
-        title: series.title,
-        height: HEIGHT,
-        data: { values },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: {
-            field: 'percentile',
-            type: 'ordinal',
-            sort: { field: 'q', op: 'min' },
-            title: 'quantile',
-            axis: { labelAngle: 0 },
-          },
-          y: {
-            field: 'value',
-            type: 'quantitative',
-            scale: { type: 'log' },
-            title: `${series.unit} (log scale)`,
-          },
-          color: { field: 'line', type: 'nominal', title: null, sort: null },
+      return lineChart(
+        series.title,
+        values,
+        {
+          field: 'percentile',
+          type: 'ordinal',
+          sort: { field: 'q', op: 'min' },
+          title: 'quantile',
+          axis: { labelAngle: 0 },
         },
-      };
+        { field: 'value', type: 'quantitative', scale: { type: 'log' }, title: `${series.unit} (log scale)` },
+      );
     }
     case 'histogram': {
       const sorted = [...series.samples].sort((a, b) => a - b);
@@ -119,18 +120,12 @@ function specOf(series: Series): TopLevelSpec {
       const values = series.lines.flatMap((line) =>
         line.points.map((p) => ({ line: line.label, x: p.x, y: p.y })),
       );
-      return {
-        ...BASE,
-        title: series.title,
-        height: HEIGHT,
-        data: { values },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: { field: 'x', type: 'quantitative', title: series.xUnit },
-          y: { field: 'y', type: 'quantitative', title: series.yUnit },
-          color: { field: 'line', type: 'nominal', title: null, sort: null },
-        },
-      };
+      return lineChart(
+        series.title,
+        values,
+        { field: 'x', type: 'quantitative', title: series.xUnit },
+        { field: 'y', type: 'quantitative', title: series.yUnit },
+      );
     }
   }
 }
