@@ -127,6 +127,31 @@ describe('UsageBatcher', () => {
     expect(await usage(a!.id)).toMatchObject([{ allowed: '1' }]);
   });
 
+  it('writes a flush of many keys in chunks without losing or splitting any key’s counts', async () => {
+    const keys = await newKeys(3);
+    let now = Date.parse('2026-12-01T10:00:30Z');
+    const batcher = new UsageBatcher(pool, { flushIntervalMs: 3_600_000, now: () => now });
+    // Keys the store does not know stand in for a miss-heavy minute: they fill the chunks.
+    for (let i = 0; i < 4_500; i++) batcher.record(randomUUID(), 'denied');
+    for (const k of keys) batcher.record(k.id, 'allowed');
+    now += 60_000;
+    for (const k of keys) {
+      batcher.record(k.id, 'allowed');
+      batcher.record(k.id, 'denied');
+    }
+    expect(batcher.pending).toBe(4_506);
+    await batcher.flush();
+    expect(batcher.pending).toBe(0);
+    for (const k of keys) {
+      expect(await usage(k.id)).toMatchObject([
+        { allowed: '1', denied: '0' },
+        { allowed: '1', denied: '1' },
+      ]);
+      expect((await lastUsed(k.id))?.getTime()).toBe(now);
+    }
+    await batcher.close();
+  });
+
   it('bounds memory: past maxBuckets, new buckets are dropped and counted', async () => {
     const keys = await newKeys(3);
     const batcher = new UsageBatcher(pool, { flushIntervalMs: 3_600_000, maxBuckets: 2 });

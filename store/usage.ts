@@ -19,13 +19,17 @@ interface Bucket {
   minute: number;
   allowed: number;
   denied: number;
+  /** The last allowed use counted here (epoch ms, 0 for none); folded into lastUsed at flush. */
+  lastAllowedAt: number;
 }
 
 const MINUTE_MS = 60_000;
+/** Keys per flush statement: well inside the webhook role's statement timeout on a loaded store. */
+const FLUSH_CHUNK_KEYS = 2_000;
 // Store ids are uuids; anything else would fail the whole batch's cast, so it is never queued.
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-// One statement per flush. Rows are locked in a fixed order (usage rows by key and minute, key
+// One statement per chunk of keys (see write()). Rows are locked in a fixed order (usage rows by key and minute, key
 // rows by id) so that webhook replicas flushing at the same time cannot deadlock; FOR NO KEY
 // UPDATE does not conflict with the FOR KEY SHARE lock the usage rows' foreign key takes.
 const FLUSH_SQL = `
@@ -59,6 +63,11 @@ const FLUSH_SQL = `
  */
 export class UsageBatcher {
   private buckets = new Map<string, Bucket>();
+  /**
+   * Each key's bucket of the minute it was last counted in, by store id: the request path finds it
+   * with one lookup of a string it already holds, instead of building and hashing `id|minute`.
+   */
+  private current = new Map<string, Bucket>();
   private lastUsed = new Map<string, number>();
   private droppedCount = 0;
   private inFlight: Promise<void> | undefined;
@@ -84,20 +93,31 @@ export class UsageBatcher {
     if (this.closed) return;
     const at = this.now();
     const minute = at - (at % MINUTE_MS);
+    let bucket = this.current.get(apiKeyId);
+    if (bucket === undefined || bucket.minute !== minute) {
+      bucket = this.bucketOf(apiKeyId, minute);
+      if (bucket === undefined) return;
+      this.current.set(apiKeyId, bucket);
+    }
+    bucket[outcome] += 1;
+    if (outcome === 'allowed' && at > bucket.lastAllowedAt) bucket.lastAllowedAt = at;
+  }
+
+  /** The (key, minute) bucket, created if there is room; undefined when the outcome is not counted. */
+  private bucketOf(apiKeyId: string, minute: number): Bucket | undefined {
     const key = `${apiKeyId}|${minute}`;
     let bucket = this.buckets.get(key);
     if (!bucket) {
       // Checked once per bucket, not per request: one malformed id would fail the whole batch's uuid[] cast.
-      if (!UUID.test(apiKeyId)) return;
+      if (!UUID.test(apiKeyId)) return undefined;
       if (this.buckets.size >= this.maxBuckets) {
         this.droppedCount += 1;
-        return;
+        return undefined;
       }
-      bucket = { apiKeyId, minute, allowed: 0, denied: 0 };
+      bucket = { apiKeyId, minute, allowed: 0, denied: 0, lastAllowedAt: 0 };
       this.buckets.set(key, bucket);
     }
-    bucket[outcome] += 1;
-    if (outcome === 'allowed' && at > (this.lastUsed.get(apiKeyId) ?? 0)) this.lastUsed.set(apiKeyId, at);
+    return bucket;
   }
 
   /** Pending (key, minute) buckets. */
@@ -116,15 +136,13 @@ export class UsageBatcher {
     if (this.buckets.size === 0 && this.lastUsed.size === 0) return;
     const buckets = this.buckets;
     const lastUsed = this.lastUsed;
+    for (const b of buckets.values()) {
+      if (b.lastAllowedAt > (lastUsed.get(b.apiKeyId) ?? 0)) lastUsed.set(b.apiKeyId, b.lastAllowedAt);
+    }
     this.buckets = new Map();
+    this.current = new Map();
     this.lastUsed = new Map();
-    this.inFlight = this.write(buckets, lastUsed).catch((err: unknown) => {
-      const error = StoreError.from('flush usage', err);
-      // Only a retry that can succeed is worth keeping the counts for.
-      if (error.transient) this.restore(buckets, lastUsed);
-      else for (const b of buckets.values()) this.droppedCount += b.allowed + b.denied;
-      throw error;
-    });
+    this.inFlight = this.write(buckets, lastUsed);
     try {
       await this.inFlight;
     } finally {
@@ -139,17 +157,49 @@ export class UsageBatcher {
     await this.flush();
   }
 
+  /**
+   * One statement per chunk of keys, in key order. A miss-heavy minute holds tens of thousands of
+   * keys, and one statement for all of them outran the statement timeout: every retry then failed
+   * the same way. Chunks commit on their own, so a failure puts back only what was not written.
+   */
   private async write(buckets: Map<string, Bucket>, lastUsed: Map<string, number>): Promise<void> {
-    const rows = [...buckets.values()];
-    const used = [...lastUsed.entries()];
-    await this.pool.query(FLUSH_SQL, [
-      rows.map((r) => r.apiKeyId),
-      rows.map((r) => new Date(r.minute).toISOString()),
-      rows.map((r) => r.allowed),
-      rows.map((r) => r.denied),
-      used.map(([id]) => id),
-      used.map(([, at]) => new Date(at).toISOString()),
-    ]);
+    const byKey = new Map<string, Bucket[]>();
+    for (const b of buckets.values()) {
+      const list = byKey.get(b.apiKeyId);
+      if (list) list.push(b);
+      else byKey.set(b.apiKeyId, [b]);
+    }
+    for (const id of lastUsed.keys()) if (!byKey.has(id)) byKey.set(id, []);
+    const ids = [...byKey.keys()].sort();
+    for (let start = 0; start < ids.length; start += FLUSH_CHUNK_KEYS) {
+      const chunk = ids.slice(start, start + FLUSH_CHUNK_KEYS);
+      const rows = chunk.flatMap((id) => byKey.get(id) ?? []);
+      const used = chunk.flatMap((id) => {
+        const at = lastUsed.get(id);
+        return at === undefined ? [] : [[id, at] as const];
+      });
+      try {
+        await this.pool.query(FLUSH_SQL, [
+          rows.map((r) => r.apiKeyId),
+          rows.map((r) => new Date(r.minute).toISOString()),
+          rows.map((r) => r.allowed),
+          rows.map((r) => r.denied),
+          used.map(([id]) => id),
+          used.map(([, at]) => new Date(at).toISOString()),
+        ]);
+      } catch (err) {
+        const error = StoreError.from('flush usage', err);
+        const unwritten = new Set(ids.slice(start));
+        const left = new Map([...buckets].filter(([, b]) => unwritten.has(b.apiKeyId)));
+        // Only a retry that can succeed is worth keeping the counts for.
+        if (error.transient) {
+          this.restore(left, new Map([...lastUsed].filter(([id]) => unwritten.has(id))));
+        } else {
+          for (const b of left.values()) this.droppedCount += b.allowed + b.denied;
+        }
+        throw error;
+      }
+    }
   }
 
   /** Puts counts from a failed write back, so the next flush retries them. */

@@ -95,6 +95,18 @@ const STATUS_ERRORS: Record<number, string> = {
 };
 
 /**
+ * The logger as Fastify holds it, whose child() is the logger itself: Fastify asks for a child per
+ * request, and a pino child (bindings, redaction) costs more than the whole cached decision. A
+ * childLoggerFactory would do the same but makes Fastify validate the child on every request.
+ * The few request-scoped lines carry keyId and tokenPrefix themselves. Object.create, as pino's
+ * own child(): every method and level resolves through the logger.
+ */
+function withoutChildren(logger: Logger): Logger {
+  const flat = Object.create(logger) as Logger;
+  return Object.assign(flat, { child: (() => flat) as unknown as Logger['child'] });
+}
+
+/**
  * Builds the webhook: plugins (store: pool, listener, cache, lookup queue; usage; TLS reload),
  * the verification pipeline and the routes, all closed by app.close(). It never listens
  * (server.ts does), so tests drive it with app.inject() against a real Postgres.
@@ -105,12 +117,9 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const logger = options.logger ?? createLogger({ level: config.logLevel, tokenHeader: config.tokenHeader });
 
   const app = Fastify({
-    loggerInstance: logger as FastifyBaseLogger,
+    loggerInstance: withoutChildren(logger) as FastifyBaseLogger,
     // Per-request log lines would cost more than the decision itself; decisions are metrics.
     logController: new LogController({ disableRequestLogging: true }),
-    // No per-request child logger: building one (bindings, redaction) cost more than the whole
-    // cached decision. The few request-scoped lines carry keyId and tokenPrefix themselves.
-    childLoggerFactory: (logger) => logger,
     serverFactory: serverFactory(config),
     bodyLimit: 64 * 1024,
     // Envoy appends the whole original path after /verify/.

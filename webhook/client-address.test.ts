@@ -32,6 +32,25 @@ describe('ClientAddress', () => {
     expect(addresses.of('10.0.0.1', xff(''))).toBe('10.0.0.1');
   });
 
+  it('answers repeated and alternating peers and headers alike (the last answer is remembered)', () => {
+    const addresses = new ClientAddress({ trustedProxies: ['10.0.0.0/8'], header: 'x-forwarded-for' });
+    const asked: Array<[string | undefined, Record<string, string | string[]>, string]> = [
+      ['10.0.0.1', xff('203.0.113.9'), '203.0.113.9'],
+      ['10.0.0.1', xff('203.0.113.9'), '203.0.113.9'],
+      ['10.0.0.1', xff('203.0.113.10'), '203.0.113.10'],
+      ['10.0.0.1', {}, '10.0.0.1'],
+      ['192.0.2.1', {}, '192.0.2.1'],
+      ['192.0.2.1', xff('203.0.113.10'), '192.0.2.1'],
+      ['10.0.0.1', xff('203.0.113.10'), '203.0.113.10'],
+      ['10.0.0.1', xff(['203.0.113.11']), '203.0.113.11'],
+      ['10.0.0.1', xff(['203.0.113.12']), '203.0.113.12'],
+      [undefined, {}, 'unknown'],
+    ];
+    for (const [peer, headers, expected] of [...asked, ...asked.reverse()]) {
+      expect(addresses.of(peer, headers)).toBe(expected);
+    }
+  });
+
   it('reads a single-address header such as X-Real-IP', () => {
     const addresses = new ClientAddress({ trustedProxies: ['127.0.0.0/8'], header: 'x-real-ip' });
     expect(addresses.of('127.0.0.1', { 'x-real-ip': '203.0.113.9' })).toBe('203.0.113.9');

@@ -57,6 +57,11 @@ export class ClientAddress {
   readonly #trusted: readonly Range[];
   readonly #header: string;
   readonly #hopList: boolean;
+  #memo: { peer: string | undefined; value: string | undefined; key: string } = {
+    peer: undefined,
+    value: undefined,
+    key: '',
+  };
 
   constructor(options: ClientAddressOptions) {
     this.#trusted = options.trustedProxies.map((cidr) => {
@@ -69,10 +74,20 @@ export class ClientAddress {
   }
 
   of(peer: string | undefined, headers: Record<string, string | string[] | undefined>): string {
+    const value = headers[this.#header];
+    // A flood of failed attempts comes over few connections: the answer for the last peer and
+    // header value is kept, so parsing addresses is not paid per rejected request.
+    const memoable = peer !== undefined && !Array.isArray(value);
+    if (memoable && peer === this.#memo.peer && value === this.#memo.value) return this.#memo.key;
+    const key = this.#of(peer, value);
+    if (memoable) this.#memo = { peer, value, key };
+    return key;
+  }
+
+  #of(peer: string | undefined, value: string | string[] | undefined): string {
     const peerAddress = parseAddress(peer);
     if (!peerAddress) return UNKNOWN_CLIENT;
     if (!this.#isTrusted(peerAddress)) return clientKey(peerAddress);
-    const value = headers[this.#header];
     if (value === undefined) return clientKey(peerAddress);
     return this.#hopList ? this.#fromHops(peerAddress, value) : this.#fromSingle(peerAddress, value);
   }

@@ -56,7 +56,7 @@ export interface WebhookConfig {
   readonly tokenReviewGroupsPrefix: string;
   readonly storePoolSize: number;
   readonly storeTimeoutMs: number;
-  readonly lookups: { readonly maxConcurrent: number; readonly maxQueued: number };
+  readonly lookups: { readonly maxConcurrent: number; readonly maxQueued: number; readonly maxBatch: number };
   readonly http: {
     readonly headersTimeoutMs: number;
     readonly requestTimeoutMs: number;
@@ -327,6 +327,11 @@ export const webhookEnvSchema = z.object({
   KEYWARD_STORE_LOOKUP_QUEUE: count(256, 100_000).describe(
     'Lookups that may wait for a slot. Beyond it, lookups of hashes the cache has never seen are shed first (503); re-reads of cached keys displace them.',
   ),
+  KEYWARD_STORE_LOOKUP_BATCH: count(64, 1000)
+    .refine((n) => n > 0, 'must be at least 1')
+    .describe(
+      'Most cache misses one store round trip looks up (`= ANY($1)`). Misses that wait for a lookup slot, or arrive in the same event-loop turn, share one; `1` looks each up alone. docs/webhook-lookups.md.',
+    ),
   KEYWARD_HTTP_HEADERS_TIMEOUT: duration('5s')
     .refine((ms) => ms >= 100, 'must be at least 100 ms')
     .describe('Time a client has to send the request headers.'),
@@ -507,7 +512,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): WebhookConfig 
     tokenReviewGroupsPrefix: c.KEYWARD_TOKENREVIEW_GROUPS_PREFIX,
     storePoolSize: c.KEYWARD_STORE_POOL_SIZE,
     storeTimeoutMs: c.KEYWARD_STORE_TIMEOUT,
-    lookups: { maxConcurrent, maxQueued: c.KEYWARD_STORE_LOOKUP_QUEUE },
+    lookups: {
+      maxConcurrent,
+      maxQueued: c.KEYWARD_STORE_LOOKUP_QUEUE,
+      maxBatch: c.KEYWARD_STORE_LOOKUP_BATCH,
+    },
     http: {
       headersTimeoutMs: c.KEYWARD_HTTP_HEADERS_TIMEOUT,
       requestTimeoutMs: c.KEYWARD_HTTP_REQUEST_TIMEOUT,

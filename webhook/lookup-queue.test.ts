@@ -89,3 +89,96 @@ describe('LookupQueue', () => {
     expect(shed).toEqual(['unknown']);
   });
 });
+
+describe('LookupQueue batches', () => {
+  function batched(maxConcurrent: number, maxQueued: number, maxSize: number, maxWaitMs = 1000) {
+    const clock = { now: 0 };
+    const shed: LookupPriority[] = [];
+    const runs: string[][] = [];
+    const finish: Array<() => void> = [];
+    const dropped: string[] = [];
+    const deferred: Array<() => void> = [];
+    const queue = new LookupQueue<string>({
+      maxConcurrent,
+      maxQueued,
+      maxWaitMs,
+      now: () => clock.now,
+      onShed: (p) => shed.push(p),
+      defer: (run) => deferred.push(run),
+      batch: {
+        maxSize,
+        run: (items) => {
+          runs.push(items);
+          return new Promise<void>((resolve) => finish.push(resolve));
+        },
+        shed: (item) => dropped.push(item),
+      },
+    });
+    const turn = (): void => {
+      for (const run of deferred.splice(0)) run();
+    };
+    return { queue, clock, shed, runs, finish, dropped, turn };
+  }
+
+  it('collects what arrives in one turn into one round trip, then hands the rest on in batches, known first', async () => {
+    const { queue, runs, finish, turn } = batched(1, 100, 3);
+    queue.submit('unknown', 'u1');
+    queue.submit('unknown', 'u2');
+    expect(runs).toEqual([]); // never synchronously: the rest of this turn may still join
+    turn();
+    expect(runs).toEqual([['u1', 'u2']]);
+    expect(queue.inFlight).toBe(1);
+    for (const item of ['u3', 'u4', 'u5']) queue.submit('unknown', item);
+    queue.submit('suspect', 's1');
+    queue.submit('known', 'k1');
+    turn(); // the only slot is busy: they wait
+    expect(runs).toHaveLength(1);
+    expect(queue.queued).toBe(5);
+    finish.shift()!();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(runs[1]).toEqual(['k1', 'u3', 'u4']);
+    finish.shift()!();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(runs[2]).toEqual(['u5', 's1']);
+    expect(queue.queued).toBe(0);
+  });
+
+  it('shares its slots and its bound with acquire(), shedding the least valuable when full', async () => {
+    const { queue, runs, dropped, shed, turn } = batched(1, 2, 10);
+    const held = (await queue.acquire('known'))!;
+    queue.submit('unknown', 'u1');
+    queue.submit('suspect', 's1');
+    queue.submit('unknown', 'u2'); // full: displaces the suspect one
+    expect(dropped).toEqual(['s1']);
+    queue.submit('unknown', 'u3'); // full of unknown ones: shed itself
+    expect(dropped).toEqual(['s1', 'u3']);
+    const known = queue.acquire('known'); // displaces the newest unknown
+    expect(dropped).toEqual(['s1', 'u3', 'u2']);
+    expect(shed).toEqual(['suspect', 'unknown', 'unknown']);
+    turn();
+    expect(runs).toEqual([]);
+    held();
+    // The acquire() waiter is the best one; the batch item waits for the slot after it.
+    const release = (await known)!;
+    expect(runs).toEqual([]);
+    release();
+    expect(runs).toEqual([['u1']]);
+  });
+
+  it('sheds batch items that waited longer than maxWaitMs instead of looking them up', async () => {
+    const { queue, clock, runs, dropped, finish, turn } = batched(1, 10, 10, 100);
+    queue.submit('unknown', 'first');
+    turn();
+    queue.submit('unknown', 'old');
+    clock.now = 50;
+    queue.submit('known', 'young');
+    clock.now = 120;
+    finish.shift()!();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(dropped).toEqual(['old']);
+    expect(runs).toEqual([['first'], ['young']]);
+  });
+});

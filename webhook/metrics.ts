@@ -54,6 +54,11 @@ export class WebhookMetrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly storeRoundTrips = new Counter({
+    name: 'keyward_webhook_store_lookup_round_trips_total',
+    help: 'Store round trips that answered cache misses; keyward_webhook_store_lookups_total{outcome=~"found|not_found"} divided by this is the mean batch size.',
+    registers: [this.registry],
+  });
   readonly lookupsShed = new Counter({
     name: 'keyward_webhook_store_lookups_shed_total',
     help: 'Store lookups shed by the bounded queue (answered 503 unless a cached row could be served), by priority: known (re-read of a cached key), unknown (a hash never seen).',
@@ -99,8 +104,11 @@ export class WebhookMetrics {
     registers: [this.registry],
   });
 
-  /** Pending decision counts by `route\0result\0reason`. */
-  readonly #decisionCounts = new Map<string, PendingCount>();
+  /**
+   * Pending decision counts by route, result and reason: nested maps keyed by the strings the
+   * caller already holds, so counting builds no key string per request.
+   */
+  readonly #decisionCounts = new Map<string, Map<string, Map<string, PendingCount>>>();
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     this.registry.registerMetric(this.duration as unknown as Parameters<Registry['registerMetric']>[0]);
@@ -110,11 +118,20 @@ export class WebhookMetrics {
 
   /** Counts one decision. A plain number per label set: prom-client's labels() costs more than the decision. */
   decision(route: Route, result: string, reason: string): void {
-    const id = `${route}\0${result}\0${reason}`;
-    let count = this.#decisionCounts.get(id);
+    let byResult = this.#decisionCounts.get(route);
+    if (!byResult) {
+      byResult = new Map();
+      this.#decisionCounts.set(route, byResult);
+    }
+    let byReason = byResult.get(result);
+    if (!byReason) {
+      byReason = new Map();
+      byResult.set(result, byReason);
+    }
+    let count = byReason.get(reason);
     if (!count) {
       count = new PendingCount();
-      this.#decisionCounts.set(id, count);
+      byReason.set(reason, count);
     }
     count.inc();
   }
@@ -124,10 +141,12 @@ export class WebhookMetrics {
   }
 
   #flushCounts(): void {
-    for (const [id, count] of this.#decisionCounts) {
-      if (count.n === 0) continue;
-      const [route, result, reason] = id.split('\0') as [string, string, string];
-      this.decisions.inc({ route, result, reason }, count.take());
+    for (const [route, byResult] of this.#decisionCounts) {
+      for (const [result, byReason] of byResult) {
+        for (const [reason, count] of byReason) {
+          if (count.n > 0) this.decisions.inc({ route, result, reason }, count.take());
+        }
+      }
     }
     const outcomes: Array<[string, PendingCount]> = [
       ['hit', this.cacheOutcome.hit],

@@ -6,7 +6,7 @@ import type { KeyLookup } from '../store/lookup.js';
 import type { CacheEntry, VerifyCache } from './cache.js';
 import type { DenyReason } from './decision.js';
 import { safeError } from './logger.js';
-import type { LookupPriority, LookupQueue } from './lookup-queue.js';
+import { type LookupPriority, LookupQueue, type LookupQueueOptions } from './lookup-queue.js';
 import type { WebhookMetrics } from './metrics.js';
 
 /** What a token resolves to before any per-request check (scope, time) is applied. */
@@ -41,17 +41,27 @@ export interface PendingLookup {
   readonly priority: LookupPriority;
 }
 
+/** A miss waiting in the lookup queue for its batch: the hash and whoever waits for it. */
+export interface MissLookup {
+  readonly hash: string;
+  readonly settle: (outcome: LookupOutcome) => void;
+}
+
 export interface ResolverOptions {
   readonly cache: VerifyCache;
-  readonly queue: LookupQueue;
-  readonly lookup: (hash: Buffer) => Promise<KeyLookup | null>;
+  /** The bounded queue misses (and other store lookups) wait in; the resolver runs its batches. */
+  readonly queue: Omit<LookupQueueOptions<MissLookup>, 'batch'>;
+  /** Most hashes one coalesced round trip carries. */
+  readonly maxBatch: number;
+  /** One round trip for many hashes: the key behind each, in the same order, null where none. */
+  readonly lookup: (hashes: Buffer[]) => Promise<(KeyLookup | null)[]>;
   readonly metrics: WebhookMetrics;
   readonly logger: FastifyBaseLogger;
   /** Only tokens with this prefix are looked up. */
   readonly tokenPrefix: string | undefined;
 }
 
-type LookupOutcome =
+export type LookupOutcome =
   | { readonly ok: true; readonly entry: CacheEntry | null }
   | { readonly ok: false; readonly reason: UnavailableReason };
 
@@ -63,15 +73,30 @@ const FAILED: LookupOutcome = { ok: false, reason: 'store_unavailable' };
  * miss through the bounded lookup queue. Split in a synchronous first half and an asynchronous
  * second so that a cache hit never allocates a promise: that path is the one the throughput
  * target is about.
+ *
+ * Misses are coalesced twice: concurrent misses for one hash share one entry in the queue, and
+ * the queue hands waiting misses to runBatch() many at a time, so one `= ANY($1)` round trip
+ * answers them all (webhook/lookup-queue.ts). Each hash gets its own row or null; a failed round
+ * trip fails only the hashes it carried.
  */
 export class Resolver {
   readonly #options: ResolverOptions;
   /** Concurrent misses for one hash share a single store round trip. */
   readonly #inFlight = new Map<string, Promise<LookupOutcome>>();
   #storeFailing = false;
+  /** Bounds every store lookup of the request path: these misses, and subject rows (acquire()). */
+  readonly queue: LookupQueue<MissLookup>;
 
   constructor(options: ResolverOptions) {
     this.#options = options;
+    this.queue = new LookupQueue({
+      ...options.queue,
+      batch: {
+        maxSize: options.maxBatch,
+        run: (items) => this.#runBatch(items),
+        shed: (item) => item.settle(SHED),
+      },
+    });
   }
 
   /** False from the first failed lookup until the next successful one. */
@@ -117,12 +142,13 @@ export class Resolver {
   }
 
   async complete(pending: PendingLookup): Promise<Resolution> {
-    // Bounded by the queue: every entry holds a slot or a place in it, or is settled already.
+    // Bounded by the queue: every entry holds a place in it or in a running batch, or is settled already.
     let shared = this.#inFlight.get(pending.hash);
     if (!shared) {
-      shared = this.#lookup(pending.hash, pending.priority);
-      this.#inFlight.set(pending.hash, shared);
-      void shared.finally(() => this.#inFlight.delete(pending.hash));
+      const { hash } = pending;
+      shared = new Promise<LookupOutcome>((settle) => this.queue.submit(pending.priority, { hash, settle }));
+      this.#inFlight.set(hash, shared);
+      void shared.finally(() => this.#inFlight.delete(hash));
     }
     const outcome = await shared;
     if (outcome.ok) {
@@ -137,34 +163,39 @@ export class Resolver {
     return { kind: 'unavailable', reason: outcome.reason, displayPrefix: pending.displayPrefix };
   }
 
-  async #lookup(hash: string, priority: LookupPriority): Promise<LookupOutcome> {
-    const { cache, metrics, logger, queue } = this.#options;
-    const release = await queue.acquire(priority);
-    if (!release) return SHED;
+  async #runBatch(items: MissLookup[]): Promise<void> {
+    const { cache, metrics, logger } = this.#options;
     const generation = cache.beginFill();
+    let keys: (KeyLookup | null)[];
     try {
-      const key = await this.#options.lookup(Buffer.from(hash, 'latin1'));
-      metrics.storeLookups.labels(key ? 'found' : 'not_found').inc();
-      if (this.#storeFailing) {
-        this.#storeFailing = false;
-        logger.info('credential store answering again');
-      }
-      return { ok: true, entry: cache.fill(hash, key, generation) };
+      keys = await this.#options.lookup(items.map((item) => Buffer.from(item.hash, 'latin1')));
     } catch (err) {
       // Every pooled connection busy: this replica is overloaded, the store may be fine.
       if (isPoolAcquireTimeout(err)) {
-        metrics.storeLookups.labels('shed').inc();
-        return SHED;
+        metrics.storeLookups.labels('shed').inc(items.length);
+        for (const item of items) item.settle(SHED);
+        return;
       }
-      metrics.storeLookups.labels('error').inc();
+      metrics.storeLookups.labels('error').inc(items.length);
       // Once per outage, not once per request: under load that would be thousands of lines a second.
       if (!this.#storeFailing) {
         this.#storeFailing = true;
         logger.error({ err: safeError(err) }, 'credential store lookup failed; serving cached keys only');
       }
-      return FAILED;
-    } finally {
-      release();
+      for (const item of items) item.settle(FAILED);
+      return;
+    }
+    metrics.storeRoundTrips.inc();
+    if (this.#storeFailing) {
+      this.#storeFailing = false;
+      logger.info('credential store answering again');
+    }
+    const found = metrics.storeLookups.labels('found');
+    const notFound = metrics.storeLookups.labels('not_found');
+    for (const [i, item] of items.entries()) {
+      const key = keys[i] ?? null;
+      (key ? found : notFound).inc();
+      item.settle({ ok: true, entry: cache.fill(item.hash, key, generation) });
     }
   }
 }

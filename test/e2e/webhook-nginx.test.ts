@@ -30,6 +30,7 @@ beforeAll(async () => {
     locations: [
       { path: '/', authUrl: `${webhook.url}/verify` },
       { path: '/alpha/', authUrl: `${webhook.url}/verify?scope=projects:alpha` },
+      { path: '/kept/', authUrl: `${webhook.url}/verify?scope=projects:alpha`, authKeepalive: 8 },
     ],
   });
 });
@@ -113,6 +114,45 @@ describe('nginx auth_request configured as ingress-nginx auth-url', () => {
       const res = await get('/anything', headers);
       expect(res.status, name).toBe(401);
       expect(res.headers.get('www-authenticate'), name).toMatch(challenge);
+    }
+  });
+
+  it('with auth-keepalive, answers every request for its own key over reused connections', async () => {
+    const alpha = await fx.issueKey(
+      await fx.createUser({ groups: ['alpha-team'], scopes: ['projects:alpha'] }),
+    );
+    const wide = await fx.issueKey(await fx.createUser({ groups: ['wide-team'], scopes: ['projects:*'] }));
+    const other = await fx.issueKey(
+      await fx.createUser({ groups: ['other-team'], scopes: ['projects:beta'] }),
+    );
+    const groupsOf = async (token: string): Promise<string | undefined> => {
+      const res = await get('/kept/x', { authorization: `Bearer ${token}` });
+      expect(res.status).toBe(200);
+      return ((await res.json()) as Echo).headers['x-keyward-groups'];
+    };
+    let accepted = 0;
+    const onConnection = (): void => {
+      accepted += 1;
+    };
+    webhook.app.server.on('connection', onConnection);
+    try {
+      // One after another, alternating users: an answer left over from the previous request on
+      // the same connection would show up as the wrong user.
+      for (let i = 0; i < 10; i++) {
+        expect(await groupsOf(alpha.token)).toBe('alpha-team');
+        expect(await groupsOf(wide.token)).toBe('wide-team');
+      }
+    } finally {
+      webhook.app.server.off('connection', onConnection);
+    }
+    // 20 subrequests in sequence: nginx kept its connection (a second only if one was closed).
+    expect(accepted).toBeLessThanOrEqual(2);
+    // Refusals carry a body, which nginx does not read from an auth subrequest, so it closes that
+    // connection (docs/ingress/nginx.md#keep-alive-to-the-webhook); each is still its own answer.
+    for (let i = 0; i < 3; i++) {
+      expect((await get('/kept/x', { authorization: `Bearer ${other.token}` })).status).toBe(403);
+      expect((await get('/kept/x', { authorization: 'Bearer kw_nope' })).status).toBe(401);
+      expect(await groupsOf(alpha.token)).toBe('alpha-team');
     }
   });
 

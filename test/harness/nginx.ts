@@ -9,6 +9,12 @@ export interface NginxLocation {
   readonly path: string;
   /** The ingress `auth-url`, e.g. `http://127.0.0.1:8080/verify?scope=projects:alpha`. */
   readonly authUrl: string;
+  /**
+   * ingress-nginx's `auth-keepalive`: idle connections kept to the auth service, rendered as the
+   * controller does (an `upstream` block with `keepalive`, HTTP/1.1, an empty `Connection`).
+   * Unset: a new connection per subrequest, the controller's default.
+   */
+  readonly authKeepalive?: number;
 }
 
 export interface NginxOptions {
@@ -95,8 +101,7 @@ ${authCacheDirectives(options.authCache)}
       proxy_http_version 1.1;
       proxy_pass_request_headers on;
       client_max_body_size 1m;
-      set $target ${location.authUrl};
-      proxy_pass $target;
+${authTarget(location, i)}
     }
 
     location ${location.path} {
@@ -108,6 +113,12 @@ ${copy.join('\n')}
       proxy_http_version 1.1;
       proxy_pass ${options.upstream};
     }`;
+  });
+  const upstreams = options.locations.flatMap((location, i) => {
+    if (location.authKeepalive === undefined) return [];
+    return [
+      `  upstream ${authUpstream(i)} { server ${new URL(location.authUrl).host}; keepalive ${location.authKeepalive}; }`,
+    ];
   });
   return `
 worker_processes 1;
@@ -122,6 +133,7 @@ http {
   uwsgi_temp_path ${tmp}/uwsgi;
   scgi_temp_path ${tmp}/scgi;
   proxy_cache_path ${tmp}/auth-cache levels=1:2 keys_zone=auth_cache:1m max_size=8m inactive=30m use_temp_path=off;
+${upstreams.join('\n')}
   server {
     listen 127.0.0.1:${port};
     location = /-/nginx-health { return 200 "ok"; }
@@ -130,6 +142,21 @@ ${locations.join('\n')}
   }
 }
 `;
+}
+
+const authUpstream = (i: number): string => `external-auth-${i}`;
+
+/** Where the auth location sends the subrequest: the URL itself, or its keep-alive upstream. */
+function authTarget(location: NginxLocation, i: number): string {
+  if (location.authKeepalive === undefined) {
+    return `      set $target ${location.authUrl};\n      proxy_pass $target;`;
+  }
+  const url = new URL(location.authUrl);
+  return [
+    '      proxy_set_header Connection "";',
+    `      set $target http://${authUpstream(i)}${url.pathname}${url.search};`,
+    '      proxy_pass $target;',
+  ].join('\n');
 }
 
 /** The auth location's caching, as ingress-nginx renders it when `auth-cache-key` is set. */

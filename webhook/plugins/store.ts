@@ -3,11 +3,11 @@ import fp from 'fastify-plugin';
 import pg from 'pg';
 import { ChangeFollower } from '../../store/change-follower.js';
 import { ChangeListener, type ChangeSubscriber } from '../../store/listener.js';
-import { lookupByHash } from '../../store/lookup.js';
+import { lookupByHashes } from '../../store/lookup.js';
 import { VerifyCache } from '../cache.js';
 import type { WebhookConfig } from '../config.js';
 import { safeError } from '../logger.js';
-import { LookupQueue } from '../lookup-queue.js';
+import type { LookupQueue } from '../lookup-queue.js';
 import type { WebhookMetrics } from '../metrics.js';
 import { Resolver } from '../resolver.js';
 
@@ -79,20 +79,22 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   }
 
   const cache = new VerifyCache({ ...config.cache, now, onEvict: () => metrics.cacheEvictions.inc() });
-  const lookups = new LookupQueue({
-    ...config.lookups,
-    maxWaitMs: config.storeTimeoutMs,
-    now,
-    onShed: (priority) => metrics.lookupsShed.labels(priority).inc(),
-  });
   const resolver = new Resolver({
     cache,
-    queue: lookups,
-    lookup: (hash) => lookupByHash(pool, hash),
+    queue: {
+      maxConcurrent: config.lookups.maxConcurrent,
+      maxQueued: config.lookups.maxQueued,
+      maxWaitMs: config.storeTimeoutMs,
+      now,
+      onShed: (priority) => metrics.lookupsShed.labels(priority).inc(),
+    },
+    maxBatch: config.lookups.maxBatch,
+    lookup: (hashes) => lookupByHashes(pool, hashes),
     metrics,
     logger: app.log,
     tokenPrefix: config.tokenPrefix,
   });
+  const lookups = resolver.queue;
 
   let attachedBefore = false;
   let warnedReadOnly = false;

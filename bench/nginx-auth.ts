@@ -1,0 +1,435 @@
+// nginx `auth_request` to keyward against `auth_request` to an nginx location returning 200 (the
+// floor of any external auth), both in front of the same upstream, alternated over rounds:
+// throughput at 100 connections, added p50 latency at 4 connections, p99 at half of keyward's
+// maximum rate. bench/README.md#nginx-auth says how to read it.
+//
+// Usage: npx tsc -p tsconfig.json && node dist/bench/nginx-auth.js [--rounds 5] [--duration 5] [--json <file>]
+// Needs wrk and nginx (apt-get install -y wrk nginx-light) and taskset (util-linux).
+//
+// CPUs (a 2-core machine): the auth service under test — keyward, or the nginx that stands for the
+// floor — runs alone on CPU 0, as in bench/webhook.ts, so the two sides differ only in what answers
+// the subrequest. The front nginx (which also serves the upstream, a `return 200` server block in
+// the same worker) and wrk share CPU 1, alike on both sides. Both sides use the documented recipe
+// (docs/ingress/nginx.md): a keep-alive `upstream` block, `proxy_http_version 1.1`, `Connection ""`.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { generateToken } from '../credentials/token.js';
+import { createDatabase, startPostgres } from '../devenv/postgres.js';
+import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../devenv/process.js';
+import { repoRoot } from '../devenv/repo.js';
+import { migrate } from '../store/migrate.js';
+import { OperatorStore } from '../store/operator-store.js';
+import { median, ResultWriter, spreadOf } from './lib/results.js';
+import { medianQuantiles, quantileOf, runWrk, type WrkRun } from './nginx-auth/wrk.js';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    duration: { type: 'string', default: '5' },
+    json: { type: 'string' },
+  },
+});
+const rounds = Number(values.rounds);
+const duration = Number(values.duration);
+const wrkBin = requireTool('wrk', 'apt-get install -y wrk');
+const taskset = requireTool('taskset', 'apt-get install -y util-linux');
+const nginxBin = requireTool('nginx', 'apt-get install -y nginx-light', ['/usr/sbin']);
+const work = await mkdtemp(join(tmpdir(), 'keyward-bench-nginx-'));
+const results = new ResultWriter('nginx-auth');
+const print = (line: string): void => {
+  process.stdout.write(`${line}\n`);
+};
+
+/** The auth service under test, alone on its core. */
+const AUTH_CPU = 0;
+/** The front nginx and wrk. */
+const FRONT_CPU = 1;
+/** Closed-loop connections for the throughput rounds (as bench/webhook.ts). */
+const THROUGHPUT_CONNECTIONS = 100;
+/** The latency target is stated at this many connections: well below saturation on both sides. */
+const LATENCY_CONNECTIONS = 4;
+/**
+ * Idle keep-alive connections the front nginx keeps per upstream. Above the number of requests in
+ * flight: nginx closes a connection it cannot keep idle, and with `keepalive 32` at 100
+ * connections every auth subrequest beyond the 32nd pays a TCP connect and keyward an accept —
+ * measured here, that roughly doubled keyward's CPU per request. docs/ingress/nginx.md says so.
+ */
+const AUTH_KEEPALIVE = 256;
+/** wrk pauses this long between a connection's requests in the half-load run (see halfLoad()). */
+const PACED_DELAY_MS = 2;
+const SCOPE = 'projects:alpha';
+
+// ---- store and key -----------------------------------------------------------------------
+
+const postgres = await startPostgres();
+const storeUrl = await createDatabase(postgres.adminUrl, 'bench');
+await migrate(storeUrl);
+const pool = new pg.Pool({ connectionString: storeUrl, max: 2 });
+// Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.
+pool.on('error', () => undefined);
+const store = new OperatorStore(pool, { actor: 'bench' });
+const userRef = { namespace: 'bench', name: 'bench-user', uid: 'bench-user-uid' };
+await store.upsertServiceUser({
+  ref: userRef,
+  username: 'bench-user',
+  description: 'benchmark',
+  contact: null,
+  groups: ['team-a', 'ops'],
+  scopes: ['projects:*'],
+  suspended: false,
+});
+const generated = generateToken();
+const issued = await store.issueKey({
+  ref: { namespace: 'bench', name: 'key-1', uid: 'key-uid-1' },
+  serviceUserName: userRef.name,
+  hash: generated.hash,
+  displayPrefix: generated.displayPrefix,
+  scopes: null,
+  expiresAt: null,
+  disabled: false,
+});
+if (issued.kind !== 'ok') throw new Error(`issueKey: ${issued.kind}`);
+const auth = `Authorization: Bearer ${generated.token}`;
+
+// ---- processes ---------------------------------------------------------------------------
+
+const processes: ManagedProcess[] = [];
+function pinned(name: string, cpu: number, args: string[], env: Record<string, string>): ManagedProcess {
+  const proc = new ManagedProcess({
+    name,
+    command: taskset,
+    args: ['-c', String(cpu), ...args],
+    env: { PATH: process.env.PATH ?? '', ...env },
+    logFile: join(work, `${name.replace(/\W+/g, '-')}.log`),
+  });
+  processes.push(proc);
+  return proc;
+}
+
+/** An nginx of its own: one worker, no master, so taskset pins the process that does the work. */
+async function startNginx(name: string, cpu: number, servers: string): Promise<ManagedProcess> {
+  const dir = join(work, name);
+  await mkdir(join(dir, 'tmp'), { recursive: true });
+  const conf = join(dir, 'nginx.conf');
+  await writeFile(
+    conf,
+    `worker_processes 1; master_process off; pid ${dir}/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
+${servers}
+}
+`,
+  );
+  return pinned(
+    name,
+    cpu,
+    [nginxBin, '-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
+    {},
+  );
+}
+
+const IDENTITY = [
+  'x-keyward-user',
+  'x-keyward-actor',
+  'x-keyward-key-id',
+  'x-keyward-scopes',
+  'x-keyward-groups',
+];
+
+/** keyward's cache-hit answer, as nginx `add_header`s (x-keyward-actor is empty there, so absent here). */
+const FLOOR_HEADERS = [
+  ['cache-control', 'no-store'],
+  ['x-keyward-user', 'bench-user'],
+  ['x-keyward-key-id', 'key_0000000000000001'],
+  ['x-keyward-scopes', 'projects:*'],
+  ['x-keyward-groups', 'team-a,ops'],
+];
+
+/**
+ * One front server: the recipe of docs/ingress/nginx.md (internal auth location proxying the
+ * request's headers, not its body; one auth_request_set + proxy_set_header per identity header),
+ * with the auth service behind a keep-alive upstream block — or, `keepalive` false, the recipe as it
+ * was before: HTTP/1.0 and a new connection per subrequest (nginx's default for proxy_pass).
+ */
+function frontServer(port: number, authUpstream: string, authPath: string, keepalive = true): string {
+  const copy = IDENTITY.map((h) => {
+    const v = `$kw_${h.slice(2).replace(/-/g, '_')}`;
+    return `      auth_request_set ${v} $upstream_http_${h.replace(/-/g, '_')};\n      proxy_set_header ${h} ${v};`;
+  }).join('\n');
+  return `  server {
+    listen 127.0.0.1:${port};
+    location = /_keyward {
+      internal;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
+      proxy_set_header X-Original-Method $request_method;
+      proxy_set_header X-Forwarded-For $remote_addr;
+${keepalive ? '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n' : ''}      proxy_pass http://${authUpstream}${authPath};
+    }
+    location / {
+      auth_request /_keyward;
+${copy}
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_pass http://app;
+    }
+  }`;
+}
+
+const keywardPort = await freePort();
+const keyward = pinned(
+  'keyward webhook',
+  AUTH_CPU,
+  [process.execPath, join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
+  {
+    KEYWARD_STORE_URL: storeUrl,
+    KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${keywardPort}`,
+    KEYWARD_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
+    KEYWARD_LOG_LEVEL: 'warn',
+  },
+);
+await waitUntilReady(
+  keyward,
+  async () => (await fetch(`http://127.0.0.1:${keywardPort}/readyz`)).ok,
+  30_000,
+  'ready',
+);
+
+const floorPort = await freePort();
+const floorHeaders = FLOOR_HEADERS.map(([h, v]) => `add_header ${h} "${v}";`).join(' ');
+const floor = await startNginx(
+  'floor-nginx',
+  AUTH_CPU,
+  `  server { listen 127.0.0.1:${floorPort}; keepalive_requests 1000000; location / { ${floorHeaders} return 200; } }`,
+);
+
+const appPort = await freePort();
+const viaKeyward = await freePort();
+const viaFloor = await freePort();
+const viaKeywardUnkept = await freePort();
+const front = await startNginx(
+  'front-nginx',
+  FRONT_CPU,
+  `  upstream keyward { server 127.0.0.1:${keywardPort}; keepalive ${AUTH_KEEPALIVE}; }
+  upstream floor { server 127.0.0.1:${floorPort}; keepalive ${AUTH_KEEPALIVE}; }
+  upstream app { server 127.0.0.1:${appPort}; keepalive ${AUTH_KEEPALIVE}; }
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:${appPort}; location / { return 200 "ok"; } }
+${frontServer(viaKeyward, 'keyward', `/verify?scope=${SCOPE}`)}
+${frontServer(viaFloor, 'floor', '/')}
+${frontServer(viaKeywardUnkept, `127.0.0.1:${keywardPort}`, `/verify?scope=${SCOPE}`, false)}`,
+);
+const sides = {
+  keyward: `http://127.0.0.1:${viaKeyward}/`,
+  floor: `http://127.0.0.1:${viaFloor}/`,
+  /** keyward without keep-alive: reported, to show what the recipe's keep-alive is worth. */
+  unkept: `http://127.0.0.1:${viaKeywardUnkept}/`,
+};
+type Side = keyof typeof sides;
+for (const proc of [floor, front]) {
+  await waitUntilReady(
+    proc,
+    async () => (await fetch(sides.floor, { headers: { authorization: 'x' } })).ok,
+    15_000,
+  );
+}
+for (const [side, url] of Object.entries(sides)) {
+  const response = await fetch(url, { headers: { authorization: auth.slice('Authorization: '.length) } });
+  if (response.status !== 200) throw new Error(`${side}: ${response.status} through nginx`);
+}
+// Without a token keyward refuses: the keyward side really asks keyward.
+if ((await fetch(sides.keyward)).status !== 401)
+  throw new Error('keyward side: a request without a token passed');
+
+// ---- wrk ---------------------------------------------------------------------------------
+
+async function wrk(
+  side: Side,
+  options: { connections: number; seconds: number; delayMs?: number },
+): Promise<WrkRun> {
+  const result = await runWrk({
+    wrk: wrkBin,
+    taskset,
+    cpu: FRONT_CPU,
+    url: sides[side],
+    headers: [auth],
+    ...options,
+    watchPid: (side === 'floor' ? floor : keyward).child.pid!,
+    workDir: work,
+  });
+  // Every request must pass auth: a refusal would be a broken setup, not a slow one.
+  if (result.non2xx > 0) throw new Error(`${side}: ${result.non2xx} non-2xx answers`);
+  if (result.socketErrors) print(`(${side}: wrk socket errors: ${result.socketErrors})`);
+  return result;
+}
+
+/** Each round runs every side back to back, the order rotated every round. */
+async function alternate<S extends Side>(
+  measured: readonly S[],
+  options: { connections: number; seconds: number; delayMs?: number },
+): Promise<Record<S, WrkRun>[]> {
+  const out = [];
+  for (let i = 0; i < rounds; i++) {
+    const order = measured.map((_, j) => measured[(i + j) % measured.length]!);
+    const round: Partial<Record<S, WrkRun>> = {};
+    for (const side of order) round[side] = await wrk(side, options);
+    out.push(round as Record<S, WrkRun>);
+  }
+  return out;
+}
+
+const at = quantileOf;
+const int = (n: number): string => Math.round(n).toLocaleString('en');
+
+// ---- benchmarks --------------------------------------------------------------------------
+
+try {
+  // Warm-up: JIT on both sides, keyward's cache, nginx's keep-alive pools.
+  await wrk('keyward', { connections: THROUGHPUT_CONNECTIONS, seconds: 3 });
+  await wrk('floor', { connections: THROUGHPUT_CONNECTIONS, seconds: 3 });
+
+  print(
+    `## throughput: ${THROUGHPUT_CONNECTIONS} keep-alive connections through nginx; auth service on CPU ${AUTH_CPU}, nginx + wrk on CPU ${FRONT_CPU}`,
+  );
+  const throughput = await alternate(['keyward', 'floor', 'unkept'], {
+    connections: THROUGHPUT_CONNECTIONS,
+    seconds: duration,
+  });
+  for (const [i, r] of throughput.entries()) {
+    print(
+      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s (${r.keyward.cpuUsPerRequest.toFixed(1)} CPU-µs/req in keyward) | floor ${int(r.floor.rps)} req/s (${r.floor.cpuUsPerRequest.toFixed(1)} CPU-µs/req in the floor's nginx) | ratio ${(r.keyward.rps / r.floor.rps).toFixed(3)} | keyward without keep-alive ${int(r.unkept.rps)} req/s (${r.unkept.cpuUsPerRequest.toFixed(1)} CPU-µs/req)`,
+    );
+  }
+  const ratios = throughput.map((r) => r.keyward.rps / r.floor.rps);
+  const keywardRps = throughput.map((r) => r.keyward.rps);
+  const floorRps = throughput.map((r) => r.floor.rps);
+  const keywardCpu = median(throughput.map((r) => r.keyward.cpuUsPerRequest));
+  print(
+    `median ratio ${median(ratios).toFixed(3)} (${spreadOf(ratios)
+      .map((x) => x.toFixed(3))
+      .join('–')})`,
+  );
+  results.row({
+    id: 'nginx-auth-throughput',
+    measure: 'nginx auth_request to keyward vs auth_request to an nginx location returning 200, throughput',
+    target: '≥ 0.7×',
+    value: median(ratios),
+    unit: '×',
+    met: median(ratios) >= 0.7,
+    spread: spreadOf(ratios),
+    rounds: ratios,
+    note: `${THROUGHPUT_CONNECTIONS} connections, keep-alive upstream to both; keyward ${int(median(keywardRps))} req/s vs floor ${int(median(floorRps))} req/s (medians); keyward spent ${keywardCpu.toFixed(1)} CPU-µs per request on CPU ${AUTH_CPU}, nginx and wrk shared CPU ${FRONT_CPU}.`,
+  });
+  const unkept = throughput.map((r) => r.unkept.rps / r.floor.rps);
+  const unkeptCpu = median(throughput.map((r) => r.unkept.cpuUsPerRequest));
+  print(
+    `without keep-alive to keyward: median ratio ${median(unkept).toFixed(3)}, ${unkeptCpu.toFixed(1)} CPU-µs/req in keyward (${keywardCpu.toFixed(1)} with it)`,
+  );
+  results.row({
+    id: 'nginx-auth-throughput-no-keepalive',
+    measure: 'same, with a new connection to keyward per subrequest (no upstream keepalive)',
+    target: 'reported',
+    value: median(unkept),
+    unit: '×',
+    met: null,
+    spread: spreadOf(unkept),
+    rounds: unkept,
+    note: `keyward spent ${unkeptCpu.toFixed(1)} CPU-µs per request without keep-alive against ${keywardCpu.toFixed(1)} with it: what docs/ingress/nginx.md#keep-alive-to-the-webhook is worth.`,
+  });
+  results.series('nginx-auth-throughput', {
+    kind: 'bars',
+    title: `Requests through nginx auth_request, ${THROUGHPUT_CONNECTIONS} connections`,
+    unit: 'req/s',
+    bars: [
+      { label: 'auth_request → keyward', value: median(keywardRps), spread: spreadOf(keywardRps) },
+      { label: 'auth_request → nginx return 200', value: median(floorRps), spread: spreadOf(floorRps) },
+      {
+        label: 'auth_request → keyward, no keep-alive',
+        value: median(throughput.map((r) => r.unkept.rps)),
+        spread: spreadOf(throughput.map((r) => r.unkept.rps)),
+      },
+    ],
+  });
+
+  print(`## latency at ${LATENCY_CONNECTIONS} connections (µs)`);
+  const low = await alternate(['keyward', 'floor'], { connections: LATENCY_CONNECTIONS, seconds: duration });
+  for (const [i, r] of low.entries()) {
+    print(
+      `round ${i + 1}: keyward p50 ${at(r.keyward, 0.5)} p99 ${at(r.keyward, 0.99)} | floor p50 ${at(r.floor, 0.5)} p99 ${at(r.floor, 0.99)} | added p50 ${at(r.keyward, 0.5) - at(r.floor, 0.5)}`,
+    );
+  }
+  const added = low.map((r) => at(r.keyward, 0.5) - at(r.floor, 0.5));
+  results.row({
+    id: 'nginx-auth-p50-added',
+    measure: 'nginx auth_request to keyward, added p50 latency at 4 connections',
+    target: '≤ 100 µs',
+    value: median(added),
+    unit: 'µs',
+    met: median(added) <= 100,
+    spread: spreadOf(added),
+    rounds: added,
+    note: `p50 through nginx with keyward ${median(low.map((r) => at(r.keyward, 0.5)))} µs vs ${median(low.map((r) => at(r.floor, 0.5)))} µs with the floor (medians of the rounds).`,
+  });
+  results.series('nginx-auth-latency-4', {
+    kind: 'quantiles',
+    title: `Latency through nginx auth_request, ${LATENCY_CONNECTIONS} connections`,
+    unit: 'µs',
+    lines: [
+      { label: 'auth_request → keyward', points: medianQuantiles(low.map((r) => r.keyward)) },
+      { label: 'auth_request → nginx return 200', points: medianQuantiles(low.map((r) => r.floor)) },
+    ],
+  });
+
+  // Half load: half of keyward's maximum, offered to both sides alike. wrk is closed-loop; a pause
+  // per request paces it, so each connection makes one request per (pause + response time).
+  const rate = median(keywardRps) / 2;
+  const responseMs = median(low.map((r) => at(r.keyward, 0.5))) / 1000;
+  const connections = Math.max(1, Math.round((rate * (PACED_DELAY_MS + responseMs)) / 1000));
+  print(
+    `## p99 at half load: ${int(rate)} req/s offered, ${connections} connections pausing ${PACED_DELAY_MS} ms (µs)`,
+  );
+  const half = await alternate(['keyward', 'floor'], {
+    connections,
+    seconds: Math.max(duration, 5),
+    delayMs: PACED_DELAY_MS,
+  });
+  for (const [i, r] of half.entries()) {
+    print(
+      `round ${i + 1}: keyward ${int(r.keyward.rps)} req/s p50 ${at(r.keyward, 0.5)} p99 ${at(r.keyward, 0.99)} | floor ${int(r.floor.rps)} req/s p50 ${at(r.floor, 0.5)} p99 ${at(r.floor, 0.99)} | p99 ratio ${(at(r.keyward, 0.99) / at(r.floor, 0.99)).toFixed(2)}`,
+    );
+  }
+  const p99Ratios = half.map((r) => at(r.keyward, 0.99) / at(r.floor, 0.99));
+  results.row({
+    id: 'nginx-auth-p99-half-load',
+    measure: 'nginx auth_request to keyward vs the floor, p99 at half load',
+    target: '≤ 1.25×',
+    value: median(p99Ratios),
+    unit: '×',
+    met: median(p99Ratios) <= 1.25,
+    spread: spreadOf(p99Ratios),
+    rounds: p99Ratios,
+    note: `${int(rate)} req/s offered to both sides (half of keyward's median maximum); p99 ${median(half.map((r) => at(r.keyward, 0.99)))} µs with keyward vs ${median(half.map((r) => at(r.floor, 0.99)))} µs with the floor.`,
+  });
+  results.series('nginx-auth-latency-half-load', {
+    kind: 'quantiles',
+    title: `Latency through nginx auth_request at ${int(rate)} req/s`,
+    unit: 'µs',
+    lines: [
+      { label: 'auth_request → keyward', points: medianQuantiles(half.map((r) => r.keyward)) },
+      { label: 'auth_request → nginx return 200', points: medianQuantiles(half.map((r) => r.floor)) },
+    ],
+  });
+  await results.write(values.json);
+} finally {
+  for (const proc of processes.reverse()) await proc.stop();
+  await pool.end();
+  await postgres.stop();
+  await rm(work, { recursive: true, force: true });
+}
