@@ -42,6 +42,8 @@ export interface WrkOptions {
   readonly seconds: number;
   /** The CPU wrk is pinned to; GENERATOR_CPU unless a benchmark loads servers on both. */
   readonly cpu?: number;
+  /** wrk's per-request timeout (its default is 2 s); slower answers count as timeouts, not latency. */
+  readonly timeoutSeconds?: number;
 }
 
 /** A wrk run under way. */
@@ -76,6 +78,7 @@ export class Wrk {
       `-c${options.connections ?? 100}`,
     ];
     args.push(`-d${options.seconds}s`, '-s', script);
+    if (options.timeoutSeconds !== undefined) args.push('--timeout', `${options.timeoutSeconds}s`);
     for (const h of options.headers ?? []) args.push('-H', h);
     args.push(url);
     // taskset execs wrk, so the child's pid is wrk's own and SIGINT reaches it.
