@@ -15,14 +15,14 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
-import { generateToken } from '../credentials/token.js';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
-import { freePort, ManagedProcess, requireTool, waitUntilReady } from '../devenv/process.js';
-import { repoRoot } from '../devenv/repo.js';
-import { migrate } from '../store/migrate.js';
-import { OperatorStore } from '../store/operator-store.js';
+import { freePort, type ManagedProcess, waitUntilReady } from '../devenv/process.js';
+import { PinnedProcesses } from './lib/processes.js';
 import { median, ResultWriter, spreadOf } from './lib/results.js';
+import { BenchStore } from './lib/store.js';
+import { nginxBin } from './lib/tools.js';
+import { startWebhook } from './lib/webhook.js';
+import { pacedLua, Wrk } from './lib/wrk.js';
 import { medianQuantiles, quantileOf, runWrk, type WrkRun } from './nginx-auth/wrk.js';
 
 const { values } = parseArgs({
@@ -34,9 +34,6 @@ const { values } = parseArgs({
 });
 const rounds = Number(values.rounds);
 const duration = Number(values.duration);
-const wrkBin = requireTool('wrk', 'apt-get install -y wrk');
-const taskset = requireTool('taskset', 'apt-get install -y util-linux');
-const nginxBin = requireTool('nginx', 'apt-get install -y nginx-light', ['/usr/sbin']);
 const work = await mkdtemp(join(tmpdir(), 'keyward-bench-nginx-'));
 const results = new ResultWriter('nginx-auth');
 const print = (line: string): void => {
@@ -61,53 +58,25 @@ const AUTH_KEEPALIVE = 256;
 /** wrk pauses this long between a connection's requests in the half-load run (see halfLoad()). */
 const PACED_DELAY_MS = 2;
 const SCOPE = 'projects:alpha';
+/** wrk's per-request timeout: latency beyond its default 2 s is still latency, not an error. */
+const WRK_TIMEOUT_SECONDS = 10;
 
 // ---- store and key -----------------------------------------------------------------------
 
 const postgres = await startPostgres();
 const storeUrl = await createDatabase(postgres.adminUrl, 'bench');
-await migrate(storeUrl);
-const pool = new pg.Pool({ connectionString: storeUrl, max: 2 });
-// Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.
-pool.on('error', () => undefined);
-const store = new OperatorStore(pool, { actor: 'bench' });
-const userRef = { namespace: 'bench', name: 'bench-user', uid: 'bench-user-uid' };
-await store.upsertServiceUser({
-  ref: userRef,
-  username: 'bench-user',
+const bench = await BenchStore.open(storeUrl, {
+  name: 'bench-user',
   description: 'benchmark',
-  contact: null,
   groups: ['team-a', 'ops'],
-  scopes: ['projects:*'],
-  suspended: false,
 });
-const generated = generateToken();
-const issued = await store.issueKey({
-  ref: { namespace: 'bench', name: 'key-1', uid: 'key-uid-1' },
-  serviceUserName: userRef.name,
-  hash: generated.hash,
-  displayPrefix: generated.displayPrefix,
-  scopes: null,
-  expiresAt: null,
-  disabled: false,
-});
-if (issued.kind !== 'ok') throw new Error(`issueKey: ${issued.kind}`);
-const auth = `Authorization: Bearer ${generated.token}`;
+const key = await bench.issue();
+const auth = `Authorization: Bearer ${key.token}`;
 
 // ---- processes ---------------------------------------------------------------------------
 
-const processes: ManagedProcess[] = [];
-function pinned(name: string, cpu: number, args: string[], env: Record<string, string>): ManagedProcess {
-  const proc = new ManagedProcess({
-    name,
-    command: taskset,
-    args: ['-c', String(cpu), ...args],
-    env: { PATH: process.env.PATH ?? '', ...env },
-    logFile: join(work, `${name.replace(/\W+/g, '-')}.log`),
-  });
-  processes.push(proc);
-  return proc;
-}
+const processes = new PinnedProcesses(work);
+const wrkRunner = new Wrk(work);
 
 /** An nginx of its own: one worker, no master, so taskset pins the process that does the work. */
 async function startNginx(name: string, cpu: number, servers: string): Promise<ManagedProcess> {
@@ -126,10 +95,10 @@ ${servers}
 }
 `,
   );
-  return pinned(
+  return processes.start(
     name,
     cpu,
-    [nginxBin, '-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
+    [nginxBin(), '-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
     {},
   );
 }
@@ -183,24 +152,9 @@ ${copy}
   }`;
 }
 
-const keywardPort = await freePort();
-const keyward = pinned(
-  'keyward webhook',
-  AUTH_CPU,
-  [process.execPath, join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
-  {
-    KEYWARD_STORE_URL: storeUrl,
-    KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${keywardPort}`,
-    KEYWARD_METRICS_LISTEN: `127.0.0.1:${await freePort()}`,
-    KEYWARD_LOG_LEVEL: 'warn',
-  },
-);
-await waitUntilReady(
-  keyward,
-  async () => (await fetch(`http://127.0.0.1:${keywardPort}/readyz`)).ok,
-  30_000,
-  'ready',
-);
+const webhook = await startWebhook(processes, { name: 'keyward webhook', storeUrl, cpu: AUTH_CPU });
+const keyward = webhook.proc;
+const keywardPort = new URL(webhook.url).port;
 
 const floorPort = await freePort();
 const floorHeaders = FLOOR_HEADERS.map(([h, v]) => `add_header ${h} "${v}";`).join(' ');
@@ -254,19 +208,22 @@ async function wrk(
   side: Side,
   options: { connections: number; seconds: number; delayMs?: number },
 ): Promise<WrkRun> {
-  const result = await runWrk({
-    wrk: wrkBin,
-    taskset,
-    cpu: FRONT_CPU,
-    url: sides[side],
-    headers: [auth],
-    ...options,
-    watchPid: (side === 'floor' ? floor : keyward).child.pid!,
-    workDir: work,
-  });
+  const { delayMs, ...rest } = options;
+  const result = await runWrk(
+    wrkRunner,
+    sides[side],
+    {
+      ...rest,
+      cpu: FRONT_CPU,
+      headers: [auth],
+      timeoutSeconds: WRK_TIMEOUT_SECONDS,
+      ...(delayMs === undefined ? {} : { lua: pacedLua(delayMs) }),
+    },
+    (side === 'floor' ? floor : keyward).child.pid!,
+  );
   // Every request must pass auth: a refusal would be a broken setup, not a slow one.
   if (result.non2xx > 0) throw new Error(`${side}: ${result.non2xx} non-2xx answers`);
-  if (result.socketErrors) print(`(${side}: wrk socket errors: ${result.socketErrors})`);
+  if (result.socketErrors > 0) print(`(${side}: ${result.socketErrors} wrk socket errors)`);
   return result;
 }
 
@@ -428,8 +385,8 @@ try {
   });
   await results.write(values.json);
 } finally {
-  for (const proc of processes.reverse()) await proc.stop();
-  await pool.end();
+  await processes.stopAll();
+  await bench.end();
   await postgres.stop();
   await rm(work, { recursive: true, force: true });
 }

@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
+import { PinnedProcesses } from './lib/processes.js';
 import { ResultWriter } from './lib/results.js';
+import { formatSummary, summarize } from './lib/samples.js';
 import { measureEndToEnd, type Trial } from './revocation/end-to-end.js';
-import { formatSummary, Processes, summarize } from './revocation/harness.js';
 import { measureStoreRevocation } from './revocation/store-under-load.js';
 
 const STORE_TARGET_P99_MS = 10;
@@ -38,7 +39,7 @@ const print = (line: string): void => {
 };
 const results = new ResultWriter('revocation');
 const work = await mkdtemp(join(tmpdir(), 'keyward-bench-revocation-'));
-const processes = new Processes(work);
+const processes = new PinnedProcesses(work);
 const postgres = await startPostgres();
 print(`logs in ${work}`);
 
@@ -47,7 +48,6 @@ try {
     const r = await measureStoreRevocation({
       storeUrl: await createDatabase(postgres.adminUrl, 'revocation_store'),
       processes,
-      workDir: work,
       trials: Number(values.trials),
       seconds: Number(values.duration),
       print,

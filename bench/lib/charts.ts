@@ -3,6 +3,7 @@
 import { parse, View } from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
 import type { Series } from './results.js';
+import { nearestRank } from './samples.js';
 
 const WIDTH = 560;
 const HEIGHT = 260;
@@ -20,9 +21,16 @@ const BASE = {
 /** Percent label of a quantile: 0.5 → p50, 0.999 → p99.9. */
 const percentile = (q: number): string => `p${Number((q * 100).toPrecision(6))}`;
 
-function quantileOf(sorted: readonly number[], q: number): number {
-  // Nearest rank: the smallest sample with at least q of all samples at or below it.
-  return sorted[Math.max(0, Math.ceil(q * sorted.length) - 1)] ?? Number.NaN;
+/** One line per label with its points marked and a legend: quantile and xy series alike. */
+function lineChart<const X, const Y>(title: string, values: object[], x: X, y: Y) {
+  return {
+    ...BASE,
+    title,
+    height: HEIGHT,
+    data: { values },
+    mark: { type: 'line', point: true },
+    encoding: { x, y, color: { field: 'line', type: 'nominal', title: null, sort: null } },
+  } as const;
 }
 
 function specOf(series: Series): TopLevelSpec {
@@ -66,33 +74,22 @@ function specOf(series: Series): TopLevelSpec {
           .filter((p) => p.value > 0)
           .map((p) => ({ line: line.label, q: p.q, percentile: percentile(p.q), value: p.value })),
       );
-      return {
-        ...BASE,
-        title: series.title,
-        height: HEIGHT,
-        data: { values },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: {
-            field: 'percentile',
-            type: 'ordinal',
-            sort: { field: 'q', op: 'min' },
-            title: 'quantile',
-            axis: { labelAngle: 0 },
-          },
-          y: {
-            field: 'value',
-            type: 'quantitative',
-            scale: { type: 'log' },
-            title: `${series.unit} (log scale)`,
-          },
-          color: { field: 'line', type: 'nominal', title: null, sort: null },
+      return lineChart(
+        series.title,
+        values,
+        {
+          field: 'percentile',
+          type: 'ordinal',
+          sort: { field: 'q', op: 'min' },
+          title: 'quantile',
+          axis: { labelAngle: 0 },
         },
-      };
+        { field: 'value', type: 'quantitative', scale: { type: 'log' }, title: `${series.unit} (log scale)` },
+      );
     }
     case 'histogram': {
       const sorted = [...series.samples].sort((a, b) => a - b);
-      const marks = [0.5, 0.99].map((q) => ({ label: percentile(q), value: quantileOf(sorted, q) }));
+      const marks = [0.5, 0.99].map((q) => ({ label: percentile(q), value: nearestRank(sorted, q) }));
       return {
         ...BASE,
         title: `${series.title} (${sorted.length} samples)`,
@@ -123,18 +120,12 @@ function specOf(series: Series): TopLevelSpec {
       const values = series.lines.flatMap((line) =>
         line.points.map((p) => ({ line: line.label, x: p.x, y: p.y })),
       );
-      return {
-        ...BASE,
-        title: series.title,
-        height: HEIGHT,
-        data: { values },
-        mark: { type: 'line', point: true },
-        encoding: {
-          x: { field: 'x', type: 'quantitative', title: series.xUnit },
-          y: { field: 'y', type: 'quantitative', title: series.yUnit },
-          color: { field: 'line', type: 'nominal', title: null, sort: null },
-        },
-      };
+      return lineChart(
+        series.title,
+        values,
+        { field: 'x', type: 'quantitative', title: series.xUnit },
+        { field: 'y', type: 'quantitative', title: series.yUnit },
+      );
     }
   }
 }

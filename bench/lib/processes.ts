@@ -1,5 +1,6 @@
-// Child processes of a benchmark, each pinned to one CPU with taskset, logged into the run's work
-// directory and stopped together at the end; plus what /proc says about them.
+// Child processes of a benchmark, each pinned to one CPU with taskset (or left to the scheduler,
+// like the control plane it works beside), logged into the run's work directory and stopped
+// together at the end; plus what /proc says about them.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ManagedProcess } from '../../devenv/process.js';
@@ -13,11 +14,19 @@ export class PinnedProcesses {
     this.work = work;
   }
 
-  start(name: string, cpu: number, args: readonly string[], env: Record<string, string>): ManagedProcess {
+  /** `args[0] args…` on `cpu`, or unpinned for null (taskset execs the command: the pid is its own). */
+  start(
+    name: string,
+    cpu: number | null,
+    args: readonly string[],
+    env: Record<string, string>,
+  ): ManagedProcess {
+    const [command, ...rest] = cpu === null ? args : [taskset(), '-c', String(cpu), ...args];
+    if (command === undefined) throw new Error(`${name}: no command`);
     const proc = new ManagedProcess({
       name,
-      command: taskset(),
-      args: ['-c', String(cpu), ...args],
+      command,
+      args: rest,
       env: { PATH: process.env.PATH ?? '', ...env },
       logFile: join(this.work, `${name.replace(/\W+/g, '-')}.log`),
     });

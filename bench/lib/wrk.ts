@@ -1,13 +1,12 @@
 // wrk (Debian's, closed-loop) pinned to the generator CPU, with a Lua `done()` that prints the
 // latency distribution as JSON, so every run yields quantiles for the report's charts and not only
-// the four percentiles of `--latency`.
-import { execFile } from 'node:child_process';
+// the four percentiles of `--latency`. A run can be stopped early: on SIGINT wrk ends as at the end
+// of its duration (summary and `done()` included), so a load can last exactly as long as the
+// measurement it accompanies.
+import { type ChildProcess, execFile } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { GENERATOR_CPU, taskset, wrkBin } from './tools.js';
-
-const run = promisify(execFile);
 
 /** The quantiles (in percent) every run reports; 99.99 only means something in runs of 10⁴+ requests. */
 const PERCENTILES = [50, 75, 90, 95, 99, 99.9, 99.99];
@@ -39,7 +38,20 @@ export interface WrkOptions {
   /** Lua defining request()/delay(); the reporting done() is appended. */
   readonly lua?: string;
   readonly connections?: number;
+  /** Upper bound when the run is stopped early (WrkRun.stop). */
   readonly seconds: number;
+  /** The CPU wrk is pinned to; GENERATOR_CPU unless a benchmark loads servers on both. */
+  readonly cpu?: number;
+  /** wrk's per-request timeout (its default is 2 s); slower answers count as timeouts, not latency. */
+  readonly timeoutSeconds?: number;
+}
+
+/** A wrk run under way. */
+export interface WrkRun {
+  /** Resolves when wrk ends, at its duration or after stop(). */
+  readonly done: Promise<WrkResult>;
+  /** Ends the run now (SIGINT) and resolves with what wrk measured until then. */
+  stop(): Promise<WrkResult>;
 }
 
 export class Wrk {
@@ -51,15 +63,42 @@ export class Wrk {
   }
 
   async run(url: string, options: WrkOptions): Promise<WrkResult> {
+    return await (await this.start(url, options)).done;
+  }
+
+  async start(url: string, options: WrkOptions): Promise<WrkRun> {
     this.#scripts += 1;
     const script = join(this.#work, `wrk-${this.#scripts}.lua`);
     await writeFile(script, `${options.lua ?? ''}\n${DONE}`);
-    const args = ['-c', String(GENERATOR_CPU), wrkBin(), '-t1', `-c${options.connections ?? 100}`];
+    const args = [
+      '-c',
+      String(options.cpu ?? GENERATOR_CPU),
+      wrkBin(),
+      '-t1',
+      `-c${options.connections ?? 100}`,
+    ];
     args.push(`-d${options.seconds}s`, '-s', script);
+    if (options.timeoutSeconds !== undefined) args.push('--timeout', `${options.timeoutSeconds}s`);
     for (const h of options.headers ?? []) args.push('-H', h);
     args.push(url);
-    const { stdout } = await run(taskset(), args, { maxBuffer: 1 << 20 });
-    return parse(stdout);
+    // taskset execs wrk, so the child's pid is wrk's own and SIGINT reaches it.
+    let child: ChildProcess | undefined;
+    const done = new Promise<WrkResult>((resolve, reject) => {
+      child = execFile(taskset(), args, { maxBuffer: 1 << 20 }, (error, stdout, stderr) => {
+        try {
+          resolve(parse(stdout));
+        } catch (err) {
+          reject(new Error(`${(err as Error).message}\n${error?.message ?? ''}\n${stderr}`));
+        }
+      });
+    });
+    return {
+      done,
+      async stop(): Promise<WrkResult> {
+        if (child?.exitCode === null && child.signalCode === null) child.kill('SIGINT');
+        return await done;
+      },
+    };
   }
 }
 

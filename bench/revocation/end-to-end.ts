@@ -6,7 +6,9 @@ import { CoreV1Api } from '@kubernetes/client-node';
 import pg from 'pg';
 import { startOperatorCluster } from '../../devenv/operator.js';
 import { eventually } from '../../devenv/poll.js';
-import { epochMs, type Processes, startWebhook, verifyStatus } from './harness.js';
+import type { PinnedProcesses } from '../lib/processes.js';
+import { epochMs } from '../lib/samples.js';
+import { startWebhook, verifyStatus } from '../lib/webhook.js';
 
 /** How often a trial asks the webhook whether the token is refused yet (the brief's "~5 ms"). */
 const REFUSAL_POLL_MS = 5;
@@ -55,7 +57,7 @@ function settled(obj: Obj, reason: string): boolean {
 
 export async function measureEndToEnd(options: {
   storeUrl: string;
-  processes: Processes;
+  processes: PinnedProcesses;
   trials: number;
   print: (line: string) => void;
 }): Promise<EndToEndResult> {
@@ -71,9 +73,11 @@ export async function measureEndToEnd(options: {
     const { kc, namespace, objects, operator } = cluster;
     const core = kc.makeApiClient(CoreV1Api);
     // The polls of a revoked token fail on purpose; the failed-attempt limit would answer 429.
+    // Unpinned, like the control plane and the operator it works with.
     const webhook = await startWebhook(options.processes, {
       name: 'webhook-e2e',
       storeUrl: options.storeUrl,
+      cpu: null,
       env: { KEYWARD_FAILED_ATTEMPTS_LIMIT: '0' },
     });
     const diagnostics = (): string => operator.process.logTail(20);

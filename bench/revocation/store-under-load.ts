@@ -1,23 +1,12 @@
 // Revocation through the store while two webhook replicas serve half of their maximum load: from
 // the return of the revoking commit to both replicas answering 401 (NOTIFY → each replica's
 // listener → cache entry dropped → the next request is a store lookup that finds the key revoked).
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
-import { generateToken } from '../../credentials/token.js';
-import { migrate } from '../../store/migrate.js';
-import { OperatorStore } from '../../store/operator-store.js';
-import {
-  epochMs,
-  type Processes,
-  runWrk,
-  startWebhook,
-  startWrk,
-  verifyStatus,
-  type Webhook,
-  type WrkResult,
-} from './harness.js';
+import type { PinnedProcesses } from '../lib/processes.js';
+import { epochMs } from '../lib/samples.js';
+import { BenchStore } from '../lib/store.js';
+import { startWebhook, verifyStatus, type Webhook } from '../lib/webhook.js';
+import { pacedLua, Wrk, type WrkOptions, type WrkResult } from '../lib/wrk.js';
 
 /** Keep-alive connections per replica for the maximum, as in the throughput benchmark. */
 const MAX_CONNECTIONS = 100;
@@ -56,71 +45,41 @@ export interface StoreRevocationResult {
   targetRps: number;
   /** What wrk achieved over the loaded trials (both replicas). */
   achievedRps: number;
-  /** wrk's own latency figures during the loaded trials, per replica. */
+  /** wrk's own latency figures paced the loaded trials, per replica. */
   paced: WrkResult[];
   connections: number[];
 }
 
 export async function measureStoreRevocation(options: {
   storeUrl: string;
-  processes: Processes;
-  workDir: string;
+  processes: PinnedProcesses;
   trials: number;
   seconds: number;
   print: (line: string) => void;
 }): Promise<StoreRevocationResult> {
-  const { print } = options;
-  await migrate(options.storeUrl);
-  const pool = new pg.Pool({ connectionString: options.storeUrl, max: 4 });
-  // Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.
-  pool.on('error', () => undefined);
+  const { print, processes } = options;
+  const bench = await BenchStore.open(options.storeUrl, {
+    name: 'revocation-user',
+    description: 'revocation benchmark',
+    groups: ['team-a'],
+  });
   try {
-    const store = new OperatorStore(pool, { actor: 'bench' });
-    const user = { namespace: 'bench', name: 'revocation-user', uid: 'revocation-user-uid' };
-    const created = await store.upsertServiceUser({
-      ref: user,
-      username: 'revocation-user',
-      description: 'revocation benchmark',
-      contact: null,
-      groups: ['team-a'],
-      scopes: ['projects:*'],
-      suspended: false,
-    });
-    if (created.kind !== 'ok') throw new Error(`upsertServiceUser: ${created.kind}`);
-    let counter = 0;
-    const issue = async (): Promise<{ token: string; uid: string }> => {
-      counter += 1;
-      const generated = generateToken();
-      const ref = { namespace: 'bench', name: `key-${counter}`, uid: `key-uid-${counter}` };
-      const result = await store.issueKey({
-        ref,
-        serviceUserName: user.name,
-        hash: generated.hash,
-        displayPrefix: generated.displayPrefix,
-        scopes: null,
-        expiresAt: null,
-        disabled: false,
-      });
-      if (result.kind !== 'ok') throw new Error(`issueKey: ${result.kind}`);
-      return { token: generated.token, uid: ref.uid };
-    };
-
     // The trials' polls fail on purpose until the revocation lands; the failed-attempt limit
     // would answer 429 to this one client address after 30 of them.
     const env = { KEYWARD_FAILED_ATTEMPTS_LIMIT: '0' };
     const replicas: Webhook[] = [
-      await startWebhook(options.processes, { name: 'webhook-a', storeUrl: options.storeUrl, cpu: 0, env }),
-      await startWebhook(options.processes, { name: 'webhook-b', storeUrl: options.storeUrl, cpu: 1, env }),
+      await startWebhook(processes, { name: 'webhook-a', storeUrl: options.storeUrl, cpu: 0, env }),
+      await startWebhook(processes, { name: 'webhook-b', storeUrl: options.storeUrl, cpu: 1, env }),
     ];
 
     const trial = async (): Promise<number> => {
-      const key = await issue();
+      const key = await bench.issue();
       await sleep(ISSUED_NOTIFY_MS);
       for (const r of replicas) {
         const status = await verifyStatus(r.url, key.token);
         if (status !== 200) throw new Error(`a fresh key got ${status} from ${r.url}`);
       }
-      await store.revokeKey(key.uid);
+      await bench.store.revokeKey(key.uid);
       const committed = epochMs();
       const refused = await Promise.all(
         replicas.map(async (r) => {
@@ -145,18 +104,19 @@ export async function measureStoreRevocation(options: {
     print(`${options.trials} trials on idle replicas done`);
 
     // The load: one cached key, one wrk per replica, each wrk on the other replica's CPU.
-    const loadKey = await issue();
+    const loadKey = await bench.issue();
+    const wrk = new Wrk(processes.work);
     const headers = [`Authorization: Bearer ${loadKey.token}`];
-    const wrkFor = (i: number, connections: number, seconds: number, script?: string) => ({
-      url: `${replicas[i]!.url}/verify`,
+    const wrkFor = (i: number, connections: number, seconds: number, lua?: string): WrkOptions => ({
       headers,
       connections,
       seconds,
       cpu: 1 - i,
-      ...(script ? { script } : {}),
+      ...(lua ? { lua } : {}),
     });
-    const both = async (make: (i: number) => ReturnType<typeof wrkFor>): Promise<WrkResult[]> =>
-      await Promise.all([0, 1].map((i) => runWrk(make(i))));
+    const url = (i: number): string => `${replicas[i]!.url}/verify`;
+    const both = async (make: (i: number) => WrkOptions): Promise<WrkResult[]> =>
+      await Promise.all([0, 1].map((i) => wrk.run(url(i), make(i))));
     await both((i) => wrkFor(i, MAX_CONNECTIONS, WARM_UP_SECONDS));
     const max = await both((i) => wrkFor(i, MAX_CONNECTIONS, options.seconds));
     const maxRps = max[0]!.rps + max[1]!.rps;
@@ -164,20 +124,21 @@ export async function measureStoreRevocation(options: {
       `maximum, cache hits, ${MAX_CONNECTIONS} connections per replica: ${max.map((r) => Math.round(r.rps)).join(' + ')} = ${Math.round(maxRps)} req/s`,
     );
 
-    const script = join(options.workDir, 'paced.lua');
-    await writeFile(script, `function delay() return ${PACE_DELAY_MS} end\n`);
+    const pacing = pacedLua(PACE_DELAY_MS);
     const targets = max.map((r) => r.rps / 2);
     let connections = targets.map((t) =>
       Math.max(1, Math.round((t * (PACE_DELAY_MS + GUESSED_RESPONSE_MS)) / 1000)),
     );
     for (let pass = 0; pass < CALIBRATION_PASSES; pass++) {
-      const calibration = await both((i) => wrkFor(i, connections[i]!, CALIBRATION_SECONDS, script));
+      const calibration = await both((i) => wrkFor(i, connections[i]!, CALIBRATION_SECONDS, pacing));
       connections = connections.map((c, i) =>
         Math.max(1, Math.round((c * targets[i]!) / calibration[i]!.rps)),
       );
     }
 
-    const load = [0, 1].map((i) => startWrk(wrkFor(i, connections[i]!, PACED_UPPER_BOUND_SECONDS, script)));
+    const load = await Promise.all(
+      [0, 1].map((i) => wrk.start(url(i), wrkFor(i, connections[i]!, PACED_UPPER_BOUND_SECONDS, pacing))),
+    );
     let loaded: number[];
     let paced: WrkResult[];
     try {
@@ -192,6 +153,6 @@ export async function measureStoreRevocation(options: {
     );
     return { unloaded, loaded, maxRps, targetRps: maxRps / 2, achievedRps, paced, connections };
   } finally {
-    await pool.end();
+    await bench.end();
   }
 }

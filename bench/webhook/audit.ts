@@ -7,8 +7,9 @@ import { cpuSeconds } from '../lib/processes.js';
 import { median } from '../lib/results.js';
 import { alternate, medianRow } from '../lib/rounds.js';
 import { GENERATOR_CPU, SERVER_CPU } from '../lib/tools.js';
+import type { Webhook } from '../lib/webhook.js';
 import { describe } from '../lib/wrk.js';
-import { type Harness, WARM_UP_SECONDS, type Webhook } from './harness.js';
+import { type Harness, WARM_UP_SECONDS } from './harness.js';
 
 /** Issue 13: the request log may cost at most this share of cache-hit throughput. */
 const LOG_COST_TARGET_PERCENT = 5;

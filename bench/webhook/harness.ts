@@ -8,16 +8,14 @@ import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import pg from 'pg';
+import type pg from 'pg';
 import { generateToken } from '../../credentials/token.js';
 import { createDatabase, startPostgres, type TestPostgres } from '../../devenv/postgres.js';
-import { freePort, type ManagedProcess, waitUntilReady } from '../../devenv/process.js';
-import { repoRoot } from '../../devenv/repo.js';
-import { migrate } from '../../store/migrate.js';
-import { OperatorStore } from '../../store/operator-store.js';
 import { PinnedProcesses } from '../lib/processes.js';
 import { ResultWriter } from '../lib/results.js';
+import { BenchStore } from '../lib/store.js';
 import { GENERATOR_CPU, SERVER_CPU, taskset } from '../lib/tools.js';
+import { startWebhook, type Webhook } from '../lib/webhook.js';
 import { Wrk } from '../lib/wrk.js';
 
 export interface Sizes {
@@ -33,20 +31,12 @@ export interface Sizes {
   readonly entries: number;
 }
 
-export interface Webhook {
-  readonly url: string;
-  readonly metricsUrl: string;
-  readonly proc: ManagedProcess;
-}
-
 /** Short runs before measuring, so the JIT and the cache are warm in every side alike. */
 export const WARM_UP_SECONDS = 3;
 /** Far more entries than any part caches, so eviction never decides a figure. */
 const CACHE_MAX_ENTRIES = '200000';
-const READY_TIMEOUT_MS = 30_000;
 /** Rows per bulk INSERT: one statement's parameters stay well below a megabyte per array. */
 const BULK_BATCH = 20_000;
-const userRef = { namespace: 'bench', name: 'bench-user', uid: 'bench-user-uid' };
 const run = promisify(execFile);
 
 /**
@@ -70,26 +60,29 @@ export class Harness {
   readonly writer = new ResultWriter('webhook');
   readonly postgres: TestPostgres;
   readonly storeUrl: string;
+  readonly bench: BenchStore;
   readonly pool: pg.Pool;
-  readonly store: OperatorStore;
   /** Tokens of the keys bulkKeys() loaded so far. */
   readonly loaded: string[] = [];
   /** Median cache-hit req/s, once the throughput part has measured it. */
   maxHitRps = 0;
-  #keyCounter = 0;
   #shared: Webhook | undefined;
 
-  private constructor(sizes: Sizes, work: string, postgres: TestPostgres, storeUrl: string) {
+  private constructor(
+    sizes: Sizes,
+    work: string,
+    postgres: TestPostgres,
+    storeUrl: string,
+    bench: BenchStore,
+  ) {
     this.sizes = sizes;
     this.work = work;
     this.procs = new PinnedProcesses(work);
     this.wrk = new Wrk(work);
     this.postgres = postgres;
     this.storeUrl = storeUrl;
-    this.pool = new pg.Pool({ connectionString: storeUrl, max: 4 });
-    // Idle clients see the cluster's own shutdown at the end; that is not a failure of the run.
-    this.pool.on('error', () => undefined);
-    this.store = new OperatorStore(this.pool, { actor: 'bench' });
+    this.bench = bench;
+    this.pool = bench.pool;
   }
 
   static async start(sizes: Sizes): Promise<Harness> {
@@ -97,18 +90,12 @@ export class Harness {
     const postgres = await startPostgres();
     await pinPostgres(postgres, GENERATOR_CPU);
     const storeUrl = await createDatabase(postgres.adminUrl, 'bench');
-    await migrate(storeUrl);
-    const harness = new Harness(sizes, work, postgres, storeUrl);
-    await harness.store.upsertServiceUser({
-      ref: userRef,
-      username: 'bench-user',
+    const bench = await BenchStore.open(storeUrl, {
+      name: 'bench-user',
       description: 'benchmark',
-      contact: null,
       groups: ['team-a', 'ops'],
-      scopes: ['projects:*'],
-      suspended: false,
     });
-    return harness;
+    return new Harness(sizes, work, postgres, storeUrl, bench);
   }
 
   print(line: string): void {
@@ -116,22 +103,8 @@ export class Harness {
   }
 
   /** Issues one key of the bench user through the store API, as the operator does. */
-  async issue(): Promise<{ token: string; uid: string }> {
-    this.#keyCounter += 1;
-    const generated = generateToken();
-    const n = this.#keyCounter;
-    const ref = { namespace: 'bench', name: `key-${n}`, uid: `key-uid-${n}` };
-    const result = await this.store.issueKey({
-      ref,
-      serviceUserName: userRef.name,
-      hash: generated.hash,
-      displayPrefix: generated.displayPrefix,
-      scopes: null,
-      expiresAt: null,
-      disabled: false,
-    });
-    if (result.kind !== 'ok') throw new Error(`issueKey: ${result.kind}`);
-    return { token: generated.token, uid: ref.uid };
+  issue(): Promise<{ token: string; uid: string }> {
+    return this.bench.issue();
   }
 
   /** Bulk-loads n more keys of the bench user in batches and returns their tokens. */
@@ -153,7 +126,7 @@ export class Harness {
          )
          INSERT INTO api_key_secrets (hash, api_key_id, display_prefix)
          SELECT input.h, keys.id, input.p FROM input JOIN keys ON keys.uid = 'bulk-uid-' || ($3 + input.ord)`,
-        [generated.map((g) => g.hash), generated.map((g) => g.displayPrefix), start, userRef.uid],
+        [generated.map((g) => g.hash), generated.map((g) => g.displayPrefix), start, this.bench.user.uid],
       );
     }
     await this.pool.query('VACUUM ANALYZE');
@@ -161,25 +134,13 @@ export class Harness {
   }
 
   /** Starts `keyward webhook` from dist/ on the server CPU and waits for /readyz. */
-  async startWebhook(name: string, env: Record<string, string> = {}, cpu = SERVER_CPU): Promise<Webhook> {
-    const port = await freePort();
-    const metricsPort = await freePort();
-    const proc = this.procs.start(
+  startWebhook(name: string, env: Record<string, string> = {}, cpu = SERVER_CPU): Promise<Webhook> {
+    return startWebhook(this.procs, {
       name,
+      storeUrl: this.storeUrl,
       cpu,
-      [process.execPath, join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
-      {
-        KEYWARD_STORE_URL: this.storeUrl,
-        KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
-        KEYWARD_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
-        KEYWARD_LOG_LEVEL: 'warn',
-        KEYWARD_CACHE_MAX_ENTRIES: CACHE_MAX_ENTRIES,
-        ...env,
-      },
-    );
-    const url = `http://127.0.0.1:${port}`;
-    await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).ok, READY_TIMEOUT_MS, 'ready');
-    return { url, metricsUrl: `http://127.0.0.1:${metricsPort}`, proc };
+      env: { KEYWARD_CACHE_MAX_ENTRIES: CACHE_MAX_ENTRIES, ...env },
+    });
   }
 
   /** The webhook with production defaults that the hit-path parts share. */
@@ -194,7 +155,7 @@ export class Harness {
 
   async stop(): Promise<void> {
     await this.procs.stopAll();
-    await this.pool.end();
+    await this.bench.end();
     await this.postgres.stop();
   }
 }

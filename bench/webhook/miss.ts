@@ -6,8 +6,9 @@ import { join } from 'node:path';
 import { rssMiB } from '../lib/processes.js';
 import { median } from '../lib/results.js';
 import { medianRow } from '../lib/rounds.js';
+import type { Webhook } from '../lib/webhook.js';
 import { describe, randomTokenLua, type WrkResult } from '../lib/wrk.js';
-import type { Harness, Webhook } from './harness.js';
+import type { Harness } from './harness.js';
 import { atRate } from './latency.js';
 
 /** 5× the 3,686 req/s the issue measured on this machine before the miss-path work. */
