@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { Command, CommanderError } from 'commander';
 import { userCommands } from './user/commands.js';
-import { apiErrorMessage, UsageError } from './user/kube.js';
+import { apiErrorMessage, UsageError } from './user/errors.js';
 import { EXIT_USAGE } from './user/output.js';
 import { packageVersion } from './version.js';
 

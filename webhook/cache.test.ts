@@ -206,4 +206,61 @@ describe('VerifyCache', () => {
     cache.apply({ entity: 'user', op: 'updated', userId: 'bob' });
     expect(cache.get('h').kind).toBe('miss');
   });
+
+  it("answers each key with its own row's user fields, even when the user changed between two keys' reads", () => {
+    const { cache } = setup();
+    cache.fill('a1', { ...key(1, 'alice'), groups: ['old'], username: 'alice' }, cache.beginFill());
+    // Read after a change whose notification has not arrived yet.
+    cache.fill('a2', { ...key(2, 'alice'), groups: ['new'], username: 'alice' }, cache.beginFill());
+    cache.fill('a3', { ...key(3, 'alice'), groups: ['new'], username: 'alice' }, cache.beginFill());
+    const groupsOf = (hash: string): unknown => {
+      const found = cache.get(hash);
+      return found.kind === 'fresh' ? [found.entry.key.groups, found.entry.groupsHeader] : found.kind;
+    };
+    expect(groupsOf('a1')).toEqual([['old'], 'old']);
+    expect(groupsOf('a2')).toEqual([['new'], 'new']);
+    expect(groupsOf('a3')).toEqual([['new'], 'new']);
+    cache.apply({ entity: 'user', op: 'updated', userId: 'alice' });
+    expect([groupsOf('a1'), groupsOf('a2'), groupsOf('a3')]).toEqual(['miss', 'miss', 'miss']);
+    // Nothing of the dropped rows is shared with a key read after the change.
+    cache.fill('a4', { ...key(4, 'alice'), groups: ['newer'], suspended: true }, cache.beginFill());
+    const a4 = cache.get('a4');
+    expect(a4.kind === 'fresh' && [a4.entry.key.groups, a4.entry.key.suspended]).toEqual([['newer'], true]);
+  });
+
+  it('narrows scopes per key although the keys of one user share its record', () => {
+    const { cache } = setup();
+    const user = { userScopes: ['projects:*', 'reports:read'] };
+    cache.fill('all', { ...key(1, 'alice'), ...user }, cache.beginFill());
+    cache.fill('one', { ...key(2, 'alice'), ...user, keyScopes: ['projects:x'] }, cache.beginFill());
+    cache.fill(
+      'wider',
+      { ...key(3, 'alice'), ...user, keyScopes: ['admin:*', 'reports:read'] },
+      cache.beginFill(),
+    );
+    const scopesOf = (hash: string): unknown => {
+      const found = cache.get(hash);
+      return found.kind === 'fresh' && found.entry.scopesHeader;
+    };
+    expect(scopesOf('all')).toBe('projects:*,reports:read');
+    expect(scopesOf('one')).toBe('projects:x');
+    expect(scopesOf('wider')).toBe('reports:read');
+  });
+
+  it('drops both secrets of a key in its rotation grace, and the one left after the other was evicted', () => {
+    const { cache } = setup({ maxEntries: 3 });
+    const previous = { ...key(1), secret: { current: false as const, notAfter: new Date(2_000_000) } };
+    cache.fill('new', key(1), cache.beginFill());
+    cache.fill('old', previous, cache.beginFill());
+    cache.apply({ entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: key(1).userId });
+    expect([cache.get('new').kind, cache.get('old').kind]).toEqual(['miss', 'miss']);
+    cache.fill('new', key(1), cache.beginFill());
+    cache.fill('old', previous, cache.beginFill());
+    for (let i = 2; i < 4; i++) cache.fill(`h${i}`, key(i), cache.beginFill());
+    // 'new' was the least recently used: evicted; 'old' stays, indexed alone.
+    expect([cache.get('new').kind, cache.get('old').kind]).toEqual(['miss', 'fresh']);
+    cache.apply({ entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: key(1).userId });
+    expect(cache.get('old').kind).toBe('miss');
+    expect(cache.size).toBe(2);
+  });
 });

@@ -1,7 +1,8 @@
 import { LRUCache } from 'lru-cache';
 import type { StoreChange } from '../store/changes.js';
 import type { KeyLookup } from '../store/lookup.js';
-import { type KeyState, keyState } from './decision.js';
+import type { KeyState } from './decision.js';
+import { CachedKey, keyState, UserRecord } from './key-state.js';
 
 export interface CacheOptions {
   /** Positive entries (LRU beyond this). */
@@ -63,10 +64,12 @@ const CHANGE_LOG_LIMIT = 10_000;
 
 export class VerifyCache {
   readonly #options: CacheOptions;
-  readonly #entries: LRUCache<string, CacheEntry>;
+  readonly #entries: LRUCache<string, CachedKey>;
   readonly #negative: LRUCache<string, number>;
-  readonly #byUser = new Map<string, Set<string>>();
-  readonly #byKey = new Map<string, Set<string>>();
+  readonly #byUser = new Map<string, HashSet>();
+  readonly #byKey = new Map<string, HashSet>();
+  /** The record the next cached key of a user shares, while any of its keys is cached. */
+  readonly #users = new Map<string, UserRecord>();
   #generation = 0;
   /** Fills that began before this generation are refused whatever they found. */
   #refuseBefore = 0;
@@ -79,7 +82,7 @@ export class VerifyCache {
 
   constructor(options: CacheOptions) {
     this.#options = options;
-    this.#entries = new LRUCache<string, CacheEntry>({
+    this.#entries = new LRUCache<string, CachedKey>({
       max: options.maxEntries,
       dispose: (entry, hash, reason) => {
         this.#unindex(entry, hash);
@@ -143,18 +146,33 @@ export class VerifyCache {
       }
       return null;
     }
-    const entry: CacheEntry = { ...keyState(key), verifiedAt: now, epoch: this.#epoch };
     const changed = Math.max(
       this.#refuseBefore,
       this.#changedAt.get(`u:${key.userId}`) ?? 0,
       this.#changedAt.get(`k:${key.keyId}`) ?? 0,
     );
-    if (generation >= changed) {
-      this.#negative.delete(hash);
-      this.#entries.set(hash, entry);
-      this.#index(entry, hash);
-    }
+    // Refused: this request's answer only, sharing nothing with what the cache holds.
+    if (generation < changed) return keyState(key, now, this.#epoch);
+    // Replacing an entry un-indexes it (dispose) first, which may retire its user's record.
+    this.#entries.delete(hash);
+    const entry = new CachedKey(this.#userRecord(key), key, now, this.#epoch);
+    this.#negative.delete(hash);
+    this.#entries.set(hash, entry);
+    this.#index(entry, hash);
     return entry;
+  }
+
+  /**
+   * The record this user's cached keys share, if it says what `key` says; otherwise a new one,
+   * which later keys share. Keys still holding the old record keep it: they were read before the
+   * change and the change's notification drops them.
+   */
+  #userRecord(key: KeyLookup): UserRecord {
+    const known = this.#users.get(key.userId);
+    if (known?.matches(key)) return known;
+    const record = new UserRecord(key);
+    this.#users.set(key.userId, record);
+    return record;
   }
 
   /** Applies one NOTIFY: drops only what it names. */
@@ -223,35 +241,52 @@ export class VerifyCache {
     this.#negative.clear();
   }
 
-  #index(entry: CacheEntry, hash: string): void {
-    addTo(this.#byUser, entry.key.userId, hash);
-    addTo(this.#byKey, entry.key.keyId, hash);
+  #index(entry: CachedKey, hash: string): void {
+    addTo(this.#byUser, entry.userId, hash);
+    addTo(this.#byKey, entry.keyId, hash);
   }
 
-  #unindex(entry: CacheEntry, hash: string): void {
-    removeFrom(this.#byUser, entry.key.userId, hash);
-    removeFrom(this.#byKey, entry.key.keyId, hash);
+  #unindex(entry: CachedKey, hash: string): void {
+    if (removeFrom(this.#byUser, entry.userId, hash)) this.#users.delete(entry.userId);
+    removeFrom(this.#byKey, entry.keyId, hash);
   }
 
-  #dropIndexed(index: Map<string, Set<string>>, id: string): void {
+  #dropIndexed(index: Map<string, HashSet>, id: string): void {
     const hashes = index.get(id);
-    if (!hashes) return;
-    for (const hash of [...hashes]) this.#entries.delete(hash);
+    if (hashes === undefined) return;
+    if (typeof hashes === 'string') this.#entries.delete(hashes);
+    else for (const hash of [...hashes]) this.#entries.delete(hash);
   }
 }
 
-function addTo(index: Map<string, Set<string>>, id: string, hash: string): void {
-  let set = index.get(id);
-  if (!set) {
-    set = new Set();
-    index.set(id, set);
-  }
-  set.add(hash);
+/**
+ * The hashes cached for one key or user. Nearly every key has one secret (two during a
+ * rotation's grace), so a lone hash is kept as the string itself: a Set per key cost ~180 bytes.
+ */
+type HashSet = string | Set<string>;
+
+function addTo(index: Map<string, HashSet>, id: string, hash: string): void {
+  const hashes = index.get(id);
+  if (hashes === undefined) index.set(id, hash);
+  else if (typeof hashes === 'string') {
+    if (hashes !== hash) index.set(id, new Set([hashes, hash]));
+  } else hashes.add(hash);
 }
 
-function removeFrom(index: Map<string, Set<string>>, id: string, hash: string): void {
-  const set = index.get(id);
-  if (!set) return;
-  set.delete(hash);
-  if (set.size === 0) index.delete(id);
+/** Returns whether `id` has no hash left. */
+function removeFrom(index: Map<string, HashSet>, id: string, hash: string): boolean {
+  const hashes = index.get(id);
+  if (hashes === undefined) return true;
+  if (typeof hashes === 'string') {
+    if (hashes !== hash) return false;
+  } else {
+    hashes.delete(hash);
+    if (hashes.size > 1) return false;
+    if (hashes.size === 1) {
+      index.set(id, hashes.values().next().value as string);
+      return false;
+    }
+  }
+  index.delete(id);
+  return true;
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyLookup } from '../store/lookup.js';
-import { decide, headerListItem, type KeyDecision, keyState, kubernetesGroups } from './decision.js';
+import { decide, headerListItem, type KeyDecision, kubernetesGroups } from './decision.js';
+import { keyState } from './key-state.js';
 
 const T0 = Date.parse('2030-01-01T00:00:00Z');
 const minutes = (n: number): number => n * 60_000;

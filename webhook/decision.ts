@@ -1,4 +1,4 @@
-import { anyScopeCovers, effectiveScopes, isValidScope } from '../api/scopes.js';
+import { anyScopeCovers, isValidScope } from '../api/scopes.js';
 import type { KeyLookup } from '../store/lookup.js';
 
 /**
@@ -69,11 +69,19 @@ export function denyMessage(reason: DenyReason): string {
 }
 
 /**
- * What a cache entry keeps about a key: the store row plus what can be derived from it once
- * (effective scopes), so the hot path does no array work.
+ * What the webhook keeps of a store row: all but the key's namespace and name and the secret's
+ * display prefix, which no answer, metric or log line of the webhook uses (logs carry the token's
+ * own prefix). Each would cost a string per cached key.
+ */
+export type KeyRecord = Omit<KeyLookup, 'tokenPrefix' | 'namespace' | 'name'>;
+
+/**
+ * What a cache entry knows about a key: its record plus what is derived from it once (effective
+ * scopes, header values, the instants it stops verifying), so the hot path does no array or Date
+ * work. Implemented by key-state.ts's CachedKey.
  */
 export interface KeyState {
-  readonly key: KeyLookup;
+  readonly key: KeyRecord;
   /** The user's scopes narrowed by the key's, per api/scopes.ts. */
   readonly scopes: readonly string[];
   /** Epoch ms at which the key stops verifying by time alone (expiry or grace end), or Infinity. */
@@ -81,22 +89,20 @@ export interface KeyState {
   /** `X-Keyward-Scopes` / `X-Keyward-Groups` values, built once per cache fill. */
   readonly scopesHeader: string;
   readonly groupsHeader: string;
+  /** Revoked, or its user deleted. */
+  readonly revoked: boolean;
+  /** Epoch ms at which the grace of this (previous) secret ends; Infinity for the current secret. */
+  readonly graceEnd: number;
+  /** Epoch ms of the key's expiry, or Infinity. */
+  readonly expiry: number;
 }
 
-export function keyState(key: KeyLookup): KeyState {
-  let deadline = key.expiresAt ? key.expiresAt.getTime() : Number.POSITIVE_INFINITY;
-  if (!key.secret.current) deadline = Math.min(deadline, key.secret.notAfter.getTime());
-  const scopes = effectiveScopes(key.userScopes, key.keyScopes);
-  return {
-    key,
-    scopes,
-    deadline,
-    scopesHeader: scopes.join(','),
-    groupsHeader: key.groups
-      .filter((g) => !g.startsWith(RESERVED_GROUP_PREFIX))
-      .map(headerListItem)
-      .join(','),
-  };
+/** The `X-Keyward-Groups` value: reserved groups left out, each name header-safe. */
+export function groupsHeaderOf(groups: readonly string[]): string {
+  return groups
+    .filter((g) => !g.startsWith(RESERVED_GROUP_PREFIX))
+    .map(headerListItem)
+    .join(',');
 }
 
 /**
@@ -151,10 +157,10 @@ export function decide(
   requiredScopes: readonly string[] = [],
   kubernetes = false,
 ): KeyDecision {
+  if (state.revoked) return DENY.revoked;
+  if (now >= state.graceEnd) return DENY.rotated;
+  if (now >= state.expiry) return DENY.expired;
   const { key } = state;
-  if (key.revokedAt !== null || key.userDeleted) return DENY.revoked;
-  if (!key.secret.current && now >= key.secret.notAfter.getTime()) return DENY.rotated;
-  if (key.expiresAt !== null && now >= key.expiresAt.getTime()) return DENY.expired;
   if (key.disabled) return DENY.disabled;
   if (key.suspended) return DENY.suspended;
   if (key.notPermitted) return DENY.not_permitted;

@@ -10,6 +10,8 @@ export interface FailureLimiterOptions {
   readonly now: () => number;
 }
 
+const ONE_PER_CLIENT = (): number => 1;
+
 interface Bucket {
   tokens: number;
   at: number;
@@ -30,7 +32,9 @@ export class FailureLimiter {
     this.#limit = options.limit;
     this.#perMs = options.limit / options.windowMs;
     this.#now = options.now;
-    this.#buckets = new LRUCache({ max: options.maxClients ?? 100_000 });
+    // Bounded by maxSize at one per client rather than by max: lru-cache allocates its arrays for
+    // `max` entries up front (2.7 MiB at 100,000), and this table is empty unless under attack.
+    this.#buckets = new LRUCache({ maxSize: options.maxClients ?? 100_000, sizeCalculation: ONE_PER_CLIENT });
   }
 
   get enabled(): boolean {

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { buildApp } from './app.js';
 import { ConfigError, loadConfig, type WebhookConfig } from './config.js';
+import { cacheHeapWarning } from './heap-budget.js';
 import { createLogger, safeError } from './logger.js';
 import { type MetricsEndpoint, serveMetrics } from './metrics-server.js';
 
@@ -73,6 +74,8 @@ export async function runWebhook(options: RunWebhookOptions = {}): Promise<Runni
     { url, metricsUrl: metricsEndpoint.url, version: process.env.npm_package_version },
     'keyward webhook listening',
   );
+  const heapWarning = cacheHeapWarning(config.cache.maxEntries);
+  if (heapWarning !== undefined) app.log.warn(heapWarning);
 
   let resolveClosed: () => void = () => undefined;
   const closed = new Promise<void>((resolve) => {

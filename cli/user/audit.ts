@@ -2,7 +2,7 @@ import pg from 'pg';
 import { parseDuration } from '../../api/duration.js';
 import { isKeyId } from '../../credentials/token.js';
 import { queryRequestLog, type RequestLogFilter } from '../../store/request-log.js';
-import { UsageError } from './kube.js';
+import { UsageError } from './errors.js';
 import { EXIT_OK, emit, fail, type OutputFormat, table } from './output.js';
 
 export interface AuditOptions {

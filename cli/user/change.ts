@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { ROTATE_ANNOTATION } from '../../api/apikey.js';
+import { UsageError } from './errors.js';
 import { warnIfGitOps } from './gitops.js';
 import {
   getObject,
@@ -8,7 +9,6 @@ import {
   kubeTarget,
   listObjects,
   mergePatch,
-  UsageError,
 } from './kube.js';
 import { EXIT_OK, emit, type OutputFormat, table } from './output.js';
 

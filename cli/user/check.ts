@@ -1,7 +1,8 @@
 import { ApiextensionsV1Api, CoordinationV1Api } from '@kubernetes/client-node';
 import pg from 'pg';
 import { requestTimeout } from '../../operator/objects.js';
-import { apiErrorMessage, type KubeOptions, kubeTarget } from './kube.js';
+import { apiErrorMessage } from './errors.js';
+import { type KubeOptions, kubeTarget } from './kube.js';
 import { EXIT_FAILED, EXIT_OK, emit, type OutputFormat, table } from './output.js';
 import { webhookFetch, webhookUrl } from './webhook-client.js';
 

@@ -1,5 +1,5 @@
 import type { Command, Option } from 'commander';
-import { UsageError } from './kube.js';
+import { UsageError } from './errors.js';
 
 /**
  * Shell completion generated from the command tree, so it never lags behind the commands:

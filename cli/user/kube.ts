@@ -6,6 +6,7 @@ import {
   setHeaderOptions,
 } from '@kubernetes/client-node';
 import { requestTimeout } from '../../operator/objects.js';
+import { UsageError } from './errors.js';
 
 /** Options every command that talks to the cluster takes, as kubectl spells them. */
 export interface KubeOptions {
@@ -102,11 +103,6 @@ export function namespaceOf(target: KubeTarget): string {
   return target.namespace;
 }
 
-/** A mistake in the command line found after parsing (exit 2). */
-export class UsageError extends Error {
-  override readonly name = 'UsageError';
-}
-
 /** `reason` of the condition of this type, with its status. */
 export function conditionOf(
   obj: KeywardObject,
@@ -119,20 +115,4 @@ export function conditionOf(
     message: string;
   }>;
   return conditions.find((c) => c.type === type);
-}
-
-/** A Kubernetes API error as one line (the status message), without the request's details. */
-export function apiErrorMessage(err: unknown): string {
-  const e = err as { code?: number; body?: unknown; message?: string };
-  if (typeof e.code === 'number') {
-    let message: string | undefined;
-    try {
-      const body = typeof e.body === 'string' ? JSON.parse(e.body) : e.body;
-      message = (body as { message?: string } | undefined)?.message;
-    } catch {
-      // not a Status body
-    }
-    return `${message ?? 'request failed'} (HTTP ${e.code})`;
-  }
-  return e.message ?? String(err);
 }

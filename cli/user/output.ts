@@ -1,5 +1,5 @@
+import { createRequire } from 'node:module';
 import { InvalidArgumentError } from 'commander';
-import { stringify } from 'yaml';
 
 /**
  * Exit codes of the user commands (documented in README.md, "kubectl keyward"): scripts branch on
@@ -43,7 +43,7 @@ export function table<T>(rows: readonly T[], columns: ReadonlyArray<Column<T>>):
 /** Writes `data` as JSON or YAML, or as the table `render` makes. */
 export function emit(format: OutputFormat, data: unknown, render: () => string): void {
   if (format === 'json') process.stdout.write(`${JSON.stringify(data, null, 2)}\n`);
-  else if (format === 'yaml') process.stdout.write(stringify(data));
+  else if (format === 'yaml') process.stdout.write(yaml().stringify(data));
   else process.stdout.write(render());
 }
 
@@ -51,4 +51,12 @@ export function emit(format: OutputFormat, data: unknown, render: () => string):
 export function fail(message: string): number {
   process.stderr.write(`keyward: ${message}\n`);
   return EXIT_FAILED;
+}
+
+/**
+ * Loaded on first use: cli/main.ts imports this module for every command, `keyward webhook` and
+ * `keyward operator` included, which never print YAML.
+ */
+function yaml(): typeof import('yaml') {
+  return createRequire(import.meta.url)('yaml') as typeof import('yaml');
 }

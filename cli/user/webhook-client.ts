@@ -1,4 +1,4 @@
-import { UsageError } from './kube.js';
+import { UsageError } from './errors.js';
 
 /** How long the CLI waits for the webhook. */
 const WEBHOOK_TIMEOUT_MS = 10_000;

@@ -1,5 +1,5 @@
 import { parseToken } from '../../credentials/token.js';
-import { UsageError } from './kube.js';
+import { UsageError } from './errors.js';
 import { EXIT_OK, emit, fail, type OutputFormat, table } from './output.js';
 import { webhookFetch, webhookUrl } from './webhook-client.js';
 

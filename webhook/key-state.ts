@@ -1,0 +1,220 @@
+import type { LimitDefinition } from '../api/ratelimits.js';
+import { effectiveScopes } from '../api/scopes.js';
+import type { KeyLimits, KeyLookup } from '../store/lookup.js';
+import { groupsHeaderOf, type KeyRecord, type KeyState } from './decision.js';
+
+/** A key's scopes as the hot path needs them; shared by every key of a user that lists the same. */
+interface Narrowed {
+  readonly keyScopes: string[] | null;
+  readonly scopes: readonly string[];
+  readonly header: string;
+}
+
+const NO_LIMITS: readonly LimitDefinition[] = Object.freeze([]);
+const CURRENT_SECRET = Object.freeze({ current: true as const });
+
+/**
+ * What every cached key of one ServiceUser shares: the user's half of the store row and what is
+ * derived from it (groups header, scopes narrowed per distinct key scope list). The cache keeps
+ * one per user and state (VerifyCache interns them by user id and content), so 100,000 keys of
+ * one user hold one copy of its groups, scopes, acting globs and headers instead of 100,000.
+ */
+export class UserRecord {
+  readonly userId: string;
+  readonly username: string;
+  readonly groups: string[];
+  readonly userScopes: string[];
+  readonly suspended: boolean;
+  readonly kubernetesAuthentication: boolean;
+  readonly userDeleted: boolean;
+  readonly actAs: KeyLookup['actAs'];
+  readonly userLimits: readonly LimitDefinition[];
+  readonly groupsHeader: string;
+  /** The limits of a key with none of its own: shared; undefined when the user has none either. */
+  readonly #inheritedLimits: KeyLimits | undefined;
+  readonly #inherited: Narrowed;
+  /** By the key's scope list (JSON): bounded by the distinct lists among this user's keys. */
+  readonly #narrowed = new Map<string, Narrowed>();
+
+  constructor(row: KeyLookup) {
+    this.userId = row.userId;
+    this.username = row.username;
+    this.groups = row.groups;
+    this.userScopes = row.userScopes;
+    this.suspended = row.suspended;
+    this.kubernetesAuthentication = row.kubernetesAuthentication;
+    this.userDeleted = row.userDeleted;
+    this.actAs = row.actAs;
+    this.userLimits = row.limits?.user.length ? row.limits.user : NO_LIMITS;
+    this.groupsHeader = groupsHeaderOf(row.groups);
+    this.#inheritedLimits =
+      this.userLimits.length === 0 ? undefined : { key: NO_LIMITS, user: this.userLimits, quota: null };
+    const scopes = effectiveScopes(row.userScopes, null);
+    this.#inherited = { keyScopes: null, scopes, header: scopes.join(',') };
+  }
+
+  /** Whether `row` says the same about this user: only then may its key share this record. */
+  matches(row: KeyLookup): boolean {
+    return (
+      row.userId === this.userId &&
+      row.username === this.username &&
+      row.suspended === this.suspended &&
+      row.kubernetesAuthentication === this.kubernetesAuthentication &&
+      row.userDeleted === this.userDeleted &&
+      sameList(row.groups, this.groups) &&
+      sameList(row.userScopes, this.userScopes) &&
+      sameList(row.actAs?.serviceUsers, this.actAs?.serviceUsers) &&
+      sameList(row.actAs?.externalSubjects, this.actAs?.externalSubjects) &&
+      sameLimits(row.limits?.user ?? NO_LIMITS, this.userLimits)
+    );
+  }
+
+  narrow(keyScopes: string[] | null): Narrowed {
+    if (keyScopes === null) return this.#inherited;
+    const id = JSON.stringify(keyScopes);
+    let narrowed = this.#narrowed.get(id);
+    if (narrowed === undefined) {
+      const scopes = effectiveScopes(this.userScopes, keyScopes);
+      narrowed = { keyScopes, scopes, header: scopes.join(',') };
+      this.#narrowed.set(id, narrowed);
+    }
+    return narrowed;
+  }
+
+  limitsFor(limits: KeyLimits | undefined): KeyLimits | undefined {
+    if (limits === undefined || (limits.key.length === 0 && limits.quota === null))
+      return this.#inheritedLimits;
+    return { key: limits.key, user: this.userLimits, quota: limits.quota };
+  }
+}
+
+/**
+ * A cached key: the key's own half of the store row, a reference to its user's shared record,
+ * and the cache's bookkeeping, in one object. It is its own `key` (a getter on the prototype, as
+ * are the user's fields), and times are kept as epoch ms: a Date costs 96 bytes, a number 16.
+ * What the webhook never reads (the key's namespace and name, the secret's display prefix: logs
+ * use the token's own) is not kept.
+ */
+export class CachedKey implements KeyRecord, KeyState {
+  readonly user: UserRecord;
+  readonly apiKeyId: string;
+  readonly keyId: string;
+  readonly notPermitted: boolean;
+  readonly disabled: boolean;
+  readonly limits: KeyLimits | undefined;
+  /** When the store last confirmed this row (VerifyCache). */
+  readonly verifiedAt: number;
+  /** The listener epoch in which it was confirmed (VerifyCache). */
+  readonly epoch: number;
+  readonly #narrowed: Narrowed;
+  readonly #revokedAt: number | null;
+  readonly #expiresAt: number | null;
+  readonly #issuedAt: number;
+  readonly #rotatedAt: number | null;
+  /** Grace end of a previous secret; null for the current one. */
+  readonly #notAfter: number | null;
+
+  constructor(user: UserRecord, row: KeyLookup, verifiedAt: number, epoch: number) {
+    this.user = user;
+    this.apiKeyId = row.apiKeyId;
+    this.keyId = row.keyId;
+    this.#narrowed = user.narrow(row.keyScopes);
+    this.notPermitted = row.notPermitted;
+    this.disabled = row.disabled;
+    this.limits = user.limitsFor(row.limits);
+    this.verifiedAt = verifiedAt;
+    this.epoch = epoch;
+    this.#revokedAt = row.revokedAt?.getTime() ?? null;
+    this.#expiresAt = row.expiresAt?.getTime() ?? null;
+    this.#issuedAt = row.issuedAt.getTime();
+    this.#rotatedAt = row.rotatedAt?.getTime() ?? null;
+    this.#notAfter = row.secret.current ? null : row.secret.notAfter.getTime();
+  }
+
+  get key(): KeyRecord {
+    return this;
+  }
+  get keyScopes(): string[] | null {
+    return this.#narrowed.keyScopes;
+  }
+  get scopes(): readonly string[] {
+    return this.#narrowed.scopes;
+  }
+  get scopesHeader(): string {
+    return this.#narrowed.header;
+  }
+  get userId(): string {
+    return this.user.userId;
+  }
+  get username(): string {
+    return this.user.username;
+  }
+  get groups(): string[] {
+    return this.user.groups;
+  }
+  get userScopes(): string[] {
+    return this.user.userScopes;
+  }
+  get suspended(): boolean {
+    return this.user.suspended;
+  }
+  get kubernetesAuthentication(): boolean {
+    return this.user.kubernetesAuthentication;
+  }
+  get userDeleted(): boolean {
+    return this.user.userDeleted;
+  }
+  get actAs(): KeyLookup['actAs'] {
+    return this.user.actAs;
+  }
+  get groupsHeader(): string {
+    return this.user.groupsHeader;
+  }
+  get revoked(): boolean {
+    return this.#revokedAt !== null || this.user.userDeleted;
+  }
+  get graceEnd(): number {
+    return this.#notAfter ?? Number.POSITIVE_INFINITY;
+  }
+  get expiry(): number {
+    return this.#expiresAt ?? Number.POSITIVE_INFINITY;
+  }
+  get deadline(): number {
+    return Math.min(this.graceEnd, this.expiry);
+  }
+  get revokedAt(): Date | null {
+    return dateOrNull(this.#revokedAt);
+  }
+  get expiresAt(): Date | null {
+    return dateOrNull(this.#expiresAt);
+  }
+  get issuedAt(): Date {
+    return new Date(this.#issuedAt);
+  }
+  get rotatedAt(): Date | null {
+    return dateOrNull(this.#rotatedAt);
+  }
+  get secret(): KeyLookup['secret'] {
+    return this.#notAfter === null ? CURRENT_SECRET : { current: false, notAfter: new Date(this.#notAfter) };
+  }
+}
+
+/** A key's state on its own, not shared with other keys (tests, and answers the cache refuses to keep). */
+export function keyState(row: KeyLookup, verifiedAt = 0, epoch = 0): CachedKey {
+  return new CachedKey(new UserRecord(row), row, verifiedAt, epoch);
+}
+
+function dateOrNull(ms: number | null): Date | null {
+  return ms === null ? null : new Date(ms);
+}
+
+function sameList(a: readonly string[] | undefined, b: readonly string[] | undefined): boolean {
+  if (a === b) return true;
+  if (a === undefined || b === undefined || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function sameLimits(a: readonly LimitDefinition[], b: readonly LimitDefinition[]): boolean {
+  return a === b || (a.length === b.length && JSON.stringify(a) === JSON.stringify(b));
+}
