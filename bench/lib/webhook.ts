@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import { freePort, type ManagedProcess, waitUntilReady } from '../../devenv/process.js';
 import { repoRoot } from '../../devenv/repo.js';
+import { chartNodeOptions } from './chart-node-options.js';
 import type { PinnedProcesses } from './processes.js';
 
 const READY_TIMEOUT_MS = 30_000;
@@ -14,8 +15,9 @@ export interface Webhook {
 }
 
 /**
- * Starts the webhook on `cpu` (null: unpinned) against `storeUrl`, logging at warn, and resolves
- * once /readyz answers (store reachable, listener attached). `env` adds to or overrides that.
+ * Starts the webhook on `cpu` (null: unpinned) against `storeUrl`, logging at warn, with the
+ * chart's NODE_OPTIONS, and resolves once /readyz answers (store reachable, listener attached).
+ * `env` adds to or overrides that.
  */
 export async function startWebhook(
   procs: PinnedProcesses,
@@ -32,6 +34,7 @@ export async function startWebhook(
       KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
       KEYWARD_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
       KEYWARD_LOG_LEVEL: 'warn',
+      NODE_OPTIONS: chartNodeOptions('webhook'),
       ...options.env,
     },
   );

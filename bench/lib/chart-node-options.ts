@@ -1,0 +1,16 @@
+// The V8 flags the chart gives a component (`<component>.nodeOptions` in values.yaml), so that a
+// benchmark measures the process as it runs in a cluster rather than with Node's defaults, which
+// on a large machine let the heap grow to gigabytes before collecting.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { repoRoot } from '../../devenv/repo.js';
+
+export function chartNodeOptions(component: 'webhook' | 'operator'): string {
+  const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as Record<
+    string,
+    { nodeOptions?: unknown } | undefined
+  >;
+  const options = values[component]?.nodeOptions;
+  return typeof options === 'string' ? options : '';
+}
