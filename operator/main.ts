@@ -1,4 +1,4 @@
-import { KubeConfig, type KubernetesObject, type V1Secret } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject, V1Secret } from '@kubernetes/client-node';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { GROUP, VERSION } from '../api/common.js';
@@ -12,6 +12,7 @@ import { ApiKeyReconciler } from './apikey/reconciler.js';
 import { startChangeLogPruner } from './change-log-pruner.js';
 import type { OperatorConfig } from './config.js';
 import { armFailpoints } from './failpoints.js';
+import { PooledKubeConfig } from './kube/connections.js';
 import type { Controller } from './kube/controller.js';
 import { EventRecorder } from './kube/events.js';
 import { Informer, type SharedInformer } from './kube/informer.js';
@@ -199,7 +200,7 @@ function startControllers(
 }
 
 function loadKubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new PooledKubeConfig();
   kc.loadFromDefault();
   return kc;
 }
