@@ -39,10 +39,18 @@ const { values } = parseArgs({
     workers: { type: 'string' },
     /** Writes the operator's CPU profile (node --cpu-prof) into this directory when it stops. */
     'cpu-prof': { type: 'string' },
+    /** More options for the operator's node, e.g. `--heapsnapshot-signal=SIGUSR2`. */
+    'node-options': { type: 'string' },
     json: { type: 'string' },
   },
 });
 const total = Number(values.keys);
+const nodeOptions = [
+  values['cpu-prof'] === undefined ? '' : `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}`,
+  values['node-options'] ?? '',
+]
+  .join(' ')
+  .trim();
 const concurrency = Number(values.concurrency);
 const print = (line: string): void => {
   process.stdout.write(`${line}\n`);
@@ -126,6 +134,12 @@ async function apiRequests(kc: KubeConfig): Promise<Map<string, number>> {
   return counts;
 }
 
+/** V8 heap in use, from the operator's own /metrics (prom-client's default metrics). */
+async function operatorHeapMiB(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  return Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1]) / 2 ** 20;
+}
+
 function quantile(sorted: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] as number;
 }
@@ -139,9 +153,7 @@ const cluster = await startOperatorCluster({
     KEYWARD_LOG_LEVEL: 'warn',
     KEYWARD_LEASE_DURATION_SECONDS: '15',
     ...(values.workers !== undefined && { KEYWARD_WORKERS: values.workers }),
-    ...(values['cpu-prof'] !== undefined && {
-      NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}`,
-    }),
+    ...(nodeOptions && { NODE_OPTIONS: nodeOptions }),
   },
   accessPolicy: { usernames: ['user-*'], scopes: ['projects:*'] },
 });
@@ -262,6 +274,7 @@ try {
   const requests1 = await apiRequests(kc);
   await sleep(SETTLE_MS);
   const finalRss = await rssMiB();
+  const heapMiB = await operatorHeapMiB(operator.metricsUrl);
   sampling = false;
   await sampler;
   rss.push({ x: total, y: finalRss });
@@ -288,7 +301,7 @@ try {
     `per key, create → Ready with Secret: p50 ${(p50 / 1000).toFixed(2)} s, p99 ${(p99 / 1000).toFixed(2)} s`,
   );
   print(
-    `operator RSS: ${idleRss.toFixed(0)} MiB idle, ${finalRss.toFixed(0)} MiB at ${total} keys (${SETTLE_MS / 1000} s after the last)`,
+    `operator RSS: ${idleRss.toFixed(0)} MiB idle, ${finalRss.toFixed(0)} MiB at ${total} keys (${SETTLE_MS / 1000} s after the last; V8 heap used ${heapMiB.toFixed(0)} MiB)`,
   );
   print(
     `operator CPU: ${(cpu1 - cpu0).toFixed(1)} s (${cpuPerKeyMs.toFixed(2)} ms per key); store commits per key: ${((commits1 - commits0) / total).toFixed(2)}`,
@@ -330,7 +343,7 @@ try {
     value: Math.round(finalRss),
     unit: 'MiB',
     met: atTarget ? finalRss <= TARGET_RSS_MIB : null,
-    note: `${SETTLE_MS / 1000} s after the last key was Ready; ${Math.round(idleRss)} MiB idle.${reduced}`,
+    note: `${SETTLE_MS / 1000} s after the last key was Ready; ${Math.round(idleRss)} MiB idle; V8 heap used ${Math.round(heapMiB)} MiB.${reduced}`,
   });
   results.series('operator-key-latency', {
     kind: 'histogram',
