@@ -134,10 +134,18 @@ async function apiRequests(kc: KubeConfig): Promise<Map<string, number>> {
   return counts;
 }
 
-/** V8 heap in use, from the operator's own /metrics (prom-client's default metrics). */
-async function operatorHeapMiB(metricsUrl: string): Promise<number> {
+/** The operator's memory as V8 sees it, from its own /metrics (prom-client's default metrics), MiB. */
+async function operatorMemory(
+  metricsUrl: string,
+): Promise<{ used: number; total: number; external: number }> {
   const text = await (await fetch(`${metricsUrl}/metrics`)).text();
-  return Number(/^nodejs_heap_size_used_bytes (\S+)/m.exec(text)?.[1]) / 2 ** 20;
+  const mib = (metric: string): number =>
+    Number(new RegExp(`^${metric} (\\S+)`, 'm').exec(text)?.[1]) / 2 ** 20;
+  return {
+    used: mib('nodejs_heap_size_used_bytes'),
+    total: mib('nodejs_heap_size_total_bytes'),
+    external: mib('nodejs_external_memory_bytes'),
+  };
 }
 
 function quantile(sorted: readonly number[], q: number): number {
@@ -274,7 +282,7 @@ try {
   const requests1 = await apiRequests(kc);
   await sleep(SETTLE_MS);
   const finalRss = await rssMiB();
-  const heapMiB = await operatorHeapMiB(operator.metricsUrl);
+  const heap = await operatorMemory(operator.metricsUrl);
   sampling = false;
   await sampler;
   rss.push({ x: total, y: finalRss });
@@ -301,7 +309,7 @@ try {
     `per key, create → Ready with Secret: p50 ${(p50 / 1000).toFixed(2)} s, p99 ${(p99 / 1000).toFixed(2)} s`,
   );
   print(
-    `operator RSS: ${idleRss.toFixed(0)} MiB idle, ${finalRss.toFixed(0)} MiB at ${total} keys (${SETTLE_MS / 1000} s after the last; V8 heap used ${heapMiB.toFixed(0)} MiB)`,
+    `operator RSS: ${idleRss.toFixed(0)} MiB idle, ${finalRss.toFixed(0)} MiB at ${total} keys (${SETTLE_MS / 1000} s after the last; V8 heap ${heap.used.toFixed(0)} MiB used of ${heap.total.toFixed(0)}, external ${heap.external.toFixed(0)} MiB)`,
   );
   print(
     `operator CPU: ${(cpu1 - cpu0).toFixed(1)} s (${cpuPerKeyMs.toFixed(2)} ms per key); store commits per key: ${((commits1 - commits0) / total).toFixed(2)}`,
@@ -343,7 +351,7 @@ try {
     value: Math.round(finalRss),
     unit: 'MiB',
     met: atTarget ? finalRss <= TARGET_RSS_MIB : null,
-    note: `${SETTLE_MS / 1000} s after the last key was Ready; ${Math.round(idleRss)} MiB idle; V8 heap used ${Math.round(heapMiB)} MiB.${reduced}`,
+    note: `${SETTLE_MS / 1000} s after the last key was Ready; ${Math.round(idleRss)} MiB idle; V8 heap ${Math.round(heap.used)} MiB used of ${Math.round(heap.total)} MiB.${reduced}`,
   });
   results.series('operator-key-latency', {
     kind: 'histogram',
