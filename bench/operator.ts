@@ -7,14 +7,17 @@
 // its least-privilege RBAC, exactly as the end-to-end tests run it. Progress comes from two watches
 // (ApiKeys, managed Secrets), so the benchmark's own observation costs one event per change, never
 // a list of everything.
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import https from 'node:https';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { type KubeConfig, type KubernetesObject, Watch } from '@kubernetes/client-node';
 import pg from 'pg';
 import { startOperatorCluster } from '../devenv/operator.js';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
+import { repoRoot } from '../devenv/repo.js';
 import { MANAGED_SECRET_SELECTOR } from '../operator/secret.js';
 import { ResultWriter } from './lib/results.js';
 
@@ -46,6 +49,7 @@ const { values } = parseArgs({
 });
 const total = Number(values.keys);
 const nodeOptions = [
+  chartNodeOptions(),
   values['cpu-prof'] === undefined ? '' : `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}`,
   values['node-options'] ?? '',
 ]
@@ -56,6 +60,17 @@ const print = (line: string): void => {
   process.stdout.write(`${line}\n`);
 };
 const results = new ResultWriter('operator');
+
+/** NODE_OPTIONS as the chart runs the operator, so the benchmark measures what ships. */
+function chartNodeOptions(): string {
+  const template = readFileSync(
+    join(repoRoot(), 'charts/keyward/templates/operator-deployment.yaml'),
+    'utf8',
+  );
+  const options = /- name: NODE_OPTIONS\s+value: "([^"]*)"/.exec(template)?.[1];
+  if (options === undefined) throw new Error('operator-deployment.yaml sets no NODE_OPTIONS');
+  return options;
+}
 
 const ready = (obj: KubernetesObject): boolean =>
   (obj as { status?: { conditions?: Array<{ type: string; status: string }> } }).status?.conditions?.some(
@@ -134,17 +149,22 @@ async function apiRequests(kc: KubeConfig): Promise<Map<string, number>> {
   return counts;
 }
 
-/** The operator's memory as V8 sees it, from its own /metrics (prom-client's default metrics), MiB. */
-async function operatorMemory(
+/** The operator's memory as V8 sees it and its ApiKey reconciles, from its own /metrics. */
+async function operatorMetrics(
   metricsUrl: string,
-): Promise<{ used: number; total: number; external: number }> {
+): Promise<{ used: number; total: number; external: number; reconciles: number; reconcileSeconds: number }> {
   const text = await (await fetch(`${metricsUrl}/metrics`)).text();
-  const mib = (metric: string): number =>
-    Number(new RegExp(`^${metric} (\\S+)`, 'm').exec(text)?.[1]) / 2 ** 20;
+  const value = (series: string): number => {
+    const at = text.indexOf(`\n${series} `);
+    return at < 0 ? Number.NaN : Number(text.slice(at + series.length + 2, text.indexOf('\n', at + 1)));
+  };
+  const mib = (metric: string): number => value(metric) / 2 ** 20;
   return {
     used: mib('nodejs_heap_size_used_bytes'),
     total: mib('nodejs_heap_size_total_bytes'),
     external: mib('nodejs_external_memory_bytes'),
+    reconciles: value('keyward_operator_reconcile_duration_seconds_count{controller="apikey"}'),
+    reconcileSeconds: value('keyward_operator_reconcile_duration_seconds_sum{controller="apikey"}'),
   };
 }
 
@@ -282,7 +302,7 @@ try {
   const requests1 = await apiRequests(kc);
   await sleep(SETTLE_MS);
   const finalRss = await rssMiB();
-  const heap = await operatorMemory(operator.metricsUrl);
+  const heap = await operatorMetrics(operator.metricsUrl);
   sampling = false;
   await sampler;
   rss.push({ x: total, y: finalRss });
@@ -313,6 +333,9 @@ try {
   );
   print(
     `operator CPU: ${(cpu1 - cpu0).toFixed(1)} s (${cpuPerKeyMs.toFixed(2)} ms per key); store commits per key: ${((commits1 - commits0) / total).toFixed(2)}`,
+  );
+  print(
+    `ApiKey reconciles: ${(heap.reconciles / total).toFixed(2)} per key, ${((heap.reconcileSeconds / heap.reconciles) * 1000).toFixed(1)} ms mean`,
   );
   print('API server requests per key (all clients: operator, benchmark, garbage collector):');
   for (const [k, n] of calls) print(`  ${k.padEnd(34)} ${(n / total).toFixed(2)}`);
