@@ -2,9 +2,9 @@ import https from 'node:https';
 import { KubeConfig } from '@kubernetes/client-node';
 
 /**
- * Connections to the API server kept open at once; requests beyond wait in the agent's queue. Far
- * above what the workers, Events and the Lease need together (the bench measured no gain beyond
- * the worker count), and a bound on what one operator can open against the API server.
+ * Connections to the API server open at once; requests beyond wait in the agent's queue. Above
+ * what the default workers, Events and the Lease need together, and a bound on what one operator
+ * can open against the API server.
  */
 const MAX_SOCKETS = 32;
 /**
