@@ -1,4 +1,4 @@
-import { KubeConfig, type KubernetesObject, type V1Secret } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject, V1Secret } from '@kubernetes/client-node';
 import pg from 'pg';
 import pino, { type Logger } from 'pino';
 import { GROUP, VERSION } from '../api/common.js';
@@ -12,9 +12,15 @@ import { ApiKeyReconciler } from './apikey/reconciler.js';
 import { startChangeLogPruner } from './change-log-pruner.js';
 import type { OperatorConfig } from './config.js';
 import { armFailpoints } from './failpoints.js';
+import { PooledKubeConfig } from './kube/connections.js';
 import type { Controller } from './kube/controller.js';
 import { EventRecorder } from './kube/events.js';
-import { Informer, type SharedInformer } from './kube/informer.js';
+import {
+  Informer,
+  type InformerOptions,
+  type SharedInformer,
+  withoutManagedFields,
+} from './kube/informer.js';
 import { LeaderElector } from './kube/leader.js';
 import { kubeListWatch, type ResourceRef } from './kube/listwatch.js';
 import { NamespacedInformers } from './kube/namespaced.js';
@@ -46,35 +52,41 @@ function startControllers(
   logger: Logger,
   metrics: OperatorMetrics,
 ): Controllers {
-  const informerOptions = (name: string): ConstructorParameters<typeof Informer>[1] => ({
+  const informerOptions = (name: string): InformerOptions => ({
     name,
     logger,
     resyncMs: config.resyncMs,
     metrics: { watchRestart: (reason) => metrics.watchRestarts.inc({ informer: name, reason }) },
   });
   // Across all namespaces one informer per kind; restricted to a list, one per kind and namespace.
-  const informerFor = <T extends KubeObject>(name: string, ref: ResourceRef): SharedInformer<T> => {
+  const informerFor = <T extends KubeObject>(
+    name: string,
+    ref: ResourceRef,
+    transform?: (obj: T) => T,
+  ): SharedInformer<T> => {
+    const options = (label: string): InformerOptions<T> => ({ ...informerOptions(label), transform });
     const namespaces = config.watchNamespaces;
-    if (!namespaces) return new Informer<T>(kubeListWatch(kc, ref), informerOptions(name));
+    if (!namespaces) return new Informer<T>(kubeListWatch(kc, ref), options(name));
     return new NamespacedInformers<T>(
       new Map(
         namespaces.map((namespace) => [
           namespace,
-          new Informer<T>(kubeListWatch(kc, { ...ref, namespace }), informerOptions(`${name}/${namespace}`)),
+          new Informer<T>(kubeListWatch(kc, { ...ref, namespace }), options(`${name}/${namespace}`)),
         ]),
       ),
     );
   };
-  const apiKeys = informerFor<KubernetesObject>('apikeys', {
-    group: GROUP,
-    version: VERSION,
-    plural: 'apikeys',
-  });
-  const serviceUsers = informerFor<KubernetesObject>('serviceusers', {
-    group: GROUP,
-    version: VERSION,
-    plural: 'serviceusers',
-  });
+  // Secrets keep their managedFields: the Secret writes decide from them (secret.ts).
+  const apiKeys = informerFor<KubernetesObject>(
+    'apikeys',
+    { group: GROUP, version: VERSION, plural: 'apikeys' },
+    withoutManagedFields,
+  );
+  const serviceUsers = informerFor<KubernetesObject>(
+    'serviceusers',
+    { group: GROUP, version: VERSION, plural: 'serviceusers' },
+    withoutManagedFields,
+  );
   const secrets = informerFor<V1Secret>('secrets', {
     group: '',
     version: 'v1',
@@ -199,7 +211,7 @@ function startControllers(
 }
 
 function loadKubeConfig(): KubeConfig {
-  const kc = new KubeConfig();
+  const kc = new PooledKubeConfig();
   kc.loadFromDefault();
   return kc;
 }

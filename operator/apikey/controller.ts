@@ -1,4 +1,5 @@
 import type { KubernetesObject, V1Secret } from '@kubernetes/client-node';
+import { userUpdateConcernsKeys } from '../changes.js';
 import { type Controller, keysInNamespaces, self, watch } from '../kube/controller.js';
 import type { SharedInformer } from '../kube/informer.js';
 import { objectKey } from '../kube/object.js';
@@ -38,7 +39,11 @@ export function apiKeyController(d: ApiKeyControllerDeps): ApiKeyController {
       .map(objectKey);
 
   watch(d.apiKeys, d.queue, self);
-  watch(d.serviceUsers, d.queue, (user) => keysOf(user.metadata?.namespace ?? '', user.metadata?.name ?? ''));
+  watch(d.serviceUsers, d.queue, (user, _change, old) =>
+    old && !userUpdateConcernsKeys(old, user)
+      ? []
+      : keysOf(user.metadata?.namespace ?? '', user.metadata?.name ?? ''),
+  );
   watch(d.secrets, d.queue, (secret, change) => {
     const keyName = secret.metadata?.labels?.[API_KEY_LABEL];
     const keys = keyName ? [`${secret.metadata?.namespace}/${keyName}`] : [];

@@ -14,6 +14,7 @@ import { ROTATE_ANNOTATION } from '../../api/apikey.js';
 export class WriteMemory {
   readonly #secretVersions = new Map<string, string>();
   readonly #failures = new Map<string, { fingerprint: string; message: string }>();
+  readonly #limits = new Map<string, string>();
 
   /** Records the newest version of the Secret this process knows: the answer to a write or a read. */
   knowSecret(uid: string, secret: V1Secret | undefined): void {
@@ -46,9 +47,23 @@ export class WriteMemory {
     return undefined;
   }
 
+  /**
+   * Whether this process already stored exactly these rate limit definitions for the key. Only the
+   * leader writes them and a new leader starts with an empty memory, so a definition remembered here
+   * is the one the store holds; skipping the write saves a store round trip on every pass.
+   */
+  limitsStored(uid: string, definitions: string): boolean {
+    return this.#limits.get(uid) === definitions;
+  }
+
+  knowLimits(uid: string, definitions: string): void {
+    this.#limits.set(uid, definitions);
+  }
+
   forget(uid: string): void {
     this.#secretVersions.delete(uid);
     this.#failures.delete(uid);
+    this.#limits.delete(uid);
   }
 }
 

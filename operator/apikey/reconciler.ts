@@ -142,14 +142,17 @@ export class ApiKeyReconciler {
     const now = this.#now();
     // Before anything is issued: the key never verifies without the limits it asks for.
     const spec = parsed.value.spec;
-    await fromStore(() =>
-      this.#d.limits.define({
-        uid: parsed.value.metadata.uid ?? '',
-        kind: 'ApiKey',
-        rateLimits: rateLimitDefinitions(spec.rateLimits),
-        quota: quotaDefinition(spec.quota),
-      }),
-    );
+    const limits = {
+      uid: parsed.value.metadata.uid ?? '',
+      kind: 'ApiKey' as const,
+      rateLimits: rateLimitDefinitions(spec.rateLimits),
+      quota: quotaDefinition(spec.quota),
+    };
+    const definitions = JSON.stringify([limits.rateLimits, limits.quota]);
+    if (!this.#gather.memory.limitsStored(limits.uid, definitions)) {
+      await fromStore(() => this.#d.limits.define(limits));
+      this.#gather.memory.knowLimits(limits.uid, definitions);
+    }
     const facts = await gather(this.#gather, raw, parsed.value, now);
     const blocked = firstFailure(facts);
     if (blocked) return await this.#blocked(facts, blocked);

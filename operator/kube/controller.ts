@@ -15,17 +15,17 @@ export interface Controller {
   enqueueNamespaces(namespaces: ReadonlySet<string>): void;
 }
 
-/** Which keys of a controller's kind an event about `obj` concerns. */
-export type EnqueueRule<T> = (obj: T, change: 'added' | 'updated' | 'deleted') => Iterable<string>;
+/** Which keys of a controller's kind an event about `obj` concerns; `old` is set on updates. */
+export type EnqueueRule<T> = (obj: T, change: 'added' | 'updated' | 'deleted', old?: T) => Iterable<string>;
 
 /** Queues, on every add, update and delete `informer` reports, the keys `rule` names. */
 export function watch<T>(informer: SharedInformer<T>, queue: WorkQueue, rule: EnqueueRule<T>): void {
-  const enqueue = (obj: T, change: 'added' | 'updated' | 'deleted'): void => {
-    for (const key of rule(obj, change)) queue.add(key);
+  const enqueue = (obj: T, change: 'added' | 'updated' | 'deleted', old?: T): void => {
+    for (const key of rule(obj, change, old)) queue.add(key);
   };
   informer.addEventHandler({
     onAdd: (obj) => enqueue(obj, 'added'),
-    onUpdate: (_old, obj) => enqueue(obj, 'updated'),
+    onUpdate: (old, obj) => enqueue(obj, 'updated', old),
     onDelete: (obj) => enqueue(obj, 'deleted'),
   });
 }

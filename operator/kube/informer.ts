@@ -36,7 +36,7 @@ export interface InformerMetrics {
   watchRestart(reason: RestartReason): void;
 }
 
-export interface InformerOptions {
+export interface InformerOptions<T extends KubeObject = KubeObject> {
   /** Names the informer in logs, e.g. 'apikeys'. */
   name: string;
   clock?: Clock;
@@ -56,6 +56,23 @@ export interface InformerOptions {
   listTimeoutMs?: number;
   /** Server-side watch timeout is drawn from [min, 2·min), spreading reconnects. Default 300 s. */
   minWatchTimeoutSeconds?: number;
+  /**
+   * Applied to every object before it is cached and handed to handlers, e.g. to drop fields no
+   * reader uses (withoutManagedFields): what it removes is never seen by the controllers.
+   */
+  transform?: (obj: T) => T;
+}
+
+/**
+ * Drops metadata.managedFields: several entries per object (who set which field), read by nothing
+ * the operator does with ApiKeys and ServiceUsers, and the largest part of each cached object.
+ * Secrets keep theirs: the Secret writes decide from them (secret.ts).
+ */
+export function withoutManagedFields<T extends KubeObject>(obj: T): T {
+  const metadata = obj.metadata as (KubeObject['metadata'] & { managedFields?: unknown }) | undefined;
+  if (metadata?.managedFields === undefined) return obj;
+  const { managedFields: _dropped, ...kept } = metadata;
+  return { ...obj, metadata: kept };
 }
 
 export type Change<T> =
@@ -187,6 +204,7 @@ export class Informer<T extends KubeObject> implements SharedInformer<T> {
   readonly #listTimeoutMs: number;
   readonly #minWatchTimeoutSeconds: number;
   readonly #backoff: Backoff;
+  readonly #transform: (obj: T) => T;
 
   readonly #store = new Store<T>();
   readonly #handlers: EventHandler<T>[] = [];
@@ -197,7 +215,7 @@ export class Informer<T extends KubeObject> implements SharedInformer<T> {
   #resyncTimer: Timer | undefined;
   #loop: Promise<void> | undefined;
 
-  constructor(lw: ListWatch<T>, opts: InformerOptions) {
+  constructor(lw: ListWatch<T>, opts: InformerOptions<T>) {
     this.#lw = lw;
     this.#name = opts.name;
     this.#clock = opts.clock ?? realClock;
@@ -209,6 +227,7 @@ export class Informer<T extends KubeObject> implements SharedInformer<T> {
     this.#listTimeoutMs = opts.listTimeoutMs ?? 60_000;
     this.#minWatchTimeoutSeconds = opts.minWatchTimeoutSeconds ?? 300;
     this.#backoff = new Backoff(opts.backoff ?? { baseMs: 800, capMs: 30_000 }, this.#random);
+    this.#transform = opts.transform ?? ((obj) => obj);
   }
 
   /** Adds a handler; if the cache is already filled, it first gets an add for every object. */
@@ -304,7 +323,7 @@ export class Informer<T extends KubeObject> implements SharedInformer<T> {
     try {
       const result = await this.#lw.list(AbortSignal.any([stopped, timeout.signal]));
       if (stopped.aborted) return;
-      const changes = this.#store.replace(result.items);
+      const changes = this.#store.replace(result.items.map(this.#transform));
       this.#resourceVersion = result.resourceVersion;
       this.#dispatch(changes);
     } finally {
@@ -374,7 +393,7 @@ export class Informer<T extends KubeObject> implements SharedInformer<T> {
       this.#logger?.warn({ type }, 'ignoring malformed watch event');
       return undefined;
     }
-    const change = this.#store.apply(type, obj);
+    const change = this.#store.apply(type, this.#transform(obj));
     if (rv) this.#resourceVersion = rv;
     if (change) this.#dispatch([change]);
     return undefined;

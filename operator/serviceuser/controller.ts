@@ -1,5 +1,6 @@
 import type { KubernetesObject } from '@kubernetes/client-node';
 import { serviceUserOf } from '../apikey/controller.js';
+import { keyUpdateConcernsUser } from '../changes.js';
 import { findCondition } from '../conditions.js';
 import { type Controller, keysInNamespaces, self, watch } from '../kube/controller.js';
 import type { SharedInformer } from '../kube/informer.js';
@@ -7,6 +8,13 @@ import { objectKey } from '../kube/object.js';
 import type { WorkQueue } from '../kube/workqueue.js';
 import { REASONS } from './reasons.js';
 import type { ServiceUserReconciler } from './reconciler.js';
+
+/**
+ * Changes of a user's keys within this long give one pass of the user: its status counts lag by at
+ * most this much, and thousands of keys applied at once cost a pass per user per interval instead
+ * of one per key event.
+ */
+const KEY_COUNT_COALESCE_MS = 1_000;
 
 export interface ServiceUserControllerDeps {
   serviceUsers: SharedInformer<KubernetesObject>;
@@ -24,9 +32,16 @@ export function serviceUserController(d: ServiceUserControllerDeps): Controller 
   watch(d.serviceUsers, d.queue, (user, change) =>
     change === 'deleted' ? [objectKey(user), ...usersInConflict(d.serviceUsers)] : self(user),
   );
-  watch(d.apiKeys, d.queue, (key) => {
+  const countsMayChange = (key: KubernetesObject): void => {
     const user = serviceUserOf(key);
-    return user ? [`${key.metadata?.namespace}/${user}`] : [];
+    if (user) d.queue.addAfter(`${key.metadata?.namespace}/${user}`, KEY_COUNT_COALESCE_MS);
+  };
+  d.apiKeys.addEventHandler({
+    onAdd: countsMayChange,
+    onUpdate: (old, key) => {
+      if (keyUpdateConcernsUser(old, key)) countsMayChange(key);
+    },
+    onDelete: countsMayChange,
   });
   return {
     name: 'serviceuser',
