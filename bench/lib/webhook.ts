@@ -16,7 +16,7 @@ export interface Webhook {
 
 /**
  * Starts the webhook on `cpu` (null: unpinned) against `storeUrl`, logging at warn, with the
- * chart's NODE_OPTIONS, and resolves once /readyz answers (store reachable, listener attached).
+ * chart's NODE_OPTIONS (or $KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS, to compare others), and resolves once /readyz answers (store reachable, listener attached).
  * `env` adds to or overrides that.
  */
 export async function startWebhook(
@@ -34,7 +34,7 @@ export async function startWebhook(
       KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
       KEYWARD_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
       KEYWARD_LOG_LEVEL: 'warn',
-      NODE_OPTIONS: chartNodeOptions('webhook'),
+      NODE_OPTIONS: process.env.KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS ?? chartNodeOptions('webhook'),
       ...options.env,
     },
   );
