@@ -19,7 +19,7 @@ export interface CacheOptions {
 }
 
 export interface CacheEntry extends KeyState {
-  /** When the store last confirmed this row. */
+  /** When the store last confirmed this row, in ms on the cache's own clock (see VerifyCache). */
   readonly verifiedAt: number;
   /** The listener epoch in which it was confirmed (see VerifyCache.epoch). */
   readonly epoch: number;
@@ -73,15 +73,22 @@ export class VerifyCache {
   #generation = 0;
   /** Fills that began before this generation are refused whatever they found. */
   #refuseBefore = 0;
-  /** Generation of the last change per `u:<userId>` / `k:<keyId>`. */
-  readonly #changedAt = new Map<string, number>();
+  /** Generation of the last change per user id and per key id (two maps: no id string built per fill). */
+  readonly #userChangedAt = new Map<string, number>();
+  readonly #keyChangedAt = new Map<string, number>();
   /** Generation of the last key issue or rotation: what may turn an unknown hash into a known one. */
   #lastIssued = 0;
   #epoch = 0;
   #attached = false;
+  /**
+   * Entries keep verifiedAt as ms since this instant: a small integer is stored in the entry
+   * itself for 24 days, while an epoch-ms number takes a 16-byte box of its own.
+   */
+  readonly #clockBase: number;
 
   constructor(options: CacheOptions) {
     this.#options = options;
+    this.#clockBase = options.now();
     this.#entries = new LRUCache<string, CachedKey>({
       max: options.maxEntries,
       dispose: (entry, hash, reason) => {
@@ -110,13 +117,14 @@ export class VerifyCache {
     const entry = this.#entries.get(hash);
     const now = this.#options.now();
     if (entry !== undefined) {
-      if (this.#attached && entry.epoch === this.#epoch && now - entry.verifiedAt < this.#options.ttlMs) {
+      const age = now - this.#clockBase - entry.verifiedAt;
+      if (this.#attached && entry.epoch === this.#epoch && age < this.#options.ttlMs) {
         return { kind: 'fresh', entry };
       }
       return {
         kind: 'stale',
         entry,
-        usableOnError: entry.epoch === this.#epoch && now - entry.verifiedAt < this.#options.staleIfErrorMs,
+        usableOnError: entry.epoch === this.#epoch && age < this.#options.staleIfErrorMs,
       };
     }
     const until = this.#negative.get(hash);
@@ -148,14 +156,15 @@ export class VerifyCache {
     }
     const changed = Math.max(
       this.#refuseBefore,
-      this.#changedAt.get(`u:${key.userId}`) ?? 0,
-      this.#changedAt.get(`k:${key.keyId}`) ?? 0,
+      this.#userChangedAt.get(key.userId) ?? 0,
+      this.#keyChangedAt.get(key.keyId) ?? 0,
     );
+    const verifiedAt = now - this.#clockBase;
     // Refused: this request's answer only, sharing nothing with what the cache holds.
-    if (generation < changed) return keyState(key, now, this.#epoch);
+    if (generation < changed) return keyState(key, verifiedAt, this.#epoch);
     // Replacing an entry un-indexes it (dispose) first, which may retire its user's record.
     this.#entries.delete(hash);
-    const entry = new CachedKey(this.#userRecord(key), key, now, this.#epoch);
+    const entry = new CachedKey(this.#userRecord(key), key, verifiedAt, this.#epoch);
     this.#negative.delete(hash);
     this.#entries.set(hash, entry);
     this.#index(entry, hash);
@@ -181,11 +190,11 @@ export class VerifyCache {
     switch (change.entity) {
       case 'user':
         this.#dropIndexed(this.#byUser, change.userId);
-        this.#recordChange(`u:${change.userId}`, generation);
+        this.#recordChange(this.#userChangedAt, change.userId, generation);
         return;
       case 'key':
         this.#dropIndexed(this.#byKey, change.keyId);
-        this.#recordChange(`k:${change.keyId}`, generation);
+        this.#recordChange(this.#keyChangedAt, change.keyId, generation);
         // A new secret may have a hash that was looked up (and found unknown) moments ago.
         if (change.op === 'issued' || change.op === 'rotated') {
           this.#negative.clear();
@@ -226,18 +235,20 @@ export class VerifyCache {
     this.#attached = false;
   }
 
-  #recordChange(id: string, generation: number): void {
+  #recordChange(log: Map<string, number>, id: string, generation: number): void {
     // Bounded: past the limit, forget the per-identity log and refuse every older fill instead.
-    if (this.#changedAt.size >= CHANGE_LOG_LIMIT) {
-      this.#changedAt.clear();
+    if (this.#userChangedAt.size + this.#keyChangedAt.size >= CHANGE_LOG_LIMIT) {
+      this.#userChangedAt.clear();
+      this.#keyChangedAt.clear();
       this.#refuseBefore = generation;
     }
-    this.#changedAt.set(id, generation);
+    log.set(id, generation);
   }
 
   #refuseOlderFills(): void {
     this.#refuseBefore = ++this.#generation;
-    this.#changedAt.clear();
+    this.#userChangedAt.clear();
+    this.#keyChangedAt.clear();
     this.#negative.clear();
   }
 

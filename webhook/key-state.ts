@@ -14,10 +14,21 @@ const NO_LIMITS: readonly LimitDefinition[] = Object.freeze([]);
 const CURRENT_SECRET = Object.freeze({ current: true as const });
 
 /**
+ * What keys of one user with the same flags, scope list and no limits of their own share: most
+ * of a user's keys, so a cached key holds one reference instead of four fields.
+ */
+interface KeyProfile {
+  readonly notPermitted: boolean;
+  readonly disabled: boolean;
+  readonly narrowed: Narrowed;
+  readonly limits: KeyLimits | undefined;
+}
+
+/**
  * What every cached key of one ServiceUser shares: the user's half of the store row and what is
- * derived from it (groups header, scopes narrowed per distinct key scope list). The cache keeps
- * one per user and state (VerifyCache interns them by user id and content), so 100,000 keys of
- * one user hold one copy of its groups, scopes, acting globs and headers instead of 100,000.
+ * derived from it (groups header, scopes narrowed per distinct key scope list, key profiles). The
+ * cache keeps one per user and state (VerifyCache interns them by user id and content), so 100,000
+ * keys of one user hold one copy of its groups, scopes, acting globs and headers instead of 100,000.
  */
 export class UserRecord {
   readonly userId: string;
@@ -35,6 +46,10 @@ export class UserRecord {
   readonly #inherited: Narrowed;
   /** By the key's scope list (JSON): bounded by the distinct lists among this user's keys. */
   readonly #narrowed = new Map<string, Narrowed>();
+  /** The profile of a key with the user's scopes, no limits of its own and neither flag: the common case. */
+  readonly #plainProfile: KeyProfile;
+  /** Other shared profiles, by flags and scope list: bounded like #narrowed (times four). */
+  readonly #profiles = new Map<string, KeyProfile>();
 
   constructor(row: KeyLookup) {
     this.userId = row.userId;
@@ -51,6 +66,12 @@ export class UserRecord {
       this.userLimits.length === 0 ? undefined : { key: NO_LIMITS, user: this.userLimits, quota: null };
     const scopes = effectiveScopes(row.userScopes, null);
     this.#inherited = { keyScopes: null, scopes, header: scopes.join(',') };
+    this.#plainProfile = {
+      notPermitted: false,
+      disabled: false,
+      narrowed: this.#inherited,
+      limits: this.#inheritedLimits,
+    };
   }
 
   /** Whether `row` says the same about this user: only then may its key share this record. */
@@ -82,66 +103,99 @@ export class UserRecord {
   }
 
   limitsFor(limits: KeyLimits | undefined): KeyLimits | undefined {
-    if (limits === undefined || (limits.key.length === 0 && limits.quota === null))
-      return this.#inheritedLimits;
+    if (!hasOwnLimits(limits)) return this.#inheritedLimits;
     return { key: limits.key, user: this.userLimits, quota: limits.quota };
+  }
+
+  /** The key's half of `row` that other keys of this user may share; a key's own limits are its own. */
+  profile(row: KeyLookup): KeyProfile {
+    const { notPermitted, disabled, keyScopes } = row;
+    if (hasOwnLimits(row.limits)) {
+      return { notPermitted, disabled, narrowed: this.narrow(keyScopes), limits: this.limitsFor(row.limits) };
+    }
+    if (!notPermitted && !disabled && keyScopes === null) return this.#plainProfile;
+    const id = `${notPermitted ? 1 : 0}${disabled ? 1 : 0}${keyScopes === null ? '' : JSON.stringify(keyScopes)}`;
+    let profile = this.#profiles.get(id);
+    if (profile === undefined) {
+      profile = { notPermitted, disabled, narrowed: this.narrow(keyScopes), limits: this.#inheritedLimits };
+      this.#profiles.set(id, profile);
+    }
+    return profile;
   }
 }
 
 /**
- * A cached key: the key's own half of the store row, a reference to its user's shared record,
- * and the cache's bookkeeping, in one object. It is its own `key` (a getter on the prototype, as
- * are the user's fields), and times are kept as epoch ms: a Date costs 96 bytes, a number 16.
- * What the webhook never reads (the key's namespace and name, the secret's display prefix: logs
- * use the token's own) is not kept.
+ * The instants of a key that most keys lack (revoked, rotated, a previous secret's grace end), as
+ * epoch ms or null; a key with none of them holds null instead of an object.
+ */
+interface RareInstants {
+  readonly revokedAt: number | null;
+  readonly rotatedAt: number | null;
+  /** Grace end of a previous secret; null for the current one. */
+  readonly notAfter: number | null;
+}
+
+/**
+ * A cached key: the key's own half of the store row, a reference to its user's shared record and
+ * to a profile shared with the user's like keys, and the cache's bookkeeping, in one object of nine
+ * fields (each field costs 8 bytes: Node runs V8 without pointer compression). It is its own `key`
+ * (a getter on the prototype, as are the user's and the profile's fields), and times are kept as
+ * epoch ms: a Date costs 96 bytes, a number 16. What the webhook never reads (the key's namespace
+ * and name, the secret's display prefix: logs use the token's own) is not kept.
  */
 export class CachedKey implements KeyRecord, KeyState {
   readonly user: UserRecord;
   readonly apiKeyId: string;
   readonly keyId: string;
-  readonly notPermitted: boolean;
-  readonly disabled: boolean;
-  readonly limits: KeyLimits | undefined;
-  /** When the store last confirmed this row (VerifyCache). */
+  /** When the store last confirmed this row, on the cache's clock (VerifyCache). */
   readonly verifiedAt: number;
   /** The listener epoch in which it was confirmed (VerifyCache). */
   readonly epoch: number;
-  readonly #narrowed: Narrowed;
-  readonly #revokedAt: number | null;
-  readonly #expiresAt: number | null;
+  readonly #profile: KeyProfile;
   readonly #issuedAt: number;
-  readonly #rotatedAt: number | null;
-  /** Grace end of a previous secret; null for the current one. */
-  readonly #notAfter: number | null;
+  readonly #expiresAt: number | null;
+  readonly #rare: RareInstants | null;
 
   constructor(user: UserRecord, row: KeyLookup, verifiedAt: number, epoch: number) {
     this.user = user;
     this.apiKeyId = row.apiKeyId;
     this.keyId = row.keyId;
-    this.#narrowed = user.narrow(row.keyScopes);
-    this.notPermitted = row.notPermitted;
-    this.disabled = row.disabled;
-    this.limits = user.limitsFor(row.limits);
     this.verifiedAt = verifiedAt;
     this.epoch = epoch;
-    this.#revokedAt = row.revokedAt?.getTime() ?? null;
-    this.#expiresAt = row.expiresAt?.getTime() ?? null;
+    this.#profile = user.profile(row);
     this.#issuedAt = row.issuedAt.getTime();
-    this.#rotatedAt = row.rotatedAt?.getTime() ?? null;
-    this.#notAfter = row.secret.current ? null : row.secret.notAfter.getTime();
+    this.#expiresAt = row.expiresAt?.getTime() ?? null;
+    const notAfter = row.secret.current ? null : row.secret.notAfter.getTime();
+    this.#rare =
+      row.revokedAt === null && row.rotatedAt === null && notAfter === null
+        ? null
+        : {
+            revokedAt: row.revokedAt?.getTime() ?? null,
+            rotatedAt: row.rotatedAt?.getTime() ?? null,
+            notAfter,
+          };
   }
 
   get key(): KeyRecord {
     return this;
   }
+  get notPermitted(): boolean {
+    return this.#profile.notPermitted;
+  }
+  get disabled(): boolean {
+    return this.#profile.disabled;
+  }
+  get limits(): KeyLimits | undefined {
+    return this.#profile.limits;
+  }
   get keyScopes(): string[] | null {
-    return this.#narrowed.keyScopes;
+    return this.#profile.narrowed.keyScopes;
   }
   get scopes(): readonly string[] {
-    return this.#narrowed.scopes;
+    return this.#profile.narrowed.scopes;
   }
   get scopesHeader(): string {
-    return this.#narrowed.header;
+    return this.#profile.narrowed.header;
   }
   get userId(): string {
     return this.user.userId;
@@ -171,10 +225,10 @@ export class CachedKey implements KeyRecord, KeyState {
     return this.user.groupsHeader;
   }
   get revoked(): boolean {
-    return this.#revokedAt !== null || this.user.userDeleted;
+    return (this.#rare !== null && this.#rare.revokedAt !== null) || this.user.userDeleted;
   }
   get graceEnd(): number {
-    return this.#notAfter ?? Number.POSITIVE_INFINITY;
+    return this.#rare?.notAfter ?? Number.POSITIVE_INFINITY;
   }
   get expiry(): number {
     return this.#expiresAt ?? Number.POSITIVE_INFINITY;
@@ -183,7 +237,7 @@ export class CachedKey implements KeyRecord, KeyState {
     return Math.min(this.graceEnd, this.expiry);
   }
   get revokedAt(): Date | null {
-    return dateOrNull(this.#revokedAt);
+    return dateOrNull(this.#rare?.revokedAt ?? null);
   }
   get expiresAt(): Date | null {
     return dateOrNull(this.#expiresAt);
@@ -192,16 +246,21 @@ export class CachedKey implements KeyRecord, KeyState {
     return new Date(this.#issuedAt);
   }
   get rotatedAt(): Date | null {
-    return dateOrNull(this.#rotatedAt);
+    return dateOrNull(this.#rare?.rotatedAt ?? null);
   }
   get secret(): KeyLookup['secret'] {
-    return this.#notAfter === null ? CURRENT_SECRET : { current: false, notAfter: new Date(this.#notAfter) };
+    const notAfter = this.#rare?.notAfter ?? null;
+    return notAfter === null ? CURRENT_SECRET : { current: false, notAfter: new Date(notAfter) };
   }
 }
 
 /** A key's state on its own, not shared with other keys (tests, and answers the cache refuses to keep). */
 export function keyState(row: KeyLookup, verifiedAt = 0, epoch = 0): CachedKey {
   return new CachedKey(new UserRecord(row), row, verifiedAt, epoch);
+}
+
+function hasOwnLimits(limits: KeyLimits | undefined): limits is KeyLimits {
+  return limits !== undefined && (limits.key.length > 0 || limits.quota !== null);
 }
 
 function dateOrNull(ms: number | null): Date | null {
