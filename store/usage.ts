@@ -62,12 +62,16 @@ const FLUSH_SQL = `
  * path never waits on a write. close() flushes what is left.
  */
 export class UsageBatcher {
-  private buckets = new Map<string, Bucket>();
   /**
-   * Each key's bucket of the minute it was last counted in, by store id: the request path finds it
-   * with one lookup of a string it already holds, instead of building and hashing `id|minute`.
+   * Pending buckets by minute, then by the key's store id: the request path finds a key's bucket
+   * with one lookup of a string it already holds. A new key costs one map slot and the bucket,
+   * with no `id|minute` string built per key: on the miss path nearly every request is a new key.
    */
-  private current = new Map<string, Bucket>();
+  private buckets = new Map<number, Map<string, Bucket>>();
+  private bucketCount = 0;
+  /** The minute last counted in and its buckets (nearly every record() falls in it). */
+  private minute = Number.NaN;
+  private ofMinute: Map<string, Bucket> | undefined;
   private lastUsed = new Map<string, number>();
   private droppedCount = 0;
   private inFlight: Promise<void> | undefined;
@@ -93,36 +97,41 @@ export class UsageBatcher {
     if (this.closed) return;
     const at = this.now();
     const minute = at - (at % MINUTE_MS);
-    let bucket = this.current.get(apiKeyId);
-    if (bucket === undefined || bucket.minute !== minute) {
-      bucket = this.bucketOf(apiKeyId, minute);
-      if (bucket === undefined) return;
-      this.current.set(apiKeyId, bucket);
-    }
+    const bucket = this.bucketsOf(minute).get(apiKeyId) ?? this.newBucket(apiKeyId, minute);
+    if (bucket === undefined) return;
     bucket[outcome] += 1;
     if (outcome === 'allowed' && at > bucket.lastAllowedAt) bucket.lastAllowedAt = at;
   }
 
-  /** The (key, minute) bucket, created if there is room; undefined when the outcome is not counted. */
-  private bucketOf(apiKeyId: string, minute: number): Bucket | undefined {
-    const key = `${apiKeyId}|${minute}`;
-    let bucket = this.buckets.get(key);
-    if (!bucket) {
-      // Checked once per bucket, not per request: one malformed id would fail the whole batch's uuid[] cast.
-      if (!UUID.test(apiKeyId)) return undefined;
-      if (this.buckets.size >= this.maxBuckets) {
-        this.droppedCount += 1;
-        return undefined;
-      }
-      bucket = { apiKeyId, minute, allowed: 0, denied: 0, lastAllowedAt: 0 };
-      this.buckets.set(key, bucket);
+  private bucketsOf(minute: number): Map<string, Bucket> {
+    if (minute === this.minute && this.ofMinute !== undefined) return this.ofMinute;
+    let ofMinute = this.buckets.get(minute);
+    if (ofMinute === undefined) {
+      ofMinute = new Map();
+      this.buckets.set(minute, ofMinute);
     }
+    this.minute = minute;
+    this.ofMinute = ofMinute;
+    return ofMinute;
+  }
+
+  /** A new (key, minute) bucket if there is room; undefined when the outcome is not counted. */
+  private newBucket(apiKeyId: string, minute: number): Bucket | undefined {
+    // Checked once per bucket, not per request: one malformed id would fail the whole batch's uuid[] cast.
+    if (!UUID.test(apiKeyId)) return undefined;
+    if (this.bucketCount >= this.maxBuckets) {
+      this.droppedCount += 1;
+      return undefined;
+    }
+    const bucket = { apiKeyId, minute, allowed: 0, denied: 0, lastAllowedAt: 0 };
+    this.bucketsOf(minute).set(apiKeyId, bucket);
+    this.bucketCount += 1;
     return bucket;
   }
 
   /** Pending (key, minute) buckets. */
   get pending(): number {
-    return this.buckets.size;
+    return this.bucketCount;
   }
 
   /** Outcomes not counted: maxBuckets was reached, or the store rejected a batch for good. */
@@ -133,14 +142,16 @@ export class UsageBatcher {
   /** Writes what is pending now; concurrent calls share one write. Rejects with a StoreError. */
   async flush(): Promise<void> {
     while (this.inFlight) await this.inFlight.catch(() => undefined);
-    if (this.buckets.size === 0 && this.lastUsed.size === 0) return;
-    const buckets = this.buckets;
+    if (this.bucketCount === 0 && this.lastUsed.size === 0) return;
+    const buckets = [...this.buckets.values()].flatMap((ofMinute) => [...ofMinute.values()]);
     const lastUsed = this.lastUsed;
-    for (const b of buckets.values()) {
+    for (const b of buckets) {
       if (b.lastAllowedAt > (lastUsed.get(b.apiKeyId) ?? 0)) lastUsed.set(b.apiKeyId, b.lastAllowedAt);
     }
     this.buckets = new Map();
-    this.current = new Map();
+    this.bucketCount = 0;
+    this.minute = Number.NaN;
+    this.ofMinute = undefined;
     this.lastUsed = new Map();
     this.inFlight = this.write(buckets, lastUsed);
     try {
@@ -162,9 +173,9 @@ export class UsageBatcher {
    * keys, and one statement for all of them outran the statement timeout: every retry then failed
    * the same way. Chunks commit on their own, so a failure puts back only what was not written.
    */
-  private async write(buckets: Map<string, Bucket>, lastUsed: Map<string, number>): Promise<void> {
+  private async write(buckets: readonly Bucket[], lastUsed: Map<string, number>): Promise<void> {
     const byKey = new Map<string, Bucket[]>();
-    for (const b of buckets.values()) {
+    for (const b of buckets) {
       const list = byKey.get(b.apiKeyId);
       if (list) list.push(b);
       else byKey.set(b.apiKeyId, [b]);
@@ -190,12 +201,12 @@ export class UsageBatcher {
       } catch (err) {
         const error = StoreError.from('flush usage', err);
         const unwritten = new Set(ids.slice(start));
-        const left = new Map([...buckets].filter(([, b]) => unwritten.has(b.apiKeyId)));
+        const left = buckets.filter((b) => unwritten.has(b.apiKeyId));
         // Only a retry that can succeed is worth keeping the counts for.
         if (error.transient) {
           this.restore(left, new Map([...lastUsed].filter(([id]) => unwritten.has(id))));
         } else {
-          for (const b of left.values()) this.droppedCount += b.allowed + b.denied;
+          for (const b of left) this.droppedCount += b.allowed + b.denied;
         }
         throw error;
       }
@@ -203,14 +214,15 @@ export class UsageBatcher {
   }
 
   /** Puts counts from a failed write back, so the next flush retries them. */
-  private restore(buckets: Map<string, Bucket>, lastUsed: Map<string, number>): void {
-    for (const [key, old] of buckets) {
-      const current = this.buckets.get(key);
+  private restore(buckets: readonly Bucket[], lastUsed: Map<string, number>): void {
+    for (const old of buckets) {
+      const current = this.buckets.get(old.minute)?.get(old.apiKeyId);
       if (current) {
         current.allowed += old.allowed;
         current.denied += old.denied;
-      } else if (this.buckets.size < this.maxBuckets) {
-        this.buckets.set(key, old);
+      } else if (this.bucketCount < this.maxBuckets) {
+        this.bucketsOf(old.minute).set(old.apiKeyId, old);
+        this.bucketCount += 1;
       } else {
         this.droppedCount += old.allowed + old.denied;
       }
