@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { LimitDefinition } from '../api/ratelimits.js';
 import { StoreError } from './errors.js';
+import { FAST_TEXT_ARRAYS } from './text-array.js';
 
 /**
  * Everything a verify decision needs about the key a token hash belongs to. The store does not
@@ -128,6 +129,7 @@ const LOOKUP = {
   name: 'keyward_lookup_by_hash',
   text: `SELECT ${COLUMNS} FROM api_key_secrets s ${JOINS} WHERE s.hash = $1`,
   rowMode: 'array',
+  types: FAST_TEXT_ARRAYS,
 } as const;
 
 // Each row names the position of the hash it matched (1-based), so rows are matched to their
@@ -139,6 +141,7 @@ const LOOKUP_MANY = {
       FROM unnest($1::bytea[]) WITH ORDINALITY AS q(hash, ord)
       JOIN api_key_secrets s ON s.hash = q.hash ${JOINS}`,
   rowMode: 'array',
+  types: FAST_TEXT_ARRAYS,
 } as const;
 
 /** The SHA-256 length; any other value matches no key. */
@@ -198,56 +201,34 @@ function asBuffer(hash: Uint8Array): Buffer {
 const NO_LIMITS: KeyLimits = Object.freeze({ key: Object.freeze([]), user: Object.freeze([]), quota: null });
 const CURRENT: KeyLookup['secret'] = Object.freeze({ current: true });
 
+/** By position (COLUMN_LIST): array destructuring would step the row's iterator, an object per column. */
 function fromRow(row: LookupRow | [...LookupRow, number]): KeyLookup {
-  const [
-    apiKeyId,
-    keyId,
-    namespace,
-    name,
-    userId,
-    username,
-    groups,
-    userScopes,
-    keyScopes,
-    suspended,
-    notPermitted,
-    kubernetesAuthentication,
-    userDeleted,
-    serviceUsers,
-    externalSubjects,
-    disabled,
-    revokedAt,
-    expiresAt,
-    issuedAt,
-    rotatedAt,
-    notAfter,
-    tokenPrefix,
-    keyRateLimits,
-    quota,
-    userRateLimits,
-  ] = row;
+  const notAfter = row[20];
+  const keyRateLimits = row[22];
+  const quota = row[23];
+  const userRateLimits = row[24];
   return {
-    apiKeyId,
-    keyId,
-    namespace,
-    name,
-    userId,
-    username,
-    groups,
-    userScopes,
-    keyScopes,
-    suspended,
-    notPermitted,
-    kubernetesAuthentication,
-    userDeleted,
-    actAs: { serviceUsers, externalSubjects },
-    disabled,
-    revokedAt: dateOrNull(revokedAt),
-    expiresAt: dateOrNull(expiresAt),
-    issuedAt: new Date(issuedAt),
-    rotatedAt: dateOrNull(rotatedAt),
+    apiKeyId: row[0],
+    keyId: row[1],
+    namespace: row[2],
+    name: row[3],
+    userId: row[4],
+    username: row[5],
+    groups: row[6],
+    userScopes: row[7],
+    keyScopes: row[8],
+    suspended: row[9],
+    notPermitted: row[10],
+    kubernetesAuthentication: row[11],
+    userDeleted: row[12],
+    actAs: { serviceUsers: row[13], externalSubjects: row[14] },
+    disabled: row[15],
+    revokedAt: dateOrNull(row[16]),
+    expiresAt: dateOrNull(row[17]),
+    issuedAt: new Date(row[18]),
+    rotatedAt: dateOrNull(row[19]),
     secret: notAfter === null ? CURRENT : { current: false, notAfter: new Date(notAfter) },
-    tokenPrefix,
+    tokenPrefix: row[21],
     limits:
       keyRateLimits === null && userRateLimits === null && quota === null
         ? NO_LIMITS
