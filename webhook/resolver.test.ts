@@ -18,7 +18,7 @@ afterAll(async () => {
 });
 
 /** A resolver over the real store; `db` answers its round trips, each one recorded. */
-function setup(db: pg.Pool, options: { maxBatch?: number; maxConcurrent?: number } = {}) {
+function setup(db: pg.Pool, options: { maxBatch?: number; maxConcurrent?: number; maxQueued?: number } = {}) {
   const clock = { now: 1_000_000 };
   const roundTrips: number[] = [];
   const cache = new VerifyCache({
@@ -35,7 +35,7 @@ function setup(db: pg.Pool, options: { maxBatch?: number; maxConcurrent?: number
     cache,
     queue: {
       maxConcurrent: options.maxConcurrent ?? 2,
-      maxQueued: 100,
+      maxQueued: options.maxQueued ?? 100,
       maxWaitMs: 2_000,
       now: () => clock.now,
     },
@@ -102,6 +102,21 @@ describe('Resolver with coalesced misses', () => {
 
     expect(answers.map(keyIdOf)).toEqual(keys.map((k) => k.key.keyId));
     expect(roundTrips).toEqual([3, 3, 1]);
+  });
+
+  it('answers a miss shed by a full queue as overloaded, and looks the same token up once there is room', async () => {
+    const user = await tb.newUser();
+    const first = await tb.newKey(user, 'first');
+    const shed = await tb.newKey(user, 'shed');
+    const { resolve } = setup(tb.pool, { maxConcurrent: 1, maxQueued: 1 });
+
+    // One lookup waits for the batch; the next, of equal priority, finds the queue full.
+    const [a, b] = await Promise.all([resolve(first.token.token), resolve(shed.token.token)]);
+    expect(keyIdOf(a)).toBe(first.key.keyId);
+    expect(b).toMatchObject({ kind: 'unavailable', reason: 'overloaded' });
+
+    // The shed answer was for that moment only: nothing keeps handing it out.
+    expect(keyIdOf(await resolve(shed.token.token))).toBe(shed.key.keyId);
   });
 
   it('fails only the hashes of a failed round trip, and serves what stale-if-error allows', async () => {

@@ -146,9 +146,21 @@ export class Resolver {
     let shared = this.#inFlight.get(pending.hash);
     if (!shared) {
       const { hash } = pending;
-      shared = new Promise<LookupOutcome>((settle) => this.queue.submit(pending.priority, { hash, settle }));
-      this.#inFlight.set(hash, shared);
-      void shared.finally(() => this.#inFlight.delete(hash));
+      // The settle that ends the lookup also ends its sharing (no second promise per miss for that).
+      // Registered before submit(), which may shed, and so settle, at once.
+      let resolve!: (outcome: LookupOutcome) => void;
+      const lookup = new Promise<LookupOutcome>((r) => {
+        resolve = r;
+      });
+      shared = lookup;
+      this.#inFlight.set(hash, lookup);
+      this.queue.submit(pending.priority, {
+        hash,
+        settle: (outcome) => {
+          if (this.#inFlight.get(hash) === lookup) this.#inFlight.delete(hash);
+          resolve(outcome);
+        },
+      });
     }
     const outcome = await shared;
     if (outcome.ok) {
