@@ -1,9 +1,10 @@
 import { getHeapStatistics } from 'node:v8';
 
 /**
- * Heap per cached key: ~450 bytes in a heap snapshot at 100,000 entries (bench/webhook.ts
- * `--only memory`; the key's object, its id strings, the LRU's and the indexes' slots), rounded up
- * for keys with their own scope lists and limits.
+ * Heap per cached key: ~390 bytes in a heap snapshot at 100,000 entries with room for 200,000
+ * (bench/webhook.ts `--only memory`): the key's object (96), its issue time (16), its hash and id
+ * strings (144), the LRU's slots (~65) and the two indexes' (~63). Rounded up for keys with their
+ * own scope lists, limits or rare instants (revoked, rotated).
  */
 export const CACHED_KEY_BYTES = 600;
 
