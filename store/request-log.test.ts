@@ -26,12 +26,13 @@ function row(overrides: Partial<RequestLogRow> = {}): RequestLogRow {
     client_address: '10.1.2.3',
     result: 'allow',
     reason: 'ok',
+    count: 1,
     ...overrides,
   };
 }
 
-/** A row as the writer takes it: its time, and its other fields. */
-function record({ at, ...values }: RequestLogRow): [number, RequestLogFields] {
+/** A row as the writer takes it: its time, and its other fields (each call a distinct set). */
+function record({ at, count: _, ...values }: RequestLogRow): [number, RequestLogFields] {
   return [Date.parse(at), new RequestLogFields(values)];
 }
 
@@ -136,6 +137,31 @@ describe('RequestLogWriter', () => {
     const latest = await queryRequestLog(pool, { keyId: key, limit: 2 });
     expect(latest.map((r) => r.at.toISOString())).toEqual([at(1), at(3)]);
     await writer.close();
+  });
+
+  it('writes like decisions of one millisecond as one row with their count, and counts every decision', async () => {
+    const writer = new RequestLogWriter(pool, {
+      flushIntervalMs: 3_600_000,
+      maxPending: 100,
+      retry: retry(),
+    });
+    const key = `key_${randomBytes(6).toString('hex')}`;
+    const ms = Date.now() - 30_000;
+    const [, ok] = record(row({ key_id: key }));
+    const [, denied] = record(row({ key_id: key, result: 'forbidden', reason: 'insufficient_scope' }));
+    // A client repeating one request, and another decision of the same key in between.
+    writer.add(ms, ok);
+    writer.add(ms, ok);
+    writer.add(ms, denied);
+    writer.add(ms, ok);
+    writer.add(ms + 1, ok);
+    expect(writer.pending).toBe(5);
+    await writer.close();
+    expect(writer.written).toBe(5);
+    const rows = await queryRequestLog(pool, { keyId: key, limit: 10 });
+    expect(
+      rows.map((r) => `${r.at.getTime() - ms} ${r.reason} ×${r.count}`).sort((a, b) => a.localeCompare(b)),
+    ).toEqual(['0 insufficient_scope ×1', '0 ok ×3', '1 ok ×1']);
   });
 
   it('keeps rows up to its bound while the store is unreachable and counts the rest dropped', async () => {

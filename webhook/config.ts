@@ -286,7 +286,7 @@ export const webhookEnvSchema = z.object({
   KEYWARD_REQUEST_LOG_BUFFER: count(100_000, 10_000_000)
     .refine((n) => n > 0, 'must be at least 1')
     .describe(
-      "Request log records held per sink while the store is unreachable (or the JSON stream cannot keep up); beyond it they are dropped and counted in keyward_webhook_request_log_dropped_total. A request never waits for the log. Retention is the operator's KEYWARD_REQUEST_LOG_RETENTION_DAYS.",
+      "Request log rows held per sink while the store is unreachable (or the JSON stream cannot keep up); a row is one decision, or like decisions of one millisecond with their count. Decisions needing a row beyond it are dropped and counted in keyward_webhook_request_log_dropped_total. A request never waits for the log. Retention is the operator's KEYWARD_REQUEST_LOG_RETENTION_DAYS.",
     ),
   KEYWARD_RATE_LIMIT_SYNC_INTERVAL: duration('1s')
     .refine((ms) => ms >= 1000, 'must be at least 1s')

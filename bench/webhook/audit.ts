@@ -85,7 +85,7 @@ export async function audit(h: Harness): Promise<void> {
           target: isTarget ? `≤ ${LOG_COST_TARGET_PERCENT} %` : 'reported',
           unit: '%',
           ...(isTarget ? { met: (v: number) => v <= LOG_COST_TARGET_PERCENT } : {}),
-          note: `${h.sizes.rounds} alternating rounds of ${seconds} s, Postgres on CPU ${GENERATOR_CPU} beside wrk, webhooks on CPU ${SERVER_CPU}; ${written.toLocaleString('en')} rows written, ${dropped} dropped.`,
+          note: `${h.sizes.rounds} alternating rounds of ${seconds} s, Postgres on CPU ${GENERATOR_CPU} beside wrk, webhooks on CPU ${SERVER_CPU}; ${written.toLocaleString('en')} decisions written, ${dropped} dropped.`,
         },
         fewer,
       ),
