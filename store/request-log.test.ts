@@ -31,9 +31,9 @@ function row(overrides: Partial<RequestLogRow> = {}): RequestLogRow {
   };
 }
 
-/** A row as the writer takes it: its time, and its other fields (each call a distinct set). */
-function record({ at, count: _, ...values }: RequestLogRow): [number, RequestLogFields] {
-  return [Date.parse(at), new RequestLogFields(values)];
+/** A row as the writer takes it: its time, its other fields (each call a distinct set) and its path. */
+function record({ at, count: _, path, ...values }: RequestLogRow): [number, RequestLogFields, string | null] {
+  return [Date.parse(at), new RequestLogFields(values), path];
 }
 
 async function partitions(): Promise<string[]> {
@@ -150,18 +150,21 @@ describe('RequestLogWriter', () => {
     const [, ok] = record(row({ key_id: key }));
     const [, denied] = record(row({ key_id: key, result: 'forbidden', reason: 'insufficient_scope' }));
     // A client repeating one request, and another decision of the same key in between.
-    writer.add(ms, ok);
-    writer.add(ms, ok);
-    writer.add(ms, denied);
-    writer.add(ms, ok);
-    writer.add(ms + 1, ok);
-    expect(writer.pending).toBe(5);
+    writer.add(ms, ok, '/a');
+    writer.add(ms, ok, '/a');
+    writer.add(ms, denied, '/a');
+    writer.add(ms, ok, '/a');
+    writer.add(ms, ok, '/b');
+    writer.add(ms + 1, ok, '/b');
+    expect(writer.pending).toBe(6);
     await writer.close();
-    expect(writer.written).toBe(5);
+    expect(writer.written).toBe(6);
     const rows = await queryRequestLog(pool, { keyId: key, limit: 10 });
     expect(
-      rows.map((r) => `${r.at.getTime() - ms} ${r.reason} ×${r.count}`).sort((a, b) => a.localeCompare(b)),
-    ).toEqual(['0 insufficient_scope ×1', '0 ok ×3', '1 ok ×1']);
+      rows
+        .map((r) => `${r.at.getTime() - ms} ${r.path} ${r.reason} ×${r.count}`)
+        .sort((a, b) => a.localeCompare(b)),
+    ).toEqual(['0 /a insufficient_scope ×1', '0 /a ok ×3', '0 /b ok ×1', '1 /b ok ×1']);
   });
 
   it('keeps rows up to its bound while the store is unreachable and counts the rest dropped', async () => {

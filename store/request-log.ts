@@ -35,7 +35,7 @@ export interface RequestLogRow {
   readonly count: number;
 }
 
-/** The columns of request_log in the order of RequestLogRow, the order COPY text has them in. */
+/** The columns of request_log in the order copyLine (request-log-rows.ts) writes them. */
 const COPY_COLUMNS = [
   'at',
   'route',
@@ -44,10 +44,10 @@ const COPY_COLUMNS = [
   'actor',
   'subject',
   'method',
-  'path',
   'client_address',
   'result',
   'reason',
+  'path',
   'count',
 ] as const;
 
@@ -114,10 +114,10 @@ export class RequestLogWriter {
     this.#timer.unref();
   }
 
-  /** Queues one record: its time (epoch milliseconds) and its other fields. Never blocks, never throws. */
-  add(at: number, fields: RequestLogFields): void {
+  /** Queues one record: its time (epoch milliseconds), its path and its other fields. Never blocks, never throws. */
+  add(at: number, fields: RequestLogFields, path: string | null): void {
     if (this.#closed) return;
-    if (!this.#queue.push(at, fields)) this.#dropped.buffer_full += 1;
+    if (!this.#queue.push(at, fields, path)) this.#dropped.buffer_full += 1;
   }
 
   /** Decisions waiting (in fewer rows when alike ones shared a millisecond). */

@@ -12,8 +12,8 @@ import type { RowSink } from './request-log.js';
 
 /** Characters of JSON lines per write. */
 const CHUNK_CHARS = 64 * 1024;
-const jsonLine = (at: number, fields: RequestLogFields, count: number): string =>
-  `${rowJson(at, fields, count)}\n`;
+const jsonLine = (at: number, fields: RequestLogFields, path: string | null, count: number): string =>
+  `${rowJson(at, fields, path, count)}\n`;
 
 /**
  * JSON lines of the request log (docs/request-log.md) to stdout or a file, written once per
@@ -50,8 +50,8 @@ export class JsonLinesSink implements RowSink {
     this.#timer.unref();
   }
 
-  add(at: number, fields: RequestLogFields): void {
-    if (!this.#queue.push(at, fields)) this.#dropped += 1;
+  add(at: number, fields: RequestLogFields, path: string | null): void {
+    if (!this.#queue.push(at, fields, path)) this.#dropped += 1;
   }
 
   /** Decisions waiting. */

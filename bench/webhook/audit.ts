@@ -8,7 +8,7 @@ import { median } from '../lib/results.js';
 import { alternate, medianRow } from '../lib/rounds.js';
 import { GENERATOR_CPU, SERVER_CPU } from '../lib/tools.js';
 import type { Webhook } from '../lib/webhook.js';
-import { describe } from '../lib/wrk.js';
+import { describe, distinctPathLua, type WrkResult } from '../lib/wrk.js';
 import { type Harness, WARM_UP_SECONDS } from './harness.js';
 
 /** Issue 13: the request log may cost at most this share of cache-hit throughput. */
@@ -28,11 +28,11 @@ export async function audit(h: Harness): Promise<void> {
     await h.wrk.run(`${servers[name].url}/verify`, { headers, seconds: WARM_UP_SECONDS });
   }
   const seconds = h.sizes.duration;
-  const measure = (name: string) => async () => {
+  const measure = (name: string, lua?: string) => async () => {
     const server = servers[name]!;
     const pid = server.proc.child.pid!;
     const before = await cpuSeconds(pid);
-    const result = await h.wrk.run(`${server.url}/verify`, { headers, seconds });
+    const result = await h.wrk.run(`${server.url}/verify`, lua ? { lua, seconds } : { headers, seconds });
     const cpuUs = (((await cpuSeconds(pid)) - before) / result.requests) * 1e6;
     return { result, cpuUs };
   };
@@ -91,10 +91,43 @@ export async function audit(h: Harness): Promise<void> {
       ),
     );
   }
+  await distinctDecisions(h, (name) => measure(name, distinctPathLua(key.token)));
   h.writer.series('reqlog', {
     kind: 'bars',
     title: 'Cache hits with the request log off, to the store, to the store and a file',
     unit: 'req/s',
     bars,
   });
+}
+
+/**
+ * The worst case for the log: every decision differs (another path each time), so none share a
+ * row and each is a new set of fields. Off and store, alternating, with the same script.
+ */
+async function distinctDecisions(
+  h: Harness,
+  measure: (name: string) => () => Promise<{ result: WrkResult; cpuUs: number }>,
+): Promise<void> {
+  h.print('## the same, every request with another original path (X-Original-URI): no two decisions alike');
+  const r = await alternate(h.sizes.rounds, { off: measure('off'), store: measure('store') }, (round, x) =>
+    h.print(
+      `round ${round}: ${Object.entries(x)
+        .map(([name, v]) => `${name} ${describe(v.result)}, ${v.cpuUs.toFixed(1)} CPU-µs/req`)
+        .join(' | ')}`,
+    ),
+  );
+  const fewer = r.store!.map((x, i) => (1 - x.result.rps / r.off![i]!.result.rps) * 100);
+  h.writer.row(
+    medianRow(
+      {
+        id: 'reqlog-distinct-cost',
+        measure:
+          'request log to the store, every request another path (no two decisions alike): fewer req/s on cache hits than with the log off',
+        target: 'reported',
+        unit: '%',
+        note: `${h.sizes.rounds} alternating rounds of ${h.sizes.duration} s; each decision is a row of its own and a new set of fields for the recorder. Store CPU-µs/req ${median(r.store!.map((x) => x.cpuUs)).toFixed(1)} vs off ${median(r.off!.map((x) => x.cpuUs)).toFixed(1)}.`,
+      },
+      fewer,
+    ),
+  );
 }
