@@ -53,8 +53,8 @@ const NEGATIVE: CacheLookup = { kind: 'negative' };
  *    has been applied, so the epoch carries on.
  * 2. A notification deletes the entries of the user or key it names (a revocation, being final,
  *    marks them revoked instead) and records, for that user or key, the generation it arrived
- *    at; a lookup that started before a change to its own key or
- *    user cannot write its (possibly older) answer into the cache afterwards. Changes to other
+ *    at; a lookup that started before a change to its own key or user cannot write its
+ *    (possibly older) answer into the cache afterwards. Changes to other
  *    keys do not hold it back: under a busy operator, a global counter would leave the cache empty.
  *    Whatever cannot be attributed (an unknown notification, a new epoch, a full change log)
  *    holds back every lookup that started before it.

@@ -176,6 +176,7 @@ export class CachedKey implements KeyRecord, KeyState {
       epoch,
     );
   }
+
   get keyScopes(): string[] | null {
     return this.#narrowed.keyScopes;
   }
