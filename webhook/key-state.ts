@@ -88,6 +88,22 @@ export class UserRecord {
   }
 }
 
+/** The key's own half of a store row: what a CachedKey reads from it. */
+type KeyRow = Pick<
+  KeyLookup,
+  | 'apiKeyId'
+  | 'keyId'
+  | 'keyScopes'
+  | 'notPermitted'
+  | 'disabled'
+  | 'limits'
+  | 'revokedAt'
+  | 'expiresAt'
+  | 'issuedAt'
+  | 'rotatedAt'
+  | 'secret'
+>;
+
 /**
  * A cached key: the key's own half of the store row, a reference to its user's shared record,
  * and the cache's bookkeeping, in one object. It is its own `key` (a getter on the prototype, as
@@ -114,7 +130,7 @@ export class CachedKey implements KeyRecord, KeyState {
   /** Grace end of a previous secret; null for the current one. */
   readonly #notAfter: number | null;
 
-  constructor(user: UserRecord, row: KeyLookup, verifiedAt: number, epoch: number) {
+  constructor(user: UserRecord, row: KeyRow, verifiedAt: number, epoch: number) {
     this.user = user;
     this.apiKeyId = row.apiKeyId;
     this.keyId = row.keyId;
@@ -134,6 +150,33 @@ export class CachedKey implements KeyRecord, KeyState {
   get key(): KeyRecord {
     return this;
   }
+
+  /**
+   * This key as its revocation left it, confirmed at `at`. A revocation is final (only a later
+   * change naming the key, which drops this entry, brings a key back), so the NOTIFY that
+   * announces it says all a re-read would: the next request is answered without a store round trip.
+   */
+  asRevoked(at: number, epoch: number): CachedKey {
+    return new CachedKey(
+      this.user,
+      {
+        apiKeyId: this.apiKeyId,
+        keyId: this.keyId,
+        keyScopes: this.keyScopes,
+        notPermitted: this.notPermitted,
+        disabled: this.disabled,
+        limits: this.limits,
+        revokedAt: new Date(at),
+        expiresAt: this.expiresAt,
+        issuedAt: this.issuedAt,
+        rotatedAt: this.rotatedAt,
+        secret: this.secret,
+      },
+      at,
+      epoch,
+    );
+  }
+
   get keyScopes(): string[] | null {
     return this.#narrowed.keyScopes;
   }
