@@ -11,18 +11,18 @@
 // the subrequest. The front nginx (which also serves the upstream, a `return 200` server block in
 // the same worker) and wrk share CPU 1, alike on both sides. Both sides use the documented recipe
 // (docs/ingress/nginx.md): a keep-alive `upstream` block, `proxy_http_version 1.1`, `Connection ""`.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
-import { freePort, type ManagedProcess, waitUntilReady } from '../devenv/process.js';
+import { freePort, waitUntilReady } from '../devenv/process.js';
 import { PinnedProcesses } from './lib/processes.js';
 import { median, ResultWriter, spreadOf } from './lib/results.js';
 import { BenchStore } from './lib/store.js';
-import { nginxBin } from './lib/tools.js';
 import { startWebhook } from './lib/webhook.js';
 import { pacedLua, Wrk } from './lib/wrk.js';
+import { FLOOR_HEADERS, frontServer, startNginx } from './nginx-auth/config.js';
 import { medianQuantiles, quantileOf, runWrk, type WrkRun } from './nginx-auth/wrk.js';
 
 const { values } = parseArgs({
@@ -78,80 +78,6 @@ const auth = `Authorization: Bearer ${key.token}`;
 const processes = new PinnedProcesses(work);
 const wrkRunner = new Wrk(work);
 
-/** An nginx of its own: one worker, no master, so taskset pins the process that does the work. */
-async function startNginx(name: string, cpu: number, servers: string): Promise<ManagedProcess> {
-  const dir = join(work, name);
-  await mkdir(join(dir, 'tmp'), { recursive: true });
-  const conf = join(dir, 'nginx.conf');
-  await writeFile(
-    conf,
-    `worker_processes 1; master_process off; pid ${dir}/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fastcgi;
-  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
-${servers}
-}
-`,
-  );
-  return processes.start(
-    name,
-    cpu,
-    [nginxBin(), '-p', dir, '-c', conf, '-e', join(dir, 'error.log'), '-g', 'daemon off;'],
-    {},
-  );
-}
-
-const IDENTITY = [
-  'x-keyward-user',
-  'x-keyward-actor',
-  'x-keyward-key-id',
-  'x-keyward-scopes',
-  'x-keyward-groups',
-];
-
-/** keyward's cache-hit answer, as nginx `add_header`s (x-keyward-actor is empty there, so absent here). */
-const FLOOR_HEADERS = [
-  ['cache-control', 'no-store'],
-  ['x-keyward-user', 'bench-user'],
-  ['x-keyward-key-id', 'key_0000000000000001'],
-  ['x-keyward-scopes', 'projects:*'],
-  ['x-keyward-groups', 'team-a,ops'],
-];
-
-/**
- * One front server: the recipe of docs/ingress/nginx.md (internal auth location proxying the
- * request's headers, not its body; one auth_request_set + proxy_set_header per identity header),
- * with the auth service behind a keep-alive upstream block — or, `keepalive` false, the recipe as it
- * was before: HTTP/1.0 and a new connection per subrequest (nginx's default for proxy_pass).
- */
-function frontServer(port: number, authUpstream: string, authPath: string, keepalive = true): string {
-  const copy = IDENTITY.map((h) => {
-    const v = `$kw_${h.slice(2).replace(/-/g, '_')}`;
-    return `      auth_request_set ${v} $upstream_http_${h.replace(/-/g, '_')};\n      proxy_set_header ${h} ${v};`;
-  }).join('\n');
-  return `  server {
-    listen 127.0.0.1:${port};
-    location = /_keyward {
-      internal;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URL $scheme://$http_host$request_uri;
-      proxy_set_header X-Original-Method $request_method;
-      proxy_set_header X-Forwarded-For $remote_addr;
-${keepalive ? '      proxy_http_version 1.1;\n      proxy_set_header Connection "";\n' : ''}      proxy_pass http://${authUpstream}${authPath};
-    }
-    location / {
-      auth_request /_keyward;
-${copy}
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_pass http://app;
-    }
-  }`;
-}
-
 const webhook = await startWebhook(processes, { name: 'keyward webhook', storeUrl, cpu: AUTH_CPU });
 const keyward = webhook.proc;
 const keywardPort = new URL(webhook.url).port;
@@ -159,6 +85,8 @@ const keywardPort = new URL(webhook.url).port;
 const floorPort = await freePort();
 const floorHeaders = FLOOR_HEADERS.map(([h, v]) => `add_header ${h} "${v}";`).join(' ');
 const floor = await startNginx(
+  processes,
+  work,
   'floor-nginx',
   AUTH_CPU,
   `  server { listen 127.0.0.1:${floorPort}; keepalive_requests 1000000; location / { ${floorHeaders} return 200; } }`,
@@ -169,6 +97,8 @@ const viaKeyward = await freePort();
 const viaFloor = await freePort();
 const viaKeywardUnkept = await freePort();
 const front = await startNginx(
+  processes,
+  work,
   'front-nginx',
   FRONT_CPU,
   `  upstream keyward { server 127.0.0.1:${keywardPort}; keepalive ${AUTH_KEEPALIVE}; }

@@ -61,7 +61,7 @@ export interface FollowerTarget {
    * `initial` is the first sync (nothing to bridge), `pruned` a gap the log no longer covers.
    */
   reset(reason: 'initial' | 'pruned'): void;
-  /** After every sync: the last seq applied. */
+  /** After every sync, and after every change applied from a NOTIFY: the last seq applied. */
   synced?(last: number): void;
 }
 
@@ -117,6 +117,7 @@ export class ChangeFollower {
         this.target.apply(change, 'notify');
         this.#last = seq;
         this.#counts.notified += 1;
+        this.target.synced?.(seq!);
         return false;
       case 'apply-unlogged':
         this.target.apply(change, 'unlogged');

@@ -54,14 +54,20 @@ function recordingFollower(pageSize?: number): {
   follower: ChangeFollower;
   applied: { change: StoreChange; source: ChangeSource }[];
   resets: string[];
+  synced: number[];
 } {
   const applied: { change: StoreChange; source: ChangeSource }[] = [];
   const resets: string[] = [];
+  const synced: number[] = [];
   const follower = new ChangeFollower(
-    { apply: (change, source) => applied.push({ change, source }), reset: (reason) => resets.push(reason) },
+    {
+      apply: (change, source) => applied.push({ change, source }),
+      reset: (reason) => resets.push(reason),
+      synced: (last) => synced.push(last),
+    },
     pageSize,
   );
-  return { follower, applied, resets };
+  return { follower, applied, resets, synced };
 }
 
 describe('change log', () => {
@@ -147,7 +153,7 @@ describe('change log', () => {
 
 describe('ChangeFollower against the log', () => {
   it('starts at the newest seq, then applies each later change once, by log or by NOTIFY', async () => {
-    const { follower, applied, resets } = recordingFollower();
+    const { follower, applied, resets, synced } = recordingFollower();
     await follower.sync(pool);
     expect(resets).toEqual(['initial']);
     const start = follower.last ?? -1;
@@ -169,6 +175,8 @@ describe('ChangeFollower against the log', () => {
     expect(follower.notified(start + 5, next)).toBe(true);
     expect(applied.map((a) => a.source)).toEqual(['log', 'log', 'notify']);
     expect(follower.counts).toEqual({ notified: 1, caughtUp: 2, resets: 0 });
+    // What keyward_webhook_change_seq shows: every seq applied, not only those read from the log.
+    expect(synced).toEqual([start, start + 2, start + 3]);
   });
 
   it('reads a long gap page by page', async () => {

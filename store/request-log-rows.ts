@@ -1,23 +1,30 @@
 import type { RequestLogRow } from './request-log.js';
 
-/** A request_log row without its time: what the decisions of one client with one key share. */
-export type RequestLogFieldValues = Omit<RequestLogRow, 'at'>;
+/**
+ * A request_log row without its time, path and count: what the decisions of one client with one
+ * key share. The path is apart because it is the field that varies request by request (an API's
+ * ids are in its paths), and a shared object per path would be an object per request.
+ */
+export type RequestLogFieldValues = Omit<RequestLogRow, 'at' | 'path' | 'count'>;
 
 // COPY text format: these four would end a field or a row, or start an escape.
-const COPY_SPECIAL = /[\\\t\n\r]/g;
+const COPY_SPECIAL = /[\\\t\n\r]/;
+const COPY_SPECIALS = /[\\\t\n\r]/g;
 const COPY_ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
 const COPY_NULL = '\\N';
 
 function copyField(value: string | null): string {
   if (value === null) return COPY_NULL;
-  return value.replace(COPY_SPECIAL, (c) => COPY_ESCAPES[c]!);
+  // Nearly no value has one: the test spares a replace (and its new string) per field.
+  return COPY_SPECIAL.test(value) ? value.replace(COPY_SPECIALS, (c) => COPY_ESCAPES[c]!) : value;
 }
 
 /**
- * The fields of a row but its time, with their COPY and JSON encodings worked out once. The
- * recorder hands the same object to every record that has the same fields (a busy client repeats
- * them request after request), so a queued record costs a time stamp and a reference, not an
- * object and a string of its own that the garbage collector copies until the flush.
+ * The fields of a row but its time and path, with their COPY and JSON encodings worked out once.
+ * The recorder hands the same object to every record that has the same fields (a busy client
+ * repeats them request after request), so a queued record costs a time stamp, a path and a
+ * reference, not an object and a string of its own that the garbage collector copies until the
+ * flush.
  */
 export class RequestLogFields {
   #copy: string | undefined;
@@ -36,7 +43,6 @@ export class RequestLogFields {
         v.actor,
         v.subject,
         v.method,
-        v.path,
         v.client_address,
         v.result,
         v.reason,
@@ -47,7 +53,7 @@ export class RequestLogFields {
     return this.#copy;
   }
 
-  /** The members after "at" of the row's JSON object, in column order. */
+  /** The members between "at" and "path" of the row's JSON object. */
   get jsonText(): string {
     this.#json ??= JSON.stringify(this.values).slice(1, -1);
     return this.#json;
@@ -55,8 +61,8 @@ export class RequestLogFields {
 }
 
 /** The row as one JSON object, the text a JSON-lines sink writes. */
-export function rowJson(at: number, fields: RequestLogFields): string {
-  return `{"at":"${formatAt(at)}",${fields.jsonText}}`;
+export function rowJson(at: number, fields: RequestLogFields, path: string | null, count: number): string {
+  return `{"at":"${formatAt(at)}",${fields.jsonText},"path":${path === null ? 'null' : JSON.stringify(path)},"count":${count}}`;
 }
 
 // toISOString costs more than the rest of a row; its first 20 characters change once a second.
@@ -74,77 +80,134 @@ function formatAt(ms: number): string {
   return `${cachedPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
-/** Records taken off a queue: times (epoch milliseconds) and fields, index by index. */
+/** Rows taken off a queue: times (epoch milliseconds), fields, paths and decision counts, index by index. */
 export interface RecordBatch {
   readonly at: readonly number[];
   readonly fields: readonly RequestLogFields[];
+  readonly path: readonly (string | null)[];
+  readonly count: readonly number[];
+}
+
+/** Decisions in a batch (each row stands for `count` of them). */
+export function decisionsIn(batch: RecordBatch, from = 0): number {
+  let sum = 0;
+  for (let i = from; i < batch.count.length; i++) sum += batch.count[i]!;
+  return sum;
 }
 
 /**
- * Records waiting for a sink, column by column: an array of numbers (held unboxed by V8) and an
- * array of shared field objects, so a queue of 100,000 records is two flat arrays and no garbage.
- * Holds at most `max`; `push` refuses beyond it.
+ * Rows waiting for a sink, column by column: arrays of numbers (held unboxed by V8), of shared
+ * field objects and of paths (the strings the recorder was handed, nothing copied), so a queue of
+ * 100,000 rows is four flat arrays and no objects of its own.
+ *
+ * Decisions alike in every field within one millisecond are one row with a count: they cannot be
+ * told apart, so nothing is lost, and a client that sends the same request thousands of times a
+ * second (a busy service, or a flood of bad tokens) costs the store at most a row per
+ * millisecond per distinct set of fields instead of a row per request. Holds at most `max` rows;
+ * `push` refuses a new row beyond it.
  */
 export class RecordQueue {
   #at: number[] = [];
   #fields: RequestLogFields[] = [];
+  #path: (string | null)[] = [];
+  #count: number[] = [];
+  #decisions = 0;
+  // The newest row of each field set in the newest millisecond: where a like decision is counted.
+  #slotAt = Number.NaN;
+  readonly #slots = new Map<RequestLogFields, number>();
 
   constructor(private readonly max: number) {}
 
+  /** Rows waiting. */
   get length(): number {
     return this.#at.length;
   }
 
-  /** False when the queue is full (the caller counts the record dropped). */
-  push(at: number, fields: RequestLogFields): boolean {
+  /** Decisions those rows stand for. */
+  get decisions(): number {
+    return this.#decisions;
+  }
+
+  /** False when a new row was needed and the queue is full (the caller counts the decision dropped). */
+  push(at: number, fields: RequestLogFields, path: string | null): boolean {
+    if (at === this.#slotAt) {
+      const row = this.#slots.get(fields);
+      if (row !== undefined && this.#path[row] === path) {
+        this.#count[row]! += 1;
+        this.#decisions += 1;
+        return true;
+      }
+    } else {
+      this.#slotAt = at;
+      this.#slots.clear();
+    }
     if (this.#at.length >= this.max) return false;
+    this.#slots.set(fields, this.#at.length);
     this.#at.push(at);
     this.#fields.push(fields);
+    this.#path.push(path);
+    this.#count.push(1);
+    this.#decisions += 1;
     return true;
   }
 
-  /** Removes and returns the oldest `count` records. */
-  take(count: number): RecordBatch {
-    return { at: this.#at.splice(0, count), fields: this.#fields.splice(0, count) };
+  /** Removes and returns the oldest `rows` rows. */
+  take(rows: number): RecordBatch {
+    const batch = {
+      at: this.#at.splice(0, rows),
+      fields: this.#fields.splice(0, rows),
+      path: this.#path.splice(0, rows),
+      count: this.#count.splice(0, rows),
+    };
+    this.#decisions -= decisionsIn(batch);
+    this.#forgetSlots();
+    return batch;
   }
 
-  /** Puts a batch back in front; returns how many of the newest no longer fit and were dropped. */
+  /** Puts a batch back in front; returns how many decisions of the newest rows no longer fit and were dropped. */
   putBack(batch: RecordBatch): number {
     this.#at = batch.at.concat(this.#at);
     this.#fields = batch.fields.concat(this.#fields);
+    this.#path = batch.path.concat(this.#path);
+    this.#count = batch.count.concat(this.#count);
+    this.#decisions += decisionsIn(batch);
+    this.#forgetSlots();
     const excess = this.#at.length - this.max;
     if (excess <= 0) return 0;
+    const dropped = decisionsIn(this.#rows(), this.max);
     this.#at.length = this.max;
     this.#fields.length = this.max;
-    return excess;
+    this.#path.length = this.max;
+    this.#count.length = this.max;
+    this.#decisions -= dropped;
+    return dropped;
+  }
+
+  #rows(): RecordBatch {
+    return { at: this.#at, fields: this.#fields, path: this.#path, count: this.#count };
+  }
+
+  // Row indexes moved: later decisions of this millisecond start a row of their own.
+  #forgetSlots(): void {
+    this.#slotAt = Number.NaN;
+    this.#slots.clear();
   }
 }
 
-/** A record in COPY text format, one line. */
-export function copyLine(at: number, fields: RequestLogFields): string {
-  return `${formatAt(at)}\t${fields.copyText}\n`;
+/** A row in COPY text format, one line (columns as COPY_COLUMNS in request-log.ts lists them). */
+export function copyLine(at: number, fields: RequestLogFields, path: string | null, count: number): string {
+  return `${formatAt(at)}\t${fields.copyText}\t${copyField(path)}\t${count}\n`;
 }
 
-/** The batch's records as `line` writes them, in UTF-8 chunks of about `chunkChars` characters. */
+/** The batch's rows as `line` writes them, in UTF-8 chunks of about `chunkChars` characters. */
 export function* textChunks(
   batch: RecordBatch,
-  line: (at: number, fields: RequestLogFields) => string,
+  line: (at: number, fields: RequestLogFields, path: string | null, count: number) => string,
   chunkChars: number,
 ): Generator<Buffer> {
   let text = '';
-  // A busy client's records come in runs with the same fields and millisecond: one line for the run.
-  let lastAt = Number.NaN;
-  let lastFields: RequestLogFields | undefined;
-  let lastLine = '';
   for (let i = 0; i < batch.at.length; i++) {
-    const at = batch.at[i]!;
-    const fields = batch.fields[i]!;
-    if (at !== lastAt || fields !== lastFields) {
-      lastAt = at;
-      lastFields = fields;
-      lastLine = line(at, fields);
-    }
-    text += lastLine;
+    text += line(batch.at[i]!, batch.fields[i]!, batch.path[i]!, batch.count[i]!);
     if (text.length >= chunkChars) {
       yield Buffer.from(text);
       text = '';

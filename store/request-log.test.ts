@@ -26,13 +26,14 @@ function row(overrides: Partial<RequestLogRow> = {}): RequestLogRow {
     client_address: '10.1.2.3',
     result: 'allow',
     reason: 'ok',
+    count: 1,
     ...overrides,
   };
 }
 
-/** A row as the writer takes it: its time, and its other fields. */
-function record({ at, ...values }: RequestLogRow): [number, RequestLogFields] {
-  return [Date.parse(at), new RequestLogFields(values)];
+/** A row as the writer takes it: its time, its other fields (each call a distinct set) and its path. */
+function record({ at, count: _, path, ...values }: RequestLogRow): [number, RequestLogFields, string | null] {
+  return [Date.parse(at), new RequestLogFields(values), path];
 }
 
 async function partitions(): Promise<string[]> {
@@ -136,6 +137,34 @@ describe('RequestLogWriter', () => {
     const latest = await queryRequestLog(pool, { keyId: key, limit: 2 });
     expect(latest.map((r) => r.at.toISOString())).toEqual([at(1), at(3)]);
     await writer.close();
+  });
+
+  it('writes like decisions of one millisecond as one row with their count, and counts every decision', async () => {
+    const writer = new RequestLogWriter(pool, {
+      flushIntervalMs: 3_600_000,
+      maxPending: 100,
+      retry: retry(),
+    });
+    const key = `key_${randomBytes(6).toString('hex')}`;
+    const ms = Date.now() - 30_000;
+    const [, ok] = record(row({ key_id: key }));
+    const [, denied] = record(row({ key_id: key, result: 'forbidden', reason: 'insufficient_scope' }));
+    // A client repeating one request, and another decision of the same key in between.
+    writer.add(ms, ok, '/a');
+    writer.add(ms, ok, '/a');
+    writer.add(ms, denied, '/a');
+    writer.add(ms, ok, '/a');
+    writer.add(ms, ok, '/b');
+    writer.add(ms + 1, ok, '/b');
+    expect(writer.pending).toBe(6);
+    await writer.close();
+    expect(writer.written).toBe(6);
+    const rows = await queryRequestLog(pool, { keyId: key, limit: 10 });
+    expect(
+      rows
+        .map((r) => `${r.at.getTime() - ms} ${r.path} ${r.reason} ×${r.count}`)
+        .sort((a, b) => a.localeCompare(b)),
+    ).toEqual(['0 /a insufficient_scope ×1', '0 /a ok ×3', '0 /b ok ×1', '1 /b ok ×1']);
   });
 
   it('keeps rows up to its bound while the store is unreachable and counts the rest dropped', async () => {

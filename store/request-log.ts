@@ -5,6 +5,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { StoreError } from './errors.js';
 import {
   copyLine,
+  decisionsIn,
   type RecordBatch,
   RecordQueue,
   type RequestLogFields,
@@ -12,9 +13,9 @@ import {
 } from './request-log-rows.js';
 
 /**
- * One row of request_log (store/migrations/0007_request_log.sql), named as its columns are, as
- * a JSON line has them too. Never a token and never a query string: the webhook builds rows from
- * the decision, not from the request.
+ * One row of request_log (store/migrations/0007_request_log.sql, `count` from 0009), named as its
+ * columns are, as a JSON line has them too. Never a token and never a query string: the webhook
+ * builds rows from the decision, not from the request.
  */
 export interface RequestLogRow {
   /** RFC 3339, UTC. */
@@ -30,9 +31,11 @@ export interface RequestLogRow {
   readonly client_address: string | null;
   readonly result: string;
   readonly reason: string;
+  /** Decisions alike in every other field, made in the same millisecond (RecordQueue). */
+  readonly count: number;
 }
 
-/** The columns of request_log in the order of RequestLogRow, the order COPY text has them in. */
+/** The columns of request_log in the order copyLine (request-log-rows.ts) writes them. */
 const COPY_COLUMNS = [
   'at',
   'route',
@@ -41,10 +44,11 @@ const COPY_COLUMNS = [
   'actor',
   'subject',
   'method',
-  'path',
   'client_address',
   'result',
   'reason',
+  'path',
+  'count',
 ] as const;
 
 /** A delay source for retries after a failed write (lib/backoff.ts). */
@@ -58,7 +62,7 @@ export type DropReason = 'buffer_full' | 'rejected';
 export interface RequestLogWriterOptions {
   /** How often pending rows are written. */
   readonly flushIntervalMs: number;
-  /** Rows held while the store is slow or away; past it new rows are dropped and counted. */
+  /** Rows held while the store is slow or away; past it new decisions are dropped and counted. */
   readonly maxPending: number;
   /** After a failed write the next one waits this long (at least one flush interval). */
   readonly retry: RetryDelay;
@@ -110,21 +114,23 @@ export class RequestLogWriter {
     this.#timer.unref();
   }
 
-  /** Queues one record: its time (epoch milliseconds) and its other fields. Never blocks, never throws. */
-  add(at: number, fields: RequestLogFields): void {
+  /** Queues one record: its time (epoch milliseconds), its path and its other fields. Never blocks, never throws. */
+  add(at: number, fields: RequestLogFields, path: string | null): void {
     if (this.#closed) return;
-    if (!this.#queue.push(at, fields)) this.#dropped.buffer_full += 1;
+    if (!this.#queue.push(at, fields, path)) this.#dropped.buffer_full += 1;
   }
 
+  /** Decisions waiting (in fewer rows when alike ones shared a millisecond). */
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue.decisions;
   }
 
+  /** Decisions written. */
   get written(): number {
     return this.#written;
   }
 
-  /** Rows lost, by why: the buffer was full, or the store refused their batch for good. */
+  /** Decisions lost, by why: the buffer was full, or the store refused their batch for good. */
   dropped(reason: DropReason): number {
     return this.#dropped[reason];
   }
@@ -162,11 +168,11 @@ export class RequestLogWriter {
           this.#dropped.buffer_full += this.#queue.putBack(batch);
           this.#retryAt = this.#now() + Math.max(this.options.flushIntervalMs, this.options.retry.next());
         } else {
-          this.#dropped.rejected += batch.at.length;
+          this.#dropped.rejected += decisionsIn(batch);
         }
         throw error;
       }
-      this.#written += batch.at.length;
+      this.#written += decisionsIn(batch);
       this.#retryAt = 0;
       this.options.retry.reset();
     }
@@ -206,7 +212,8 @@ export async function queryRequestLog(pool: pg.Pool, filter: RequestLogFilter): 
   try {
     const { rows } = await pool.query<RequestLogEntry>(
       `SELECT * FROM (
-         SELECT at, route, key_id, username, actor, subject, method, path, client_address, result, reason
+         SELECT at, route, key_id, username, actor, subject, method, path, client_address, result, reason,
+                count
            FROM request_log
           WHERE ($1::text IS NULL OR key_id = $1)
             AND ($2::text IS NULL OR username = $2 OR actor = $2)

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyLookup } from '../store/lookup.js';
-import { VerifyCache } from './cache.js';
+import { type CacheLookup, VerifyCache } from './cache.js';
+import { decide } from './decision.js';
 
 function key(n: number, userId = `user-${n}`): KeyLookup {
   return {
@@ -46,6 +47,11 @@ function setup(overrides: Partial<ConstructorParameters<typeof VerifyCache>[0]> 
   return { cache, clock, evictions: () => evictions };
 }
 
+/** Served from memory, and refused as revoked. */
+function revokedFresh(lookup: CacheLookup): boolean {
+  return lookup.kind === 'fresh' && decide(lookup.entry, 0).result === 'deny' && lookup.entry.revoked;
+}
+
 describe('VerifyCache', () => {
   it('serves a filled entry fresh until the TTL backstop, then asks for a re-read', () => {
     const { cache, clock } = setup();
@@ -68,9 +74,54 @@ describe('VerifyCache', () => {
     expect(cache.get('a1').kind).toBe('miss');
     expect(cache.get('a2').kind).toBe('miss');
     expect(cache.get('b3').kind).toBe('fresh');
-    cache.apply({ entity: 'key', op: 'revoked', keyId: key(3).keyId, userId: 'bob' });
+    cache.apply({ entity: 'key', op: 'updated', keyId: key(3).keyId, userId: 'bob' });
     expect(cache.get('b3').kind).toBe('miss');
     expect(cache.size).toBe(0);
+  });
+
+  it('answers a revoked key as revoked from the notification alone, until a later change names it', () => {
+    const { cache, clock } = setup();
+    cache.fill('a1', key(1, 'alice'), cache.beginFill());
+    cache.fill('a2', key(2, 'alice'), cache.beginFill());
+    clock.now += 1000;
+    cache.apply({ entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: 'alice' });
+    const revoked = cache.get('a1');
+    expect(revokedFresh(revoked)).toBe(true);
+    expect(revoked.kind === 'fresh' && revoked.entry.key.revokedAt?.getTime()).toBe(clock.now);
+    expect(revoked.kind === 'fresh' && decide(revoked.entry, clock.now)).toEqual({
+      result: 'deny',
+      reason: 'revoked',
+    });
+    // The rest of the entry is the key's: usage and logs still name it.
+    expect(revoked.kind === 'fresh' && [revoked.entry.key.keyId, revoked.entry.key.username]).toEqual([
+      key(1).keyId,
+      'u1',
+    ]);
+    expect(cache.get('a2')).toMatchObject({ kind: 'fresh' });
+    expect(revokedFresh(cache.get('a2'))).toBe(false);
+    // A key issued again (its user re-created) is announced by its id: the revoked entry goes.
+    cache.apply({ entity: 'key', op: 'issued', keyId: key(1).keyId, userId: 'alice' });
+    expect(cache.get('a1').kind).toBe('miss');
+  });
+
+  it('re-reads a revoked entry after the TTL backstop like any other', () => {
+    const { cache, clock } = setup();
+    cache.fill('h', key(1), cache.beginFill());
+    cache.apply({ entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: key(1).userId });
+    clock.now += 60_000;
+    expect(cache.get('h')).toMatchObject({ kind: 'stale', usableOnError: true });
+  });
+
+  it("answers a deleted user's cached keys as revoked, and leaves other users' keys alone", () => {
+    const { cache } = setup();
+    cache.fill('a1', key(1, 'alice'), cache.beginFill());
+    cache.fill('a2', key(2, 'alice'), cache.beginFill());
+    cache.fill('b3', key(3, 'bob'), cache.beginFill());
+    cache.apply({ entity: 'user', op: 'deleted', userId: 'alice' });
+    expect([revokedFresh(cache.get('a1')), revokedFresh(cache.get('a2'))]).toEqual([true, true]);
+    expect(cache.get('b3').kind).toBe('fresh');
+    expect(revokedFresh(cache.get('b3'))).toBe(false);
+    expect(cache.size).toBe(3);
   });
 
   it('drops everything on a notification it cannot read', () => {
@@ -161,9 +212,10 @@ describe('VerifyCache', () => {
     cache.listenerResumed();
     expect(cache.get('kept').kind).toBe('fresh');
     expect(cache.get('during').kind).toBe('fresh');
-    expect(cache.get('revoked').kind).toBe('miss');
+    expect(revokedFresh(cache.get('revoked'))).toBe(true);
+    // The racing lookup read the key before its revocation: it must not bring it back.
     cache.fill('revoked', key(2), racing);
-    expect(cache.get('revoked').kind).toBe('miss');
+    expect(revokedFresh(cache.get('revoked'))).toBe(true);
   });
 
   it('keeps stale rows out of use on error when staleIfError is 0', () => {
@@ -253,6 +305,8 @@ describe('VerifyCache', () => {
     cache.fill('new', key(1), cache.beginFill());
     cache.fill('old', previous, cache.beginFill());
     cache.apply({ entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: key(1).userId });
+    expect([revokedFresh(cache.get('new')), revokedFresh(cache.get('old'))]).toEqual([true, true]);
+    cache.apply({ entity: 'key', op: 'updated', keyId: key(1).keyId, userId: key(1).userId });
     expect([cache.get('new').kind, cache.get('old').kind]).toEqual(['miss', 'miss']);
     cache.fill('new', key(1), cache.beginFill());
     cache.fill('old', previous, cache.beginFill());
@@ -260,6 +314,9 @@ describe('VerifyCache', () => {
     // 'new' was the least recently used: evicted; 'old' stays, indexed alone.
     expect([cache.get('new').kind, cache.get('old').kind]).toEqual(['miss', 'fresh']);
     cache.apply({ entity: 'key', op: 'revoked', keyId: key(1).keyId, userId: key(1).userId });
+    expect(revokedFresh(cache.get('old'))).toBe(true);
+    expect(cache.get('new').kind).toBe('miss');
+    cache.apply({ entity: 'key', op: 'rotated', keyId: key(1).keyId, userId: key(1).userId });
     expect(cache.get('old').kind).toBe('miss');
     expect(cache.size).toBe(2);
   });

@@ -51,9 +51,10 @@ const NEGATIVE: CacheLookup = { kind: 'negative' };
  *    the gap itself, and at most staleIfErrorMs after the entry was last confirmed. The one
  *    exception is a gap the change log bridged (listenerResumed): every change made during it
  *    has been applied, so the epoch carries on.
- * 2. A notification deletes the entries of the user or key it names and records, for that user or
- *    key, the generation it arrived at; a lookup that started before a change to its own key or
- *    user cannot write its (possibly older) answer into the cache afterwards. Changes to other
+ * 2. A notification deletes the entries of the user or key it names (a revocation, being final,
+ *    marks them revoked instead) and records, for that user or key, the generation it arrived
+ *    at; a lookup that started before a change to its own key or user cannot write its
+ *    (possibly older) answer into the cache afterwards. Changes to other
  *    keys do not hold it back: under a busy operator, a global counter would leave the cache empty.
  *    Whatever cannot be attributed (an unknown notification, a new epoch, a full change log)
  *    holds back every lookup that started before it.
@@ -189,11 +190,14 @@ export class VerifyCache {
     const generation = ++this.#generation;
     switch (change.entity) {
       case 'user':
-        this.#dropIndexed(this.#byUser, change.userId);
+        // A deleted user's keys are revoked with it: final, like a key's own revocation.
+        if (change.op === 'deleted') this.#revokeIndexed(this.#byUser, change.userId);
+        else this.#dropIndexed(this.#byUser, change.userId);
         this.#recordChange(this.#userChangedAt, change.userId, generation);
         return;
       case 'key':
-        this.#dropIndexed(this.#byKey, change.keyId);
+        if (change.op === 'revoked') this.#revokeIndexed(this.#byKey, change.keyId);
+        else this.#dropIndexed(this.#byKey, change.keyId);
         this.#recordChange(this.#keyChangedAt, change.keyId, generation);
         // A new secret may have a hash that was looked up (and found unknown) moments ago.
         if (change.op === 'issued' || change.op === 'rotated') {
@@ -260,6 +264,25 @@ export class VerifyCache {
   #unindex(entry: CachedKey, hash: string): void {
     if (removeFrom(this.#byUser, entry.userId, hash)) this.#users.delete(entry.userId);
     removeFrom(this.#byKey, entry.keyId, hash);
+  }
+
+  /**
+   * Revocations are final: the entries named answer "revoked" from now on instead of being
+   * dropped, so the first request after the NOTIFY needs no store round trip (CachedKey.asRevoked).
+   */
+  #revokeIndexed(index: Map<string, HashSet>, id: string): void {
+    const hashes = index.get(id);
+    if (hashes === undefined) return;
+    const now = this.#options.now();
+    for (const hash of typeof hashes === 'string' ? [hashes] : [...hashes]) {
+      const entry = this.#entries.peek(hash);
+      if (entry === undefined) continue;
+      const revoked = entry.asRevoked(now, now - this.#clockBase, this.#epoch);
+      // Replacing un-indexes the old entry (dispose) first, as in fill().
+      this.#entries.delete(hash);
+      this.#entries.set(hash, revoked);
+      this.#index(revoked, hash);
+    }
   }
 
   #dropIndexed(index: Map<string, HashSet>, id: string): void {

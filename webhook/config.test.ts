@@ -22,7 +22,7 @@ describe('loadConfig', () => {
     expect(c.tokenReviewCredentials).toEqual([]);
     expect(c.leakReportCredentials).toEqual([]);
     expect(c.failedAttempts).toEqual({ limit: 30, windowMs: 60_000 });
-    expect(c.lookups).toEqual({ maxConcurrent: 8, maxQueued: 256, maxBatch: 64 });
+    expect(c.lookups).toEqual({ maxConcurrent: 9, maxQueued: 256, maxBatch: 64 });
     expect(c.http).toEqual({
       headersTimeoutMs: 5_000,
       requestTimeoutMs: 10_000,
@@ -103,7 +103,7 @@ describe('loadConfig', () => {
     expect(c.clientIpHeader).toBe('x-real-ip');
     expect(c.tokenReviewCredentials).toEqual(['first-credential-01234', 'second-credential-0123']);
     expect(c.leakReportCredentials).toEqual(['github-relay-0123456789', 'relay-credential-0123456']);
-    expect(c.lookups).toEqual({ maxConcurrent: 2, maxQueued: 10, maxBatch: 16 });
+    expect(c.lookups).toEqual({ maxConcurrent: 3, maxQueued: 10, maxBatch: 16 });
     expect(c.http.headersTimeoutMs).toBe(2_000);
     expect(c.http.maxConnections).toBe(100);
     expect(c.metricsListen).toEqual({ host: '127.0.0.1', port: 9100 });

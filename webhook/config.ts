@@ -286,7 +286,7 @@ export const webhookEnvSchema = z.object({
   KEYWARD_REQUEST_LOG_BUFFER: count(100_000, 10_000_000)
     .refine((n) => n > 0, 'must be at least 1')
     .describe(
-      "Request log records held per sink while the store is unreachable (or the JSON stream cannot keep up); beyond it they are dropped and counted in keyward_webhook_request_log_dropped_total. A request never waits for the log. Retention is the operator's KEYWARD_REQUEST_LOG_RETENTION_DAYS.",
+      "Request log rows held per sink while the store is unreachable (or the JSON stream cannot keep up); a row is one decision, or like decisions of one millisecond with their count. Decisions needing a row beyond it are dropped and counted in keyward_webhook_request_log_dropped_total. A request never waits for the log. Retention is the operator's KEYWARD_REQUEST_LOG_RETENTION_DAYS.",
     ),
   KEYWARD_RATE_LIMIT_SYNC_INTERVAL: duration('1s')
     .refine((ms) => ms >= 1000, 'must be at least 1s')
@@ -311,7 +311,9 @@ export const webhookEnvSchema = z.object({
     ),
   KEYWARD_STORE_POOL_SIZE: count(10, 1000)
     .refine((n) => n > 0, 'must be at least 1')
-    .describe('Postgres connections for lookups, usage and request log writes, and the readiness probe.'),
+    .describe(
+      'Postgres connections for lookups and the readiness probe. Usage, request log and rate-limit writes have 3 connections of their own.',
+    ),
   KEYWARD_STORE_TIMEOUT: duration('2s')
     .refine((ms) => ms > 0, 'must be longer than 0s')
     .describe('Connect and statement timeout of a lookup, and the longest a lookup waits in the queue.'),
@@ -322,7 +324,7 @@ export const webhookEnvSchema = z.object({
     .max(1000)
     .optional()
     .describe(
-      'Store lookups in flight at once; the rest of the pool stays free for usage writes and readiness. At most KEYWARD_STORE_POOL_SIZE. Unset: the pool size − 2, at least 1.',
+      'Store lookups in flight at once; the rest of the pool stays free for the readiness probe. At most KEYWARD_STORE_POOL_SIZE. Unset: the pool size − 1, at least 1.',
     ),
   KEYWARD_STORE_LOOKUP_QUEUE: count(256, 100_000).describe(
     'Lookups that may wait for a slot. Beyond it, lookups of hashes the cache has never seen are shed first (503); re-reads of cached keys displace them.',
@@ -383,11 +385,8 @@ export const webhookEnvSchema = z.object({
     .describe('pino level.'),
 });
 
-/**
- * Pool connections kept free of lookups: one for the usage and request log flushes (each one
- * short statement per interval), one for the readiness probe.
- */
-const POOL_RESERVE = 2;
+/** Pool connections kept free of lookups: the readiness probe's (writes have a pool of their own). */
+const POOL_RESERVE = 1;
 
 /** Comma-separated values of `name`, plus one per line of the file `name_FILE`. */
 function listWithFile(raw: Record<string, unknown>, name: string): string[] {

@@ -108,7 +108,7 @@ export class UserRecord {
   }
 
   /** The key's half of `row` that other keys of this user may share; a key's own limits are its own. */
-  profile(row: KeyLookup): KeyProfile {
+  profile(row: KeyRow): KeyProfile {
     const { notPermitted, disabled, keyScopes } = row;
     if (hasOwnLimits(row.limits)) {
       return { notPermitted, disabled, narrowed: this.narrow(keyScopes), limits: this.limitsFor(row.limits) };
@@ -123,6 +123,22 @@ export class UserRecord {
     return profile;
   }
 }
+
+/** The key's own half of a store row: what a CachedKey reads from it. */
+type KeyRow = Pick<
+  KeyLookup,
+  | 'apiKeyId'
+  | 'keyId'
+  | 'keyScopes'
+  | 'notPermitted'
+  | 'disabled'
+  | 'limits'
+  | 'revokedAt'
+  | 'expiresAt'
+  | 'issuedAt'
+  | 'rotatedAt'
+  | 'secret'
+>;
 
 /**
  * The instants of a key that most keys lack (revoked, rotated, a previous secret's grace end), as
@@ -156,7 +172,7 @@ export class CachedKey implements KeyRecord, KeyState {
   readonly #expiresAt: number | null;
   readonly #rare: RareInstants | null;
 
-  constructor(user: UserRecord, row: KeyLookup, verifiedAt: number, epoch: number) {
+  constructor(user: UserRecord, row: KeyRow, verifiedAt: number, epoch: number) {
     this.user = user;
     this.apiKeyId = row.apiKeyId;
     this.keyId = row.keyId;
@@ -179,6 +195,33 @@ export class CachedKey implements KeyRecord, KeyState {
   get key(): KeyRecord {
     return this;
   }
+  /**
+   * This key as its revocation left it, confirmed at `at` (epoch ms; `verifiedAt` is the same
+   * instant on the cache's clock). A revocation is final (only a later
+   * change naming the key, which drops this entry, brings a key back), so the NOTIFY that
+   * announces it says all a re-read would: the next request is answered without a store round trip.
+   */
+  asRevoked(at: number, verifiedAt: number, epoch: number): CachedKey {
+    return new CachedKey(
+      this.user,
+      {
+        apiKeyId: this.apiKeyId,
+        keyId: this.keyId,
+        keyScopes: this.keyScopes,
+        notPermitted: this.notPermitted,
+        disabled: this.disabled,
+        limits: this.limits,
+        revokedAt: new Date(at),
+        expiresAt: this.expiresAt,
+        issuedAt: this.issuedAt,
+        rotatedAt: this.rotatedAt,
+        secret: this.secret,
+      },
+      verifiedAt,
+      epoch,
+    );
+  }
+
   get notPermitted(): boolean {
     return this.#profile.notPermitted;
   }

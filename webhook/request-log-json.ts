@@ -1,6 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import {
+  decisionsIn,
   type RecordBatch,
   RecordQueue,
   type RequestLogFields,
@@ -11,12 +12,14 @@ import type { RowSink } from './request-log.js';
 
 /** Characters of JSON lines per write. */
 const CHUNK_CHARS = 64 * 1024;
-const jsonLine = (at: number, fields: RequestLogFields): string => `${rowJson(at, fields)}\n`;
+const jsonLine = (at: number, fields: RequestLogFields, path: string | null, count: number): string =>
+  `${rowJson(at, fields, path, count)}\n`;
 
 /**
  * JSON lines of the request log (docs/request-log.md) to stdout or a file, written once per
- * flush interval in chunks, not per request. A stream that cannot keep up holds at most
- * maxPending records; the rest are dropped and counted.
+ * flush interval in chunks, not per request; like decisions of one millisecond are one line with
+ * a count (RecordQueue). A stream that cannot keep up holds at most maxPending lines; the
+ * decisions beyond are dropped and counted.
  */
 export class JsonLinesSink implements RowSink {
   readonly #queue: RecordQueue;
@@ -47,12 +50,13 @@ export class JsonLinesSink implements RowSink {
     this.#timer.unref();
   }
 
-  add(at: number, fields: RequestLogFields): void {
-    if (!this.#queue.push(at, fields)) this.#dropped += 1;
+  add(at: number, fields: RequestLogFields, path: string | null): void {
+    if (!this.#queue.push(at, fields, path)) this.#dropped += 1;
   }
 
+  /** Decisions waiting. */
   get pending(): number {
-    return this.#queue.length;
+    return this.#queue.decisions;
   }
 
   get written(): number {
@@ -88,9 +92,9 @@ export class JsonLinesSink implements RowSink {
           this.#stream.write(chunk, (err) => (err ? reject(err) : resolve())),
         );
       }
-      this.#written += batch.at.length;
+      this.#written += decisionsIn(batch);
     } catch {
-      this.#dropped += batch.at.length;
+      this.#dropped += decisionsIn(batch);
     }
   }
 

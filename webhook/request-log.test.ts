@@ -44,7 +44,7 @@ describe('RequestRecorder', () => {
     const lines: string[] = [];
     let now = 0;
     const recorder = new RequestRecorder({
-      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
+      sinks: [{ add: (at, fields, path) => lines.push(rowJson(at, fields, path, 1)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => now,
@@ -84,7 +84,7 @@ describe('RequestRecorder identity', () => {
   const record = (outcome: unknown): Record<string, unknown> => {
     const lines: string[] = [];
     new RequestRecorder({
-      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
+      sinks: [{ add: (at, fields, path) => lines.push(rowJson(at, fields, path, 1)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => 0,
@@ -131,7 +131,7 @@ describe('RequestRecorder on a stream of decisions', () => {
   it('gives every record its own fields, however records that share them are held', () => {
     const lines: string[] = [];
     const recorder = new RequestRecorder({
-      sinks: [{ add: (at, fields) => lines.push(rowJson(at, fields)) }],
+      sinks: [{ add: (at, fields, path) => lines.push(rowJson(at, fields, path, 1)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => 0,

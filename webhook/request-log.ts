@@ -12,8 +12,8 @@ export interface DecisionRecorder {
 
 /** Where records go: the store's batched writer, a JSON-lines stream. */
 export interface RowSink {
-  /** One record: its time (epoch milliseconds) and its other fields, shared with like records. */
-  add(at: number, fields: RequestLogFields): void;
+  /** One record: its time (epoch milliseconds), its other fields (shared with like records) and its path. */
+  add(at: number, fields: RequestLogFields, path: string | null): void;
 }
 
 // Column bounds of request_log; longer values are cut, never refused (a refused row would cost
@@ -144,7 +144,7 @@ class RequestLines {
   }
 }
 
-/** Distinct field sets remembered for reuse; past it the memory starts over (a client varying its paths). */
+/** Distinct field sets remembered for reuse; past it the memory starts over (hostile variety cannot grow it). */
 const MAX_SHARED_FIELDS = 1024;
 
 /**
@@ -152,8 +152,9 @@ const MAX_SHARED_FIELDS = 1024;
  * request is copied but the path (cut as logPath says), the method, and the client address
  * (client-address.ts, the same the failed-attempt limit uses); the token is never looked at.
  *
- * A busy client sends the same key, path and method again and again: the recorder hands out one
- * shared RequestLogFields per distinct set, so a record on the hit path allocates nothing that
+ * A busy client sends the same key and method again and again: the recorder hands out one
+ * shared RequestLogFields per distinct set (the path, which varies, travels beside it, as the
+ * string the request's header already is), so a record on the hit path allocates nothing that
  * outlives the request (request-log-rows.ts).
  */
 export class RequestRecorder implements DecisionRecorder {
@@ -187,7 +188,8 @@ export class RequestRecorder implements DecisionRecorder {
     this.#lines.read(route, origin);
     const fields = this.#fields(route, this.#identity(outcome), this.#lines, origin, result, reason);
     const at = Math.floor(this.#now());
-    for (const sink of this.#sinks) sink.add(at, fields);
+    const path = this.#lines.path;
+    for (const sink of this.#sinks) sink.add(at, fields, path);
   }
 
   #fields(
@@ -208,14 +210,13 @@ export class RequestRecorder implements DecisionRecorder {
       last.actor === identity.actor &&
       last.subject === identity.subject &&
       last.method === line.method &&
-      last.path === line.path &&
       last.client_address === clientAddress &&
       last.result === result &&
       last.reason === reason
     )
       return this.#last!;
     // Control characters are gone from every part (clean), so \x01 cannot occur inside one.
-    const id = `${route}\x01${identity.keyId}\x01${identity.username}\x01${identity.actor}\x01${identity.subject}\x01${line.method}\x01${line.path}\x01${clientAddress}\x01${result}\x01${reason}`;
+    const id = `${route}\x01${identity.keyId}\x01${identity.username}\x01${identity.actor}\x01${identity.subject}\x01${line.method}\x01${clientAddress}\x01${result}\x01${reason}`;
     let fields = this.#shared.get(id);
     if (fields === undefined) {
       fields = new RequestLogFields({
@@ -225,7 +226,6 @@ export class RequestRecorder implements DecisionRecorder {
         actor: identity.actor,
         subject: identity.subject,
         method: line.method,
-        path: line.path,
         client_address: clientAddress,
         result,
         reason,

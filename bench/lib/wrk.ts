@@ -147,3 +147,19 @@ request = function()
   return wrk.format("GET", "/verify", { ["Authorization"] = "Bearer " .. tokens[math.random(#tokens)] })
 end
 `;
+
+/**
+ * Lua whose every request carries `token` and another original path (X-Original-URI, as nginx's
+ * auth_request recipe sets it): decisions no two alike, as a request log sees a varied workload.
+ */
+export const distinctPathLua = (token: string): string => `
+local n = 0
+local thread_id = tostring(math.random(1e9))
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/verify", {
+    ["Authorization"] = "Bearer ${token}",
+    ["X-Original-URI"] = "/items/" .. thread_id .. "/" .. n,
+  })
+end
+`;

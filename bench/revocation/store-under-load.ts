@@ -1,7 +1,13 @@
 // Revocation through the store while two webhook replicas serve half of their maximum load: from
 // the return of the revoking commit to both replicas answering 401 (NOTIFY → each replica's
-// listener → cache entry dropped → the next request is a store lookup that finds the key revoked).
+// listener → cache entry marked revoked → the next request is refused from the cache). Beside it,
+// when the same NOTIFY reaches a bare LISTEN connection in this process: the floor Postgres and
+// the machine's scheduling set for any listener.
 import { setTimeout as sleep } from 'node:timers/promises';
+import pg from 'pg';
+import { eventually } from '../../devenv/poll.js';
+import { latestSeq } from '../../store/change-log.js';
+import { CHANGES_CHANNEL, parseChange } from '../../store/changes.js';
 import type { PinnedProcesses } from '../lib/processes.js';
 import { epochMs } from '../lib/samples.js';
 import { BenchStore } from '../lib/store.js';
@@ -29,10 +35,12 @@ const LOAD_SETTLE_MS = 1000;
 /** Far beyond any trial; only bounds a paced run whose stop() was never reached. */
 const PACED_UPPER_BOUND_SECONDS = 600;
 /**
- * Between issuing a key and verifying it: the key's own `issued` NOTIFY lands first, so the entry
- * the verify caches is still there when the revocation's NOTIFY has to drop it.
+ * Each trial waits until both replicas have applied the key's own `issued` change before it
+ * verifies the key: applied later, that change would drop the entry the verify cached, and the
+ * trial would time a cold lookup instead of a cached key's revocation.
  */
-const ISSUED_NOTIFY_MS = 5;
+const APPLIED_TIMEOUT_MS = 10_000;
+const APPLIED_POLL_MS = 1;
 /** Far beyond the target; only stops a run whose replica never sees the revocation. */
 const TRIAL_TIMEOUT_MS = 30_000;
 
@@ -41,6 +49,9 @@ export interface StoreRevocationResult {
   unloaded: number[];
   /** Trials while wrk offered half of the measured maximum to each replica. */
   loaded: number[];
+  /** Per trial, commit return → the NOTIFY at a bare LISTEN connection in this process (may be < 0). */
+  notifyIdle: number[];
+  notifyLoaded: number[];
   maxRps: number;
   targetRps: number;
   /** What wrk achieved over the loaded trials (both replicas). */
@@ -63,6 +74,7 @@ export async function measureStoreRevocation(options: {
     description: 'revocation benchmark',
     groups: ['team-a'],
   });
+  const listener = new pg.Client({ connectionString: options.storeUrl });
   try {
     // The trials' polls fail on purpose until the revocation lands; the failed-attempt limit
     // would answer 429 to this one client address after 30 of them.
@@ -72,13 +84,34 @@ export async function measureStoreRevocation(options: {
       await startWebhook(processes, { name: 'webhook-b', storeUrl: options.storeUrl, cpu: 1, env }),
     ];
 
-    const trial = async (): Promise<number> => {
+    // The floor: the revocation's NOTIFY at a connection that does nothing else.
+    listener.on('error', () => undefined);
+    await listener.connect();
+    let revokeHeard: number | undefined;
+    listener.on('notification', (msg) => {
+      const change = parseChange(msg.payload);
+      if (change.entity === 'key' && change.op === 'revoked') revokeHeard = epochMs();
+    });
+    await listener.query(`LISTEN ${CHANGES_CHANNEL}`);
+    const appliedEverywhere = async (seq: number): Promise<void> => {
+      for (const r of replicas) {
+        await eventually(
+          `${r.url} applied change ${seq}`,
+          async () => (await changeSeq(r.metricsUrl)) >= seq,
+          APPLIED_TIMEOUT_MS,
+          { intervalMs: APPLIED_POLL_MS },
+        );
+      }
+    };
+
+    const trial = async (): Promise<{ refused: number; notified: number }> => {
       const key = await bench.issue();
-      await sleep(ISSUED_NOTIFY_MS);
+      await appliedEverywhere(await latestSeq(bench.pool));
       for (const r of replicas) {
         const status = await verifyStatus(r.url, key.token);
         if (status !== 200) throw new Error(`a fresh key got ${status} from ${r.url}`);
       }
+      revokeHeard = undefined;
       await bench.store.revokeKey(key.uid);
       const committed = epochMs();
       const refused = await Promise.all(
@@ -90,17 +123,23 @@ export async function measureStoreRevocation(options: {
           return epochMs();
         }),
       );
-      return Math.max(...refused) - committed;
+      await eventually('the revocation NOTIFY', () => revokeHeard !== undefined, TRIAL_TIMEOUT_MS, {
+        intervalMs: APPLIED_POLL_MS,
+      });
+      return { refused: Math.max(...refused) - committed, notified: revokeHeard! - committed };
     };
-    const runTrials = async (n: number): Promise<number[]> => {
-      const samples: number[] = [];
+    const runTrials = async (n: number): Promise<{ refused: number[]; notified: number[] }> => {
+      const refused: number[] = [];
+      const notified: number[] = [];
       for (let i = 0; i < n; i++) {
-        samples.push(await trial());
+        const t = await trial();
+        refused.push(t.refused);
+        notified.push(t.notified);
       }
-      return samples;
+      return { refused, notified };
     };
 
-    const unloaded = await runTrials(options.trials);
+    const idle = await runTrials(options.trials);
     print(`${options.trials} trials on idle replicas done`);
 
     // The load: one cached key, one wrk per replica, each wrk on the other replica's CPU.
@@ -139,7 +178,7 @@ export async function measureStoreRevocation(options: {
     const load = await Promise.all(
       [0, 1].map((i) => wrk.start(url(i), wrkFor(i, connections[i]!, PACED_UPPER_BOUND_SECONDS, pacing))),
     );
-    let loaded: number[];
+    let loaded: { refused: number[]; notified: number[] };
     let paced: WrkResult[];
     try {
       await sleep(LOAD_SETTLE_MS);
@@ -151,8 +190,25 @@ export async function measureStoreRevocation(options: {
     print(
       `paced load: ${connections.join(' + ')} connections pausing ${PACE_DELAY_MS} ms, target ${Math.round(maxRps / 2)} req/s, achieved ${Math.round(achievedRps)} req/s (${((achievedRps / maxRps) * 100).toFixed(0)} % of max); wrk p50 ${paced.map((p) => p.p50ms.toFixed(2)).join('/')} ms, p99 ${paced.map((p) => p.p99ms.toFixed(2)).join('/')} ms, non-2xx ${paced[0]!.non2xx + paced[1]!.non2xx}`,
     );
-    return { unloaded, loaded, maxRps, targetRps: maxRps / 2, achievedRps, paced, connections };
+    return {
+      unloaded: idle.refused,
+      loaded: loaded.refused,
+      notifyIdle: idle.notified,
+      notifyLoaded: loaded.notified,
+      maxRps,
+      targetRps: maxRps / 2,
+      achievedRps,
+      paced,
+      connections,
+    };
   } finally {
+    await listener.end().catch(() => undefined);
     await bench.end();
   }
+}
+
+/** The last change-log seq a replica has applied (keyward_webhook_change_seq). */
+async function changeSeq(metricsUrl: string): Promise<number> {
+  const text = await (await fetch(`${metricsUrl}/metrics`)).text();
+  return Number(/^keyward_webhook_change_seq (\d+)/m.exec(text)?.[1] ?? -1);
 }

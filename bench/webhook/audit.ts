@@ -1,58 +1,78 @@
-// The request log's cost on /verify cache hits (issue 13): the same load against three webhooks on
-// the server CPU, rounds alternating: request log off, to the store, to the store and a JSON lines
-// file. Postgres runs on the generator CPU (see Harness.start), so inserting the rows, the store's
-// work, is not counted as the webhook's.
+// The request log's cost on /verify cache hits (issue 13). Four webhooks run on the server CPU at
+// the same time, each loaded by its own wrk (rounds.ts `together`): the log off, the log to the
+// store (the default), to the store and a JSON lines file, and a second one with the log off, the
+// control that shows what the method makes of two identical servers. Sharing one CPU, each gets
+// the same CPU time, so req/s against the log-off webhook's is the inverse of the CPU per request,
+// under the same neighbours in the same seconds. Postgres runs on the generator CPU (see
+// Harness.start), so writing the rows, the store's work, is not counted as the webhook's.
 import { join } from 'node:path';
 import { cpuSeconds } from '../lib/processes.js';
 import { median } from '../lib/results.js';
-import { alternate, medianRow } from '../lib/rounds.js';
+import { medianRow, together } from '../lib/rounds.js';
 import { GENERATOR_CPU, SERVER_CPU } from '../lib/tools.js';
 import type { Webhook } from '../lib/webhook.js';
-import { describe } from '../lib/wrk.js';
+import { describe, distinctPathLua, type WrkResult } from '../lib/wrk.js';
 import { type Harness, WARM_UP_SECONDS } from './harness.js';
 
 /** Issue 13: the request log may cost at most this share of cache-hit throughput. */
 const LOG_COST_TARGET_PERCENT = 5;
+/** Keep-alive connections per webhook; the four together keep the server CPU saturated. */
+const CONNECTIONS = 50;
+
+const VARIANTS = ['off', 'control', 'store', 'store+json'] as const;
+type Variant = (typeof VARIANTS)[number];
+
+interface Sample {
+  readonly result: WrkResult;
+  readonly cpuUs: number;
+}
 
 export async function audit(h: Harness): Promise<void> {
   const key = await h.issue();
   const headers = [`Authorization: Bearer ${key.token}`];
-  const variants: Record<string, Record<string, string>> = {
+  const env: Record<Variant, Record<string, string>> = {
     off: { KEYWARD_REQUEST_LOG_STORE: 'false' },
+    control: { KEYWARD_REQUEST_LOG_STORE: 'false' },
     store: {},
     'store+json': { KEYWARD_REQUEST_LOG_JSON: join(h.work, 'requests.jsonl') },
   };
-  const servers: Record<string, Webhook> = {};
-  for (const [name, env] of Object.entries(variants)) {
-    servers[name] = await h.startWebhook(`webhook-log-${name}`, env);
-    await h.wrk.run(`${servers[name].url}/verify`, { headers, seconds: WARM_UP_SECONDS });
-  }
+  const servers = {} as Record<Variant, Webhook>;
+  for (const name of VARIANTS) servers[name] = await h.startWebhook(`webhook-log-${name}`, env[name]);
   const seconds = h.sizes.duration;
-  const measure = (name: string) => async () => {
-    const server = servers[name]!;
-    const pid = server.proc.child.pid!;
-    const before = await cpuSeconds(pid);
-    const result = await h.wrk.run(`${server.url}/verify`, { headers, seconds });
-    const cpuUs = (((await cpuSeconds(pid)) - before) / result.requests) * 1e6;
-    return { result, cpuUs };
-  };
+  const measure =
+    (name: Variant, lua: string | undefined, runSeconds = seconds) =>
+    async (): Promise<Sample> => {
+      const server = servers[name];
+      const pid = server.proc.child.pid!;
+      const before = await cpuSeconds(pid);
+      const result = await h.wrk.run(`${server.url}/verify`, {
+        ...(lua ? { lua } : { headers }),
+        seconds: runSeconds,
+        connections: CONNECTIONS,
+      });
+      return { result, cpuUs: (((await cpuSeconds(pid)) - before) / result.requests) * 1e6 };
+    };
+  const sides = (names: readonly Variant[], lua?: string, runSeconds?: number) =>
+    Object.fromEntries(names.map((name) => [name, measure(name, lua, runSeconds)]));
+  const print = (round: number, x: Readonly<Record<string, Sample>>) =>
+    h.print(
+      `round ${round}: ${Object.entries(x)
+        .map(([name, v]) => `${name} ${describe(v.result)}, ${v.cpuUs.toFixed(1)} CPU-µs/req`)
+        .join(' | ')}`,
+    );
+  await together(1, sides(VARIANTS, undefined, WARM_UP_SECONDS));
+
   h.print(
-    '## request log cost on /verify cache hits, 100 keep-alive connections, server on CPU 0, wrk and Postgres on CPU 1',
+    `## request log cost on /verify cache hits: four webhooks at once on CPU ${SERVER_CPU}, ${CONNECTIONS} keep-alive connections each, wrk and Postgres on CPU ${GENERATOR_CPU}`,
   );
-  const r = await alternate(
-    h.sizes.rounds,
-    Object.fromEntries(Object.keys(variants).map((name) => [name, measure(name)])),
-    (round, x) =>
-      h.print(
-        `round ${round}: ${Object.entries(x)
-          .map(([name, v]) => `${name} ${describe(v.result)}, ${v.cpuUs.toFixed(1)} CPU-µs/req`)
-          .join(' | ')}`,
-      ),
-  );
-  const off = r.off!;
+  const r = (await together(h.sizes.rounds, sides(VARIANTS), print)) as Record<Variant, Sample[]>;
+  const fewer = (name: Variant, of = r): number[] =>
+    of[name]!.map((x, i) => (1 - x.result.rps / of.off![i]!.result.rps) * 100);
+  const how = `${h.sizes.rounds} rounds of ${seconds} s, the four webhooks (log off, a second log-off control, store, store+json) served at the same time on CPU ${SERVER_CPU}, ${CONNECTIONS} connections each`;
+
   const bars: { label: string; value: number; spread: readonly [number, number] }[] = [];
-  for (const name of Object.keys(variants)) {
-    const rps = r[name]!.map((x) => x.result.rps);
+  for (const name of VARIANTS) {
+    const rps = r[name].map((x) => x.result.rps);
     bars.push({
       label: `log ${name}`,
       value: Math.round(median(rps)),
@@ -67,34 +87,69 @@ export async function audit(h: Harness): Promise<void> {
           unit: 'CPU-µs/req',
           note: 'The webhook’s utime + stime from /proc over each round, divided by its requests.',
         },
-        r[name]!.map((x) => x.cpuUs),
+        r[name].map((x) => x.cpuUs),
       ),
     );
-    if (name === 'off') continue;
-    const metrics = await h.metrics(servers[name]!);
+  }
+  h.writer.row(
+    medianRow(
+      {
+        id: 'reqlog-control-cost',
+        measure: 'a second webhook with the log off: fewer req/s than the first (the method’s own bias)',
+        target: 'reported',
+        unit: '%',
+        note: `${how}. Two identical servers; what this shows beyond 0 is the method’s error.`,
+      },
+      fewer('control'),
+    ),
+  );
+  for (const name of ['store', 'store+json'] as const) {
+    const metrics = await h.metrics(servers[name]);
     const sum = (re: RegExp): number => [...metrics.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
     const written = sum(/keyward_webhook_request_log_written_total\{sink="store"\} (\d+)/g);
     const dropped = sum(/keyward_webhook_request_log_dropped_total\{[^}]*\} (\d+)/g);
-    const fewer = r[name]!.map((x, i) => (1 - x.result.rps / off[i]!.result.rps) * 100);
     const isTarget = name === 'store';
     h.writer.row(
       medianRow(
         {
           id: `reqlog-${name}-cost`,
-          measure: `request log ${name === 'store' ? 'to the store (the default)' : 'to the store and a JSON lines file'}: fewer req/s on cache hits than with the log off`,
+          measure: `request log ${isTarget ? 'to the store (the default)' : 'to the store and a JSON lines file'}: fewer req/s on cache hits than with the log off`,
           target: isTarget ? `≤ ${LOG_COST_TARGET_PERCENT} %` : 'reported',
           unit: '%',
           ...(isTarget ? { met: (v: number) => v <= LOG_COST_TARGET_PERCENT } : {}),
-          note: `${h.sizes.rounds} alternating rounds of ${seconds} s, Postgres on CPU ${GENERATOR_CPU} beside wrk, webhooks on CPU ${SERVER_CPU}; ${written.toLocaleString('en')} rows written, ${dropped} dropped.`,
+          note: `${how}; ${written.toLocaleString('en')} decisions written, ${dropped} dropped.`,
         },
-        fewer,
+        fewer(name),
       ),
     );
   }
   h.writer.series('reqlog', {
     kind: 'bars',
-    title: 'Cache hits with the request log off, to the store, to the store and a file',
+    title:
+      'Cache hits with the request log off (twice), to the store, to the store and a file, served at once',
     unit: 'req/s',
     bars,
   });
+
+  // The worst case for the log: every decision differs (another path each time), so none share a
+  // row and the store writes one per request.
+  h.print('## the same, every request with another original path (X-Original-URI): no two decisions alike');
+  const distinct = (await together(
+    h.sizes.rounds,
+    sides(['off', 'control', 'store'], distinctPathLua(key.token)),
+    print,
+  )) as Record<Variant, Sample[]>;
+  h.writer.row(
+    medianRow(
+      {
+        id: 'reqlog-distinct-cost',
+        measure:
+          'request log to the store, every request another path (no two decisions alike): fewer req/s on cache hits than with the log off',
+        target: 'reported',
+        unit: '%',
+        note: `${h.sizes.rounds} rounds of ${seconds} s, log off, a log-off control and store served at the same time; each decision is a row of its own. Control: ${median(fewer('control', distinct)).toFixed(1)} %. CPU-µs/req: store ${median(distinct.store.map((x) => x.cpuUs)).toFixed(1)}, off ${median(distinct.off.map((x) => x.cpuUs)).toFixed(1)}.`,
+      },
+      fewer('store', distinct),
+    ),
+  );
 }

@@ -87,6 +87,8 @@ export async function auditCommand(options: AuditOptions): Promise<number> {
           { header: 'CLIENT', value: (r) => r.client_address },
           { header: 'RESULT', value: (r) => r.result },
           { header: 'REASON', value: (r) => r.reason },
+          // Like decisions of one millisecond are one row (docs/request-log.md).
+          { header: 'COUNT', value: (r) => String(r.count) },
         ]),
   );
   return EXIT_OK;

@@ -85,6 +85,7 @@ describe('keyward audit', () => {
       subject: null,
       method: 'GET',
       client_address: '127.0.0.1',
+      count: 1,
     });
     expect(Date.parse(records[0]!.at as string)).toBeGreaterThanOrEqual(startedAt.getTime() - 1000);
     expect(res.stdout).not.toContain(alice.token);
@@ -95,11 +96,11 @@ describe('keyward audit', () => {
     expect(byUser.code).toBe(0);
     const lines = byUser.stdout.trim().split('\n');
     expect(lines[0]).toMatch(
-      /^TIME\s+ROUTE\s+KEY-ID\s+USER\s+ACTOR\s+SUBJECT\s+METHOD\s+PATH\s+CLIENT\s+RESULT\s+REASON$/,
+      /^TIME\s+ROUTE\s+KEY-ID\s+USER\s+ACTOR\s+SUBJECT\s+METHOD\s+PATH\s+CLIENT\s+RESULT\s+REASON\s+COUNT$/,
     );
     expect(lines).toHaveLength(2);
     expect(lines[1]).toContain(bob.keyId);
-    expect(lines[1]).toContain('/bob');
+    expect(lines[1]).toMatch(/\s\/bob\s.*\s1$/);
 
     const all = await runCli(['audit', '--store-url', urlAs(READER), '--since', '1h', '-o', 'json']);
     expect((JSON.parse(all.stdout) as Array<{ path: string }>).map((r) => r.path)).toEqual(

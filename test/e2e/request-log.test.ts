@@ -16,8 +16,8 @@ import {
 } from '../support/webhook.js';
 
 /**
- * The request audit log of a whole webhook against a real store: one row per decision on every
- * route, never a secret, and a store outage that costs rows only beyond the buffer, never a
+ * The request audit log of a whole webhook against a real store: every decision on every route
+ * (like ones of one millisecond counted in one row), never a secret, and a store outage that costs rows only beyond the buffer, never a
  * request. A private Postgres, so stopping it does not disturb other suites.
  */
 const TOKENREVIEW_BEARER = 'tokenreview-caller-credential-0123456789';
@@ -183,6 +183,32 @@ describe('request log', () => {
       ['introspect', null, 'ok'],
     ]);
     expect(Date.parse(mine[0].at)).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('writes a burst of like decisions as rows that count them, every request accounted for', async () => {
+    const key = await fx.issueKey(await fx.createUser());
+    const marker = `/burst/${Date.now()}`;
+    const headers = { 'x-original-uri': marker };
+    expect((await verify(app, key.token, { headers })).statusCode).toBe(200);
+    const BURST = 40;
+    const answers = await Promise.all(
+      Array.from({ length: BURST }, () => verify(app, key.token, { headers })),
+    );
+    expect(answers.map((a) => a.statusCode)).toEqual(Array(BURST).fill(200));
+    await app.requestLog.flush();
+
+    const { rows } = await fx.pool.query<{ count: number }>('SELECT count FROM request_log WHERE path = $1', [
+      marker,
+    ]);
+    expect(rows.reduce((sum, r) => sum + r.count, 0)).toBe(BURST + 1);
+    // Answered within a few milliseconds of each other: most share a row.
+    expect(rows.length).toBeLessThan(BURST);
+    const lines = readFileSync(jsonFile, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((l) => l.path === marker);
+    expect(lines.reduce((sum, l) => sum + l.count, 0)).toBe(BURST + 1);
   });
 
   it('records refusals without a key: no credentials, an unknown token, a disabled key', async () => {

@@ -8,6 +8,7 @@ import {
   IDENTITY_HEADERS,
   ingressCases,
   ingressLocations,
+  keepAliveCase,
   startEchoUpstream,
 } from '../support/ingress.js';
 import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
@@ -37,4 +38,5 @@ afterAll(async () => {
 
 describe('Caddy forward_auth with copy_headers (docs/ingress/caddy.md)', () => {
   ingressCases(() => ({ proxy: caddy, upstream, fx }));
+  keepAliveCase(() => ({ proxy: caddy, fx, webhook }));
 });

@@ -9,6 +9,7 @@ import {
   IDENTITY_HEADERS,
   ingressCases,
   ingressLocations,
+  keepAliveCase,
   startEchoUpstream,
 } from '../support/ingress.js';
 import { runReadyWebhook, type StoreFixture, storeFixture, testConfig } from '../support/webhook.js';
@@ -44,6 +45,7 @@ afterAll(async () => {
 
 describe('Traefik ForwardAuth with authResponseHeaders (docs/ingress/traefik.md)', () => {
   ingressCases(() => ({ proxy: traefik, upstream, fx }));
+  keepAliveCase(() => ({ proxy: traefik, fx, webhook }));
 });
 
 describe('Traefik forwardAuth: whose X-Forwarded-For the webhook counts failed attempts against', () => {

@@ -124,7 +124,7 @@ function registerMetrics(
   };
   const written: Counter<'sink' | 'reason'> = new Counter({
     name: 'keyward_webhook_request_log_written_total',
-    help: 'Request log rows written, by sink (store, json).',
+    help: 'Decisions written to the request log, by sink (store, json); like decisions of one millisecond share a row.',
     labelNames: ['sink'],
     registers,
     collect() {
@@ -134,7 +134,7 @@ function registerMetrics(
   });
   const dropped: Counter<'sink' | 'reason'> = new Counter({
     name: 'keyward_webhook_request_log_dropped_total',
-    help: 'Request log rows lost, by sink and reason: buffer_full (the sink was unreachable or slow for longer than KEYWARD_REQUEST_LOG_BUFFER rows), rejected (the store refused the batch for good).',
+    help: 'Request log decisions lost, by sink and reason: buffer_full (the sink was unreachable or slow for longer than KEYWARD_REQUEST_LOG_BUFFER rows), rejected (the store refused the batch for good).',
     labelNames: ['sink', 'reason'],
     registers,
     collect() {
@@ -146,7 +146,7 @@ function registerMetrics(
   });
   const pending = new Gauge({
     name: 'keyward_webhook_request_log_pending',
-    help: 'Request log rows waiting to be written, by sink.',
+    help: 'Request log decisions waiting to be written, by sink.',
     labelNames: ['sink'],
     registers,
     collect() {

@@ -15,7 +15,10 @@ import { Resolver } from '../resolver.js';
 export interface WebhookStore {
   /** Lookups and readiness: KEYWARD_STORE_URL, which may be a read replica. */
   readonly pool: pg.Pool;
-  /** Usage and leak-report writes: KEYWARD_STORE_WRITE_URL when set, else the same pool. */
+  /**
+   * Usage, request-log, rate-limit and leak-report writes: KEYWARD_STORE_WRITE_URL when set, else
+   * KEYWARD_STORE_URL, always on connections of their own (see WRITE_POOL_SIZE).
+   */
   readonly writePool: pg.Pool;
   /** Applies each change-log seq once, by NOTIFY or by reading the log (store/change-follower.ts). */
   readonly follower: ChangeFollower;
@@ -43,7 +46,9 @@ export interface StorePluginOptions {
 }
 
 // The primary's writes are few and batched (usage, request log and rate-limit syncs, leak
-// reports): a small pool of their own, one connection per background writer.
+// reports): a small pool of their own, one connection per background writer. Separate even when
+// both URLs are the same database: a request-log COPY or a usage flush holding a connection of
+// the lookups' pool would make a miss wait for it, or for a new connection to be opened.
 const WRITE_POOL_SIZE = 3;
 
 /**
@@ -64,19 +69,16 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   });
   // An idle pooled connection that dies (store restart) emits here; unhandled, it would crash the process.
   pool.on('error', (err) => app.log.warn({ err: safeError(err) }, 'idle store connection lost'));
-  let writePool = pool;
-  if (config.storeWriteUrl !== undefined) {
-    writePool = new pg.Pool({
-      connectionString: config.storeWriteUrl,
-      max: WRITE_POOL_SIZE,
-      connectionTimeoutMillis: config.storeTimeoutMs,
-      query_timeout: config.storeTimeoutMs,
-      statement_timeout: config.storeTimeoutMs,
-      idleTimeoutMillis: 30_000,
-      application_name: 'keyward-webhook-writes',
-    });
-    writePool.on('error', (err) => app.log.warn({ err: safeError(err) }, 'idle store write connection lost'));
-  }
+  const writePool = new pg.Pool({
+    connectionString: config.storeWriteUrl ?? config.storeUrl,
+    max: WRITE_POOL_SIZE,
+    connectionTimeoutMillis: config.storeTimeoutMs,
+    query_timeout: config.storeTimeoutMs,
+    statement_timeout: config.storeTimeoutMs,
+    idleTimeoutMillis: 30_000,
+    application_name: 'keyward-webhook-writes',
+  });
+  writePool.on('error', (err) => app.log.warn({ err: safeError(err) }, 'idle store write connection lost'));
 
   const cache = new VerifyCache({ ...config.cache, now, onEvict: () => metrics.cacheEvictions.inc() });
   const resolver = new Resolver({
@@ -131,7 +133,7 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
         );
       }
       attachedBefore = true;
-      if (listener.mode === 'poll' && writePool === pool && !warnedReadOnly) {
+      if (listener.mode === 'poll' && config.storeWriteUrl === undefined && !warnedReadOnly) {
         warnedReadOnly = true;
         app.log.warn(
           'the store is a read replica and KEYWARD_STORE_WRITE_URL is unset: usage counts and leak reports cannot be written',
@@ -185,8 +187,7 @@ async function storePlugin(app: FastifyInstance, options: StorePluginOptions): P
   });
   app.addHook('onClose', async () => {
     await listener.close();
-    await pool.end();
-    if (writePool !== pool) await writePool.end();
+    await Promise.all([pool.end(), writePool.end()]);
   });
 }
 
