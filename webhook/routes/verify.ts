@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isValidScope } from '../../api/scopes.js';
 import { readSubject, SUBJECT_SCOPE_MESSAGE, subjectDenial } from '../acting.js';
-import { denyMessage, MISSING_MESSAGE } from '../decision.js';
+import { type DenyReason, denyMessage, MISSING_MESSAGE } from '../decision.js';
 import { type LimitCheck, rateLimitedMessage } from '../limits.js';
 import { refuseLongUrl } from '../request-start.js';
 import type { Outcome } from '../verification.js';
@@ -152,10 +152,22 @@ function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
       const message = denyMessage(outcome.reason);
       return reply
         .code(401)
-        .header('www-authenticate', `${REALM}, error="invalid_token", error_description="${message}"`)
+        .header('www-authenticate', invalidTokenChallenge(outcome.reason, message))
         .send({ error: 'invalid_token', error_description: message });
     }
   }
+}
+
+/** One challenge string per deny reason, built once: garbage tokens all get the same 401. */
+const CHALLENGES = new Map<DenyReason, string>();
+
+function invalidTokenChallenge(reason: DenyReason, message: string): string {
+  let challenge = CHALLENGES.get(reason);
+  if (challenge === undefined) {
+    challenge = `${REALM}, error="invalid_token", error_description="${message}"`;
+    CHALLENGES.set(reason, challenge);
+  }
+  return challenge;
 }
 
 /** draft-ietf-httpapi-ratelimit-headers: the policies, and where the client stands in each. */
