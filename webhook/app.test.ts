@@ -512,6 +512,63 @@ describe('health and metrics', () => {
   });
 });
 
+describe('request timing and URL limits', () => {
+  it('times every decision it counts, on /verify and on /introspect', async () => {
+    const key = await fx.issueKey(await fx.createUser());
+    const series = async (route: string) => {
+      const body = await metricsText(app);
+      const read = (name: string) =>
+        Number(new RegExp(`^${name}\\{route="${route}"\\} (\\S+)$`, 'm').exec(body)?.[1] ?? 0);
+      return {
+        count: read('keyward_webhook_request_duration_seconds_count'),
+        sum: read('keyward_webhook_request_duration_seconds_sum'),
+      };
+    };
+    const before = await series('verify');
+    for (let i = 0; i < 3; i++) expect((await verify(app, key.token)).statusCode).toBe(200);
+    expect((await verify(app, undefined)).statusCode).toBe(401);
+    const after = await series('verify');
+    expect(after.count - before.count).toBe(4);
+    // A real duration, not zero: well under a second per request, but not nothing.
+    expect(after.sum - before.sum).toBeGreaterThan(0);
+    expect(after.sum - before.sum).toBeLessThan(4);
+    const introspected = await series('introspect');
+    await app.inject({
+      method: 'POST',
+      url: '/introspect',
+      headers: {
+        authorization: `Basic ${Buffer.from('gateway:gw-secret-123').toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
+      payload: `token=${key.token}`,
+    });
+    const introspectedAfter = await series('introspect');
+    expect(introspectedAfter.count - introspected.count).toBe(1);
+    expect(introspectedAfter.sum - introspected.sum).toBeGreaterThan(0);
+  });
+
+  it('answers an overlong URL with 414 on every route, known or not', async () => {
+    const tail = 'a'.repeat(9000);
+    for (const url of [
+      `/verify?x=${tail}`,
+      `/healthz?x=${tail}`,
+      `/introspect?x=${tail}`,
+      `/nothing/${tail}`,
+    ]) {
+      const res = await app.inject({ url, method: url.startsWith('/introspect') ? 'POST' : 'GET' });
+      expect(res.statusCode, url.slice(0, 12)).toBe(414);
+      expect(res.json()).toEqual({
+        error: 'uri_too_long',
+        error_description: 'The request URL is too long.',
+      });
+    }
+    // Only /verify's answers carry cache-control, and a 414 is decided before it is set.
+    const verified = await app.inject({ url: `/verify/${tail}` });
+    expect(verified.statusCode).toBe(414);
+    expect(verified.headers['cache-control']).toBeUndefined();
+  });
+});
+
 describe('secrets', () => {
   it('never writes a token, or its hash, to the log or the metrics', async () => {
     const key = await fx.issueKey(await fx.createUser());

@@ -20,6 +20,7 @@ import storePlugin from './plugins/store.js';
 import tlsPlugin from './plugins/tls.js';
 import usagePlugin from './plugins/usage.js';
 import { FailureLimiter } from './ratelimit.js';
+import { decorateRequestStart, refuseLongUrl, requestStartHook } from './request-start.js';
 import { healthRoutes } from './routes/health.js';
 import { introspectRoutes } from './routes/introspect.js';
 import { leakRoutes } from './routes/leaks.js';
@@ -95,18 +96,6 @@ const STATUS_ERRORS: Record<number, string> = {
 };
 
 /**
- * The logger as Fastify holds it, whose child() is the logger itself: Fastify asks for a child per
- * request, and a pino child (bindings, redaction) costs more than the whole cached decision. A
- * childLoggerFactory would do the same but makes Fastify validate the child on every request.
- * The few request-scoped lines carry keyId and tokenPrefix themselves. Object.create, as pino's
- * own child(): every method and level resolves through the logger.
- */
-function withoutChildren(logger: Logger): Logger {
-  const flat = Object.create(logger) as Logger;
-  return Object.assign(flat, { child: (() => flat) as unknown as Logger['child'] });
-}
-
-/**
  * Builds the webhook: plugins (store: pool, listener, cache, lookup queue; usage; TLS reload),
  * the verification pipeline and the routes, all closed by app.close(). It never listens
  * (server.ts does), so tests drive it with app.inject() against a real Postgres.
@@ -116,9 +105,12 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const now = options.now ?? Date.now;
   const logger = options.logger ?? createLogger({ level: config.logLevel, tokenHeader: config.tokenHeader });
 
+  // No logger for Fastify itself: with one it builds a child logger and a pair of response
+  // listeners per request, for request log lines that would cost more than the decision itself
+  // (decisions are metrics; request-start.ts times requests instead). app.log is keyward's
+  // logger, set before any plugin inherits it; request.log is Fastify's silent one, so keyward
+  // logs through app.log only. The few request-scoped lines carry keyId and tokenPrefix themselves.
   const app = Fastify({
-    loggerInstance: withoutChildren(logger) as FastifyBaseLogger,
-    // Per-request log lines would cost more than the decision itself; decisions are metrics.
     logController: new LogController({ disableRequestLogging: true }),
     serverFactory: serverFactory(config),
     bodyLimit: 64 * 1024,
@@ -127,6 +119,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     forceCloseConnections: 'idle',
     return503OnClosing: true,
   });
+  app.log = logger as FastifyBaseLogger;
+  decorateRequestStart(app);
   for (const method of EXTRA_METHODS) app.addHttpMethod(method, { hasBody: true });
 
   const metrics = new WebhookMetrics({ defaultMetrics: options.defaultMetrics ?? true });
@@ -194,20 +188,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   };
   app.decorate('keyward', context);
 
-  // Callback style: an async hook would cost a promise on every request.
-  app.addHook('onRequest', (request, reply, done) => {
-    if (request.raw.url !== undefined && request.raw.url.length > config.maxUrlBytes) {
-      reply.code(414).send({ error: 'uri_too_long', error_description: 'The request URL is too long.' });
-      return;
-    }
-    done();
-  });
-
-  app.setErrorHandler((error: FastifyError, request, reply) => {
+  app.setErrorHandler((error: FastifyError, _request, reply) => {
     const status = typeof error.statusCode === 'number' && error.statusCode >= 400 ? error.statusCode : 500;
     if (status >= 500) {
       // The body says nothing about the cause: internals (SQL, stack, store address) stay in the log.
-      request.log.error({ err: safeError(error) }, 'request failed');
+      app.log.error({ err: safeError(error) }, 'request failed');
       return reply.code(500).send({ error: 'server_error', error_description: 'Internal error.' });
     }
     // Fastify's own 4xx messages can quote the request (a content type, a JSON fragment): send
@@ -217,15 +202,20 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       error_description: 'The request is not valid.',
     });
   });
-  app.setNotFoundHandler((_request, reply) => {
+  app.setNotFoundHandler((request, reply) => {
+    if (refuseLongUrl(request, reply, config.maxUrlBytes)) return reply;
     return reply.code(404).send({ error: 'not_found', error_description: 'No such route.' });
   });
 
   await app.register(formbody);
+  // /verify starts its timer and checks the URL in its own hook (request-start.ts); the other routes share one.
   await app.register(verifyRoutes);
-  await app.register(tokenReviewRoutes);
-  await app.register(introspectRoutes);
-  await app.register(leakRoutes);
-  await app.register(healthRoutes);
+  await app.register(async (routes) => {
+    routes.addHook('onRequest', requestStartHook(config.maxUrlBytes));
+    await routes.register(tokenReviewRoutes);
+    await routes.register(introspectRoutes);
+    await routes.register(leakRoutes);
+    await routes.register(healthRoutes);
+  });
   return app;
 }

@@ -79,7 +79,7 @@ export interface VerificationOptions {
   readonly now: () => number;
 }
 
-/** Anything with Fastify's reply.elapsedTime (ms since the request arrived). */
+/** Anything with an elapsedTime in ms since the request arrived (the request, request-start.ts). */
 interface Timer {
   readonly elapsedTime: number;
 }

@@ -10,7 +10,13 @@ import { nginxBin, SERVER_CPU } from './tools.js';
 
 const START_TIMEOUT_MS = 30_000;
 
-async function startNodeScript(procs: PinnedProcesses, name: string, script: string): Promise<string> {
+/** A baseline server: where it listens, and its process (for its CPU time). */
+export interface Baseline {
+  readonly url: string;
+  readonly pid: number;
+}
+
+async function startNodeScript(procs: PinnedProcesses, name: string, script: string): Promise<Baseline> {
   const port = await freePort();
   const proc = procs.start(name, SERVER_CPU, [process.execPath, join(repoRoot(), 'dist', 'bench', script)], {
     PORT: String(port),
@@ -22,13 +28,13 @@ async function startNodeScript(procs: PinnedProcesses, name: string, script: str
     START_TIMEOUT_MS,
     'listening',
   );
-  return url;
+  return { url, pid: proc.child.pid! };
 }
 
-export const startBareFastify = (procs: PinnedProcesses): Promise<string> =>
+export const startBareFastify = (procs: PinnedProcesses): Promise<Baseline> =>
   startNodeScript(procs, 'bare fastify', 'bare-fastify.js');
 
-export const startBareNode = (procs: PinnedProcesses): Promise<string> =>
+export const startBareNode = (procs: PinnedProcesses): Promise<Baseline> =>
   startNodeScript(procs, 'bare node', 'bare-node.js');
 
 /** nginx with one worker, no access log, `return 200` on every path; its files in the work dir. */

@@ -2,6 +2,7 @@
 // garbage tokens against cache hits, and the load generator's headroom, all in one set of
 // alternating rounds so the machine's drift hits every side alike.
 import { startBareFastify, startBareNode, startNginxReturn200 } from '../lib/baselines.js';
+import { cpuSeconds } from '../lib/processes.js';
 import { median } from '../lib/results.js';
 import { alternate, medianRow, ratioRow } from '../lib/rounds.js';
 import { describe, type WrkResult } from '../lib/wrk.js';
@@ -32,17 +33,29 @@ export async function throughput(h: Harness): Promise<void> {
   const node = await startBareNode(h.procs);
   const nginx = await startNginxReturn200(h.procs);
   const seconds = h.sizes.duration;
-  const targets: Record<string, { url: string; headers: string[] }> = {
-    keyward: { url: webhook.url, headers: auth },
-    fastify: { url: fastify, headers: auth },
-    node: { url: node, headers: auth },
+  const targets: Record<string, { url: string; headers: string[]; pid?: number }> = {
+    keyward: { url: webhook.url, headers: auth, pid: webhook.proc.child.pid! },
+    fastify: { url: fastify.url, headers: auth, pid: fastify.pid },
+    node: { url: node.url, headers: auth, pid: node.pid },
     nginx: { url: nginx, headers: auth },
-    garbage: { url: unlimited.url, headers: garbage },
+    garbage: { url: unlimited.url, headers: garbage, pid: unlimited.proc.child.pid! },
   };
+  // Each Node server's CPU time (utime + stime) per request of each round: on a loaded machine
+  // req/s swing with the neighbours, a server's own CPU per request far less.
+  const cpuUs: Record<string, number[]> = {};
   const sides: Record<string, () => Promise<WrkResult>> = {};
   for (const [name, t] of Object.entries(targets)) {
     await h.wrk.run(`${t.url}/verify`, { headers: t.headers, seconds: WARM_UP_SECONDS });
-    sides[name] = () => h.wrk.run(`${t.url}/verify`, { headers: t.headers, seconds });
+    sides[name] = async () => {
+      const before = t.pid === undefined ? 0 : await cpuSeconds(t.pid);
+      const result = await h.wrk.run(`${t.url}/verify`, { headers: t.headers, seconds });
+      if (t.pid !== undefined) {
+        const us = (((await cpuSeconds(t.pid)) - before) / result.requests) * 1e6;
+        cpuUs[name] ??= [];
+        cpuUs[name].push(us);
+      }
+      return result;
+    };
   }
   h.print(
     `## /verify cache hits vs baselines, 100 keep-alive connections, ${h.sizes.rounds} rounds of ${seconds} s, server on CPU 0, wrk on CPU 1`,
@@ -101,6 +114,32 @@ export async function throughput(h: Harness): Promise<void> {
     rps('keyward'),
   );
   h.writer.row(garbageRow);
+  const cpuNote =
+    'The server’s utime + stime from /proc over each round, divided by its requests; the same rounds as the req/s rows.';
+  for (const [name, measure] of [
+    ['keyward', 'webhook CPU per `/verify` cache hit'],
+    ['fastify', 'bare Fastify CPU per request (same headers)'],
+    ['garbage', 'webhook CPU per garbage token'],
+  ] as const) {
+    h.writer.row(
+      medianRow(
+        { id: `${name}-cpu-us`, measure, target: 'reported', unit: 'CPU-µs/req', note: cpuNote },
+        cpuUs[name]!,
+      ),
+    );
+  }
+  h.writer.row(
+    ratioRow(
+      {
+        id: 'hits-cpu-vs-fastify',
+        measure: 'webhook CPU per cache hit ÷ bare Fastify CPU per request',
+        target: 'reported',
+        note: `${cpuNote} The ≥ ${HITS_VS_FASTIFY_TARGET}× throughput target needs this near 1/${HITS_VS_FASTIFY_TARGET} ≈ ${(1 / HITS_VS_FASTIFY_TARGET).toFixed(2)}× on a saturated CPU.`,
+      },
+      cpuUs.keyward!,
+      cpuUs.fastify!,
+    ),
+  );
   const fastestNode = rps('keyward').map((w, i) => Math.max(w, rps('fastify')[i]!, rps('node')[i]!));
   h.writer.row(
     ratioRow(

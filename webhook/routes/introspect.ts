@@ -44,7 +44,7 @@ function introspect(
   }
   const outcome = k.verification.run(
     { route: 'introspect', token: parsed.data.token, requiredScopes: [], client: undefined, origin: request },
-    reply,
+    request,
   );
   return outcome instanceof Promise ? outcome.then((o) => answer(reply, o)) : answer(reply, outcome);
 }

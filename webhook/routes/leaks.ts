@@ -109,7 +109,7 @@ async function report(
   try {
     await recordLeakReports(this.store.writePool, rows);
   } catch (err) {
-    request.log.error({ err: safeError(err) }, 'leak reports could not be recorded');
+    this.log.error({ err: safeError(err) }, 'leak reports could not be recorded');
     // The reporter retries; nothing about the keys is implied.
     return reply.code(503).header('retry-after', '5').send({
       error: 'temporarily_unavailable',
@@ -117,6 +117,6 @@ async function report(
     });
   }
   k.metrics.decision('leaks', 'recorded', rows.length > 0 ? 'true_positive' : 'false_positive');
-  request.log.warn({ reported: rows.length, received: labels.length, reportedBy }, 'leak report received');
+  this.log.warn({ reported: rows.length, received: labels.length, reportedBy }, 'leak report received');
   return reply.code(200).header('cache-control', 'no-store').send(labels);
 }

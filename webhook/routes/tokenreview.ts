@@ -58,7 +58,7 @@ function tokenReview(
       client: undefined,
       origin: request,
     },
-    reply,
+    request,
   );
   return outcome instanceof Promise
     ? outcome.then((o) => answer(reply, review, o, k.config.tokenReviewGroupsPrefix))

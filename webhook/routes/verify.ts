@@ -1,13 +1,17 @@
+import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isValidScope } from '../../api/scopes.js';
 import { readSubject, SUBJECT_SCOPE_MESSAGE, subjectDenial } from '../acting.js';
-import { denyMessage, MISSING_MESSAGE } from '../decision.js';
+import { type DenyReason, denyMessage, MISSING_MESSAGE } from '../decision.js';
 import { type LimitCheck, rateLimitedMessage } from '../limits.js';
+import { refuseLongUrl } from '../request-start.js';
 import type { Outcome } from '../verification.js';
 
 const REALM = 'Bearer realm="keyward"';
 const REQUIRED_SCOPE_HEADER = 'x-keyward-required-scope';
 const BEARER = /^[Bb][Ee][Aa][Rr][Ee][Rr] +/;
+const BEARER_PREFIX = 'Bearer ';
+const SPACE = 0x20;
 const FORBIDDEN_DESCRIPTION = 'The API key does not grant the required scope.';
 /**
  * On every /verify answer, allow or deny. The webhook itself drops a revoked key at once (NOTIFY),
@@ -29,7 +33,11 @@ export async function verifyRoutes(app: FastifyInstance): Promise<void> {
   // With no body there is nothing to parse, whatever the content type says.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
+  const { maxUrlBytes } = app.keyward.config;
+  // Callback style: an async hook would cost a promise on every request.
   app.addHook('onRequest', (request, reply, done) => {
+    request.startedAt = performance.now();
+    if (refuseLongUrl(request, reply, maxUrlBytes)) return;
     reply.header('cache-control', VERIFY_CACHE_CONTROL);
     if (hasBody(request)) {
       reply
@@ -45,8 +53,10 @@ export async function verifyRoutes(app: FastifyInstance): Promise<void> {
 }
 
 function hasBody(request: FastifyRequest): boolean {
-  const length = request.headers['content-length'];
-  return request.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+  // Fastify's request.headers is a getter: read it once.
+  const headers = request.headers;
+  const length = headers['content-length'];
+  return headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
 
 function verifyHandler(
@@ -56,18 +66,16 @@ function verifyHandler(
 ): FastifyReply | Promise<FastifyReply> {
   const k = this.keyward;
   const token = bearerToken(request, k.config.tokenHeader);
-  if (token === undefined) return answer(reply, k.verification.missing('verify', reply, request));
+  if (token === undefined) return answer(reply, k.verification.missing('verify', request, request));
   const subject = readSubject(request.headers[k.config.subjectHeader]);
+  const client = (): string => k.clientAddress(request);
+  const scopes = requiredScopes(request);
+  // Two literals rather than a spread: a spread of a conditional object copies it on every request.
   const outcome = k.verification.run(
-    {
-      route: 'verify',
-      token,
-      requiredScopes: requiredScopes(request),
-      client: () => k.clientAddress(request),
-      ...(subject === undefined ? {} : { subject }),
-      origin: request,
-    },
-    reply,
+    subject === undefined
+      ? { route: 'verify', token, requiredScopes: scopes, client, origin: request }
+      : { route: 'verify', token, requiredScopes: scopes, client, subject, origin: request },
+    request,
   );
   return outcome instanceof Promise ? outcome.then((o) => answer(reply, o)) : answer(reply, outcome);
 }
@@ -144,10 +152,22 @@ function answer(reply: FastifyReply, outcome: Outcome): FastifyReply {
       const message = denyMessage(outcome.reason);
       return reply
         .code(401)
-        .header('www-authenticate', `${REALM}, error="invalid_token", error_description="${message}"`)
+        .header('www-authenticate', invalidTokenChallenge(outcome.reason, message))
         .send({ error: 'invalid_token', error_description: message });
     }
   }
+}
+
+/** One challenge string per deny reason, built once: garbage tokens all get the same 401. */
+const CHALLENGES = new Map<DenyReason, string>();
+
+function invalidTokenChallenge(reason: DenyReason, message: string): string {
+  let challenge = CHALLENGES.get(reason);
+  if (challenge === undefined) {
+    challenge = `${REALM}, error="invalid_token", error_description="${message}"`;
+    CHALLENGES.set(reason, challenge);
+  }
+  return challenge;
 }
 
 /** draft-ietf-httpapi-ratelimit-headers: the policies, and where the client stands in each. */
@@ -161,13 +181,18 @@ function rateLimitHeaders(reply: FastifyReply, limits: LimitCheck): void {
  * header. Whitespace around the token is tolerated; anything else is the parser's to reject.
  */
 function bearerToken(request: FastifyRequest, tokenHeader: string | null): string | undefined {
-  const authorization = request.headers.authorization;
+  const headers = request.headers;
+  const authorization = headers.authorization;
   if (typeof authorization === 'string') {
+    // What every proxy sends, without the regex: the scheme as RFC 6750 spells it and one space.
+    if (authorization.startsWith(BEARER_PREFIX) && authorization.charCodeAt(BEARER_PREFIX.length) !== SPACE) {
+      return authorization.slice(BEARER_PREFIX.length).trim();
+    }
     const scheme = BEARER.exec(authorization);
     if (scheme) return authorization.slice(scheme[0].length).trim();
   }
   if (tokenHeader !== null) {
-    const value = request.headers[tokenHeader];
+    const value = headers[tokenHeader];
     if (typeof value === 'string' && value !== '') return value.trim();
     // A repeated header arrives as an array (or joined with ", "): ambiguous, so invalid.
     if (Array.isArray(value)) return value.join(',');
@@ -175,12 +200,16 @@ function bearerToken(request: FastifyRequest, tokenHeader: string | null): strin
   return undefined;
 }
 
-function requiredScopes(request: FastifyRequest): string[] {
-  const out: string[] = [];
+/** Most requests name no scope: they share this one array instead of a new empty one each. */
+const NO_SCOPES: readonly string[] = Object.freeze([]);
+
+function requiredScopes(request: FastifyRequest): readonly string[] {
   const query = (request.query as Record<string, unknown> | undefined)?.scope;
+  const header = request.headers[REQUIRED_SCOPE_HEADER];
+  if (query === undefined && header === undefined) return NO_SCOPES;
+  const out: string[] = [];
   if (typeof query === 'string') out.push(query);
   else if (Array.isArray(query)) for (const q of query) if (typeof q === 'string') out.push(q);
-  const header = request.headers[REQUIRED_SCOPE_HEADER];
   if (typeof header === 'string') {
     for (const part of header.split(',')) {
       const scope = part.trim();
