@@ -12,6 +12,7 @@ import {
   testConfig,
   verify,
 } from '../test/support/webhook.js';
+import { buildApp } from './app.js';
 import { createLogger } from './logger.js';
 
 const HOUR = 3_600_000;
@@ -545,6 +546,28 @@ describe('request timing and URL limits', () => {
     const introspectedAfter = await series('introspect');
     expect(introspectedAfter.count - introspected.count).toBe(1);
     expect(introspectedAfter.sum - introspected.sum).toBeGreaterThan(0);
+  });
+
+  it("hands Fastify's own per-request logging to keyward's logger, on /verify and on the other routes", async () => {
+    const seen: boolean[] = [];
+    const own = await buildApp({
+      config: testConfig(fx.url),
+      logger: createLogger({ level: 'silent' }),
+      defaultMetrics: false,
+    });
+    // Where Fastify writes "Reply was already sent" and stream errors: the request's and reply's log.
+    own.addHook('onResponse', (request, reply, done) => {
+      seen.push(request.log === own.log && reply.log === own.log);
+      done();
+    });
+    try {
+      await own.ready();
+      await own.inject({ url: '/verify' });
+      await own.inject({ url: '/healthz' });
+      expect(seen).toEqual([true, true]);
+    } finally {
+      await own.close();
+    }
   });
 
   it('answers an overlong URL with 414 on every route, known or not', async () => {

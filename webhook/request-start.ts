@@ -1,5 +1,11 @@
 import { performance } from 'node:perf_hooks';
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify';
+import type {
+  FastifyBaseLogger,
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  onRequestHookHandler,
+} from 'fastify';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -27,6 +33,17 @@ export function decorateRequestStart(app: FastifyInstance): void {
   });
 }
 
+/**
+ * Starts a request: its timer, and keyward's logger for what Fastify itself logs about it ("Reply
+ * was already sent", a stream error), which would otherwise go to Fastify's silent logger. Two
+ * stores into properties every request has, instead of Fastify's child logger per request.
+ */
+export function startRequest(request: FastifyRequest, reply: FastifyReply, log: FastifyBaseLogger): void {
+  request.startedAt = performance.now();
+  request.log = log;
+  reply.log = log;
+}
+
 export function refuseLongUrl(request: FastifyRequest, reply: FastifyReply, maxUrlBytes: number): boolean {
   const url = request.raw.url;
   if (url === undefined || url.length <= maxUrlBytes) return false;
@@ -36,8 +53,8 @@ export function refuseLongUrl(request: FastifyRequest, reply: FastifyReply, maxU
 
 /** Callback style: an async hook would cost a promise on every request. */
 export function requestStartHook(maxUrlBytes: number): onRequestHookHandler {
-  return (request, reply, done) => {
-    request.startedAt = performance.now();
+  return function startThenCheck(this: FastifyInstance, request, reply, done) {
+    startRequest(request, reply, this.log);
     if (!refuseLongUrl(request, reply, maxUrlBytes)) done();
   };
 }

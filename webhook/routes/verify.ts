@@ -1,10 +1,9 @@
-import { performance } from 'node:perf_hooks';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { isValidScope } from '../../api/scopes.js';
 import { readSubject, SUBJECT_SCOPE_MESSAGE, subjectDenial } from '../acting.js';
 import { type DenyReason, denyMessage, MISSING_MESSAGE } from '../decision.js';
 import { type LimitCheck, rateLimitedMessage } from '../limits.js';
-import { refuseLongUrl } from '../request-start.js';
+import { refuseLongUrl, startRequest } from '../request-start.js';
 import type { Outcome } from '../verification.js';
 
 const REALM = 'Bearer realm="keyward"';
@@ -35,8 +34,9 @@ export async function verifyRoutes(app: FastifyInstance): Promise<void> {
   app.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
   const { maxUrlBytes } = app.keyward.config;
   // Callback style: an async hook would cost a promise on every request.
+  const log = app.log;
   app.addHook('onRequest', (request, reply, done) => {
-    request.startedAt = performance.now();
+    startRequest(request, reply, log);
     if (refuseLongUrl(request, reply, maxUrlBytes)) return;
     reply.header('cache-control', VERIFY_CACHE_CONTROL);
     if (hasBody(request)) {
