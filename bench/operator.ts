@@ -17,7 +17,7 @@ import { KeywardObjects, startOperatorCluster } from '../devenv/operator.js';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
 import { PooledKubeConfig } from '../operator/kube/connections.js';
 import { MANAGED_SECRET_SELECTOR } from '../operator/secret.js';
-import { chartNodeOptions } from './lib/chart-node-options.js';
+import { chartMallocArenaMax, chartNodeOptions } from './lib/chart-node-options.js';
 import { cpuSecondsByCommand } from './lib/processes.js';
 import { ResultWriter } from './lib/results.js';
 
@@ -52,10 +52,13 @@ const { values } = parseArgs({
     'heap-snapshot': { type: 'string' },
     /** More options for the operator's node, e.g. `--heapsnapshot-signal=SIGUSR2`. */
     'node-options': { type: 'string' },
+    /** NAME=VALUE for the operator's environment (repeatable), e.g. MALLOC_ARENA_MAX=2. */
+    env: { type: 'string', multiple: true },
     json: { type: 'string' },
   },
 });
 const total = Number(values.keys);
+/** NODE_OPTIONS (and MALLOC_ARENA_MAX, below) as the chart runs the operator, so the benchmark measures what ships. */
 const nodeOptions = [
   chartNodeOptions('operator'),
   values['cpu-prof'] === undefined ? '' : `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}`,
@@ -72,7 +75,6 @@ const print = (line: string): void => {
 };
 const results = new ResultWriter('operator');
 
-/** NODE_OPTIONS as the chart runs the operator, so the benchmark measures what ships. */
 const ready = (obj: KubernetesObject): boolean =>
   (obj as { status?: { conditions?: Array<{ type: string; status: string }> } }).status?.conditions?.some(
     (c) => c.type === 'Ready' && c.status === 'True',
@@ -204,6 +206,10 @@ const cluster = await startOperatorCluster({
     KEYWARD_LEASE_DURATION_SECONDS: '15',
     ...(values.workers !== undefined && { KEYWARD_WORKERS: values.workers }),
     ...(nodeOptions && { NODE_OPTIONS: nodeOptions }),
+    ...(chartMallocArenaMax() !== undefined && { MALLOC_ARENA_MAX: chartMallocArenaMax() as string }),
+    ...Object.fromEntries(
+      (values.env ?? []).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),
+    ),
   },
   accessPolicy: { usernames: ['user-*'], scopes: ['projects:*'] },
 });
