@@ -29,8 +29,6 @@ const SERVICE_USERS = 10;
 /** Far beyond what the largest run takes; only stops a benchmark whose operator is stuck. */
 const ALL_READY_TIMEOUT_MS = 15 * 60_000;
 const RSS_SAMPLE_MS = 1_000;
-/** After the last key is Ready: lets the queue drain and V8 collect before the final RSS. */
-const SETTLE_MS = 10_000;
 const PRINT_EVERY_S = 10;
 const HEAP_SNAPSHOT_SIGNAL = 'SIGUSR2';
 /** A snapshot of a few hundred MiB of heap takes seconds to write; the file is complete when its size holds. */
@@ -52,12 +50,16 @@ const { values } = parseArgs({
     'heap-snapshot': { type: 'string' },
     /** More options for the operator's node, e.g. `--heapsnapshot-signal=SIGUSR2`. */
     'node-options': { type: 'string' },
+    /** Seconds from the last key Ready to the final RSS: the queue drains and V8 collects. */
+    settle: { type: 'string', default: '10' },
     /** NAME=VALUE for the operator's environment (repeatable), e.g. MALLOC_ARENA_MAX=2. */
     env: { type: 'string', multiple: true },
     json: { type: 'string' },
   },
 });
 const total = Number(values.keys);
+/** After the last key is Ready: lets the queue drain and V8 collect before the final RSS. */
+const SETTLE_MS = Number(values.settle) * 1000;
 /** NODE_OPTIONS (and MALLOC_ARENA_MAX, below) as the chart runs the operator, so the benchmark measures what ships. */
 const nodeOptions = [
   chartNodeOptions('operator'),
