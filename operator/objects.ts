@@ -61,6 +61,7 @@ export class KubeWriter {
     status: object,
   ): Promise<KubernetesObject | undefined> {
     const own = this.#ownWrites[plural];
+    own?.writing(obj, status);
     const stored: KubernetesObject | undefined = await this.#custom
       .patchNamespacedCustomObjectStatus(
         {
@@ -81,11 +82,13 @@ export class KubeWriter {
         // Stale: the newer version is on its way to the informer and brings the object back to the
         // queue (or, should it be this process's own write, whose echo is skipped, own.stale does),
         // so this is not a failure to retry or to log.
-        if (statusCodeOf(err) !== 409) throw err;
+        if (statusCodeOf(err) !== 409) {
+          own?.failed(obj);
+          throw err;
+        }
         own?.stale(obj);
         return undefined;
       });
-    if (stored) own?.wrote(stored);
     return stored;
   }
 

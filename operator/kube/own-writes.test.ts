@@ -10,27 +10,33 @@ const key = (rv: string, extra: Record<string, unknown> = {}, status: unknown = 
 });
 
 describe('OwnStatusWrites', () => {
-  it('recognises the echo of its own status write once', () => {
+  it('recognises the echo of its own status write once, whether it comes before or after the response', () => {
     const own = new OwnStatusWrites();
-    const before = key('1');
-    const written = key('2', {}, { observedGeneration: 1 });
-    own.wrote(written);
-    expect(own.isEcho(before, written)).toBe(true);
-    // The entry is settled by the event it matched: a later update of the same version is not an echo.
-    expect(own.isEcho(before, written)).toBe(false);
+    const before = key('1', {}, { keyId: 'key_1', previousValidUntil: '2026-01-01T00:00:00Z' });
+    own.writing(before, { observedGeneration: 1, conditions: [{ type: 'Ready' }], previousValidUntil: null });
+    const echo = key('2', {}, { keyId: 'key_1', observedGeneration: 1, conditions: [{ type: 'Ready' }] });
+    expect(own.isEcho(before, echo)).toBe(true);
+    // The entry is settled by the event it matched: the same update again is not an echo.
+    expect(own.isEcho(before, echo)).toBe(false);
     expect(own.size).toBe(0);
   });
 
-  it('queues every other update: another version, a metadata or spec change, a resync', () => {
+  it('queues every other update: other status values, a metadata or spec change, a resync', () => {
     const own = new OwnStatusWrites();
-    own.wrote(key('2', {}, { observedGeneration: 1 }));
-    expect(own.isEcho(key('1'), key('3', {}, { observedGeneration: 1 }))).toBe(false);
+    const before = key('1');
+    own.writing(before, { observedGeneration: 1 });
+    expect(own.isEcho(before, key('2', {}, { observedGeneration: 2 }))).toBe(false);
 
-    own.wrote(key('5', { finalizers: ['keyward.dev/revoke'] }, {}));
-    expect(own.isEcho(key('4'), key('5', { finalizers: ['keyward.dev/revoke'] }, {}))).toBe(false);
+    own.writing(before, { observedGeneration: 1 });
+    expect(
+      own.isEcho(before, key('3', { finalizers: ['keyward.dev/revoke'] }, { observedGeneration: 1 })),
+    ).toBe(false);
 
-    const same = key('6', {}, {});
-    own.wrote(same);
+    own.writing(before, { observedGeneration: 1 });
+    expect(own.isEcho(before, key('4', { annotations: { a: 'b' } }, { observedGeneration: 1 }))).toBe(false);
+
+    const same = key('5', {}, { observedGeneration: 1 });
+    own.writing(same, { observedGeneration: 1 });
     expect(own.isEcho(same, same)).toBe(false);
   });
 
@@ -38,10 +44,16 @@ describe('OwnStatusWrites', () => {
     const own = new OwnStatusWrites();
     const requeued: string[] = [];
     own.onStale((k) => requeued.push(k));
-    const written = key('2', {}, { observedGeneration: 1 });
-    own.wrote(written);
+    own.writing(key('1'), { observedGeneration: 1 });
     own.stale(key('1'));
     expect(requeued).toEqual(['ns/k']);
-    expect(own.isEcho(key('1'), written)).toBe(false);
+    expect(own.isEcho(key('1'), key('2', {}, { observedGeneration: 1 }))).toBe(false);
+  });
+
+  it('forgets a write that failed', () => {
+    const own = new OwnStatusWrites();
+    own.writing(key('1'), { observedGeneration: 1 });
+    own.failed(key('1'));
+    expect(own.isEcho(key('1'), key('2', {}, { observedGeneration: 1 }))).toBe(false);
   });
 });
