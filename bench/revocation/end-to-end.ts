@@ -50,6 +50,13 @@ function condition(obj: Obj, type: string): { status: string; reason?: string } 
   return obj.status?.conditions?.find((c) => c.type === type);
 }
 
+/** What a stuck wait shows of an object: its generations and conditions. */
+function statusLine(kind: string, obj: Obj | undefined): string {
+  if (obj === undefined) return `${kind}: not read`;
+  const conditions = (obj.status?.conditions ?? []).map((c) => `${c.type}=${c.status}/${c.reason}`);
+  return `${kind}: generation ${obj.metadata?.generation}, observed ${obj.status?.observedGeneration}, ${conditions.join(' ')}`;
+}
+
 function settled(obj: Obj, reason: string): boolean {
   const ready = condition(obj, 'Ready');
   return obj.status?.observedGeneration === obj.metadata?.generation && ready?.reason === reason;
@@ -167,6 +174,7 @@ export async function measureEndToEnd(options: {
       if (store === undefined) throw new Error('no user.suspended audit event');
       suspends.push({ total: refused - returned, toStore: store - returned, storeTo401: refused - store });
       await objects.patch('serviceusers', SUSPEND_USER, { spec: { suspended: false } });
+      let last: { user?: Obj; key?: Obj } = {};
       await eventually(
         `${SUSPEND_USER} resumed and settled`,
         async () => {
@@ -174,10 +182,15 @@ export async function measureEndToEnd(options: {
             (await objects.get('serviceusers', SUSPEND_USER)) as Obj,
             (await objects.get('apikeys', SUSPEND_KEY)) as Obj,
           ];
+          last = { user: u, key: k };
           return settled(u, 'Stored') && settled(k, 'Issued');
         },
         30_000,
-        { intervalMs: SETUP_POLL_MS, diagnostics },
+        {
+          intervalMs: SETUP_POLL_MS,
+          diagnostics: () =>
+            `${statusLine('ServiceUser', last.user)}\n${statusLine('ApiKey', last.key)}\n${diagnostics()}`,
+        },
       );
     }
 
