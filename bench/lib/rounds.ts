@@ -2,22 +2,42 @@
 // so drift in machine load and warm-up effects hit all sides alike; ratios are taken per round.
 import { median, type ResultRow, spreadOf } from './results.js';
 
-/** Runs each side once per round and returns each side's results in round order. */
-export async function alternate<T>(
+type Sides<T> = Readonly<Record<string, () => Promise<T>>>;
+type OnRound<T> = (round: number, results: Readonly<Record<string, T>>) => void;
+
+/** Runs `rounds` rounds of `round` (which runs every side once) and returns each side's results in round order. */
+async function inRounds<T>(
   rounds: number,
-  sides: Readonly<Record<string, () => Promise<T>>>,
-  onRound?: (round: number, results: Readonly<Record<string, T>>) => void,
+  sides: Sides<T>,
+  round: (names: readonly string[], index: number) => Promise<Record<string, T>>,
+  onRound?: OnRound<T>,
 ): Promise<Record<string, T[]>> {
   const names = Object.keys(sides);
   const out: Record<string, T[]> = Object.fromEntries(names.map((n) => [n, []]));
-  for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? names : [...names].reverse();
-    const results: Record<string, T> = {};
-    for (const name of order) results[name] = await sides[name]!();
+  for (let i = 0; i < rounds; i++) {
+    const results = await round(names, i);
     for (const name of names) out[name]!.push(results[name]!);
-    onRound?.(round + 1, results);
+    onRound?.(i + 1, results);
   }
   return out;
+}
+
+/** Runs each side once per round, one after the other, the order reversed every other round. */
+export function alternate<T>(
+  rounds: number,
+  sides: Sides<T>,
+  onRound?: OnRound<T>,
+): Promise<Record<string, T[]>> {
+  return inRounds(
+    rounds,
+    sides,
+    async (names, i) => {
+      const results: Record<string, T> = {};
+      for (const name of i % 2 === 0 ? names : [...names].reverse()) results[name] = await sides[name]!();
+      return results;
+    },
+    onRound,
+  );
 }
 
 /**
@@ -26,19 +46,20 @@ export async function alternate<T>(
  * another's is the inverse of their CPU per request, under the very same neighbours: on a VM whose
  * speed drifts between rounds this resolves a few percent, where one-after-the-other cannot.
  */
-export async function together<T>(
+export function together<T>(
   rounds: number,
-  sides: Readonly<Record<string, () => Promise<T>>>,
-  onRound?: (round: number, results: Readonly<Record<string, T>>) => void,
+  sides: Sides<T>,
+  onRound?: OnRound<T>,
 ): Promise<Record<string, T[]>> {
-  const names = Object.keys(sides);
-  const out: Record<string, T[]> = Object.fromEntries(names.map((n) => [n, []]));
-  for (let round = 0; round < rounds; round++) {
-    const results = await Promise.all(names.map((name) => sides[name]!()));
-    for (const [i, name] of names.entries()) out[name]!.push(results[i]!);
-    onRound?.(round + 1, Object.fromEntries(names.map((name, i) => [name, results[i]!])));
-  }
-  return out;
+  return inRounds(
+    rounds,
+    sides,
+    async (names) => {
+      const results = await Promise.all(names.map((name) => sides[name]!()));
+      return Object.fromEntries(names.map((name, i) => [name, results[i]!]));
+    },
+    onRound,
+  );
 }
 
 /** A row whose figure is the median of per-round ratios `numerator[i] / denominator[i]`. */
