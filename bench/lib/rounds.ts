@@ -4,63 +4,55 @@ import { median, type ResultRow, spreadOf } from './results.js';
 
 type Sides<T> = Readonly<Record<string, () => Promise<T>>>;
 type OnRound<T> = (round: number, results: Readonly<Record<string, T>>) => void;
+/** One round: every side once, by name; `index` counts the rounds from 0. */
+type Round = <T>(sides: Sides<T>, names: readonly string[], index: number) => Promise<Record<string, T>>;
 
-/** Runs `rounds` rounds of `round` (which runs every side once) and returns each side's results in round order. */
+/** Runs `rounds` rounds and returns each side's results in round order. */
 async function inRounds<T>(
+  round: Round,
   rounds: number,
   sides: Sides<T>,
-  round: (names: readonly string[], index: number) => Promise<Record<string, T>>,
   onRound?: OnRound<T>,
 ): Promise<Record<string, T[]>> {
   const names = Object.keys(sides);
   const out: Record<string, T[]> = Object.fromEntries(names.map((n) => [n, []]));
   for (let i = 0; i < rounds; i++) {
-    const results = await round(names, i);
+    const results = await round(sides, names, i);
     for (const name of names) out[name]!.push(results[name]!);
     onRound?.(i + 1, results);
   }
   return out;
 }
 
-/** Runs each side once per round, one after the other, the order reversed every other round. */
-export function alternate<T>(
-  rounds: number,
+/** Each side in turn, the order reversed every other round. */
+async function oneAfterAnother<T>(
   sides: Sides<T>,
-  onRound?: OnRound<T>,
-): Promise<Record<string, T[]>> {
-  return inRounds(
-    rounds,
-    sides,
-    async (names, i) => {
-      const results: Record<string, T> = {};
-      for (const name of i % 2 === 0 ? names : [...names].reverse()) results[name] = await sides[name]!();
-      return results;
-    },
-    onRound,
-  );
+  names: readonly string[],
+  index: number,
+): Promise<Record<string, T>> {
+  const results: Record<string, T> = {};
+  for (const name of index % 2 === 0 ? names : [...names].reverse()) results[name] = await sides[name]!();
+  return results;
 }
 
 /**
- * Runs every side at the same time, once per round. Servers pinned to one CPU then share it
- * evenly (the scheduler gives each CPU-bound process the same time), so a side's req/s against
- * another's is the inverse of their CPU per request, under the very same neighbours: on a VM whose
- * speed drifts between rounds this resolves a few percent, where one-after-the-other cannot.
+ * Every side at the same time. Servers pinned to one CPU then share it evenly (the scheduler gives
+ * each CPU-bound process the same time), so a side's req/s against another's is the inverse of
+ * their CPU per request, under the very same neighbours: on a VM whose speed drifts between rounds
+ * this resolves a few percent, where one-after-the-other cannot.
  */
-export function together<T>(
-  rounds: number,
-  sides: Sides<T>,
-  onRound?: OnRound<T>,
-): Promise<Record<string, T[]>> {
-  return inRounds(
-    rounds,
-    sides,
-    async (names) => {
-      const results = await Promise.all(names.map((name) => sides[name]!()));
-      return Object.fromEntries(names.map((name, i) => [name, results[i]!]));
-    },
-    onRound,
-  );
+async function atOnce<T>(sides: Sides<T>, names: readonly string[]): Promise<Record<string, T>> {
+  const results = await Promise.all(names.map((name) => sides[name]!()));
+  return Object.fromEntries(names.map((name, i) => [name, results[i]!]));
 }
+
+/** Runs each side once per round, one after the other, the order reversed every other round. */
+export const alternate = <T>(rounds: number, sides: Sides<T>, onRound?: OnRound<T>) =>
+  inRounds(oneAfterAnother, rounds, sides, onRound);
+
+/** Runs every side at the same time, once per round (atOnce says why). */
+export const together = <T>(rounds: number, sides: Sides<T>, onRound?: OnRound<T>) =>
+  inRounds(atOnce, rounds, sides, onRound);
 
 /** A row whose figure is the median of per-round ratios `numerator[i] / denominator[i]`. */
 export function ratioRow(
