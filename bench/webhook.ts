@@ -5,7 +5,7 @@
 // Revocation propagation is bench/revocation.ts.
 //
 // Usage: npx tsc -p tsconfig.json && node dist/bench/webhook.js [--only throughput,latency,limits,miss,memory,audit]
-//        [--duration 8] [--rounds 5] [--miss-rounds 3] [--keys 1000000] [--entries 100000] [--json file]
+//        [--duration 8] [--rounds 5] [--audit-rounds 11] [--miss-rounds 3] [--keys 1000000] [--entries 100000] [--json file]
 // Needs wrk and nginx (apt-get install -y wrk nginx-light) and taskset (util-linux). Servers
 // under test are pinned to CPU 0, wrk to CPU 1, so the generator never competes with the server.
 import { parseArgs } from 'node:util';
@@ -25,6 +25,7 @@ const { values } = parseArgs({
     only: { type: 'string', default: Object.keys(PARTS).join(',') },
     duration: { type: 'string', default: '8' },
     rounds: { type: 'string', default: '5' },
+    'audit-rounds': { type: 'string', default: '11' },
     'miss-rounds': { type: 'string', default: '3' },
     keys: { type: 'string', default: '1000000' },
     entries: { type: 'string', default: '100000' },
@@ -45,6 +46,7 @@ const positive = (name: string, text: string): number => {
 const harness = await Harness.start({
   duration: positive('duration', values.duration),
   rounds: positive('rounds', values.rounds),
+  auditRounds: positive('audit-rounds', values['audit-rounds']),
   missRounds: positive('miss-rounds', values['miss-rounds']),
   keys: positive('keys', values.keys),
   entries: positive('entries', values.entries),

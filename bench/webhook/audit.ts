@@ -65,10 +65,10 @@ export async function audit(h: Harness): Promise<void> {
   h.print(
     `## request log cost on /verify cache hits: four webhooks at once on CPU ${SERVER_CPU}, ${CONNECTIONS} keep-alive connections each, wrk and Postgres on CPU ${GENERATOR_CPU}`,
   );
-  const r = (await together(h.sizes.rounds, sides(VARIANTS), print)) as Record<Variant, Sample[]>;
+  const r = (await together(h.sizes.auditRounds, sides(VARIANTS), print)) as Record<Variant, Sample[]>;
   const fewer = (name: Variant, of = r): number[] =>
     of[name]!.map((x, i) => (1 - x.result.rps / of.off![i]!.result.rps) * 100);
-  const how = `${h.sizes.rounds} rounds of ${seconds} s, the four webhooks (log off, a second log-off control, store, store+json) served at the same time on CPU ${SERVER_CPU}, ${CONNECTIONS} connections each`;
+  const how = `${h.sizes.auditRounds} rounds of ${seconds} s, the four webhooks (log off, a second log-off control, store, store+json) served at the same time on CPU ${SERVER_CPU}, ${CONNECTIONS} connections each`;
 
   const bars: { label: string; value: number; spread: readonly [number, number] }[] = [];
   for (const name of VARIANTS) {
