@@ -70,7 +70,10 @@ export function apiKeyController(d: ApiKeyControllerDeps): ApiKeyController {
   return {
     name: 'apikey',
     queue: d.queue,
-    reconcile: (key) => d.reconciler.reconcile(key),
+    reconcile: (key) => {
+      d.ownWrites?.passStarts(key);
+      return d.reconciler.reconcile(key);
+    },
     enqueueNamespaces: (namespaces) => {
       for (const key of keysInNamespaces(d.apiKeys, namespaces)) d.queue.add(key);
     },

@@ -11,6 +11,11 @@ import { objectKey } from './object.js';
  * holds exactly what this process wrote. The write is recorded before it is sent: the watch event
  * often arrives before the response. Anyone else's change, a spec, label, annotation, finalizer or
  * deletion change, and a periodic resync still queue the object.
+ *
+ * A pass that starts while a write's echo is still on its way decides from the informer's copy
+ * from before that write: finding that copy already as it would make it, it writes nothing, and
+ * the skipped echo would leave the object as the earlier write left it (a key still Suspended
+ * after its user resumed). So a pass's start forgets the write, and its echo queues the object.
  */
 export class OwnStatusWrites {
   /** Object key → the status fields this process is writing or wrote last (JSON, null = removed). */
@@ -55,6 +60,15 @@ export class OwnStatusWrites {
 
   forget(obj: KubeObject): void {
     this.#written.delete(objectKey(obj));
+  }
+
+  /**
+   * A pass of this object begins. Were its last write's echo still to come, the informer's copy
+   * predates that write (the informer stores a version before it tells anyone of it), so that
+   * echo must bring the object back to be decided again.
+   */
+  passStarts(key: string): void {
+    this.#written.delete(key);
   }
 
   get size(): number {

@@ -54,7 +54,10 @@ export function serviceUserController(d: ServiceUserControllerDeps): Controller 
   return {
     name: 'serviceuser',
     queue: d.queue,
-    reconcile: (key) => d.reconciler.reconcile(key),
+    reconcile: (key) => {
+      d.ownWrites?.passStarts(key);
+      return d.reconciler.reconcile(key);
+    },
     enqueueNamespaces: (namespaces) => {
       for (const key of keysInNamespaces(d.serviceUsers, namespaces)) d.queue.add(key);
     },
