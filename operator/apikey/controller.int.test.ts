@@ -102,4 +102,55 @@ describe('the ApiKey controller', () => {
     await new Promise((r) => setTimeout(r, QUIET_MS));
     expect(passes).toEqual([`${ns}/k`, `${ns}/k`]);
   });
+
+  it('runs a key waiting for a slot when its user’s count shows one free, though the count never went down', async () => {
+    // Another writer than the controller's, so none of these writes counts as its own.
+    const writer = new KubeWriter(kc);
+    const condition = (reason: string) => ({
+      type: 'Ready',
+      status: 'False',
+      reason,
+      message: 'test',
+      lastTransitionTime: new Date().toISOString(),
+    });
+    const userCounts = async (keys: number): Promise<void> => {
+      await writer.patchStatus('serviceusers', await objects.get('serviceusers', 'u'), {
+        keys,
+        activeKeys: keys,
+      });
+    };
+    await objects.create('serviceusers', {
+      kind: 'ServiceUser',
+      metadata: { name: 'u' },
+      spec: { maxKeys: 2 },
+    });
+    await userCounts(0);
+    await objects.create('apikeys', {
+      kind: 'ApiKey',
+      metadata: { name: 'w' },
+      spec: { serviceUserRef: { name: 'u' } },
+    });
+    await eventually('the create run', async () => (passes.includes(`${ns}/w`) ? true : undefined), 15_000);
+    await writer.patchStatus('apikeys', await objects.get('apikeys', 'w'), {
+      conditions: [condition('MaxKeysExceeded')],
+    });
+    await new Promise((r) => setTimeout(r, QUIET_MS));
+
+    // Full: nothing to do for the waiting key.
+    passes.length = 0;
+    await userCounts(2);
+    await new Promise((r) => setTimeout(r, QUIET_MS));
+    expect(passes).not.toContain(`${ns}/w`);
+    // 2 → 1 goes down, which always queued the user's keys; 1 → 1 with another change does not.
+    // What this is about: a count that rises yet leaves room (the slot freed before it was counted).
+    await userCounts(0);
+    await new Promise((r) => setTimeout(r, QUIET_MS));
+    passes.length = 0;
+    await userCounts(1);
+    await eventually(
+      'the waiting key run',
+      async () => (passes.includes(`${ns}/w`) ? true : undefined),
+      15_000,
+    );
+  });
 });

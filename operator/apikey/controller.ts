@@ -7,6 +7,7 @@ import type { OwnStatusWrites } from '../kube/own-writes.js';
 import type { WorkQueue } from '../kube/workqueue.js';
 import { API_KEY_LABEL, keysNamingSecret } from '../secret.js';
 import type { WriteMemory } from './memory.js';
+import { MAX_KEYS_EXCEEDED } from './reasons.js';
 import type { ApiKeyReconciler } from './reconciler.js';
 
 export interface ApiKeyControllerDeps {
@@ -32,6 +33,11 @@ export function serviceUserOf(apiKey: KubernetesObject): string | undefined {
   return (apiKey as { spec?: { serviceUserRef?: { name?: string } } }).spec?.serviceUserRef?.name;
 }
 
+function readyReason(obj: KubernetesObject | undefined): string | undefined {
+  const { status } = (obj ?? {}) as { status?: { conditions?: Array<{ type: string; reason?: string }> } };
+  return status?.conditions?.find((c) => c.type === 'Ready')?.reason;
+}
+
 /** The Secret as this process wrote (or last read) it for the ApiKey controlling it. */
 function isOwnEcho(memory: WriteMemory | undefined, secret: V1Secret): boolean {
   const owner = secret.metadata?.ownerReferences?.find((r) => r.controller)?.uid;
@@ -55,9 +61,19 @@ export function apiKeyController(d: ApiKeyControllerDeps): ApiKeyController {
     if (change === 'deleted') d.ownWrites?.forget(key);
     return old && d.ownWrites?.isEcho(old, key) ? [] : self(key);
   });
+  // A key refused for its user's maxKeys is queued when the user's count shows a free slot, not
+  // only when the count goes down: a key revoked before the user's status ever counted it frees a
+  // slot that no status shows as a drop.
+  const waitingForSlot = (user: KubernetesObject): string[] => {
+    const { spec, status } = user as { spec?: { maxKeys?: number }; status?: { keys?: number } };
+    if (spec?.maxKeys === undefined || status?.keys === undefined || status.keys >= spec.maxKeys) return [];
+    return keysOf(user.metadata?.namespace ?? '', user.metadata?.name ?? '').filter(
+      (key) => readyReason(d.apiKeys.get(key)) === MAX_KEYS_EXCEEDED,
+    );
+  };
   watch(d.serviceUsers, d.queue, (user, _change, old) =>
     old && !userUpdateConcernsKeys(old, user)
-      ? []
+      ? waitingForSlot(user)
       : keysOf(user.metadata?.namespace ?? '', user.metadata?.name ?? ''),
   );
   watch(d.secrets, d.queue, (secret, change) => {
