@@ -92,7 +92,7 @@ export const operatorEnvSchema = z.object({
     .max(3_600)
     .default(60)
     .describe(
-      "A Ready ApiKey's status (lastUsedAt above all) is refreshed from the store at least this often; status.lastUsedAt lags a verification by at most this plus the webhook's KEYWARD_USAGE_FLUSH_INTERVAL.",
+      "How often the store is asked which ApiKeys were used lately (one query for all keys); those whose status.lastUsedAt is behind are reconciled, so it lags a verification by at most this plus the webhook's KEYWARD_USAGE_FLUSH_INTERVAL. Ready keys with a quota are also reconciled this often, for status.quota.",
     ),
   KEYWARD_REQUEST_LOG_RETENTION_DAYS: z.coerce
     .number()

@@ -8,7 +8,9 @@ import { RateLimitDefinitions } from '../store/rate-limits.js';
 import { AccessPolicyWatch } from './accesspolicy/watch.js';
 import { apiKeyController } from './apikey/controller.js';
 import { LeakWatcher } from './apikey/leaks.js';
+import { WriteMemory } from './apikey/memory.js';
 import { ApiKeyReconciler } from './apikey/reconciler.js';
+import { UsageRefresh } from './apikey/usage-refresh.js';
 import { startChangeLogPruner } from './change-log-pruner.js';
 import type { OperatorConfig } from './config.js';
 import { armFailpoints } from './failpoints.js';
@@ -25,6 +27,7 @@ import { LeaderElector } from './kube/leader.js';
 import { kubeListWatch, type ResourceRef } from './kube/listwatch.js';
 import { NamespacedInformers } from './kube/namespaced.js';
 import type { KubeObject } from './kube/object.js';
+import { OwnStatusWrites } from './kube/own-writes.js';
 import { WorkQueue } from './kube/workqueue.js';
 import { countedReconcile, createMetrics, type OperatorMetrics, serveMetrics } from './metrics.js';
 import { KubeWriter } from './objects.js';
@@ -105,7 +108,9 @@ function startControllers(
       },
     });
 
-  const kube = new KubeWriter(kc);
+  const memory = new WriteMemory();
+  const ownWrites = { apikeys: new OwnStatusWrites(), serviceusers: new OwnStatusWrites() };
+  const kube = new KubeWriter(kc, ownWrites);
   const store = new OperatorStore(pool, { actor: 'keyward-operator' });
   const limits = new RateLimitDefinitions(pool);
   const events = new EventRecorder(kc, {
@@ -129,7 +134,10 @@ function startControllers(
     serviceUsers,
     secrets,
     queue: queueFor('apikey'),
+    ownWrites: ownWrites.apikeys,
+    memory,
     reconciler: new ApiKeyReconciler({
+      memory,
       apiKeys,
       serviceUsers,
       secrets,
@@ -149,6 +157,7 @@ function startControllers(
     serviceUsers,
     apiKeys,
     queue: queueFor('serviceuser'),
+    ownWrites: ownWrites.serviceusers,
     reconciler: new ServiceUserReconciler({
       serviceUsers,
       kube,
@@ -192,6 +201,15 @@ function startControllers(
     enqueue: (key) => keys.queue.add(key),
   });
   void synced.then(() => leaks.start());
+  const usage = new UsageRefresh({
+    store,
+    apiKeys,
+    logger,
+    namespaces: config.watchNamespaces ?? null,
+    enqueue: (key) => keys.queue.add(key),
+    intervalMs: config.lastUsedRefreshMs,
+  });
+  void synced.then(() => usage.start());
   const requestLog = new RequestLogMaintenance({
     pool,
     logger,
@@ -202,7 +220,12 @@ function startControllers(
     synced: () =>
       apiKeys.hasSynced() && serviceUsers.hasSynced() && secrets.hasSynced() && policies.hasSynced(),
     async stop(): Promise<void> {
-      await Promise.all([...controllers.map((c) => c.queue.shutDown()), leaks.stop(), requestLog.stop()]);
+      await Promise.all([
+        ...controllers.map((c) => c.queue.shutDown()),
+        leaks.stop(),
+        usage.stop(),
+        requestLog.stop(),
+      ]);
       await Promise.all([apiKeys.stop(), serviceUsers.stop(), secrets.stop(), policies.stop()]);
       await running.catch(() => undefined);
       await events.flush();

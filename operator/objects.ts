@@ -11,6 +11,7 @@ import {
 } from '@kubernetes/client-node';
 import { GROUP, VERSION } from '../api/common.js';
 import { statusCodeOf } from './kube/errors.js';
+import type { OwnStatusWrites } from './kube/own-writes.js';
 import { managedFieldsMigration } from './secret.js';
 
 /** Field manager of status and finalizer writes; Secrets have one per ApiKey (secret.ts). */
@@ -44,10 +45,13 @@ export function requestTimeout(ms = 30_000, opt?: Options): Options {
 export class KubeWriter {
   readonly #custom: CustomObjectsApi;
   readonly #core: CoreV1Api;
+  readonly #ownWrites: Partial<Record<Plural, OwnStatusWrites>>;
 
-  constructor(kc: KubeConfig) {
+  /** `ownWrites`: per kind, where status writes are recorded so their echo can be skipped (own-writes.ts). */
+  constructor(kc: KubeConfig, ownWrites: Partial<Record<Plural, OwnStatusWrites>> = {}) {
     this.#custom = kc.makeApiClient(CustomObjectsApi);
     this.#core = kc.makeApiClient(CoreV1Api);
+    this.#ownWrites = ownWrites;
   }
 
   /** Returns the object as stored, or undefined when the write was stale (409). */
@@ -56,7 +60,9 @@ export class KubeWriter {
     obj: KubernetesObject,
     status: object,
   ): Promise<KubernetesObject | undefined> {
-    return await this.#custom
+    const own = this.#ownWrites[plural];
+    own?.writing(obj, status);
+    const stored: KubernetesObject | undefined = await this.#custom
       .patchNamespacedCustomObjectStatus(
         {
           group: GROUP,
@@ -74,10 +80,16 @@ export class KubeWriter {
       )
       .catch((err: unknown) => {
         // Stale: the newer version is on its way to the informer and brings the object back to the
-        // queue, so this is not a failure to retry or to log.
-        if (statusCodeOf(err) !== 409) throw err;
+        // queue (or, should it be this process's own write, whose echo is skipped, own.stale does),
+        // so this is not a failure to retry or to log.
+        if (statusCodeOf(err) !== 409) {
+          own?.failed(obj);
+          throw err;
+        }
+        own?.stale(obj);
         return undefined;
       });
+    return stored;
   }
 
   async addFinalizer(plural: Plural, obj: KubernetesObject): Promise<void> {

@@ -13,6 +13,7 @@ import {
   secretMatch,
 } from './keys.js';
 import { processLeakReports } from './leak-reports.js';
+import { type RecentUse, recentlyUsedKeys } from './recent-use.js';
 import type {
   ApiKeyState,
   KeyCounts,
@@ -116,6 +117,11 @@ export class OperatorStore {
     limit = 100,
   ): Promise<Array<{ namespace: string; name: string; keyId: string; source: string | null }>> {
     return processLeakReports(this.#ctx, namespaces, limit);
+  }
+
+  /** Live keys used within the last `withinSeconds` (recent-use.ts). */
+  recentlyUsedKeys(namespaces: readonly string[] | null, withinSeconds: number): Promise<RecentUse[]> {
+    return recentlyUsedKeys(this.#ctx, namespaces, withinSeconds);
   }
 
   /** Records `key.expired` once per expiry; returns whether it wrote (see audit.ts). */

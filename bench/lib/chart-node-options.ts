@@ -14,3 +14,12 @@ export function chartNodeOptions(component: 'webhook' | 'operator'): string {
   const options = values[component]?.nodeOptions;
   return typeof options === 'string' ? options : '';
 }
+
+/** MALLOC_ARENA_MAX as the chart sets it for the operator (`operator.mallocArenaMax`), or undefined. */
+export function chartMallocArenaMax(): string | undefined {
+  const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as {
+    operator?: { mallocArenaMax?: unknown };
+  };
+  const arenas = values.operator?.mallocArenaMax;
+  return typeof arenas === 'number' ? String(arenas) : undefined;
+}

@@ -268,10 +268,15 @@ export class KeyActions {
     if (dryRun) return;
     if (written) return this.d.memory.knowSecret(uid, written);
     // Name the holder, as a conflict found by reading does: usually another ApiKey that won a race.
-    const taken = secretOwnership(
-      apiKey,
-      await this.d.kube.readSecret(apiKey.metadata.namespace ?? '', secretNameOf(apiKey)),
-    );
+    const existing = await this.d.kube.readSecret(apiKey.metadata.namespace ?? '', secretNameOf(apiKey));
+    // The next pass decides from this Secret, read again from the API server (gather.ts secretOf).
+    this.d.memory.knowSecret(uid, existing);
+    const taken = secretOwnership(apiKey, existing);
+    // This key's own Secret, unseen by the informer (its labels edited away): decided again on it.
+    if (taken.kind === 'own')
+      throw new Error(
+        `Secret ${secretNameOf(apiKey)} of ${describe(apiKey)} exists already; deciding again on it`,
+      );
     throw new SecretTakenError(
       taken.kind === 'foreign'
         ? taken.message

@@ -3,8 +3,11 @@ import { userUpdateConcernsKeys } from '../changes.js';
 import { type Controller, keysInNamespaces, self, watch } from '../kube/controller.js';
 import type { SharedInformer } from '../kube/informer.js';
 import { objectKey } from '../kube/object.js';
+import type { OwnStatusWrites } from '../kube/own-writes.js';
 import type { WorkQueue } from '../kube/workqueue.js';
 import { API_KEY_LABEL, keysNamingSecret } from '../secret.js';
+import type { WriteMemory } from './memory.js';
+import { MAX_KEYS_EXCEEDED } from './reasons.js';
 import type { ApiKeyReconciler } from './reconciler.js';
 
 export interface ApiKeyControllerDeps {
@@ -14,6 +17,10 @@ export interface ApiKeyControllerDeps {
   secrets: SharedInformer<V1Secret>;
   queue: WorkQueue;
   reconciler: Pick<ApiKeyReconciler, 'reconcile'>;
+  /** The status writes of the reconciler's KubeWriter, whose echoes are not queued again. */
+  ownWrites?: OwnStatusWrites;
+  /** The reconciler's memory of the Secrets it wrote; their echoes are not queued again. */
+  memory?: WriteMemory;
 }
 
 export interface ApiKeyController extends Controller {
@@ -24,6 +31,17 @@ export interface ApiKeyController extends Controller {
 /** The ServiceUser an ApiKey names (spec.serviceUserRef.name), read without parsing the spec. */
 export function serviceUserOf(apiKey: KubernetesObject): string | undefined {
   return (apiKey as { spec?: { serviceUserRef?: { name?: string } } }).spec?.serviceUserRef?.name;
+}
+
+function readyReason(obj: KubernetesObject | undefined): string | undefined {
+  const { status } = (obj ?? {}) as { status?: { conditions?: Array<{ type: string; reason?: string }> } };
+  return status?.conditions?.find((c) => c.type === 'Ready')?.reason;
+}
+
+/** The Secret as this process wrote (or last read) it for the ApiKey controlling it. */
+function isOwnEcho(memory: WriteMemory | undefined, secret: V1Secret): boolean {
+  const owner = secret.metadata?.ownerReferences?.find((r) => r.controller)?.uid;
+  return memory !== undefined && owner !== undefined && memory.isKnownVersion(owner, secret);
 }
 
 /**
@@ -38,13 +56,28 @@ export function apiKeyController(d: ApiKeyControllerDeps): ApiKeyController {
       .filter((k) => k.metadata?.namespace === namespace && serviceUserOf(k) === name)
       .map(objectKey);
 
-  watch(d.apiKeys, d.queue, self);
+  d.ownWrites?.onStale((key) => d.queue.add(key));
+  watch(d.apiKeys, d.queue, (key, change, old) => {
+    if (change === 'deleted') d.ownWrites?.forget(key);
+    return old && d.ownWrites?.isEcho(old, key) ? [] : self(key);
+  });
+  // A key refused for its user's maxKeys is queued when the user's count shows a free slot, not
+  // only when the count goes down: a key revoked before the user's status ever counted it frees a
+  // slot that no status shows as a drop.
+  const waitingForSlot = (user: KubernetesObject): string[] => {
+    const { spec, status } = user as { spec?: { maxKeys?: number }; status?: { keys?: number } };
+    if (spec?.maxKeys === undefined || status?.keys === undefined || status.keys >= spec.maxKeys) return [];
+    return keysOf(user.metadata?.namespace ?? '', user.metadata?.name ?? '').filter(
+      (key) => readyReason(d.apiKeys.get(key)) === MAX_KEYS_EXCEEDED,
+    );
+  };
   watch(d.serviceUsers, d.queue, (user, _change, old) =>
     old && !userUpdateConcernsKeys(old, user)
-      ? []
+      ? waitingForSlot(user)
       : keysOf(user.metadata?.namespace ?? '', user.metadata?.name ?? ''),
   );
   watch(d.secrets, d.queue, (secret, change) => {
+    if (change !== 'deleted' && isOwnEcho(d.memory, secret)) return [];
     const keyName = secret.metadata?.labels?.[API_KEY_LABEL];
     const keys = keyName ? [`${secret.metadata?.namespace}/${keyName}`] : [];
     return change === 'deleted' ? [...keys, ...keysNamingSecret(d.apiKeys.list(), secret)] : keys;
@@ -53,7 +86,10 @@ export function apiKeyController(d: ApiKeyControllerDeps): ApiKeyController {
   return {
     name: 'apikey',
     queue: d.queue,
-    reconcile: (key) => d.reconciler.reconcile(key),
+    reconcile: (key) => {
+      d.ownWrites?.passStarts(key);
+      return d.reconciler.reconcile(key);
+    },
     enqueueNamespaces: (namespaces) => {
       for (const key of keysInNamespaces(d.apiKeys, namespaces)) d.queue.add(key);
     },

@@ -1,6 +1,7 @@
 import type { ApiKey } from '../../api/apikey.js';
 import { parseDuration } from '../../api/duration.js';
 import type { ApiKeyState, KeyPatch, OperatorStore } from '../../store/operator-store.js';
+import { sameList, sameTime } from '../../store/rows.js';
 import { type Grants, grantedExpiry } from '../accesspolicy/grants.js';
 import type { EventRecorder } from '../kube/events.js';
 import { fromStore } from '../status.js';
@@ -25,16 +26,18 @@ export class KeyFields {
   /** Brings the store's mutable fields in line with the spec; returns the key as stored now. */
   async syncFields(f: KeyFacts, state: ApiKeyState): Promise<ApiKeyState> {
     const from = state.rotatedAt ?? state.issuedAt;
-    const result = await fromStore(() =>
-      this.d.store.updateKey(f.uid, {
-        description: f.apiKey.spec.description ?? '',
-        scopes: f.apiKey.spec.scopes ?? null,
-        disabled: f.apiKey.spec.disabled === true,
-        // Only reached when the key fits the grants (checks.ts notPermitted).
-        notPermitted: false,
-        expiresAt: grantedExpiry(desiredExpiry(f.apiKey.spec, from), f.grants, from),
-      }),
-    );
+    const patch = {
+      description: f.apiKey.spec.description ?? '',
+      scopes: f.apiKey.spec.scopes ?? null,
+      disabled: f.apiKey.spec.disabled === true,
+      // Only reached when the key fits the grants (checks.ts notPermitted).
+      notPermitted: false,
+      expiresAt: grantedExpiry(desiredExpiry(f.apiKey.spec, from), f.grants, from),
+    };
+    // The state was read (or written) by this pass: when it already holds the spec, as after every
+    // issue, the store's answer is known and its transaction (three round trips) is skipped.
+    if (holds(state, patch)) return state;
+    const result = await fromStore(() => this.d.store.updateKey(f.uid, patch));
     if (result.kind !== 'ok')
       throw new Error(
         `update of ${f.apiKey.metadata.namespace}/${f.apiKey.metadata.name} refused by the store: ${result.kind}`,
@@ -51,6 +54,20 @@ export class KeyFields {
       message: `key ${key.keyId} ${key.disabled ? 'disabled' : 'enabled again'} by spec.disabled`,
     });
   }
+}
+
+/** Whether the stored key already has these fields, compared as updateKey compares them. */
+function holds(
+  state: ApiKeyState,
+  patch: Required<Omit<KeyPatch, 'scopes'>> & Pick<KeyPatch, 'scopes'>,
+): boolean {
+  return (
+    state.description === patch.description &&
+    sameList(state.scopes, patch.scopes ?? null) &&
+    state.disabled === patch.disabled &&
+    state.notPermitted === patch.notPermitted &&
+    sameTime(state.expiresAt, patch.expiresAt)
+  );
 }
 
 /**

@@ -94,7 +94,7 @@ export async function gather(
     rotateRequest: apiKey.metadata.annotations?.[ROTATE_ANNOTATION] ?? null,
     answeredRequests: answeredRequests(apiKey.status),
   };
-  return { ...facts, ...(await secretFacts(deps, apiKey, state, await secretOf(deps, apiKey))) };
+  return { ...facts, ...(await secretFacts(deps, apiKey, state, await secretOf(deps, apiKey, state))) };
 }
 
 /**
@@ -114,14 +114,22 @@ export async function withSecretFromApiServer(deps: GatherDeps, facts: KeyFacts)
 /**
  * The key's Secret: from the informer unless it may be older than what this process last wrote or
  * read, else from the API server. The informer sees only Secrets labelled as keyward's, so a
- * tenant's unlabelled Secret of that name (or keyward's own, its labels edited away) is read too.
+ * tenant's unlabelled Secret of that name (or keyward's own, its labels edited away) is read too;
+ * except for a key the store has never issued and this process has never written a Secret for:
+ * its first write is a create, which the API server refuses (409) if any Secret of that name
+ * exists, and that refusal reads it (actions.ts). That saves every new key a GET answered 404.
  */
-async function secretOf(deps: GatherDeps, apiKey: ApiKey): Promise<V1Secret | undefined> {
+async function secretOf(
+  deps: GatherDeps,
+  apiKey: ApiKey,
+  state: ApiKeyState | null,
+): Promise<V1Secret | undefined> {
   const namespace = apiKey.metadata.namespace ?? '';
   const name = secretNameOf(apiKey);
   const uid = apiKey.metadata.uid ?? '';
   const cached = deps.secrets.get(`${namespace}/${name}`);
   if (cached && !deps.memory.mayBeStale(uid, cached)) return cached;
+  if (!cached && state === null && !deps.memory.knowsSecretOf(uid)) return undefined;
   const read = await deps.kube.readSecret(namespace, name);
   // Once the informer has this version too, it is trusted again (no read on every pass).
   deps.memory.knowSecret(uid, read);

@@ -18,9 +18,22 @@ export class WriteMemory {
 
   /** Records the newest version of the Secret this process knows: the answer to a write or a read. */
   knowSecret(uid: string, secret: V1Secret | undefined): void {
-    const version = secret?.metadata?.resourceVersion;
-    if (version) this.#secretVersions.set(uid, version);
-    else this.#secretVersions.delete(uid);
+    // NONE: read, and there was none; the informer may still show one it has not seen deleted.
+    this.#secretVersions.set(uid, secret?.metadata?.resourceVersion ?? NONE);
+  }
+
+  /** Whether this process wrote or read a Secret of this key (or read that there is none). */
+  knowsSecretOf(uid: string): boolean {
+    return this.#secretVersions.has(uid);
+  }
+
+  /**
+   * Whether this is the very version of the key's Secret this process last wrote or read: a pass
+   * already decided from it, so its watch event brings nothing new to decide (the echo of a write).
+   */
+  isKnownVersion(uid: string, secret: V1Secret): boolean {
+    const version = secret.metadata?.resourceVersion;
+    return version !== undefined && this.#secretVersions.get(uid) === version;
   }
 
   /** Whether the informer's copy may be older than the version this process last wrote or read. */
@@ -66,6 +79,9 @@ export class WriteMemory {
     this.#limits.delete(uid);
   }
 }
+
+/** The version remembered for a key whose Secret was read and found absent: no informer copy matches it. */
+const NONE = '';
 
 /** What a user changes to move a key past a refused write: the spec (generation) or the rotate request. */
 function fingerprint(raw: KubernetesObject): string {

@@ -65,13 +65,15 @@ export interface ApiKeyReconcilerDeps {
   restarter: WorkloadRestarter;
   /** Token changes this close together give one restart of the restart targets. */
   restartDebounceMs: number;
-  /** A Ready key is reconciled again at least this often, so status.lastUsedAt follows the store. */
+  /** A Ready key with a quota is reconciled again at least this often, so status.quota follows the store. */
   lastUsedRefreshMs?: number;
   now?: () => Date;
   random?: RandomSource;
+  /** What this process wrote; shared with the controller, which skips the echoes of its writes. */
+  memory?: WriteMemory;
 }
 
-/** Default of KEYWARD_LAST_USED_REFRESH_SECONDS: the bound on how far status.lastUsedAt lags the store. */
+/** Default of KEYWARD_LAST_USED_REFRESH_SECONDS: the bound on how far status.quota lags the store. */
 const LAST_USED_REFRESH_MS = 60_000;
 
 function storedKey(state: ApiKeyState): StoredKey {
@@ -101,7 +103,7 @@ export class ApiKeyReconciler {
   constructor(deps: ApiKeyReconcilerDeps) {
     this.#d = deps;
     this.#now = deps.now ?? ((): Date => new Date());
-    const memory = new WriteMemory();
+    const memory = deps.memory ?? new WriteMemory();
     this.#gather = { ...deps, memory };
     this.#act = new KeyActions({ ...deps, memory });
     this.#fields = new KeyFields(deps);
@@ -289,10 +291,12 @@ export class ApiKeyReconciler {
       drop: consumers.drop,
       extra: [...stateFlags(state, ready.expired, suspended), ...consumers.conditions],
     });
-    // The webhook records use in the store; only a reconcile brings it to status.lastUsedAt.
-    const refresh = ready.failure
-      ? null
-      : new Date(now.getTime() + (this.#d.lastUsedRefreshMs ?? LAST_USED_REFRESH_MS));
+    // A use brings the key back through UsageRefresh (usage-refresh.ts); the quota's remaining
+    // count also refills with time, so a key with a quota is refreshed on its own as well.
+    const refresh =
+      ready.failure || !apiKey.spec.quota
+        ? null
+        : new Date(now.getTime() + (this.#d.lastUsedRefreshMs ?? LAST_USED_REFRESH_MS));
     const wake = [nextWakeup(apiKey.spec, stored, now), consumers.wakeAt ?? null, refresh]
       .filter((d): d is Date => d !== null)
       .sort((a, b) => a.getTime() - b.getTime())[0];

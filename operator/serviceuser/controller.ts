@@ -5,6 +5,7 @@ import { findCondition } from '../conditions.js';
 import { type Controller, keysInNamespaces, self, watch } from '../kube/controller.js';
 import type { SharedInformer } from '../kube/informer.js';
 import { objectKey } from '../kube/object.js';
+import type { OwnStatusWrites } from '../kube/own-writes.js';
 import type { WorkQueue } from '../kube/workqueue.js';
 import { REASONS } from './reasons.js';
 import type { ServiceUserReconciler } from './reconciler.js';
@@ -21,6 +22,8 @@ export interface ServiceUserControllerDeps {
   apiKeys: SharedInformer<KubernetesObject>;
   queue: WorkQueue;
   reconciler: Pick<ServiceUserReconciler, 'reconcile'>;
+  /** The status writes of the reconciler's KubeWriter, whose echoes are not queued again. */
+  ownWrites?: OwnStatusWrites;
 }
 
 /**
@@ -29,9 +32,14 @@ export interface ServiceUserControllerDeps {
  * change with its keys).
  */
 export function serviceUserController(d: ServiceUserControllerDeps): Controller {
-  watch(d.serviceUsers, d.queue, (user, change) =>
-    change === 'deleted' ? [objectKey(user), ...usersInConflict(d.serviceUsers)] : self(user),
-  );
+  d.ownWrites?.onStale((key) => d.queue.add(key));
+  watch(d.serviceUsers, d.queue, (user, change, old) => {
+    if (change === 'deleted') {
+      d.ownWrites?.forget(user);
+      return [objectKey(user), ...usersInConflict(d.serviceUsers)];
+    }
+    return old && d.ownWrites?.isEcho(old, user) ? [] : self(user);
+  });
   const countsMayChange = (key: KubernetesObject): void => {
     const user = serviceUserOf(key);
     if (user) d.queue.addAfter(`${key.metadata?.namespace}/${user}`, KEY_COUNT_COALESCE_MS);
@@ -46,7 +54,10 @@ export function serviceUserController(d: ServiceUserControllerDeps): Controller 
   return {
     name: 'serviceuser',
     queue: d.queue,
-    reconcile: (key) => d.reconciler.reconcile(key),
+    reconcile: (key) => {
+      d.ownWrites?.passStarts(key);
+      return d.reconciler.reconcile(key);
+    },
     enqueueNamespaces: (namespaces) => {
       for (const key of keysInNamespaces(d.serviceUsers, namespaces)) d.queue.add(key);
     },
