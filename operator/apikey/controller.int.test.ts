@@ -25,6 +25,8 @@ describe('the ApiKey controller', () => {
   let objects: KeywardObjects;
   let stop: () => Promise<void>;
   let shown: () => Promise<string | undefined>;
+  /** The controller's own view of an object, to wait until it has seen a write. */
+  let seen: (plural: 'apikeys' | 'serviceusers', name: string) => KubernetesObject | undefined;
   const passes: string[] = [];
 
   beforeEach(async () => {
@@ -69,6 +71,7 @@ describe('the ApiKey controller', () => {
         },
       },
     });
+    seen = (plural, name) => (plural === 'apikeys' ? apiKeys : serviceUsers).get(`${ns}/${name}`);
     for (const i of [apiKeys, serviceUsers, secrets]) i.start();
     await Promise.all([apiKeys.waitForSync(), serviceUsers.waitForSync(), secrets.waitForSync()]);
     const running = queue.run(2, (key) => controller.reconcile(key));
@@ -106,19 +109,29 @@ describe('the ApiKey controller', () => {
   it('runs a key waiting for a slot when its user’s count shows one free, though the count never went down', async () => {
     // Another writer than the controller's, so none of these writes counts as its own.
     const writer = new KubeWriter(kc);
-    const condition = (reason: string) => ({
-      type: 'Ready',
-      status: 'False',
-      reason,
-      message: 'test',
-      lastTransitionTime: new Date().toISOString(),
-    });
-    const userCounts = async (keys: number): Promise<void> => {
-      await writer.patchStatus('serviceusers', await objects.get('serviceusers', 'u'), {
-        keys,
-        activeKeys: keys,
-      });
+    /** Writes status (again on a 409, as the controller's own pass may write too) until the controller has seen it. */
+    const writeStatus = async (
+      plural: 'apikeys' | 'serviceusers',
+      name: string,
+      status: Record<string, unknown>,
+      shows: (obj: KubernetesObject | undefined) => boolean,
+    ): Promise<void> => {
+      await eventually(
+        `${plural}/${name} status written`,
+        async () =>
+          (await writer.patchStatus(plural, await objects.get(plural, name), status)) ? true : undefined,
+        15_000,
+      );
+      await eventually(
+        `${plural}/${name} status seen`,
+        async () => (shows(seen(plural, name)) ? true : undefined),
+        15_000,
+      );
     };
+    const keysShown = (n: number) => (obj: KubernetesObject | undefined) =>
+      (obj as { status?: { keys?: number } } | undefined)?.status?.keys === n;
+    const userCounts = (keys: number) =>
+      writeStatus('serviceusers', 'u', { keys, activeKeys: keys }, keysShown(keys));
     await objects.create('serviceusers', {
       kind: 'ServiceUser',
       metadata: { name: 'u' },
@@ -130,10 +143,23 @@ describe('the ApiKey controller', () => {
       metadata: { name: 'w' },
       spec: { serviceUserRef: { name: 'u' } },
     });
-    await eventually('the create run', async () => (passes.includes(`${ns}/w`) ? true : undefined), 15_000);
-    await writer.patchStatus('apikeys', await objects.get('apikeys', 'w'), {
-      conditions: [condition('MaxKeysExceeded')],
-    });
+    // The create's pass writes status too; the controller must have seen that write first.
+    const statusOf = (obj: KubernetesObject | undefined) => (obj as { status?: object } | undefined)?.status;
+    await eventually(
+      'the create run written',
+      async () => (statusOf(seen('apikeys', 'w')) ? true : undefined),
+      15_000,
+    );
+    const waiting = {
+      type: 'Ready',
+      status: 'False',
+      reason: 'MaxKeysExceeded',
+      message: 'test',
+      lastTransitionTime: new Date().toISOString(),
+    };
+    await writeStatus('apikeys', 'w', { conditions: [waiting] }, (obj) =>
+      JSON.stringify(statusOf(obj) ?? {}).includes('MaxKeysExceeded'),
+    );
     await new Promise((r) => setTimeout(r, QUIET_MS));
 
     // Full: nothing to do for the waiting key.
@@ -141,8 +167,8 @@ describe('the ApiKey controller', () => {
     await userCounts(2);
     await new Promise((r) => setTimeout(r, QUIET_MS));
     expect(passes).not.toContain(`${ns}/w`);
-    // 2 → 1 goes down, which always queued the user's keys; 1 → 1 with another change does not.
-    // What this is about: a count that rises yet leaves room (the slot freed before it was counted).
+    // 2 → 0 goes down, which always queued the user's keys. What this is about: a count that
+    // rises yet leaves room (the slot freed before any status counted the key that held it).
     await userCounts(0);
     await new Promise((r) => setTimeout(r, QUIET_MS));
     passes.length = 0;
