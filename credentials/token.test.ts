@@ -3,6 +3,7 @@ import { crc32 } from 'node:zlib';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
+  checksumPasses,
   DEFAULT_TOKEN_PREFIX,
   generateKeyId,
   generateToken,
@@ -150,6 +151,32 @@ describe('parseToken', () => {
         fc.pre(!result.ok);
         expect(result).toEqual({ ok: false, reason: 'bad_checksum' });
       }),
+    );
+  });
+
+  it('checksumPasses lets every token parseToken accepts through, and stops only malformed or bad_checksum ones', () => {
+    const anyAscii = fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c));
+    const candidates = fc.oneof(
+      // real tokens, and real tokens with one character replaced
+      fc
+        .tuple(prefixArb, bytesArb)
+        .map(([prefix, bytes]) => generateToken({ prefix, random: () => bytes }).token),
+      fc.tuple(prefixArb, bytesArb, fc.nat(), anyAscii).map(([prefix, bytes, at, c]) => {
+        const token = generateToken({ prefix, random: () => bytes }).token;
+        const i = at % token.length;
+        return token.slice(0, i) + c + token.slice(i + 1);
+      }),
+      fc.stringMatching(/^[a-z]{1,8}_[0-9A-Za-z]{49}$/),
+      fc.string({ maxLength: 70 }),
+    );
+    fc.assert(
+      fc.property(candidates, (candidate) => {
+        const parsed = parseToken(candidate, { prefix: 'kw' });
+        if (parsed.ok || parsed.reason === 'wrong_prefix') expect(checksumPasses(candidate)).toBe(true);
+        // A wrong checksum passes with probability 2^-32, so for these strings never.
+        if (!parsed.ok && parsed.reason === 'bad_checksum') expect(checksumPasses(candidate)).toBe(false);
+      }),
+      { numRuns: 20_000 },
     );
   });
 
