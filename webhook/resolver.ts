@@ -1,12 +1,6 @@
 import { hash as digest } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
-import {
-  checksumPasses,
-  displayPrefixOfValid,
-  MAX_TOKEN_LENGTH,
-  type ParseResult,
-  parseToken,
-} from '../credentials/token.js';
+import { checksumPasses, displayPrefixOfValid, type ParseResult, parseToken } from '../credentials/token.js';
 import { isPoolAcquireTimeout } from '../store/errors.js';
 import type { KeyLookup } from '../store/lookup.js';
 import type { CacheEntry, VerifyCache } from './cache.js';
@@ -112,10 +106,9 @@ export class Resolver {
 
   resolveCached(token: string): Resolution | PendingLookup {
     const { cache, metrics } = this.#options;
-    if (token.length > MAX_TOKEN_LENGTH) return { kind: 'invalid', reason: 'malformed' };
-    // A made-up token (wrong shape or checksum) matches no key: refused before the SHA-256 and the
-    // cache lookup a real one needs, with nothing allocated until then, so garbage is answered
-    // at least as fast as a hit. parseToken names the reason on that path only.
+    // A made-up token (wrong length or checksum, oversized input too) matches no key: refused
+    // before the SHA-256 and the cache lookup a real one needs, with nothing allocated until then,
+    // so garbage is answered at least as fast as a hit. parseToken names the reason on that path only.
     if (!checksumPasses(token))
       return refused(parseToken(token, { prefix: this.#options.tokenPrefix }), token);
     // Then the cache: only tokens that passed parseToken (prefix too) are ever filled, so a fresh
@@ -219,7 +212,10 @@ export class Resolver {
   }
 }
 
-/** A token parseToken rejects, as the pipeline answers it. */
+/**
+ * A token parseToken rejects, as the pipeline answers it. Never `ok` here (checksumPasses lets every
+ * token parseToken accepts through); were it, the token would still be refused, not served unchecked.
+ */
 function refused(parsed: ParseResult, token: string): Resolution {
   if (parsed.ok || parsed.reason === 'malformed') return { kind: 'invalid', reason: 'malformed' };
   return invalidWellFormed(parsed.reason, token);

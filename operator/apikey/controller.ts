@@ -1,5 +1,7 @@
 import type { KubernetesObject, V1Secret } from '@kubernetes/client-node';
+import type { Condition } from '../../api/common.js';
 import { userUpdateConcernsKeys } from '../changes.js';
+import { findCondition } from '../conditions.js';
 import { type Controller, keysInNamespaces, self, watch } from '../kube/controller.js';
 import type { SharedInformer } from '../kube/informer.js';
 import { objectKey } from '../kube/object.js';
@@ -34,8 +36,10 @@ export function serviceUserOf(apiKey: KubernetesObject): string | undefined {
 }
 
 function readyReason(obj: KubernetesObject | undefined): string | undefined {
-  const { status } = (obj ?? {}) as { status?: { conditions?: Array<{ type: string; reason?: string }> } };
-  return status?.conditions?.find((c) => c.type === 'Ready')?.reason;
+  return findCondition(
+    (obj as { status?: { conditions?: Condition[] } } | undefined)?.status?.conditions,
+    'Ready',
+  )?.reason;
 }
 
 /** The Secret as this process wrote (or last read) it for the ApiKey controlling it. */
