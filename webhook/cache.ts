@@ -1,8 +1,11 @@
 import { LRUCache } from 'lru-cache';
 import type { StoreChange } from '../store/changes.js';
 import type { KeyLookup } from '../store/lookup.js';
+import { SlotColumns } from './cache-columns.js';
 import type { KeyState } from './decision.js';
-import { CachedKey, keyState, UserRecord } from './key-state.js';
+import { HashSlots } from './hash-slots.js';
+import { keyColumns, keyState, UserRecord } from './key-state.js';
+import { IndexedHeads, MapHeads, SlotChains } from './slot-chains.js';
 
 export interface CacheOptions {
   /** Positive entries (LRU beyond this). */
@@ -19,7 +22,7 @@ export interface CacheOptions {
 }
 
 export interface CacheEntry extends KeyState {
-  /** When the store last confirmed this row, in ms on the cache's own clock (see VerifyCache). */
+  /** When the store last confirmed this row, in epoch ms on the cache's clock (CacheOptions.now). */
   readonly verifiedAt: number;
   /** The listener epoch in which it was confirmed (see VerifyCache.epoch). */
   readonly epoch: number;
@@ -65,10 +68,12 @@ const CHANGE_LOG_LIMIT = 10_000;
 
 export class VerifyCache {
   readonly #options: CacheOptions;
-  readonly #entries: LRUCache<string, CachedKey>;
+  /** Positive entries: hash → slot, in LRU order; each key's fields are in #columns under its slot. */
+  readonly #slots: HashSlots;
+  readonly #columns: SlotColumns;
   readonly #negative: LRUCache<string, number>;
-  readonly #byUser = new Map<string, HashSet>();
-  readonly #byKey = new Map<string, HashSet>();
+  readonly #byUser: SlotChains;
+  readonly #byKey: SlotChains;
   /** The record the next cached key of a user shares, while any of its keys is cached. */
   readonly #users = new Map<string, UserRecord>();
   #generation = 0;
@@ -81,28 +86,31 @@ export class VerifyCache {
   #lastIssued = 0;
   #epoch = 0;
   #attached = false;
-  /**
-   * Entries keep verifiedAt as ms since this instant: a small integer is stored in the entry
-   * itself for 24 days, while an epoch-ms number takes a 16-byte box of its own.
-   */
-  readonly #clockBase: number;
+  readonly #evict = (slot: number): void => {
+    this.#unindex(slot);
+    this.#options.onEvict?.();
+  };
 
   constructor(options: CacheOptions) {
     this.#options = options;
-    this.#clockBase = options.now();
-    this.#entries = new LRUCache<string, CachedKey>({
-      max: options.maxEntries,
-      dispose: (entry, hash, reason) => {
-        this.#unindex(entry, hash);
-        if (reason === 'evict') options.onEvict?.();
-      },
-    });
+    this.#slots = new HashSlots(options.maxEntries);
+    this.#columns = new SlotColumns(this.#slots.capacity);
+    const columns = this.#columns;
+    this.#byUser = new SlotChains(this.#slots.capacity, new MapHeads());
+    this.#byKey = new SlotChains(
+      this.#slots.capacity,
+      new IndexedHeads(
+        this.#slots.capacity,
+        (slot) => columns.keyId(slot),
+        (slot, keyId) => columns.keyIdIs(slot, keyId),
+      ),
+    );
     // lru-cache rejects max 0; a one-slot cache that is never written does the same job.
     this.#negative = new LRUCache<string, number>({ max: Math.max(1, options.negativeMaxEntries) });
   }
 
   get size(): number {
-    return this.#entries.size;
+    return this.#slots.size;
   }
 
   get negativeSize(): number {
@@ -115,17 +123,20 @@ export class VerifyCache {
   }
 
   get(hash: string): CacheLookup {
-    const entry = this.#entries.get(hash);
+    const slot = this.#slots.find(hash);
     const now = this.#options.now();
-    if (entry !== undefined) {
-      const age = now - this.#clockBase - entry.verifiedAt;
-      if (this.#attached && entry.epoch === this.#epoch && age < this.#options.ttlMs) {
-        return { kind: 'fresh', entry };
+    if (slot >= 0) {
+      this.#slots.touch(slot);
+      const columns = this.#columns;
+      const age = now - columns.verifiedAt(slot);
+      const current = columns.epoch(slot) === this.#epoch;
+      if (this.#attached && current && age < this.#options.ttlMs) {
+        return { kind: 'fresh', entry: columns.view(slot) };
       }
       return {
         kind: 'stale',
-        entry,
-        usableOnError: entry.epoch === this.#epoch && age < this.#options.staleIfErrorMs,
+        entry: columns.view(slot),
+        usableOnError: current && age < this.#options.staleIfErrorMs,
       };
     }
     const until = this.#negative.get(hash);
@@ -160,15 +171,23 @@ export class VerifyCache {
       this.#userChangedAt.get(key.userId) ?? 0,
       this.#keyChangedAt.get(key.keyId) ?? 0,
     );
-    const verifiedAt = now - this.#clockBase;
     // Refused: this request's answer only, sharing nothing with what the cache holds.
-    if (generation < changed) return keyState(key, verifiedAt, this.#epoch);
-    // Replacing an entry un-indexes it (dispose) first, which may retire its user's record.
-    this.#entries.delete(hash);
-    const entry = new CachedKey(this.#userRecord(key), key, verifiedAt, this.#epoch);
+    if (generation < changed) return keyState(key, now, this.#epoch);
+    // Replacing an entry un-indexes it first, which may retire its user's record.
+    const old = this.#slots.find(hash);
+    if (old >= 0) this.#remove(old);
     this.#negative.delete(hash);
-    this.#entries.set(hash, entry);
-    this.#index(entry, hash);
+    const slot = this.#slots.add(hash, this.#evict);
+    const entry = this.#columns.write(
+      slot,
+      key.apiKeyId,
+      key.keyId,
+      keyColumns(this.#userRecord(key), key),
+      now,
+      this.#epoch,
+    );
+    this.#byUser.add(key.userId, slot);
+    this.#byKey.add(key.keyId, slot);
     return entry;
   }
 
@@ -191,13 +210,13 @@ export class VerifyCache {
     switch (change.entity) {
       case 'user':
         // A deleted user's keys are revoked with it: final, like a key's own revocation.
-        if (change.op === 'deleted') this.#revokeIndexed(this.#byUser, change.userId);
-        else this.#dropIndexed(this.#byUser, change.userId);
+        if (change.op === 'deleted') this.#revokeAll(this.#byUser.slotsOf(change.userId));
+        else this.#removeAll(this.#byUser.slotsOf(change.userId));
         this.#recordChange(this.#userChangedAt, change.userId, generation);
         return;
       case 'key':
-        if (change.op === 'revoked') this.#revokeIndexed(this.#byKey, change.keyId);
-        else this.#dropIndexed(this.#byKey, change.keyId);
+        if (change.op === 'revoked') this.#revokeAll(this.#byKey.slotsOf(change.keyId));
+        else this.#removeAll(this.#byKey.slotsOf(change.keyId));
         this.#recordChange(this.#keyChangedAt, change.keyId, generation);
         // A new secret may have a hash that was looked up (and found unknown) moments ago.
         if (change.op === 'issued' || change.op === 'rotated') {
@@ -207,7 +226,7 @@ export class VerifyCache {
         return;
       default:
         this.#refuseBefore = generation;
-        this.#entries.clear();
+        this.#clear();
         this.#negative.clear();
     }
   }
@@ -256,71 +275,40 @@ export class VerifyCache {
     this.#negative.clear();
   }
 
-  #index(entry: CachedKey, hash: string): void {
-    addTo(this.#byUser, entry.userId, hash);
-    addTo(this.#byKey, entry.keyId, hash);
+  #remove(slot: number): void {
+    this.#unindex(slot);
+    this.#slots.remove(slot);
   }
 
-  #unindex(entry: CachedKey, hash: string): void {
-    if (removeFrom(this.#byUser, entry.userId, hash)) this.#users.delete(entry.userId);
-    removeFrom(this.#byKey, entry.keyId, hash);
+  #removeAll(slots: readonly number[]): void {
+    for (const slot of slots) this.#remove(slot);
+  }
+
+  /** Un-indexes the key in `slot` and lets go of its columns; the slot itself is the caller's. */
+  #unindex(slot: number): void {
+    const columns = this.#columns;
+    const userId = columns.userId(slot);
+    if (this.#byUser.remove(userId, slot)) this.#users.delete(userId);
+    this.#byKey.remove(columns.keyId(slot), slot);
+    columns.clear(slot);
+  }
+
+  #clear(): void {
+    this.#columns.clearAll();
+    this.#slots.clear();
+    this.#byUser.clear();
+    this.#byKey.clear();
+    this.#users.clear();
   }
 
   /**
-   * Revocations are final: the entries named answer "revoked" from now on instead of being
-   * dropped, so the first request after the NOTIFY needs no store round trip (CachedKey.asRevoked).
+   * Revocations are final (only a later change naming the key, which drops the entry, brings a key
+   * back), so the NOTIFY that announces one says all a re-read would: the entries named answer
+   * "revoked" from now on instead of being dropped, and the first request after it needs no store
+   * round trip.
    */
-  #revokeIndexed(index: Map<string, HashSet>, id: string): void {
-    const hashes = index.get(id);
-    if (hashes === undefined) return;
+  #revokeAll(slots: readonly number[]): void {
     const now = this.#options.now();
-    for (const hash of typeof hashes === 'string' ? [hashes] : [...hashes]) {
-      const entry = this.#entries.peek(hash);
-      if (entry === undefined) continue;
-      const revoked = entry.asRevoked(now, now - this.#clockBase, this.#epoch);
-      // Replacing un-indexes the old entry (dispose) first, as in fill().
-      this.#entries.delete(hash);
-      this.#entries.set(hash, revoked);
-      this.#index(revoked, hash);
-    }
+    for (const slot of slots) this.#columns.revoke(slot, now, now, this.#epoch);
   }
-
-  #dropIndexed(index: Map<string, HashSet>, id: string): void {
-    const hashes = index.get(id);
-    if (hashes === undefined) return;
-    if (typeof hashes === 'string') this.#entries.delete(hashes);
-    else for (const hash of [...hashes]) this.#entries.delete(hash);
-  }
-}
-
-/**
- * The hashes cached for one key or user. Nearly every key has one secret (two during a
- * rotation's grace), so a lone hash is kept as the string itself: a Set per key cost ~180 bytes.
- */
-type HashSet = string | Set<string>;
-
-function addTo(index: Map<string, HashSet>, id: string, hash: string): void {
-  const hashes = index.get(id);
-  if (hashes === undefined) index.set(id, hash);
-  else if (typeof hashes === 'string') {
-    if (hashes !== hash) index.set(id, new Set([hashes, hash]));
-  } else hashes.add(hash);
-}
-
-/** Returns whether `id` has no hash left. */
-function removeFrom(index: Map<string, HashSet>, id: string, hash: string): boolean {
-  const hashes = index.get(id);
-  if (hashes === undefined) return true;
-  if (typeof hashes === 'string') {
-    if (hashes !== hash) return false;
-  } else {
-    hashes.delete(hash);
-    if (hashes.size > 1) return false;
-    if (hashes.size === 1) {
-      index.set(id, hashes.values().next().value as string);
-      return false;
-    }
-  }
-  index.delete(id);
-  return true;
 }

@@ -1,12 +1,13 @@
 import { getHeapStatistics } from 'node:v8';
 
 /**
- * Heap per cached key: ~390 bytes in a heap snapshot at 100,000 entries with room for 200,000
- * (bench/webhook.ts `--only memory`): the key's object (96), its issue time (16), its hash and id
- * strings (144), the LRU's slots (~65) and the two indexes' (~63). Rounded up for keys with their
- * own scope lists, limits or rare instants (revoked, rotated).
+ * Heap per cached key. The cache keeps its keys in columns outside V8's heap (webhook/cache-columns.ts,
+ * ~140 bytes a key, not counted against the heap limit); on the heap each key has only a reference
+ * to its shared profile (8 bytes). Rounded up for keys with their own scope lists, limits or rare
+ * instants (revoked, rotated), which hold an object of their own: 100,000 entries added 6–9 MiB
+ * of heap in `bench/webhook.ts --only memory`, garbage between collections included.
  */
-export const CACHED_KEY_BYTES = 600;
+export const CACHED_KEY_BYTES = 100;
 
 /** Share of the heap limit the positive cache may fill: the rest is the process and the garbage between collections. */
 const CACHE_HEAP_SHARE = 0.5;

@@ -17,7 +17,8 @@ const CURRENT_SECRET = Object.freeze({ current: true as const });
  * What keys of one user with the same flags, scope list and no limits of their own share: most
  * of a user's keys, so a cached key holds one reference instead of four fields.
  */
-interface KeyProfile {
+export interface KeyProfile {
+  readonly user: UserRecord;
   readonly notPermitted: boolean;
   readonly disabled: boolean;
   readonly narrowed: Narrowed;
@@ -67,6 +68,7 @@ export class UserRecord {
     const scopes = effectiveScopes(row.userScopes, null);
     this.#inherited = { keyScopes: null, scopes, header: scopes.join(',') };
     this.#plainProfile = {
+      user: this,
       notPermitted: false,
       disabled: false,
       narrowed: this.#inherited,
@@ -111,13 +113,25 @@ export class UserRecord {
   profile(row: KeyRow): KeyProfile {
     const { notPermitted, disabled, keyScopes } = row;
     if (hasOwnLimits(row.limits)) {
-      return { notPermitted, disabled, narrowed: this.narrow(keyScopes), limits: this.limitsFor(row.limits) };
+      return {
+        user: this,
+        notPermitted,
+        disabled,
+        narrowed: this.narrow(keyScopes),
+        limits: this.limitsFor(row.limits),
+      };
     }
     if (!notPermitted && !disabled && keyScopes === null) return this.#plainProfile;
     const id = `${notPermitted ? 1 : 0}${disabled ? 1 : 0}${keyScopes === null ? '' : JSON.stringify(keyScopes)}`;
     let profile = this.#profiles.get(id);
     if (profile === undefined) {
-      profile = { notPermitted, disabled, narrowed: this.narrow(keyScopes), limits: this.#inheritedLimits };
+      profile = {
+        user: this,
+        notPermitted,
+        disabled,
+        narrowed: this.narrow(keyScopes),
+        limits: this.#inheritedLimits,
+      };
       this.#profiles.set(id, profile);
     }
     return profile;
@@ -144,23 +158,47 @@ type KeyRow = Pick<
  * The instants of a key that most keys lack (revoked, rotated, a previous secret's grace end), as
  * epoch ms or null; a key with none of them holds null instead of an object.
  */
-interface RareInstants {
+export interface RareInstants {
   readonly revokedAt: number | null;
   readonly rotatedAt: number | null;
   /** Grace end of a previous secret; null for the current one. */
   readonly notAfter: number | null;
 }
 
+/** A key's own half of a store row in the form the cache keeps it (webhook/cache.ts holds it in columns). */
+export interface KeyColumns {
+  readonly profile: KeyProfile;
+  readonly issuedAt: number;
+  /** Epoch ms; null: never expires. */
+  readonly expiresAt: number | null;
+  readonly rare: RareInstants | null;
+}
+
+export function keyColumns(user: UserRecord, row: KeyRow): KeyColumns {
+  const notAfter = row.secret.current ? null : row.secret.notAfter.getTime();
+  return {
+    profile: user.profile(row),
+    issuedAt: row.issuedAt.getTime(),
+    expiresAt: row.expiresAt?.getTime() ?? null,
+    rare:
+      row.revokedAt === null && row.rotatedAt === null && notAfter === null
+        ? null
+        : {
+            revokedAt: row.revokedAt?.getTime() ?? null,
+            rotatedAt: row.rotatedAt?.getTime() ?? null,
+            notAfter,
+          },
+  };
+}
+
 /**
- * A cached key: the key's own half of the store row, a reference to its user's shared record and
- * to a profile shared with the user's like keys, and the cache's bookkeeping, in one object of nine
- * fields (each field costs 8 bytes: Node runs V8 without pointer compression). It is its own `key`
- * (a getter on the prototype, as are the user's and the profile's fields), and times are kept as
+ * A key as the request path reads it: the key's own fields, a profile shared with its user's like
+ * keys (which holds the user's shared record), and when the store confirmed it. It is its own
+ * `key` (a getter on the prototype, as are the user's and the profile's fields), and times are
  * epoch ms: a Date costs 96 bytes, a number 16. What the webhook never reads (the key's namespace
  * and name, the secret's display prefix: logs use the token's own) is not kept.
  */
 export class CachedKey implements KeyRecord, KeyState {
-  readonly user: UserRecord;
   readonly apiKeyId: string;
   readonly keyId: string;
   /** When the store last confirmed this row, on the cache's clock (VerifyCache). */
@@ -172,56 +210,23 @@ export class CachedKey implements KeyRecord, KeyState {
   readonly #expiresAt: number | null;
   readonly #rare: RareInstants | null;
 
-  constructor(user: UserRecord, row: KeyRow, verifiedAt: number, epoch: number) {
-    this.user = user;
-    this.apiKeyId = row.apiKeyId;
-    this.keyId = row.keyId;
+  constructor(apiKeyId: string, keyId: string, columns: KeyColumns, verifiedAt: number, epoch: number) {
+    this.apiKeyId = apiKeyId;
+    this.keyId = keyId;
     this.verifiedAt = verifiedAt;
     this.epoch = epoch;
-    this.#profile = user.profile(row);
-    this.#issuedAt = row.issuedAt.getTime();
-    this.#expiresAt = row.expiresAt?.getTime() ?? null;
-    const notAfter = row.secret.current ? null : row.secret.notAfter.getTime();
-    this.#rare =
-      row.revokedAt === null && row.rotatedAt === null && notAfter === null
-        ? null
-        : {
-            revokedAt: row.revokedAt?.getTime() ?? null,
-            rotatedAt: row.rotatedAt?.getTime() ?? null,
-            notAfter,
-          };
+    this.#profile = columns.profile;
+    this.#issuedAt = columns.issuedAt;
+    this.#expiresAt = columns.expiresAt;
+    this.#rare = columns.rare;
   }
 
   get key(): KeyRecord {
     return this;
   }
-  /**
-   * This key as its revocation left it, confirmed at `at` (epoch ms; `verifiedAt` is the same
-   * instant on the cache's clock). A revocation is final (only a later
-   * change naming the key, which drops this entry, brings a key back), so the NOTIFY that
-   * announces it says all a re-read would: the next request is answered without a store round trip.
-   */
-  asRevoked(at: number, verifiedAt: number, epoch: number): CachedKey {
-    return new CachedKey(
-      this.user,
-      {
-        apiKeyId: this.apiKeyId,
-        keyId: this.keyId,
-        keyScopes: this.keyScopes,
-        notPermitted: this.notPermitted,
-        disabled: this.disabled,
-        limits: this.limits,
-        revokedAt: new Date(at),
-        expiresAt: this.expiresAt,
-        issuedAt: this.issuedAt,
-        rotatedAt: this.rotatedAt,
-        secret: this.secret,
-      },
-      verifiedAt,
-      epoch,
-    );
+  get user(): UserRecord {
+    return this.#profile.user;
   }
-
   get notPermitted(): boolean {
     return this.#profile.notPermitted;
   }
@@ -299,7 +304,7 @@ export class CachedKey implements KeyRecord, KeyState {
 
 /** A key's state on its own, not shared with other keys (tests, and answers the cache refuses to keep). */
 export function keyState(row: KeyLookup, verifiedAt = 0, epoch = 0): CachedKey {
-  return new CachedKey(new UserRecord(row), row, verifiedAt, epoch);
+  return new CachedKey(row.apiKeyId, row.keyId, keyColumns(new UserRecord(row), row), verifiedAt, epoch);
 }
 
 function hasOwnLimits(limits: KeyLimits | undefined): limits is KeyLimits {

@@ -11,7 +11,8 @@ const STEPS = [0, 0.25, 0.5, 1];
 const CLIENTS = 32;
 /**
  * The webhook's default KEYWARD_CACHE_MAX_ENTRIES (docs/configuration.md): the cache is sized as
- * deployed, since its LRU allocates its slot arrays for the maximum up front (28 bytes a slot).
+ * deployed, since it reserves its columns for the maximum up front (about 140 bytes a slot,
+ * resident once a slot is first used).
  */
 const DEFAULT_CACHE_MAX_ENTRIES = 100_000;
 /** Lets the allocator and the collector settle after a burst before RSS is read. */
