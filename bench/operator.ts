@@ -17,7 +17,7 @@ import { KeywardObjects, startOperatorCluster } from '../devenv/operator.js';
 import { createDatabase, startPostgres } from '../devenv/postgres.js';
 import { PooledKubeConfig } from '../operator/kube/connections.js';
 import { MANAGED_SECRET_SELECTOR } from '../operator/secret.js';
-import { chartMallocArenaMax, chartNodeOptions } from './lib/chart-node-options.js';
+import { chartMallocArenaMax, chartNodeFlags, chartNodeOptions } from './lib/chart-node-options.js';
 import { cpuSecondsByCommand } from './lib/processes.js';
 import { ResultWriter } from './lib/results.js';
 
@@ -60,7 +60,7 @@ const { values } = parseArgs({
 const total = Number(values.keys);
 /** After the last key is Ready: lets the queue drain and V8 collect before the final RSS. */
 const SETTLE_MS = Number(values.settle) * 1000;
-/** NODE_OPTIONS (and MALLOC_ARENA_MAX, below) as the chart runs the operator, so the benchmark measures what ships. */
+/** NODE_OPTIONS (and the node flags and MALLOC_ARENA_MAX, below) as the chart runs the operator, so the benchmark measures what ships. */
 const nodeOptions = [
   chartNodeOptions('operator'),
   values['cpu-prof'] === undefined ? '' : `--cpu-prof --cpu-prof-dir=${values['cpu-prof']}`,
@@ -213,6 +213,7 @@ const cluster = await startOperatorCluster({
       (values.env ?? []).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),
     ),
   },
+  nodeFlags: chartNodeFlags(),
   accessPolicy: { usernames: ['user-*'], scopes: ['projects:*'] },
 });
 const db = new pg.Client({ connectionString: storeUrl });

@@ -82,6 +82,8 @@ export interface StartOperatorOptions {
   watchNamespace: string | readonly string[];
   identity?: string;
   env?: Record<string, string>;
+  /** Flags for `node` itself, before the script (V8 flags Node refuses in NODE_OPTIONS), as the chart's operator.nodeFlags. */
+  nodeFlags?: readonly string[];
   /** Where operator.log goes (the caller removes it). Default: a temp dir kept for post-mortems. */
   logDir?: string;
 }
@@ -94,7 +96,7 @@ export async function startOperator(opts: StartOperatorOptions): Promise<Operato
   const proc = new ManagedProcess({
     name: `keyward operator ${identity}`,
     command: process.execPath,
-    args: [join(root, 'dist', 'cli', 'main.js'), 'operator'],
+    args: [...(opts.nodeFlags ?? []), join(root, 'dist', 'cli', 'main.js'), 'operator'],
     env: {
       PATH: process.env.PATH,
       KUBECONFIG: opts.kubeconfigPath,
@@ -139,6 +141,7 @@ export async function startOperatorCluster(options: {
   storeUrl: string;
   crds?: V1CustomResourceDefinition[];
   env?: Record<string, string>;
+  nodeFlags?: readonly string[];
   /** Spec of an AccessPolicy (named after the namespace) selecting the namespace, applied first. */
   accessPolicy?: Record<string, unknown>;
 }): Promise<OperatorCluster> {
@@ -157,6 +160,7 @@ export async function startOperatorCluster(options: {
       namespace,
       watchNamespace: namespace,
       ...(options.env ? { env: options.env } : {}),
+      ...(options.nodeFlags ? { nodeFlags: options.nodeFlags } : {}),
     });
     return {
       controlPlane,

@@ -176,7 +176,7 @@ export const webhookEnvSchema = z.object({
   KEYWARD_CACHE_MAX_ENTRIES: count(100_000, 10_000_000)
     .refine((n) => n > 0, 'must be at least 1')
     .describe(
-      'Positive cache size (LRU). A cached key takes about 140 bytes outside V8\'s heap (reserved for this many at start-up, resident as they fill) and 0.1 KiB on it.',
+      "Positive cache size (LRU). A cached key takes about 140 bytes outside V8's heap (reserved for this many at start-up, resident as they fill) and 0.1 KiB on it.",
     ),
   KEYWARD_CACHE_TTL: duration('60s').describe(
     'Backstop: a cached key is re-read from the store at least this often, even without a notification.',

@@ -15,6 +15,15 @@ export function chartNodeOptions(component: 'webhook' | 'operator'): string {
   return typeof options === 'string' ? options : '';
 }
 
+/** The flags the chart puts on the operator's `node` command line (`operator.nodeFlags`). */
+export function chartNodeFlags(): string[] {
+  const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as {
+    operator?: { nodeFlags?: unknown };
+  };
+  const flags = values.operator?.nodeFlags;
+  return typeof flags === 'string' ? flags.split(' ').filter(Boolean) : [];
+}
+
 /** MALLOC_ARENA_MAX as the chart sets it for the operator (`operator.mallocArenaMax`), or undefined. */
 export function chartMallocArenaMax(): string | undefined {
   const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as {
