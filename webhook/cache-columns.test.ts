@@ -1,32 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyLookup } from '../store/lookup.js';
+import { keyLookup } from '../test/support/key-lookup.js';
 import { SlotColumns } from './cache-columns.js';
 import { keyColumns, UserRecord } from './key-state.js';
 
 function row(overrides: Partial<KeyLookup> = {}): KeyLookup {
-  return {
+  return keyLookup({
     apiKeyId: '0b7e4c1e-5a3f-4d2b-9c8e-1f2a3b4c5d6e',
     keyId: 'key_AbCdEfGh01234567',
-    namespace: 'ns',
-    name: 'k',
-    userId: 'u1',
-    username: 'svc',
-    groups: [],
-    userScopes: ['read'],
-    keyScopes: null,
-    suspended: false,
-    notPermitted: false,
-    kubernetesAuthentication: false,
-    userDeleted: false,
-    disabled: false,
-    revokedAt: null,
     expiresAt: new Date(5_000),
     issuedAt: new Date(1_000),
-    rotatedAt: null,
-    secret: { current: true },
-    tokenPrefix: 'kw_abcd',
     ...overrides,
-  };
+  });
 }
 
 function written(columns: SlotColumns, slot: number, key: KeyLookup) {

@@ -1,31 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyLookup } from '../store/lookup.js';
+import { keyLookup } from '../test/support/key-lookup.js';
 import { type CacheLookup, VerifyCache } from './cache.js';
 import { decide } from './decision.js';
 
 function key(n: number, userId = `user-${n}`): KeyLookup {
-  return {
+  return keyLookup({
     apiKeyId: `api-${n}`,
     keyId: `key_${String(n).padStart(16, '0')}`,
-    namespace: 'ns',
     name: `k${n}`,
     userId,
     username: `u${n}`,
     groups: [],
     userScopes: ['*'],
-    keyScopes: null,
-    suspended: false,
-    notPermitted: false,
-    kubernetesAuthentication: false,
-    userDeleted: false,
-    disabled: false,
-    revokedAt: null,
-    expiresAt: null,
-    issuedAt: new Date(0),
-    rotatedAt: null,
-    secret: { current: true },
-    tokenPrefix: 'kw_abcd',
-  };
+  });
 }
 
 /** Hashes are a SHA-256's 32 bytes as latin1; the tests name theirs and pad the name. */

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { KeyLookup } from '../store/lookup.js';
+import { keyLookup } from '../test/support/key-lookup.js';
 import { decide, headerListItem, type KeyDecision, kubernetesGroups } from './decision.js';
 import { keyState } from './key-state.js';
 
@@ -7,29 +8,7 @@ const T0 = Date.parse('2030-01-01T00:00:00Z');
 const minutes = (n: number): number => n * 60_000;
 
 function key(overrides: Partial<KeyLookup> = {}): KeyLookup {
-  return {
-    apiKeyId: '00000000-0000-4000-8000-000000000001',
-    keyId: 'key_0123456789abcdef',
-    namespace: 'ns',
-    name: 'k',
-    userId: '00000000-0000-4000-8000-000000000002',
-    username: 'ci-bot',
-    groups: ['team-a'],
-    userScopes: ['projects:*', 'reports:read'],
-    keyScopes: null,
-    suspended: false,
-    notPermitted: false,
-    kubernetesAuthentication: false,
-    userDeleted: false,
-    disabled: false,
-    revokedAt: null,
-    expiresAt: null,
-    issuedAt: new Date(T0 - minutes(60)),
-    rotatedAt: null,
-    secret: { current: true },
-    tokenPrefix: 'kw_abcd',
-    ...overrides,
-  };
+  return keyLookup({ issuedAt: new Date(T0 - minutes(60)), ...overrides });
 }
 
 const allow: KeyDecision = { result: 'allow' };
