@@ -165,7 +165,7 @@ export interface RareInstants {
   readonly notAfter: number | null;
 }
 
-/** A key's own half of a store row in the form the cache keeps it (webhook/cache.ts holds it in columns). */
+/** A key's own half of a store row in the form the cache keeps it (webhook/cache-columns.ts holds it in columns). */
 export interface KeyColumns {
   readonly profile: KeyProfile;
   readonly issuedAt: number;

@@ -1,34 +1,35 @@
-// The V8 flags the chart gives a component (`<component>.nodeOptions` in values.yaml), so that a
-// benchmark measures the process as it runs in a cluster rather than with Node's defaults, which
-// on a large machine let the heap grow to gigabytes before collecting.
+// The V8 flags and malloc setting the chart gives a component (values.yaml), so that a benchmark
+// measures the process as it runs in a cluster rather than with Node's defaults, which on a large
+// machine let the heap grow to gigabytes before collecting.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { repoRoot } from '../../devenv/repo.js';
 
-export function chartNodeOptions(component: 'webhook' | 'operator'): string {
+type ComponentValues = { nodeOptions?: unknown; nodeFlags?: unknown; mallocArenaMax?: unknown } | undefined;
+
+function componentValues(component: 'webhook' | 'operator'): ComponentValues {
   const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as Record<
     string,
-    { nodeOptions?: unknown } | undefined
+    ComponentValues
   >;
-  const options = values[component]?.nodeOptions;
+  return values[component];
+}
+
+/** `<component>.nodeOptions`: what the chart puts in NODE_OPTIONS. */
+export function chartNodeOptions(component: 'webhook' | 'operator'): string {
+  const options = componentValues(component)?.nodeOptions;
   return typeof options === 'string' ? options : '';
 }
 
 /** The flags the chart puts on the operator's `node` command line (`operator.nodeFlags`). */
 export function chartNodeFlags(): string[] {
-  const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as {
-    operator?: { nodeFlags?: unknown };
-  };
-  const flags = values.operator?.nodeFlags;
+  const flags = componentValues('operator')?.nodeFlags;
   return typeof flags === 'string' ? flags.split(' ').filter(Boolean) : [];
 }
 
 /** MALLOC_ARENA_MAX as the chart sets it for the operator (`operator.mallocArenaMax`), or undefined. */
 export function chartMallocArenaMax(): string | undefined {
-  const values = parse(readFileSync(join(repoRoot(), 'charts', 'keyward', 'values.yaml'), 'utf8')) as {
-    operator?: { mallocArenaMax?: unknown };
-  };
-  const arenas = values.operator?.mallocArenaMax;
+  const arenas = componentValues('operator')?.mallocArenaMax;
   return typeof arenas === 'number' ? String(arenas) : undefined;
 }
