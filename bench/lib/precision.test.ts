@@ -15,7 +15,13 @@ describe('figures rounded to what their spread resolves', () => {
   });
 
   it('never rounds a spread’s small end to zero', () => {
-    expect(figure(77, [15.8, 139])).toEqual({ value: '100', spread: '16–100' });
+    expect(figure(0.42, [0.004, 0.9])).toEqual({ value: '0.4', spread: '0.0040–0.9' });
+  });
+
+  it('rounds to what half the spread resolves, so a median never reads as a figure outside its rounds', () => {
+    // The request log's cost in the 2026-12-01 report: the whole width's step (10) made it "10 %".
+    expect(figure(6.4, [-2.0, 10.1])).toEqual({ value: '6', spread: '-2–10' });
+    expect(figure(0.75, [0.61, 0.79])).toEqual({ value: '0.75', spread: '0.61–0.79' });
   });
 
   it('gives a single measurement three significant digits and no spread', () => {

@@ -1,5 +1,8 @@
 // Figures in the report carry no more digits than their spread resolves: a figure whose rounds
 // range over 0.88–0.97 is 0.93, not 0.9342; one measured once keeps three significant digits.
+// The step comes from half the spread's width, the most a median can be off from the rounds on
+// either side: from the whole width, a median of 6.4 over −2.0–10 would read "10", a figure no
+// round gave.
 
 /** Significant digits of a figure with no spread (a single measurement). */
 const SINGLE_MEASUREMENT_DIGITS = 3;
@@ -7,14 +10,15 @@ const SINGLE_MEASUREMENT_DIGITS = 3;
 const SPREAD_END_DIGITS = 2;
 
 /**
- * The rounding step a spread resolves: the power of ten of its width's leading digit
- * (width 0.09 → 0.01, width 4,300 → 1,000); undefined without a spread or with a zero width.
+ * The rounding step a spread resolves: the power of ten of its half-width's leading digit
+ * (0.88–0.97 → 0.01, 40,100–45,400 → 1,000, −2.0–10 → 1); undefined without a spread or with a
+ * zero width.
  */
 export function stepOf(spread: readonly [number, number] | undefined): number | undefined {
   if (!spread) return undefined;
-  const width = Math.abs(spread[1] - spread[0]);
-  if (!(width > 0) || !Number.isFinite(width)) return undefined;
-  return 10 ** Math.floor(Math.log10(width));
+  const half = Math.abs(spread[1] - spread[0]) / 2;
+  if (!(half > 0) || !Number.isFinite(half)) return undefined;
+  return 10 ** Math.floor(Math.log10(half));
 }
 
 /** The step of `digits` significant digits of `value`. */
@@ -45,7 +49,7 @@ export interface Figure {
 
 /**
  * A figure rounded to what its spread resolves, and the spread's ends to that step, or to two
- * significant digits where the step would turn a small end into 0 (15.8–139 shows as 16–100).
+ * significant digits where the step would turn a small end into 0 (0.004–0.9 shows as 0.0040–0.9, not 0.0–0.9).
  */
 export function figure(value: number, spread?: readonly [number, number]): Figure {
   const step = stepOf(spread);
