@@ -208,7 +208,7 @@ const cluster = await startOperatorCluster({
     KEYWARD_LEASE_DURATION_SECONDS: '15',
     ...(values.workers !== undefined && { KEYWARD_WORKERS: values.workers }),
     ...(nodeOptions && { NODE_OPTIONS: nodeOptions }),
-    ...(chartMallocArenaMax() !== undefined && { MALLOC_ARENA_MAX: chartMallocArenaMax() as string }),
+    ...(chartMallocArenaMax('operator') !== undefined && { MALLOC_ARENA_MAX: chartMallocArenaMax('operator') as string }),
     ...Object.fromEntries(
       (values.env ?? []).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),
     ),

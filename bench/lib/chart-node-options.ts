@@ -28,8 +28,8 @@ export function chartNodeFlags(): string[] {
   return typeof flags === 'string' ? flags.split(' ').filter(Boolean) : [];
 }
 
-/** MALLOC_ARENA_MAX as the chart sets it for the operator (`operator.mallocArenaMax`), or undefined. */
-export function chartMallocArenaMax(): string | undefined {
-  const arenas = componentValues('operator')?.mallocArenaMax;
+/** MALLOC_ARENA_MAX as the chart sets it for a component (`<component>.mallocArenaMax`), or undefined. */
+export function chartMallocArenaMax(component: 'webhook' | 'operator'): string | undefined {
+  const arenas = componentValues(component)?.mallocArenaMax;
   return typeof arenas === 'number' ? String(arenas) : undefined;
 }

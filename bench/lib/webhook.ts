@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { freePort, type ManagedProcess, waitUntilReady } from '../../devenv/process.js';
 import { repoRoot } from '../../devenv/repo.js';
-import { chartNodeOptions } from './chart-node-options.js';
+import { chartMallocArenaMax, chartNodeOptions } from './chart-node-options.js';
 import type { PinnedProcesses } from './processes.js';
 
 const READY_TIMEOUT_MS = 30_000;
@@ -16,7 +16,7 @@ export interface Webhook {
 
 /**
  * Starts the webhook on `cpu` (null: unpinned) against `storeUrl`, logging at warn, with the
- * chart's NODE_OPTIONS (or $KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS, to compare others), and resolves once /readyz answers (store reachable, listener attached).
+ * chart's NODE_OPTIONS (or $KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS, to compare others) and MALLOC_ARENA_MAX, and resolves once /readyz answers (store reachable, listener attached).
  * `env` adds to or overrides that.
  */
 export async function startWebhook(
@@ -24,6 +24,7 @@ export async function startWebhook(
   options: { name: string; storeUrl: string; cpu: number | null; env?: Record<string, string> },
 ): Promise<Webhook> {
   const port = await freePort();
+  const arenas = chartMallocArenaMax('webhook');
   const metricsPort = await freePort();
   const proc = procs.start(
     options.name,
@@ -35,6 +36,7 @@ export async function startWebhook(
       KEYWARD_METRICS_LISTEN: `127.0.0.1:${metricsPort}`,
       KEYWARD_LOG_LEVEL: 'warn',
       NODE_OPTIONS: process.env.KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS ?? chartNodeOptions('webhook'),
+      ...(arenas !== undefined && { MALLOC_ARENA_MAX: arenas }),
       ...options.env,
     },
   );

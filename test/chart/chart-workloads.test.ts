@@ -110,6 +110,18 @@ describe('deployments', () => {
     expect(env(operator).KEYWARD_METRICS_LISTEN).toBe(`0.0.0.0:${operator.ports[0].containerPort}`);
   });
 
+  it('both processes run with bounded heaps and two malloc arenas; null leaves glibc its default', () => {
+    for (const name of ['keyward-webhook', 'keyward-operator']) {
+      const c = env(container(r, 'Deployment', name));
+      expect(c.MALLOC_ARENA_MAX, name).toBe('2');
+      expect(c.NODE_OPTIONS, name).toMatch(/--max-semi-space-size=\d+/);
+    }
+    const unset = render('--set', 'webhook.mallocArenaMax=null', '--set', 'operator.mallocArenaMax=null');
+    for (const name of ['keyward-webhook', 'keyward-operator'])
+      expect(env(container(unset, 'Deployment', name)).MALLOC_ARENA_MAX, name).toBeUndefined();
+    expect(() => render('--set', 'webhook.mallocArenaMax=0')).toThrow(/mallocArenaMax/);
+  });
+
   it('the operator elects a leader through a Lease named after the release, in its own namespace', () => {
     const operator = container(r, 'Deployment', 'keyward-operator');
     expect(env(operator).KEYWARD_LEASE_NAME).toBe('keyward-operator');
