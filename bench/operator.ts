@@ -200,6 +200,7 @@ function quantile(sorted: readonly number[], q: number): number {
 if (values['heap-snapshot'] !== undefined) await mkdir(values['heap-snapshot'], { recursive: true });
 const postgres = await startPostgres();
 const storeUrl = await createDatabase(postgres.adminUrl, 'keyward');
+const arenas = chartMallocArenaMax('operator');
 const cluster = await startOperatorCluster({
   name: 'bench',
   storeUrl,
@@ -208,7 +209,7 @@ const cluster = await startOperatorCluster({
     KEYWARD_LEASE_DURATION_SECONDS: '15',
     ...(values.workers !== undefined && { KEYWARD_WORKERS: values.workers }),
     ...(nodeOptions && { NODE_OPTIONS: nodeOptions }),
-    ...(chartMallocArenaMax('operator') !== undefined && { MALLOC_ARENA_MAX: chartMallocArenaMax('operator') as string }),
+    ...(arenas !== undefined && { MALLOC_ARENA_MAX: arenas }),
     ...Object.fromEntries(
       (values.env ?? []).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]),
     ),

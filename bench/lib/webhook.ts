@@ -24,8 +24,8 @@ export async function startWebhook(
   options: { name: string; storeUrl: string; cpu: number | null; env?: Record<string, string> },
 ): Promise<Webhook> {
   const port = await freePort();
-  const arenas = chartMallocArenaMax('webhook');
   const metricsPort = await freePort();
+  const arenas = chartMallocArenaMax('webhook');
   const proc = procs.start(
     options.name,
     options.cpu,
