@@ -16,7 +16,7 @@ const MAX_PACED_RUNS = 3;
  * so that many connections are opened. A run off the target by more than RATE_TOLERANCE (responses
  * slower or faster than guessed: a cold webhook's first run is slower than its second) is rerun
  * with the connection count scaled by the miss; the run nearest the rate is the one reported, so
- * the latency is the one at the rate asked for, not above it.
+ * the latency is measured as close to the rate asked for as three runs get.
  */
 export async function atRate(
   h: Harness,
