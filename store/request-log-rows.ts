@@ -1,11 +1,14 @@
 import type { RequestLogRow } from './request-log.js';
 
 /**
- * A request_log row without its time, path and count: what the decisions of one client with one
- * key share. The path is apart because it is the field that varies request by request (an API's
- * ids are in its paths), and a shared object per path would be an object per request.
+ * A request_log row without its time, key, path and count: what the decisions of one client on
+ * behalf of one user share. The key and the path are apart because they vary request by request
+ * (an API's ids are in its paths; on the miss path nearly every request is another key), and a
+ * shared object per key or path would be an object per request, held until the flush: under
+ * uniformly random keys that made the request log the largest source of the old generation's
+ * garbage (bench/README.md, the miss path).
  */
-export type RequestLogFieldValues = Omit<RequestLogRow, 'at' | 'path' | 'count'>;
+export type RequestLogFieldValues = Omit<RequestLogRow, 'at' | 'key_id' | 'path' | 'count'>;
 
 // COPY text format: these four would end a field or a row, or start an escape.
 const COPY_SPECIAL = /[\\\t\n\r]/;
@@ -20,7 +23,7 @@ function copyField(value: string | null): string {
 }
 
 /**
- * The fields of a row but its time and path, with their COPY and JSON encodings worked out once.
+ * The fields of a row but its time, key and path, with their COPY and JSON encodings worked out once.
  * The recorder hands the same object to every record that has the same fields (a busy client
  * repeats them request after request), so a queued record costs a time stamp, a path and a
  * reference, not an object and a string of its own that the garbage collector copies until the
@@ -38,7 +41,6 @@ export class RequestLogFields {
       const v = this.values;
       this.#copy = [
         v.route,
-        v.key_id,
         v.username,
         v.actor,
         v.subject,
@@ -53,7 +55,7 @@ export class RequestLogFields {
     return this.#copy;
   }
 
-  /** The members between "at" and "path" of the row's JSON object. */
+  /** The members between "key_id" and "path" of the row's JSON object. */
   get jsonText(): string {
     this.#json ??= JSON.stringify(this.values).slice(1, -1);
     return this.#json;
@@ -61,9 +63,17 @@ export class RequestLogFields {
 }
 
 /** The row as one JSON object, the text a JSON-lines sink writes. */
-export function rowJson(at: number, fields: RequestLogFields, path: string | null, count: number): string {
-  return `{"at":"${formatAt(at)}",${fields.jsonText},"path":${path === null ? 'null' : JSON.stringify(path)},"count":${count}}`;
+export function rowJson(
+  at: number,
+  keyId: string | null,
+  fields: RequestLogFields,
+  path: string | null,
+  count: number,
+): string {
+  return `{"at":"${formatAt(at)}","key_id":${jsonString(keyId)},${fields.jsonText},"path":${jsonString(path)},"count":${count}}`;
 }
+
+const jsonString = (text: string | null): string => (text === null ? 'null' : JSON.stringify(text));
 
 // toISOString costs more than the rest of a row; its first 20 characters change once a second.
 let cachedSecond = Number.NaN;
@@ -80,9 +90,10 @@ function formatAt(ms: number): string {
   return `${cachedPrefix}${millis < 10 ? '00' : millis < 100 ? '0' : ''}${millis}Z`;
 }
 
-/** Rows taken off a queue: times (epoch milliseconds), fields, paths and decision counts, index by index. */
+/** Rows taken off a queue: times (epoch milliseconds), keys, fields, paths and decision counts, index by index. */
 export interface RecordBatch {
   readonly at: readonly number[];
+  readonly keyId: readonly (string | null)[];
   readonly fields: readonly RequestLogFields[];
   readonly path: readonly (string | null)[];
   readonly count: readonly number[];
@@ -96,9 +107,9 @@ export function decisionsIn(batch: RecordBatch, from = 0): number {
 }
 
 /**
- * Rows waiting for a sink, column by column: arrays of numbers (held unboxed by V8), of shared
- * field objects and of paths (the strings the recorder was handed, nothing copied), so a queue of
- * 100,000 rows is four flat arrays and no objects of its own.
+ * Rows waiting for a sink, column by column: arrays of numbers (held unboxed by V8), of key ids
+ * and paths (the strings the recorder was handed, nothing copied) and of shared field objects,
+ * so a queue of 100,000 rows is five flat arrays and no objects of its own.
  *
  * Decisions alike in every field within one millisecond are one row with a count: they cannot be
  * told apart, so nothing is lost, and a client that sends the same request thousands of times a
@@ -108,6 +119,7 @@ export function decisionsIn(batch: RecordBatch, from = 0): number {
  */
 export class RecordQueue {
   #at: number[] = [];
+  #keyId: (string | null)[] = [];
   #fields: RequestLogFields[] = [];
   #path: (string | null)[] = [];
   #count: number[] = [];
@@ -129,10 +141,10 @@ export class RecordQueue {
   }
 
   /** False when a new row was needed and the queue is full (the caller counts the decision dropped). */
-  push(at: number, fields: RequestLogFields, path: string | null): boolean {
+  push(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): boolean {
     if (at === this.#slotAt) {
       const row = this.#slots.get(fields);
-      if (row !== undefined && this.#path[row] === path) {
+      if (row !== undefined && this.#keyId[row] === keyId && this.#path[row] === path) {
         this.#count[row]! += 1;
         this.#decisions += 1;
         return true;
@@ -144,6 +156,7 @@ export class RecordQueue {
     if (this.#at.length >= this.max) return false;
     this.#slots.set(fields, this.#at.length);
     this.#at.push(at);
+    this.#keyId.push(keyId);
     this.#fields.push(fields);
     this.#path.push(path);
     this.#count.push(1);
@@ -155,6 +168,7 @@ export class RecordQueue {
   take(rows: number): RecordBatch {
     const batch = {
       at: this.#at.splice(0, rows),
+      keyId: this.#keyId.splice(0, rows),
       fields: this.#fields.splice(0, rows),
       path: this.#path.splice(0, rows),
       count: this.#count.splice(0, rows),
@@ -167,6 +181,7 @@ export class RecordQueue {
   /** Puts a batch back in front; returns how many decisions of the newest rows no longer fit and were dropped. */
   putBack(batch: RecordBatch): number {
     this.#at = batch.at.concat(this.#at);
+    this.#keyId = batch.keyId.concat(this.#keyId);
     this.#fields = batch.fields.concat(this.#fields);
     this.#path = batch.path.concat(this.#path);
     this.#count = batch.count.concat(this.#count);
@@ -176,6 +191,7 @@ export class RecordQueue {
     if (excess <= 0) return 0;
     const dropped = decisionsIn(this.#rows(), this.max);
     this.#at.length = this.max;
+    this.#keyId.length = this.max;
     this.#fields.length = this.max;
     this.#path.length = this.max;
     this.#count.length = this.max;
@@ -184,7 +200,7 @@ export class RecordQueue {
   }
 
   #rows(): RecordBatch {
-    return { at: this.#at, fields: this.#fields, path: this.#path, count: this.#count };
+    return { at: this.#at, keyId: this.#keyId, fields: this.#fields, path: this.#path, count: this.#count };
   }
 
   // Row indexes moved: later decisions of this millisecond start a row of their own.
@@ -195,19 +211,34 @@ export class RecordQueue {
 }
 
 /** A row in COPY text format, one line (columns as COPY_COLUMNS in request-log.ts lists them). */
-export function copyLine(at: number, fields: RequestLogFields, path: string | null, count: number): string {
-  return `${formatAt(at)}\t${fields.copyText}\t${copyField(path)}\t${count}\n`;
+export function copyLine(
+  at: number,
+  keyId: string | null,
+  fields: RequestLogFields,
+  path: string | null,
+  count: number,
+): string {
+  return `${formatAt(at)}\t${copyField(keyId)}\t${fields.copyText}\t${copyField(path)}\t${count}\n`;
 }
+
+/** How a sink writes one row (copyLine, a JSON line). */
+export type RowText = (
+  at: number,
+  keyId: string | null,
+  fields: RequestLogFields,
+  path: string | null,
+  count: number,
+) => string;
 
 /** The batch's rows as `line` writes them, in UTF-8 chunks of about `chunkChars` characters. */
 export function* textChunks(
   batch: RecordBatch,
-  line: (at: number, fields: RequestLogFields, path: string | null, count: number) => string,
+  line: RowText,
   chunkChars: number,
 ): Generator<Buffer> {
   let text = '';
   for (let i = 0; i < batch.at.length; i++) {
-    text += line(batch.at[i]!, batch.fields[i]!, batch.path[i]!, batch.count[i]!);
+    text += line(batch.at[i]!, batch.keyId[i]!, batch.fields[i]!, batch.path[i]!, batch.count[i]!);
     if (text.length >= chunkChars) {
       yield Buffer.from(text);
       text = '';

@@ -31,9 +31,15 @@ function row(overrides: Partial<RequestLogRow> = {}): RequestLogRow {
   };
 }
 
-/** A row as the writer takes it: its time, its other fields (each call a distinct set) and its path. */
-function record({ at, count: _, path, ...values }: RequestLogRow): [number, RequestLogFields, string | null] {
-  return [Date.parse(at), new RequestLogFields(values), path];
+/** A row as the writer takes it: its time, key, other fields (each call a distinct set) and path. */
+function record({
+  at,
+  key_id,
+  count: _,
+  path,
+  ...values
+}: RequestLogRow): [number, string | null, RequestLogFields, string | null] {
+  return [Date.parse(at), key_id, new RequestLogFields(values), path];
 }
 
 async function partitions(): Promise<string[]> {
@@ -147,15 +153,15 @@ describe('RequestLogWriter', () => {
     });
     const key = `key_${randomBytes(6).toString('hex')}`;
     const ms = Date.now() - 30_000;
-    const [, ok] = record(row({ key_id: key }));
-    const [, denied] = record(row({ key_id: key, result: 'forbidden', reason: 'insufficient_scope' }));
+    const [, , ok] = record(row());
+    const [, , denied] = record(row({ result: 'forbidden', reason: 'insufficient_scope' }));
     // A client repeating one request, and another decision of the same key in between.
-    writer.add(ms, ok, '/a');
-    writer.add(ms, ok, '/a');
-    writer.add(ms, denied, '/a');
-    writer.add(ms, ok, '/a');
-    writer.add(ms, ok, '/b');
-    writer.add(ms + 1, ok, '/b');
+    writer.add(ms, key, ok, '/a');
+    writer.add(ms, key, ok, '/a');
+    writer.add(ms, key, denied, '/a');
+    writer.add(ms, key, ok, '/a');
+    writer.add(ms, key, ok, '/b');
+    writer.add(ms + 1, key, ok, '/b');
     expect(writer.pending).toBe(6);
     await writer.close();
     expect(writer.written).toBe(6);

@@ -38,8 +38,8 @@ export interface RequestLogRow {
 /** The columns of request_log in the order copyLine (request-log-rows.ts) writes them. */
 const COPY_COLUMNS = [
   'at',
-  'route',
   'key_id',
+  'route',
   'username',
   'actor',
   'subject',
@@ -114,10 +114,10 @@ export class RequestLogWriter {
     this.#timer.unref();
   }
 
-  /** Queues one record: its time (epoch milliseconds), its path and its other fields. Never blocks, never throws. */
-  add(at: number, fields: RequestLogFields, path: string | null): void {
+  /** Queues one record: its time (epoch milliseconds), key, other fields and path. Never blocks, never throws. */
+  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): void {
     if (this.#closed) return;
-    if (!this.#queue.push(at, fields, path)) this.#dropped.buffer_full += 1;
+    if (!this.#queue.push(at, keyId, fields, path)) this.#dropped.buffer_full += 1;
   }
 
   /** Decisions waiting (in fewer rows when alike ones shared a millisecond). */

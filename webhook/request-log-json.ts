@@ -5,6 +5,7 @@ import {
   type RecordBatch,
   RecordQueue,
   type RequestLogFields,
+  type RowText,
   rowJson,
   textChunks,
 } from '../store/request-log-rows.js';
@@ -12,8 +13,7 @@ import type { RowSink } from './request-log.js';
 
 /** Characters of JSON lines per write. */
 const CHUNK_CHARS = 64 * 1024;
-const jsonLine = (at: number, fields: RequestLogFields, path: string | null, count: number): string =>
-  `${rowJson(at, fields, path, count)}\n`;
+const jsonLine: RowText = (at, keyId, fields, path, count) => `${rowJson(at, keyId, fields, path, count)}\n`;
 
 /**
  * JSON lines of the request log (docs/request-log.md) to stdout or a file, written once per
@@ -50,8 +50,8 @@ export class JsonLinesSink implements RowSink {
     this.#timer.unref();
   }
 
-  add(at: number, fields: RequestLogFields, path: string | null): void {
-    if (!this.#queue.push(at, fields, path)) this.#dropped += 1;
+  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): void {
+    if (!this.#queue.push(at, keyId, fields, path)) this.#dropped += 1;
   }
 
   /** Decisions waiting. */

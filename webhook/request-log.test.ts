@@ -44,7 +44,7 @@ describe('RequestRecorder', () => {
     const lines: string[] = [];
     let now = 0;
     const recorder = new RequestRecorder({
-      sinks: [{ add: (at, fields, path) => lines.push(rowJson(at, fields, path, 1)) }],
+      sinks: [{ add: (at, keyId, fields, path) => lines.push(rowJson(at, keyId, fields, path, 1)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => now,
@@ -84,7 +84,7 @@ describe('RequestRecorder identity', () => {
   const record = (outcome: unknown): Record<string, unknown> => {
     const lines: string[] = [];
     new RequestRecorder({
-      sinks: [{ add: (at, fields, path) => lines.push(rowJson(at, fields, path, 1)) }],
+      sinks: [{ add: (at, keyId, fields, path) => lines.push(rowJson(at, keyId, fields, path, 1)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => 0,
@@ -127,11 +127,12 @@ describe('RequestRecorder on a stream of decisions', () => {
     }) as unknown as FastifyRequest;
   const alice = { keyId: 'key_aaaaaaaaaaaaaaaa', username: 'alice' };
   const bob = { keyId: 'key_bbbbbbbbbbbbbbbb', username: 'bob' };
+  const alicesOther = { keyId: 'key_cccccccccccccccc', username: 'alice' };
 
   it('gives every record its own fields, however records that share them are held', () => {
     const lines: string[] = [];
     const recorder = new RequestRecorder({
-      sinks: [{ add: (at, fields, path) => lines.push(rowJson(at, fields, path, 1)) }],
+      sinks: [{ add: (at, keyId, fields, path) => lines.push(rowJson(at, keyId, fields, path, 1)) }],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
       now: () => 0,
@@ -147,6 +148,7 @@ describe('RequestRecorder on a stream of decisions', () => {
     const decisions: Array<[unknown, string, string, FastifyRequest]> = [
       [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
       [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [{ kind: 'allow', entry: { key: alicesOther } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
       [{ kind: 'allow', entry: { key: bob } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
       [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b?token=x', '10.0.0.1')],
       [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
@@ -171,6 +173,7 @@ describe('RequestRecorder on a stream of decisions', () => {
     expect(rows.map(pick)).toEqual([
       'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
       'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+      'key_cccccccccccccccc alice alice  GET /a 10.0.0.1 allow',
       'key_bbbbbbbbbbbbbbbb bob bob  GET /a 10.0.0.1 allow',
       'key_aaaaaaaaaaaaaaaa alice alice  GET /b 10.0.0.1 allow',
       'key_aaaaaaaaaaaaaaaa alice alice  POST /b 10.0.0.2 allow',

@@ -12,8 +12,8 @@ export interface DecisionRecorder {
 
 /** Where records go: the store's batched writer, a JSON-lines stream. */
 export interface RowSink {
-  /** One record: its time (epoch milliseconds), its other fields (shared with like records) and its path. */
-  add(at: number, fields: RequestLogFields, path: string | null): void;
+  /** One record: its time (epoch milliseconds), its key, its other fields (shared with like records) and its path. */
+  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): void;
 }
 
 // Column bounds of request_log; longer values are cut, never refused (a refused row would cost
@@ -40,15 +40,14 @@ const CONTROLS = /[\x00-\x1f\x7f]/g;
 const PATH_HEADERS = ['x-original-uri', 'x-forwarded-uri', 'x-original-url'] as const;
 const METHOD_HEADERS = ['x-original-method', 'x-forwarded-method'] as const;
 
-/** The identity fields of a decision: who the key belongs to, and whom it acted for. */
+/** The identity fields of a decision but its key: who the key belongs to, and whom it acted for. */
 interface Identity {
-  readonly keyId: string | null;
   readonly username: string | null;
   readonly actor: string | null;
   readonly subject: string | null;
 }
 
-const NO_IDENTITY: Identity = { keyId: null, username: null, actor: null, subject: null };
+const NO_IDENTITY: Identity = { username: null, actor: null, subject: null };
 
 /**
  * A decision's identity. Acting on behalf of a ServiceUser, `username` is the subject (the
@@ -58,7 +57,7 @@ const NO_IDENTITY: Identity = { keyId: null, username: null, actor: null, subjec
 function identityOf(outcome: Outcome): Identity {
   if (!('entry' in outcome)) return NO_IDENTITY;
   const { key } = outcome.entry;
-  const own = { keyId: key.keyId, username: key.username, actor: key.username };
+  const own = { username: key.username, actor: key.username };
   if (outcome.kind === 'subject_refused')
     return {
       ...own,
@@ -152,10 +151,11 @@ const MAX_SHARED_FIELDS = 1024;
  * request is copied but the path (cut as logPath says), the method, and the client address
  * (client-address.ts, the same the failed-attempt limit uses); the token is never looked at.
  *
- * A busy client sends the same key and method again and again: the recorder hands out one
- * shared RequestLogFields per distinct set (the path, which varies, travels beside it, as the
- * string the request's header already is), so a record on the hit path allocates nothing that
- * outlives the request (request-log-rows.ts).
+ * A busy client sends the same method on behalf of the same user again and again: the recorder
+ * hands out one shared RequestLogFields per distinct set (the key and the path, which vary, travel
+ * beside it, as the strings the cache entry and the request's header already are), so a record
+ * allocates nothing that outlives the request, whether the key is hot or every request brings
+ * another (request-log-rows.ts).
  */
 export class RequestRecorder implements DecisionRecorder {
   readonly #sinks: readonly RowSink[];
@@ -186,10 +186,11 @@ export class RequestRecorder implements DecisionRecorder {
   record(route: Route, outcome: Outcome, result: string, reason: string, origin: FastifyRequest): void {
     if (route === 'leaks' || this.#sinks.length === 0) return;
     this.#lines.read(route, origin);
+    const keyId = 'entry' in outcome ? outcome.entry.key.keyId : null;
     const fields = this.#fields(route, this.#identity(outcome), this.#lines, origin, result, reason);
     const at = Math.floor(this.#now());
     const path = this.#lines.path;
-    for (const sink of this.#sinks) sink.add(at, fields, path);
+    for (const sink of this.#sinks) sink.add(at, keyId, fields, path);
   }
 
   #fields(
@@ -205,7 +206,6 @@ export class RequestRecorder implements DecisionRecorder {
     if (
       last !== undefined &&
       last.route === route &&
-      last.key_id === identity.keyId &&
       last.username === identity.username &&
       last.actor === identity.actor &&
       last.subject === identity.subject &&
@@ -216,12 +216,11 @@ export class RequestRecorder implements DecisionRecorder {
     )
       return this.#last!;
     // Control characters are gone from every part (clean), so \x01 cannot occur inside one.
-    const id = `${route}\x01${identity.keyId}\x01${identity.username}\x01${identity.actor}\x01${identity.subject}\x01${line.method}\x01${clientAddress}\x01${result}\x01${reason}`;
+    const id = `${route}\x01${identity.username}\x01${identity.actor}\x01${identity.subject}\x01${line.method}\x01${clientAddress}\x01${result}\x01${reason}`;
     let fields = this.#shared.get(id);
     if (fields === undefined) {
       fields = new RequestLogFields({
         route,
-        key_id: identity.keyId,
         username: identity.username,
         actor: identity.actor,
         subject: identity.subject,
@@ -237,15 +236,13 @@ export class RequestRecorder implements DecisionRecorder {
     return fields;
   }
 
-  /** identityOf, without a new object per request for a key acting for itself (nearly every one). */
+  /** identityOf, without a new object per request for a key acting for its own user (nearly every one). */
   #identity(outcome: Outcome): Identity {
     if (!('entry' in outcome) || outcome.kind === 'subject_refused') return identityOf(outcome);
     if ((outcome.kind === 'allow' || outcome.kind === 'forbidden') && outcome.acting)
       return identityOf(outcome);
-    const { keyId, username } = outcome.entry.key;
-    const own = this.#own;
-    if (own.keyId === keyId && own.username === username) return own;
-    this.#own = { keyId, username, actor: username, subject: null };
+    const { username } = outcome.entry.key;
+    if (this.#own.username !== username) this.#own = { username, actor: username, subject: null };
     return this.#own;
   }
 

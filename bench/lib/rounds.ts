@@ -35,24 +35,9 @@ async function oneAfterAnother<T>(
   return results;
 }
 
-/**
- * Every side at the same time. Servers pinned to one CPU then share it evenly (the scheduler gives
- * each CPU-bound process the same time), so a side's req/s against another's is the inverse of
- * their CPU per request, under the very same neighbours: on a VM whose speed drifts between rounds
- * this resolves a few percent, where one-after-the-other cannot.
- */
-async function atOnce<T>(sides: Sides<T>, names: readonly string[]): Promise<Record<string, T>> {
-  const results = await Promise.all(names.map((name) => sides[name]!()));
-  return Object.fromEntries(names.map((name, i) => [name, results[i]!]));
-}
-
 /** Runs each side once per round, one after the other, the order reversed every other round. */
 export const alternate = <T>(rounds: number, sides: Sides<T>, onRound?: OnRound<T>) =>
   inRounds(oneAfterAnother, rounds, sides, onRound);
-
-/** Runs every side at the same time, once per round (atOnce says why). */
-export const together = <T>(rounds: number, sides: Sides<T>, onRound?: OnRound<T>) =>
-  inRounds(atOnce, rounds, sides, onRound);
 
 /** A row whose figure is the median of per-round ratios `numerator[i] / denominator[i]`. */
 export function ratioRow(

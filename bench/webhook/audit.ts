@@ -1,14 +1,15 @@
 // The request log's cost on /verify cache hits (issue 13). Four webhooks run on the server CPU at
-// the same time, each loaded by its own wrk (rounds.ts `together`): the log off, the log to the
-// store (the default), to the store and a JSON lines file, and a second one with the log off, the
-// control that shows what the method makes of two identical servers. Sharing one CPU, each gets
-// the same CPU time, so req/s against the log-off webhook's is the inverse of the CPU per request,
-// under the same neighbours in the same seconds. Postgres runs on the generator CPU (see
-// Harness.start), so writing the rows, the store's work, is not counted as the webhook's.
+// the same time, each loaded by its own wrk: the log off, the log to the store (the default), to
+// the store and a JSON lines file, and a second one with the log off, the control that shows what
+// the method makes of two identical servers. Sharing one CPU, each gets the same CPU time, so
+// req/s against the log-off webhook's is the inverse of the CPU per request, under the same
+// neighbours in the same seconds. Postgres runs on the generator CPU (see Harness.start), so
+// writing the rows, the store's work, is not counted as the webhook's.
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { cpuSeconds } from '../lib/processes.js';
 import { median } from '../lib/results.js';
-import { medianRow, together } from '../lib/rounds.js';
+import { medianRow } from '../lib/rounds.js';
 import { GENERATOR_CPU, SERVER_CPU } from '../lib/tools.js';
 import type { Webhook } from '../lib/webhook.js';
 import { describe, distinctPathLua, type WrkResult } from '../lib/wrk.js';
@@ -18,13 +19,79 @@ import { type Harness, WARM_UP_SECONDS } from './harness.js';
 const LOG_COST_TARGET_PERCENT = 5;
 /** Keep-alive connections per webhook; the four together keep the server CPU saturated. */
 const CONNECTIONS = 50;
+/**
+ * Load before the window opens and after it closes. The wrks start one after another, so each
+ * one's own run would include moments with fewer neighbours than the others had (the first
+ * started alone, the last ended alone): counted over its own run, the first side came out 2–4 %
+ * ahead of an identical one. Counted over one window inside all the runs, every side has had the
+ * same neighbours throughout.
+ */
+const MARGIN_SECONDS = 1;
 
 const VARIANTS = ['off', 'control', 'store', 'store+json'] as const;
 type Variant = (typeof VARIANTS)[number];
 
 interface Sample {
-  readonly result: WrkResult;
+  /** Decisions per second within the common window. */
+  readonly rps: number;
+  /** The webhook's utime + stime within the window, per decision. */
   readonly cpuUs: number;
+  /** wrk's own figures over its whole run (errors and non-2xx are what they are for). */
+  readonly wrk: WrkResult;
+}
+
+/** What a webhook has done so far: its decisions (its own counter) and CPU time, and when. */
+interface Reading {
+  readonly at: number;
+  readonly decisions: number;
+  readonly cpu: number;
+}
+
+async function reading(h: Harness, server: Webhook): Promise<Reading> {
+  const cpu = await cpuSeconds(server.proc.child.pid!);
+  const metrics = await h.metrics(server);
+  const at = performance.now();
+  let decisions = 0;
+  for (const m of metrics.matchAll(/^keyward_webhook_decisions_total\{[^}]*\} (\d+)$/gm))
+    decisions += Number(m[1]);
+  return { at, decisions, cpu };
+}
+
+/**
+ * One round: every named webhook loaded at once by its own wrk; each one's decisions and CPU
+ * are counted between two readings taken of all of them together (MARGIN_SECONDS says why).
+ */
+async function servedTogether(
+  h: Harness,
+  servers: Readonly<Record<Variant, Webhook>>,
+  names: readonly Variant[],
+  load: { readonly headers: readonly string[] } | { readonly lua: string },
+  seconds: number,
+): Promise<Record<Variant, Sample>> {
+  const runs = await Promise.all(
+    names.map((name) =>
+      h.wrk.start(`${servers[name].url}/verify`, {
+        ...load,
+        seconds: seconds + 2 * MARGIN_SECONDS + 1,
+        connections: CONNECTIONS,
+      }),
+    ),
+  );
+  await sleep(MARGIN_SECONDS * 1000);
+  const before = await Promise.all(names.map((name) => reading(h, servers[name])));
+  await sleep(seconds * 1000);
+  const after = await Promise.all(names.map((name) => reading(h, servers[name])));
+  const wrk = await Promise.all(runs.map((run) => run.stop()));
+  const out = {} as Record<Variant, Sample>;
+  names.forEach((name, i) => {
+    const decisions = after[i]!.decisions - before[i]!.decisions;
+    out[name] = {
+      rps: (decisions / (after[i]!.at - before[i]!.at)) * 1000,
+      cpuUs: ((after[i]!.cpu - before[i]!.cpu) / decisions) * 1e6,
+      wrk: wrk[i]!,
+    };
+  });
+  return out;
 }
 
 export async function audit(h: Harness): Promise<void> {
@@ -39,40 +106,41 @@ export async function audit(h: Harness): Promise<void> {
   const servers = {} as Record<Variant, Webhook>;
   for (const name of VARIANTS) servers[name] = await h.startWebhook(`webhook-log-${name}`, env[name]);
   const seconds = h.sizes.duration;
-  const measure =
-    (name: Variant, lua: string | undefined, runSeconds = seconds) =>
-    async (): Promise<Sample> => {
-      const server = servers[name];
-      const pid = server.proc.child.pid!;
-      const before = await cpuSeconds(pid);
-      const result = await h.wrk.run(`${server.url}/verify`, {
-        ...(lua ? { lua } : { headers }),
-        seconds: runSeconds,
-        connections: CONNECTIONS,
-      });
-      return { result, cpuUs: (((await cpuSeconds(pid)) - before) / result.requests) * 1e6 };
-    };
-  const sides = (names: readonly Variant[], lua?: string, runSeconds?: number) =>
-    Object.fromEntries(names.map((name) => [name, measure(name, lua, runSeconds)]));
-  const print = (round: number, x: Readonly<Record<string, Sample>>) =>
-    h.print(
-      `round ${round}: ${Object.entries(x)
-        .map(([name, v]) => `${name} ${describe(v.result)}, ${v.cpuUs.toFixed(1)} CPU-µs/req`)
-        .join(' | ')}`,
-    );
-  await together(1, sides(VARIANTS, undefined, WARM_UP_SECONDS));
+  const rounds = async (
+    count: number,
+    names: readonly Variant[],
+    load: Parameters<typeof servedTogether>[3],
+    runSeconds = seconds,
+  ): Promise<Record<Variant, Sample[]>> => {
+    const out = Object.fromEntries(names.map((name) => [name, [] as Sample[]])) as Record<Variant, Sample[]>;
+    for (let round = 1; round <= count; round++) {
+      const x = await servedTogether(h, servers, names, load, runSeconds);
+      for (const name of names) out[name].push(x[name]);
+      h.print(
+        `round ${round}: ${names
+          .map(
+            (name) =>
+              `${name} ${Math.round(x[name].rps)} req/s, ${x[name].cpuUs.toFixed(1)} CPU-µs/req (wrk: ${describe(x[name].wrk)})`,
+          )
+          .join(' | ')}`,
+      );
+    }
+    return out;
+  };
+  const hits = { headers };
+  await servedTogether(h, servers, VARIANTS, hits, WARM_UP_SECONDS);
 
   h.print(
     `## request log cost on /verify cache hits: four webhooks at once on CPU ${SERVER_CPU}, ${CONNECTIONS} keep-alive connections each, wrk and Postgres on CPU ${GENERATOR_CPU}`,
   );
-  const r = (await together(h.sizes.auditRounds, sides(VARIANTS), print)) as Record<Variant, Sample[]>;
+  const r = await rounds(h.sizes.auditRounds, VARIANTS, hits);
   const fewer = (name: Variant, of = r): number[] =>
-    of[name]!.map((x, i) => (1 - x.result.rps / of.off![i]!.result.rps) * 100);
-  const how = `${h.sizes.auditRounds} rounds of ${seconds} s, the four webhooks (log off, a second log-off control, store, store+json) served at the same time on CPU ${SERVER_CPU}, ${CONNECTIONS} connections each`;
+    of[name]!.map((x, i) => (1 - x.rps / of.off![i]!.rps) * 100);
+  const how = `${h.sizes.auditRounds} rounds of ${seconds} s, the four webhooks (log off, a second log-off control, store, store+json) served at the same time on CPU ${SERVER_CPU}, ${CONNECTIONS} connections each, their decisions counted over one window inside all four loads`;
 
   const bars: { label: string; value: number; spread: readonly [number, number] }[] = [];
   for (const name of VARIANTS) {
-    const rps = r[name].map((x) => x.result.rps);
+    const rps = r[name].map((x) => x.rps);
     bars.push({
       label: `log ${name}`,
       value: Math.round(median(rps)),
@@ -134,11 +202,9 @@ export async function audit(h: Harness): Promise<void> {
   // The worst case for the log: every decision differs (another path each time), so none share a
   // row and the store writes one per request.
   h.print('## the same, every request with another original path (X-Original-URI): no two decisions alike');
-  const distinct = (await together(
-    h.sizes.rounds,
-    sides(['off', 'control', 'store'], distinctPathLua(key.token)),
-    print,
-  )) as Record<Variant, Sample[]>;
+  const distinct = await rounds(h.sizes.rounds, ['off', 'control', 'store'], {
+    lua: distinctPathLua(key.token),
+  });
   h.writer.row(
     medianRow(
       {
