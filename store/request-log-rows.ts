@@ -39,16 +39,7 @@ export class RequestLogFields {
   get copyText(): string {
     if (this.#copy === undefined) {
       const v = this.values;
-      this.#copy = [
-        v.route,
-        v.username,
-        v.actor,
-        v.subject,
-        v.method,
-        v.client_address,
-        v.result,
-        v.reason,
-      ]
+      this.#copy = [v.route, v.username, v.actor, v.subject, v.method, v.client_address, v.result, v.reason]
         .map(copyField)
         .join('\t');
     }
@@ -231,11 +222,7 @@ export type RowText = (
 ) => string;
 
 /** The batch's rows as `line` writes them, in UTF-8 chunks of about `chunkChars` characters. */
-export function* textChunks(
-  batch: RecordBatch,
-  line: RowText,
-  chunkChars: number,
-): Generator<Buffer> {
+export function* textChunks(batch: RecordBatch, line: RowText, chunkChars: number): Generator<Buffer> {
   let text = '';
   for (let i = 0; i < batch.at.length; i++) {
     text += line(batch.at[i]!, batch.keyId[i]!, batch.fields[i]!, batch.path[i]!, batch.count[i]!);
