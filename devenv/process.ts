@@ -139,8 +139,10 @@ export class ManagedProcess {
       detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.child.stdout?.pipe(log);
-    this.child.stderr?.pipe(log);
+    // Both streams go to one file: the first to end must not end it under the other's writes.
+    this.child.stdout?.pipe(log, { end: false });
+    this.child.stderr?.pipe(log, { end: false });
+    this.child.on('close', () => log.end());
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code, signal) => {
         this.exitCode = code ?? (signal ? -1 : null);
@@ -148,7 +150,7 @@ export class ManagedProcess {
         resolve(this.exitCode);
       });
       this.child.on('error', (err) => {
-        log.write(`\nspawn error: ${err.message}\n`);
+        if (!log.writableEnded) log.write(`\nspawn error: ${err.message}\n`);
         this.exitCode = -1;
         running.delete(this);
         resolve(-1);
