@@ -53,16 +53,18 @@ export class RequestLogFields {
   }
 }
 
-/** The row as one JSON object, the text a JSON-lines sink writes. */
-export function rowJson(
+/** How a sink writes one row (copyLine, a JSON line). */
+export type RowText = (
   at: number,
   keyId: string | null,
   fields: RequestLogFields,
   path: string | null,
   count: number,
-): string {
-  return `{"at":"${formatAt(at)}","key_id":${jsonString(keyId)},${fields.jsonText},"path":${jsonString(path)},"count":${count}}`;
-}
+) => string;
+
+/** The row as one JSON object, the text a JSON-lines sink writes. */
+export const rowJson: RowText = (at, keyId, fields, path, count) =>
+  `{"at":"${formatAt(at)}","key_id":${jsonString(keyId)},${fields.jsonText},"path":${jsonString(path)},"count":${count}}`;
 
 const jsonString = (text: string | null): string => (text === null ? 'null' : JSON.stringify(text));
 
@@ -202,24 +204,8 @@ export class RecordQueue {
 }
 
 /** A row in COPY text format, one line (columns as COPY_COLUMNS in request-log.ts lists them). */
-export function copyLine(
-  at: number,
-  keyId: string | null,
-  fields: RequestLogFields,
-  path: string | null,
-  count: number,
-): string {
-  return `${formatAt(at)}\t${copyField(keyId)}\t${fields.copyText}\t${copyField(path)}\t${count}\n`;
-}
-
-/** How a sink writes one row (copyLine, a JSON line). */
-export type RowText = (
-  at: number,
-  keyId: string | null,
-  fields: RequestLogFields,
-  path: string | null,
-  count: number,
-) => string;
+export const copyLine: RowText = (at, keyId, fields, path, count) =>
+  `${formatAt(at)}\t${copyField(keyId)}\t${fields.copyText}\t${copyField(path)}\t${count}\n`;
 
 /** The batch's rows as `line` writes them, in UTF-8 chunks of about `chunkChars` characters. */
 export function* textChunks(batch: RecordBatch, line: RowText, chunkChars: number): Generator<Buffer> {
