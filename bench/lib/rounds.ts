@@ -4,12 +4,12 @@ import { median, type ResultRow, spreadOf } from './results.js';
 
 type Sides<T> = Readonly<Record<string, () => Promise<T>>>;
 type OnRound<T> = (round: number, results: Readonly<Record<string, T>>) => void;
-/** One round: every side once, by name; `index` counts the rounds from 0. */
-type Round = <T>(sides: Sides<T>, names: readonly string[], index: number) => Promise<Record<string, T>>;
 
-/** Runs `rounds` rounds and returns each side's results in round order. */
-async function inRounds<T>(
-  round: Round,
+/**
+ * Runs each side once per round, one after the other, the order reversed every other round, and
+ * returns each side's results in round order.
+ */
+export async function alternate<T>(
   rounds: number,
   sides: Sides<T>,
   onRound?: OnRound<T>,
@@ -17,27 +17,13 @@ async function inRounds<T>(
   const names = Object.keys(sides);
   const out: Record<string, T[]> = Object.fromEntries(names.map((n) => [n, []]));
   for (let i = 0; i < rounds; i++) {
-    const results = await round(sides, names, i);
+    const results: Record<string, T> = {};
+    for (const name of i % 2 === 0 ? names : [...names].reverse()) results[name] = await sides[name]!();
     for (const name of names) out[name]!.push(results[name]!);
     onRound?.(i + 1, results);
   }
   return out;
 }
-
-/** Each side in turn, the order reversed every other round. */
-async function oneAfterAnother<T>(
-  sides: Sides<T>,
-  names: readonly string[],
-  index: number,
-): Promise<Record<string, T>> {
-  const results: Record<string, T> = {};
-  for (const name of index % 2 === 0 ? names : [...names].reverse()) results[name] = await sides[name]!();
-  return results;
-}
-
-/** Runs each side once per round, one after the other, the order reversed every other round. */
-export const alternate = <T>(rounds: number, sides: Sides<T>, onRound?: OnRound<T>) =>
-  inRounds(oneAfterAnother, rounds, sides, onRound);
 
 /** A row whose figure is the median of per-round ratios `numerator[i] / denominator[i]`. */
 export function ratioRow(

@@ -22,9 +22,9 @@ const CONNECTIONS = 50;
 /**
  * Load before the window opens and after it closes. The wrks start one after another, so each
  * one's own run would include moments with fewer neighbours than the others had (the first
- * started alone, the last ended alone): counted over its own run, the first side came out 2–4 %
- * ahead of an identical one. Counted over one window inside all the runs, every side has had the
- * same neighbours throughout.
+ * started alone, the last ended alone): counted over its own run, the control read −1 to +3.5 %
+ * against the identical first-started side. Counted over one window inside all the runs, every
+ * side has had the same neighbours throughout.
  */
 const MARGIN_SECONDS = 1;
 
@@ -36,7 +36,7 @@ interface Sample {
   readonly rps: number;
   /** The webhook's utime + stime within the window, per decision. */
   readonly cpuUs: number;
-  /** wrk's own figures over its whole run (errors and non-2xx are what they are for). */
+  /** wrk's own figures over its whole run, printed for its errors and non-2xx answers. */
   readonly wrk: WrkResult;
 }
 
@@ -110,11 +110,10 @@ export async function audit(h: Harness): Promise<void> {
     count: number,
     names: readonly Variant[],
     load: Parameters<typeof servedTogether>[3],
-    runSeconds = seconds,
   ): Promise<Record<Variant, Sample[]>> => {
     const out = Object.fromEntries(names.map((name) => [name, [] as Sample[]])) as Record<Variant, Sample[]>;
     for (let round = 1; round <= count; round++) {
-      const x = await servedTogether(h, servers, names, load, runSeconds);
+      const x = await servedTogether(h, servers, names, load, seconds);
       for (const name of names) out[name].push(x[name]);
       h.print(
         `round ${round}: ${names
@@ -128,8 +127,9 @@ export async function audit(h: Harness): Promise<void> {
     return out;
   };
   const hits = { headers };
-  // A warm-up as long as a round: after the usual one, the first two rounds still put the store
-  // side 9–10 % behind and the later ones 3–5 % (its flush and COPY paths were still warming).
+  // A warm-up as long as a round. With it, as with the shorter one, the first two rounds still
+  // put the store side 9–13 % behind and the later ones 2–7 % (bench/README.md): the median of
+  // eleven rounds is what the row reports.
   await servedTogether(h, servers, VARIANTS, hits, Math.max(WARM_UP_SECONDS, seconds));
 
   h.print(
