@@ -54,6 +54,15 @@ describe('RecordQueue', () => {
     expect([q.length, q.decisions]).toEqual([2, 3]);
   });
 
+  it('when full, never counts a decision of a new millisecond in an older row that looks like it', () => {
+    const q = new RecordQueue(1);
+    const a = fields();
+    expect(q.push(T, 'key_a', a, '/')).toBe(true);
+    expect(q.push(T + 1, 'key_a', a, '/')).toBe(false);
+    expect(q.push(T + 1, 'key_a', a, '/')).toBe(false);
+    expect(q.take(1)).toMatchObject({ at: [T], count: [1] });
+  });
+
   it('after a take, counts later decisions in rows of their own (the taken rows may be in flight)', () => {
     const q = new RecordQueue(10);
     const a = fields();

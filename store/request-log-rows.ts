@@ -136,7 +136,10 @@ export class RecordQueue {
   /** False when a new row was needed and the queue is full (the caller counts the decision dropped). */
   push(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): boolean {
     if (at === this.#slotAt) {
-      const row = this.#slots.get(fields);
+      // A run of like decisions (one client, one key) lands on the newest row: no map look-up.
+      const newest = this.#at.length - 1;
+      const row =
+        this.#fields[newest] === fields && this.#at[newest] === at ? newest : this.#slots.get(fields);
       if (row !== undefined && this.#keyId[row] === keyId && this.#path[row] === path) {
         this.#count[row]! += 1;
         this.#decisions += 1;

@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify';
+import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { generateToken } from '../credentials/token.js';
 import { rowJson } from '../store/request-log-rows.js';
@@ -37,7 +37,7 @@ describe('RequestRecorder', () => {
     method: 'GET',
     headers: { 'x-original-uri': '/x' },
     socket: { remoteAddress: '10.0.0.1' },
-  } as unknown as FastifyRequest;
+  } as unknown as IncomingMessage;
   const outcome = { kind: 'invalid', reason: 'unknown' } as Outcome;
 
   it('stamps each record with its time in RFC 3339 UTC, to the millisecond', () => {
@@ -71,7 +71,7 @@ describe('RequestRecorder identity', () => {
     method: 'GET',
     headers: {},
     socket: { remoteAddress: '10.0.0.1' },
-  } as unknown as FastifyRequest;
+  } as unknown as IncomingMessage;
   const key = { keyId: 'key_0123456789abcdef', username: 'ci-bot' };
   const acting = (subject: string, subjectKind: 'service-user' | 'external') => ({
     actor: 'ci-bot',
@@ -118,13 +118,13 @@ describe('RequestRecorder identity', () => {
 });
 
 describe('RequestRecorder on a stream of decisions', () => {
-  const requestFor = (path: string, peer: string, method = 'GET'): FastifyRequest =>
+  const requestFor = (path: string, peer: string, method = 'GET'): IncomingMessage =>
     ({
       url: '/verify',
       method: 'GET',
       headers: { 'x-original-uri': path, 'x-original-method': method },
       socket: { remoteAddress: peer },
-    }) as unknown as FastifyRequest;
+    }) as unknown as IncomingMessage;
   const alice = { keyId: 'key_aaaaaaaaaaaaaaaa', username: 'alice' };
   const bob = { keyId: 'key_bbbbbbbbbbbbbbbb', username: 'bob' };
   const alicesOther = { keyId: 'key_cccccccccccccccc', username: 'alice' };
@@ -145,7 +145,7 @@ describe('RequestRecorder on a stream of decisions', () => {
       scopesHeader: '',
       groupsHeader: '',
     };
-    const decisions: Array<[unknown, string, string, FastifyRequest]> = [
+    const decisions: Array<[unknown, string, string, IncomingMessage]> = [
       [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
       [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
       [{ kind: 'allow', entry: { key: alicesOther } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],

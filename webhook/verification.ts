@@ -1,4 +1,5 @@
-import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import type { FastifyBaseLogger } from 'fastify';
 import type { UsageBatcher } from '../store/usage.js';
 import { actingOutcome, type SubjectSource } from './act-as-step.js';
 import type { Acting, MALFORMED_SUBJECT, Subject, SubjectDenyReason } from './acting.js';
@@ -26,7 +27,7 @@ export interface VerificationRequest {
   /** The subject header, read by acting.ts readSubject(); undefined when the request names none. */
   readonly subject?: Subject | typeof MALFORMED_SUBJECT;
   /** The HTTP request, for the request log (method, path, client address; never its token). */
-  readonly origin?: FastifyRequest;
+  readonly origin?: IncomingMessage;
 }
 
 /** What the pipeline decided; each route maps it to its protocol and nothing more. */
@@ -102,7 +103,7 @@ export class Verification {
   }
 
   /** A request that presented no token at all: not a failed attempt, just an answer and its metric. */
-  missing(route: Route, timer: Timer, origin?: FastifyRequest): Outcome {
+  missing(route: Route, timer: Timer, origin?: IncomingMessage): Outcome {
     const outcome: Outcome = { kind: 'invalid', reason: 'missing' };
     this.#options.metrics.decision(route, RESULTS.invalid, 'missing');
     if (origin) this.#options.recorder?.record(route, outcome, RESULTS.invalid, 'missing', origin);

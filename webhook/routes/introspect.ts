@@ -43,7 +43,13 @@ function introspect(
       .send({ error: 'invalid_request', error_description: 'The token parameter is required.' });
   }
   const outcome = k.verification.run(
-    { route: 'introspect', token: parsed.data.token, requiredScopes: [], client: undefined, origin: request },
+    {
+      route: 'introspect',
+      token: parsed.data.token,
+      requiredScopes: [],
+      client: undefined,
+      origin: request.raw,
+    },
     request,
   );
   return outcome instanceof Promise ? outcome.then((o) => answer(reply, o)) : answer(reply, outcome);

@@ -56,7 +56,7 @@ function tokenReview(
       requiredScopes: scope === undefined ? [] : [scope],
       kubernetes: true,
       client: undefined,
-      origin: request,
+      origin: request.raw,
     },
     request,
   );

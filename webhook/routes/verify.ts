@@ -66,15 +66,15 @@ function verifyHandler(
 ): FastifyReply | Promise<FastifyReply> {
   const k = this.keyward;
   const token = bearerToken(request, k.config.tokenHeader);
-  if (token === undefined) return answer(reply, k.verification.missing('verify', request, request));
+  if (token === undefined) return answer(reply, k.verification.missing('verify', request, request.raw));
   const subject = readSubject(request.headers[k.config.subjectHeader]);
   const client = (): string => k.clientAddress(request);
   const scopes = requiredScopes(request);
   // Two literals rather than a spread: a spread of a conditional object copies it on every request.
   const outcome = k.verification.run(
     subject === undefined
-      ? { route: 'verify', token, requiredScopes: scopes, client, origin: request }
-      : { route: 'verify', token, requiredScopes: scopes, client, subject, origin: request },
+      ? { route: 'verify', token, requiredScopes: scopes, client, origin: request.raw }
+      : { route: 'verify', token, requiredScopes: scopes, client, subject, origin: request.raw },
     request,
   );
   return outcome instanceof Promise ? outcome.then((o) => answer(reply, o)) : answer(reply, outcome);
