@@ -120,6 +120,13 @@ export class RecordQueue {
   // The newest row of each field set in the newest millisecond: where a like decision is counted.
   #slotAt = Number.NaN;
   readonly #slots = new Map<RequestLogFields, number>();
+  // The newest row of that millisecond (-1: none) and what it holds, copied here so that a run of
+  // like decisions (one client, one key) is counted by reading this object and one array alone:
+  // in a server sharing its core, every other array touched is another likely cache miss.
+  #newest = -1;
+  #newestKeyId: string | null = null;
+  #newestFields: RequestLogFields | undefined;
+  #newestPath: string | null = null;
 
   constructor(private readonly max: number) {}
 
@@ -136,10 +143,17 @@ export class RecordQueue {
   /** False when a new row was needed and the queue is full (the caller counts the decision dropped). */
   push(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): boolean {
     if (at === this.#slotAt) {
-      // A run of like decisions (one client, one key) lands on the newest row: no map look-up.
-      const newest = this.#at.length - 1;
-      const row =
-        this.#fields[newest] === fields && this.#at[newest] === at ? newest : this.#slots.get(fields);
+      if (
+        this.#newest >= 0 &&
+        fields === this.#newestFields &&
+        keyId === this.#newestKeyId &&
+        path === this.#newestPath
+      ) {
+        this.#count[this.#newest]! += 1;
+        this.#decisions += 1;
+        return true;
+      }
+      const row = this.#slots.get(fields);
       if (row !== undefined && this.#keyId[row] === keyId && this.#path[row] === path) {
         this.#count[row]! += 1;
         this.#decisions += 1;
@@ -148,8 +162,13 @@ export class RecordQueue {
     } else {
       this.#slotAt = at;
       this.#slots.clear();
+      this.#newest = -1;
     }
     if (this.#at.length >= this.max) return false;
+    this.#newest = this.#at.length;
+    this.#newestKeyId = keyId;
+    this.#newestFields = fields;
+    this.#newestPath = path;
     this.#slots.set(fields, this.#at.length);
     this.#at.push(at);
     this.#keyId.push(keyId);
@@ -203,6 +222,7 @@ export class RecordQueue {
   #forgetSlots(): void {
     this.#slotAt = Number.NaN;
     this.#slots.clear();
+    this.#newest = -1;
   }
 }
 

@@ -113,7 +113,11 @@ export async function audit(h: Harness): Promise<void> {
   ): Promise<Record<Variant, Sample[]>> => {
     const out = Object.fromEntries(names.map((name) => [name, [] as Sample[]])) as Record<Variant, Sample[]>;
     for (let round = 1; round <= count; round++) {
-      const x = await servedTogether(h, servers, names, load, seconds);
+      // The loads start, and the webhooks are read, in the reverse order every other round: on
+      // one VM the control started second ran 1.4–5.6 % ahead of the log-off side in all eleven
+      // rounds of one order.
+      const order = round % 2 === 0 ? names.toReversed() : names;
+      const x = await servedTogether(h, servers, order, load, seconds);
       for (const name of names) out[name].push(x[name]);
       h.print(
         `round ${round}: ${names
