@@ -229,7 +229,7 @@ export async function audit(h: Harness): Promise<void> {
           target: isTarget ? `≤ ${LOG_COST_TARGET_PERCENT} %` : 'reported',
           unit: '%',
           ...(isTarget ? { met: (v: number) => v <= LOG_COST_TARGET_PERCENT } : {}),
-          note: `${how}; against the first log-off webhook alone, ${median(controlBias().map((_, i) => (1 - r[name][i]!.rps / r.off[i]!.rps) * 100)).toFixed(1)} %; ${written[name].toLocaleString('en')} decisions written by the time each process was retired, ${dropped[name]} dropped.`,
+          note: `${how}; against the first log-off webhook alone, ${median(r[name].map((x, i) => (1 - x.rps / r.off[i]!.rps) * 100)).toFixed(1)} %; ${written[name].toLocaleString('en')} decisions written by the time each process was retired, ${dropped[name]} dropped.`,
         },
         fewer(name),
       ),
