@@ -155,9 +155,9 @@ export async function audit(h: Harness): Promise<void> {
         servers = await start(names);
         await servedTogether(h, servers, names, load, YOUNG_SECONDS);
       }
-      // The loads start, and the webhooks are read, in the reverse order every other round: on
-      // one VM the control started second ran 1.4–5.6 % ahead of the log-off side in all eleven
-      // rounds of one order.
+      // The loads start, and the webhooks are read, in the reverse order every other round, so no
+      // side is always the first started or read. Alone it did not close the gap between two
+      // identical processes (+1.5 % in ten of eleven rounds): that is ROUNDS_PER_PROCESS's work.
       const order = round % 2 === 0 ? names.toReversed() : names;
       const x = await servedTogether(h, servers!, order, load, seconds);
       for (const name of names) out[name].push(x[name]);
