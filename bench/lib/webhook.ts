@@ -16,7 +16,9 @@ export interface Webhook {
 
 /**
  * Starts the webhook on `cpu` (null: unpinned) against `storeUrl`, logging at warn, with the
- * chart's NODE_OPTIONS (or $KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS, to compare others) and MALLOC_ARENA_MAX, and resolves once /readyz answers (store reachable, listener attached).
+ * chart's NODE_OPTIONS (or $KEYWARD_BENCH_WEBHOOK_NODE_OPTIONS, to compare others; nodeFlags
+ * for V8 flags) and MALLOC_ARENA_MAX, and resolves once /readyz answers (store reachable,
+ * listener attached).
  * `env` adds to or overrides that.
  */
 export async function startWebhook(
@@ -29,7 +31,7 @@ export async function startWebhook(
   const proc = procs.start(
     options.name,
     options.cpu,
-    [process.execPath, join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
+    [process.execPath, ...nodeFlags(), join(repoRoot(), 'dist', 'cli', 'main.js'), 'webhook'],
     {
       KEYWARD_STORE_URL: options.storeUrl,
       KEYWARD_WEBHOOK_LISTEN: `127.0.0.1:${port}`,
@@ -43,6 +45,15 @@ export async function startWebhook(
   const url = `http://127.0.0.1:${port}`;
   await waitUntilReady(proc, async () => (await fetch(`${url}/readyz`)).ok, READY_TIMEOUT_MS, 'ready');
   return { url, metricsUrl: `http://127.0.0.1:${metricsPort}`, proc };
+}
+
+/**
+ * V8 flags NODE_OPTIONS refuses (--trace-gc, --trace-deopt …), from
+ * $KEYWARD_BENCH_WEBHOOK_NODE_FLAGS, space-separated: they go on the command line, and their
+ * output in the webhook's log in the run's work directory.
+ */
+function nodeFlags(): string[] {
+  return (process.env.KEYWARD_BENCH_WEBHOOK_NODE_FLAGS ?? '').split(' ').filter((flag) => flag !== '');
 }
 
 /** One `/verify` with this token; the status only. */
