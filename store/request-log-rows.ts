@@ -140,8 +140,8 @@ export class RecordQueue {
     return this.#decisions;
   }
 
-  /** False when a new row was needed and the queue is full (the caller counts the decision dropped). */
-  push(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): boolean {
+  /** `count` like decisions; false when a new row was needed and the queue is full (the caller counts them dropped). */
+  push(at: number, keyId: string | null, fields: RequestLogFields, path: string | null, count = 1): boolean {
     if (at === this.#slotAt) {
       if (
         this.#newest >= 0 &&
@@ -149,14 +149,14 @@ export class RecordQueue {
         keyId === this.#newestKeyId &&
         path === this.#newestPath
       ) {
-        this.#count[this.#newest]! += 1;
-        this.#decisions += 1;
+        this.#count[this.#newest]! += count;
+        this.#decisions += count;
         return true;
       }
       const row = this.#slots.get(fields);
       if (row !== undefined && this.#keyId[row] === keyId && this.#path[row] === path) {
-        this.#count[row]! += 1;
-        this.#decisions += 1;
+        this.#count[row]! += count;
+        this.#decisions += count;
         return true;
       }
     } else {
@@ -174,8 +174,8 @@ export class RecordQueue {
     this.#keyId.push(keyId);
     this.#fields.push(fields);
     this.#path.push(path);
-    this.#count.push(1);
-    this.#decisions += 1;
+    this.#count.push(count);
+    this.#decisions += count;
     return true;
   }
 

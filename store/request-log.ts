@@ -70,6 +70,8 @@ export interface RequestLogWriterOptions {
   readonly maxBatch?: number;
   /** Failures of timer-driven flushes. */
   readonly onError?: (err: StoreError) => void;
+  /** Called as each flush starts: where decisions still held elsewhere (the recorder's open run) are added. */
+  readonly beforeFlush?: () => void;
   readonly now?: () => number;
 }
 
@@ -114,10 +116,10 @@ export class RequestLogWriter {
     this.#timer.unref();
   }
 
-  /** Queues one record: its time (epoch milliseconds), key, other fields and path. Never blocks, never throws. */
-  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): void {
+  /** Queues `count` like decisions: their time (epoch milliseconds), key, other fields and path. Never blocks, never throws. */
+  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null, count = 1): void {
     if (this.#closed) return;
-    if (!this.#queue.push(at, keyId, fields, path)) this.#dropped.buffer_full += 1;
+    if (!this.#queue.push(at, keyId, fields, path, count)) this.#dropped.buffer_full += count;
   }
 
   /** Decisions waiting (in fewer rows when alike ones shared a millisecond). */
@@ -137,6 +139,7 @@ export class RequestLogWriter {
 
   /** Writes everything pending now; concurrent calls share the write. Rejects with a StoreError. */
   async flush(): Promise<void> {
+    this.options.beforeFlush?.();
     while (this.#inFlight) await this.#inFlight.catch(() => undefined);
     if (this.#queue.length === 0) return;
     this.#inFlight = this.#drain();
@@ -149,6 +152,7 @@ export class RequestLogWriter {
 
   /** Stops the timer and makes one last attempt; rows it cannot write are lost with the process. */
   async close(): Promise<void> {
+    this.options.beforeFlush?.();
     this.#closed = true;
     clearInterval(this.#timer);
     await this.flush();

@@ -29,6 +29,7 @@ export class JsonLinesSink implements RowSink {
   readonly #stream: Writable;
   readonly #ownsStream: boolean;
   readonly #timer: NodeJS.Timeout;
+  readonly #beforeFlush: (() => void) | undefined;
 
   constructor(
     target: 'stdout' | { readonly file: string },
@@ -37,9 +38,12 @@ export class JsonLinesSink implements RowSink {
       readonly maxPending: number;
       /** The file cannot be opened or written; its lines are counted as dropped. */
       readonly onError?: (err: Error) => void;
+      /** Called as each flush starts: where decisions still held elsewhere (the recorder's open run) are added. */
+      readonly beforeFlush?: () => void;
     },
   ) {
     this.#queue = new RecordQueue(options.maxPending);
+    this.#beforeFlush = options.beforeFlush;
     this.#ownsStream = target !== 'stdout';
     this.#stream = target === 'stdout' ? process.stdout : createWriteStream(target.file, { flags: 'a' });
     if (this.#ownsStream) this.#stream.on('error', (err) => options.onError?.(err));
@@ -50,8 +54,8 @@ export class JsonLinesSink implements RowSink {
     this.#timer.unref();
   }
 
-  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null): void {
-    if (!this.#queue.push(at, keyId, fields, path)) this.#dropped += 1;
+  add(at: number, keyId: string | null, fields: RequestLogFields, path: string | null, count = 1): void {
+    if (!this.#queue.push(at, keyId, fields, path, count)) this.#dropped += count;
   }
 
   /** Decisions waiting. */
@@ -72,6 +76,7 @@ export class JsonLinesSink implements RowSink {
    * the next flush); resolves once the stream has taken them. A stream error loses the batch.
    */
   flush(force = false): Promise<void> {
+    this.#beforeFlush?.();
     if (this.#writing) return this.#writing.then(() => this.flush(force));
     const count = this.#queue.length;
     if (count === 0 || (this.#stream.writableNeedDrain && !force)) return Promise.resolve();

@@ -42,12 +42,12 @@ describe('RequestRecorder', () => {
 
   it('stamps each record with its time in RFC 3339 UTC, to the millisecond', () => {
     const lines: string[] = [];
-    let now = 0;
     const recorder = new RequestRecorder({
-      sinks: [{ add: (at, keyId, fields, path) => lines.push(rowJson(at, keyId, fields, path, 1)) }],
+      sinks: [
+        { add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) },
+      ],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
-      now: () => now,
     });
     const times = [
       Date.parse('2026-12-01T09:59:59.000Z'),
@@ -56,10 +56,8 @@ describe('RequestRecorder', () => {
       Date.parse('2026-12-01T10:00:00.042Z'),
       Date.parse('2027-01-01T00:00:00.100Z'),
     ];
-    for (const t of times) {
-      now = t;
-      recorder.record('verify', outcome, 'deny', 'unknown', request);
-    }
+    for (const t of times) recorder.record('verify', outcome, 'deny', 'unknown', request, t);
+    recorder.settle();
     expect(lines.map((l) => JSON.parse(l).at)).toEqual(times.map((t) => new Date(t).toISOString()));
     expect(JSON.parse(lines[0]!)).toMatchObject({ path: '/x', client_address: '10.0.0.1', key_id: null });
   });
@@ -83,12 +81,15 @@ describe('RequestRecorder identity', () => {
   });
   const record = (outcome: unknown): Record<string, unknown> => {
     const lines: string[] = [];
-    new RequestRecorder({
-      sinks: [{ add: (at, keyId, fields, path) => lines.push(rowJson(at, keyId, fields, path, 1)) }],
+    const recorder = new RequestRecorder({
+      sinks: [
+        { add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) },
+      ],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
-      now: () => 0,
-    }).record('verify', outcome as Outcome, 'allow', 'ok', request);
+    });
+    recorder.record('verify', outcome as Outcome, 'allow', 'ok', request, 0);
+    recorder.settle();
     return JSON.parse(lines[0]!);
   };
 
@@ -129,37 +130,28 @@ describe('RequestRecorder on a stream of decisions', () => {
   const bob = { keyId: 'key_bbbbbbbbbbbbbbbb', username: 'bob' };
   const alicesOther = { keyId: 'key_cccccccccccccccc', username: 'alice' };
 
-  it('gives every record its own fields, however records that share them are held', () => {
-    const lines: string[] = [];
-    const recorder = new RequestRecorder({
-      sinks: [{ add: (at, keyId, fields, path) => lines.push(rowJson(at, keyId, fields, path, 1)) }],
+  const recorderInto = (lines: string[]): RequestRecorder =>
+    new RequestRecorder({
+      sinks: [
+        { add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) },
+      ],
       addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
       clientIpHeader: 'x-forwarded-for',
-      now: () => 0,
     });
-    const acting = {
-      actor: 'alice',
-      subject: 'carol',
-      subjectKind: 'service-user',
-      scopes: [],
-      scopesHeader: '',
-      groupsHeader: '',
-    };
-    const decisions: Array<[unknown, string, string, IncomingMessage]> = [
-      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
-      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
-      [{ kind: 'allow', entry: { key: alicesOther } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
-      [{ kind: 'allow', entry: { key: bob } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
-      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b?token=x', '10.0.0.1')],
-      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
-      [{ kind: 'allow', entry: { key: alice }, acting }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
-      [{ kind: 'invalid', reason: 'unknown' }, 'deny', 'unknown', requestFor('/b', '10.0.0.2', 'POST')],
-      [{ kind: 'allow', entry: { key: alice } }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
-    ];
-    for (const [outcome, result, reason, request] of decisions)
-      recorder.record('verify', outcome as Outcome, result, reason, request);
-    const rows = lines.map((l) => JSON.parse(l));
-    const pick = ({
+  const pick = ({
+    at,
+    key_id,
+    username,
+    actor,
+    subject,
+    method,
+    path,
+    client_address,
+    result,
+    count,
+  }: Record<string, unknown>) =>
+    [
+      String(at).slice(-5),
       key_id,
       username,
       actor,
@@ -168,18 +160,114 @@ describe('RequestRecorder on a stream of decisions', () => {
       path,
       client_address,
       result,
-    }: Record<string, unknown>) =>
-      [key_id, username, actor, subject, method, path, client_address, result].join(' ');
-    expect(rows.map(pick)).toEqual([
-      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
-      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
-      'key_cccccccccccccccc alice alice  GET /a 10.0.0.1 allow',
-      'key_bbbbbbbbbbbbbbbb bob bob  GET /a 10.0.0.1 allow',
-      'key_aaaaaaaaaaaaaaaa alice alice  GET /b 10.0.0.1 allow',
-      'key_aaaaaaaaaaaaaaaa alice alice  POST /b 10.0.0.2 allow',
-      'key_aaaaaaaaaaaaaaaa carol alice carol POST /b 10.0.0.2 allow',
-      '    POST /b 10.0.0.2 deny',
-      'key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow',
+      count,
+    ].join(' ');
+
+  it('gives every record its own fields, and counts like decisions of one millisecond as one', () => {
+    const lines: string[] = [];
+    const recorder = recorderInto(lines);
+    const acting = {
+      actor: 'alice',
+      subject: 'carol',
+      subjectKind: 'service-user',
+      scopes: [],
+      scopesHeader: '',
+      groupsHeader: '',
+    };
+    // Entries are the cache's objects: a repeated decision comes with the same one.
+    const entries = { alice: { key: alice }, alicesOther: { key: alicesOther }, bob: { key: bob } };
+    const decisions: Array<[number, unknown, string, string, IncomingMessage]> = [
+      [0, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [0, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [0, { kind: 'allow', entry: entries.alicesOther }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [0, { kind: 'allow', entry: entries.bob }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [0, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/b?token=x', '10.0.0.1')],
+      [0, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/b', '10.0.0.1')],
+      [0, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/b', '10.0.0.2', 'POST')],
+      [
+        0,
+        { kind: 'allow', entry: entries.alice, acting },
+        'allow',
+        'ok',
+        requestFor('/b', '10.0.0.2', 'POST'),
+      ],
+      [
+        0,
+        { kind: 'allow', entry: entries.alice, acting },
+        'allow',
+        'ok',
+        requestFor('/b', '10.0.0.2', 'POST'),
+      ],
+      [0, { kind: 'invalid', reason: 'unknown' }, 'deny', 'unknown', requestFor('/b', '10.0.0.2', 'POST')],
+      [0, { kind: 'invalid', reason: 'unknown' }, 'deny', 'unknown', requestFor('/b', '10.0.0.2', 'POST')],
+      [0, { kind: 'invalid', reason: 'checksum' }, 'deny', 'checksum', requestFor('/b', '10.0.0.2', 'POST')],
+      [0, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [1, { kind: 'allow', entry: entries.alice }, 'allow', 'ok', requestFor('/a', '10.0.0.1')],
+      [
+        1,
+        { kind: 'denied', reason: 'expired', entry: entries.alice },
+        'deny',
+        'expired',
+        requestFor('/a', '10.0.0.1'),
+      ],
+    ];
+    for (const [at, outcome, result, reason, request] of decisions)
+      recorder.record('verify', outcome as Outcome, result, reason, request, at);
+    recorder.settle();
+    recorder.settle();
+    expect(lines.map((l) => pick(JSON.parse(l)))).toEqual([
+      '.000Z key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow 2',
+      '.000Z key_cccccccccccccccc alice alice  GET /a 10.0.0.1 allow 1',
+      '.000Z key_bbbbbbbbbbbbbbbb bob bob  GET /a 10.0.0.1 allow 1',
+      // Another raw path that cleans to the same one: the same record, counted apart.
+      '.000Z key_aaaaaaaaaaaaaaaa alice alice  GET /b 10.0.0.1 allow 1',
+      '.000Z key_aaaaaaaaaaaaaaaa alice alice  GET /b 10.0.0.1 allow 1',
+      '.000Z key_aaaaaaaaaaaaaaaa alice alice  POST /b 10.0.0.2 allow 1',
+      // Acting on behalf of someone is never counted in a run (the sinks' queues still merge it).
+      '.000Z key_aaaaaaaaaaaaaaaa carol alice carol POST /b 10.0.0.2 allow 1',
+      '.000Z key_aaaaaaaaaaaaaaaa carol alice carol POST /b 10.0.0.2 allow 1',
+      '.000Z     POST /b 10.0.0.2 deny 2',
+      '.000Z     POST /b 10.0.0.2 deny 1',
+      '.000Z key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow 1',
+      '.001Z key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 allow 1',
+      '.001Z key_aaaaaaaaaaaaaaaa alice alice  GET /a 10.0.0.1 deny 1',
+    ]);
+    expect(lines.map((l) => JSON.parse(l).reason).slice(-5)).toEqual([
+      'unknown',
+      'checksum',
+      'ok',
+      'ok',
+      'expired',
+    ]);
+  });
+
+  it('starts a new run for another client address or route, and holds nothing once settled', () => {
+    const lines: string[] = [];
+    const recorder = recorderInto(lines);
+    const entry = { key: alice };
+    const allow = { kind: 'allow', entry } as unknown as Outcome;
+    const behind = (forwarded: string): IncomingMessage =>
+      ({
+        url: '/verify',
+        method: 'GET',
+        headers: { 'x-original-uri': '/a', 'x-forwarded-for': forwarded },
+        socket: { remoteAddress: '10.0.0.1' },
+      }) as unknown as IncomingMessage;
+    recorder.record('verify', allow, 'allow', 'ok', behind('192.0.2.1'), 5);
+    recorder.record('verify', allow, 'allow', 'ok', behind('192.0.2.2'), 5);
+    recorder.record('introspect', allow, 'allow', 'ok', behind('192.0.2.2'), 5);
+    recorder.record('introspect', allow, 'allow', 'ok', behind('192.0.2.2'), 5);
+    expect(lines).toHaveLength(2);
+    recorder.settle();
+    expect(lines).toHaveLength(3);
+    recorder.record('introspect', allow, 'allow', 'ok', behind('192.0.2.2'), 5);
+    recorder.settle();
+    const rows = lines.map((l) => JSON.parse(l));
+    expect(rows.map((r) => [r.route, r.path, r.count])).toEqual([
+      ['verify', '/a', 1],
+      ['verify', '/a', 1],
+      ['introspect', null, 2],
+      ['introspect', null, 1],
     ]);
   });
 });

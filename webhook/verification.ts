@@ -106,7 +106,8 @@ export class Verification {
   missing(route: Route, timer: Timer, origin?: IncomingMessage): Outcome {
     const outcome: Outcome = { kind: 'invalid', reason: 'missing' };
     this.#options.metrics.decision(route, RESULTS.invalid, 'missing');
-    if (origin) this.#options.recorder?.record(route, outcome, RESULTS.invalid, 'missing', origin);
+    if (origin)
+      this.#options.recorder?.record(route, outcome, RESULTS.invalid, 'missing', origin, this.#options.now());
     this.#options.metrics.observe(route, timer.elapsedTime / 1000);
     return outcome;
   }
@@ -128,17 +129,19 @@ export class Verification {
   }
 
   #finish(request: VerificationRequest, resolution: Resolution, timer: Timer): Outcome | Promise<Outcome> {
-    const outcome = this.#decide(request, resolution);
-    if (outcome instanceof Promise) return outcome.then((o) => this.#observe(request, o, timer));
-    return this.#observe(request, outcome, timer);
+    // One reading of the clock per decision: what it is judged at is the time it is logged with.
+    const at = this.#options.now();
+    const outcome = this.#decide(request, resolution, at);
+    if (outcome instanceof Promise) return outcome.then((o) => this.#observe(request, o, timer, at));
+    return this.#observe(request, outcome, timer, at);
   }
 
-  #observe(request: VerificationRequest, outcome: Outcome, timer: Timer): Outcome {
+  #observe(request: VerificationRequest, outcome: Outcome, timer: Timer, at: number): Outcome {
     const { metrics, recorder } = this.#options;
     const result = RESULTS[outcome.kind];
     const reason = reasonOf(outcome);
     metrics.decision(request.route, result, reason);
-    if (request.origin) recorder?.record(request.route, outcome, result, reason, request.origin);
+    if (request.origin) recorder?.record(request.route, outcome, result, reason, request.origin, at);
     metrics.observe(request.route, timer.elapsedTime / 1000);
     return outcome;
   }
@@ -161,7 +164,7 @@ export class Verification {
     return { kind: 'rate_limited', entry: allowed.entry, limits };
   }
 
-  #decide(request: VerificationRequest, resolution: Resolution): Outcome | Promise<Outcome> {
+  #decide(request: VerificationRequest, resolution: Resolution, at: number): Outcome | Promise<Outcome> {
     const { limiter, usage, logger } = this.#options;
     if (resolution.kind === 'unavailable') return { kind: 'unavailable', reason: resolution.reason };
     if (resolution.kind === 'invalid') {
@@ -182,7 +185,7 @@ export class Verification {
     const { subject } = request;
     const decision = decide(
       entry,
-      this.#options.now(),
+      at,
       subject === undefined ? request.requiredScopes : [],
       request.kubernetes === true,
     );

@@ -154,6 +154,15 @@ export class Harness {
     return this.#shared;
   }
 
+  /**
+   * Stops every server the parts before started (the shared webhook too; webhook() starts it
+   * again): a part that splits the server CPU between servers of its own then has it to itself.
+   */
+  async quiesce(): Promise<void> {
+    await this.procs.stopAll();
+    this.#shared = undefined;
+  }
+
   async metrics(webhook: Webhook): Promise<string> {
     return await (await fetch(`${webhook.metricsUrl}/metrics`)).text();
   }

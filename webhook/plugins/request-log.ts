@@ -47,12 +47,15 @@ async function requestLogPlugin(app: FastifyInstance, options: RequestLogPluginO
   const { config, metrics, now } = options;
   const settings = config.requestLog;
   let loggedAt = Number.NEGATIVE_INFINITY;
+  // The recorder counts the run of like decisions it is in; each flush takes that run too.
+  const beforeFlush = (): void => recorder.settle();
   const store = settings.store
     ? new RequestLogWriter(app.store.writePool, {
         flushIntervalMs: settings.flushIntervalMs,
         maxPending: settings.maxPending,
         retry: new Backoff(RETRY, Math.random),
         now,
+        beforeFlush,
         onError: (err) => {
           // A store outage fails every attempt: one line per interval would drown the log.
           if (now() - loggedAt < ERROR_LOG_INTERVAL_MS) return;
@@ -72,6 +75,7 @@ async function requestLogPlugin(app: FastifyInstance, options: RequestLogPluginO
       : new JsonLinesSink(settings.json, {
           flushIntervalMs: settings.flushIntervalMs,
           maxPending: settings.maxPending,
+          beforeFlush,
           onError: (err) =>
             app.log.error(
               { err: safeError(err) },
@@ -85,7 +89,6 @@ async function requestLogPlugin(app: FastifyInstance, options: RequestLogPluginO
     sinks,
     addresses: new ClientAddress({ trustedProxies: config.trustedProxies, header: config.clientIpHeader }),
     clientIpHeader: config.clientIpHeader,
-    now,
   });
   registerMetrics(metrics, store, json);
 
