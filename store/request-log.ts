@@ -152,6 +152,7 @@ export class RequestLogWriter {
 
   /** Stops the timer and makes one last attempt; rows it cannot write are lost with the process. */
   async close(): Promise<void> {
+    // While adds are still taken: once closed, the last flush's own call could add nothing.
     this.options.beforeFlush?.();
     this.#closed = true;
     clearInterval(this.#timer);

@@ -7,6 +7,15 @@ import { loadConfig } from './config.js';
 import { logPath, RequestRecorder } from './request-log.js';
 import type { Outcome } from './verification.js';
 
+/** A recorder whose one sink writes each record it is handed as a JSON line into `lines`. */
+function recorderInto(lines: string[]): RequestRecorder {
+  return new RequestRecorder({
+    sinks: [{ add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) }],
+    addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
+    clientIpHeader: 'x-forwarded-for',
+  });
+}
+
 describe('logPath', () => {
   it('keeps the path of a request target or a whole URL, without query string or fragment', () => {
     expect(logPath('/api/items')).toBe('/api/items');
@@ -42,13 +51,7 @@ describe('RequestRecorder', () => {
 
   it('stamps each record with its time in RFC 3339 UTC, to the millisecond', () => {
     const lines: string[] = [];
-    const recorder = new RequestRecorder({
-      sinks: [
-        { add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) },
-      ],
-      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
-      clientIpHeader: 'x-forwarded-for',
-    });
+    const recorder = recorderInto(lines);
     const times = [
       Date.parse('2026-12-01T09:59:59.000Z'),
       Date.parse('2026-12-01T09:59:59.007Z'),
@@ -81,13 +84,7 @@ describe('RequestRecorder identity', () => {
   });
   const record = (outcome: unknown): Record<string, unknown> => {
     const lines: string[] = [];
-    const recorder = new RequestRecorder({
-      sinks: [
-        { add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) },
-      ],
-      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
-      clientIpHeader: 'x-forwarded-for',
-    });
+    const recorder = recorderInto(lines);
     recorder.record('verify', outcome as Outcome, 'allow', 'ok', request, 0);
     recorder.settle();
     return JSON.parse(lines[0]!);
@@ -130,14 +127,6 @@ describe('RequestRecorder on a stream of decisions', () => {
   const bob = { keyId: 'key_bbbbbbbbbbbbbbbb', username: 'bob' };
   const alicesOther = { keyId: 'key_cccccccccccccccc', username: 'alice' };
 
-  const recorderInto = (lines: string[]): RequestRecorder =>
-    new RequestRecorder({
-      sinks: [
-        { add: (at, keyId, fields, path, count) => lines.push(rowJson(at, keyId, fields, path, count)) },
-      ],
-      addresses: new ClientAddress({ trustedProxies: [], header: 'x-forwarded-for' }),
-      clientIpHeader: 'x-forwarded-for',
-    });
   const COLUMNS = [
     'key_id',
     'username',
